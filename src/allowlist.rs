@@ -1,0 +1,454 @@
+//! The allowlist: the endpoint groups an operator can open, and the decision
+//! for one request (forward, answer locally, or refuse, and with which status).
+//!
+//! Pure: no I/O, no allocation unless the path has percent escapes. The
+//! proxy calls [`decide`] once per request, before anything is forwarded.
+
+use crate::target::{parse_target, Refusal};
+use http::Method;
+
+/// An endpoint group, enabled by its `HOLEPUNCH_ALLOW_*` flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group {
+    Metrics,
+    AgentHealth,
+    AgentSelf,
+    AgentMembers,
+    AgentServers,
+    AgentHost,
+    AgentSchedulers,
+    Nodes,
+    Plugins,
+    Services,
+    Status,
+}
+
+impl Group {
+    /// Every group, in the order the README and the startup log list them.
+    pub const ALL: [Group; 11] = [
+        Group::Metrics,
+        Group::AgentHealth,
+        Group::AgentSelf,
+        Group::AgentMembers,
+        Group::AgentServers,
+        Group::AgentHost,
+        Group::AgentSchedulers,
+        Group::Nodes,
+        Group::Plugins,
+        Group::Services,
+        Group::Status,
+    ];
+
+    /// The environment variable that enables this group.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Group::Metrics => "HOLEPUNCH_ALLOW_METRICS",
+            Group::AgentHealth => "HOLEPUNCH_ALLOW_AGENT_HEALTH",
+            Group::AgentSelf => "HOLEPUNCH_ALLOW_AGENT_SELF",
+            Group::AgentMembers => "HOLEPUNCH_ALLOW_AGENT_MEMBERS",
+            Group::AgentServers => "HOLEPUNCH_ALLOW_AGENT_SERVERS",
+            Group::AgentHost => "HOLEPUNCH_ALLOW_AGENT_HOST",
+            Group::AgentSchedulers => "HOLEPUNCH_ALLOW_AGENT_SCHEDULERS",
+            Group::Nodes => "HOLEPUNCH_ALLOW_NODES",
+            Group::Plugins => "HOLEPUNCH_ALLOW_PLUGINS",
+            Group::Services => "HOLEPUNCH_ALLOW_SERVICES",
+            Group::Status => "HOLEPUNCH_ALLOW_STATUS",
+        }
+    }
+
+    /// Whether the group is open when its flag is unset, as in the original.
+    pub fn default_enabled(self) -> bool {
+        matches!(self, Group::Metrics | Group::AgentHealth)
+    }
+
+    /// A short name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Metrics => "metrics",
+            Group::AgentHealth => "agent_health",
+            Group::AgentSelf => "agent_self",
+            Group::AgentMembers => "agent_members",
+            Group::AgentServers => "agent_servers",
+            Group::AgentHost => "agent_host",
+            Group::AgentSchedulers => "agent_schedulers",
+            Group::Nodes => "nodes",
+            Group::Plugins => "plugins",
+            Group::Services => "services",
+            Group::Status => "status",
+        }
+    }
+
+    /// The group a decoded path belongs to, if any. Exact paths, plus the
+    /// subtrees `/v1/node/`, `/v1/plugin/` and `/v1/service/` (with at least
+    /// one byte after the prefix). Case-sensitive.
+    pub fn of_path(path: &[u8]) -> Option<Group> {
+        let rest = path.strip_prefix(b"/v1/")?;
+        let group = match rest {
+            b"metrics" => Group::Metrics,
+            b"agent/health" => Group::AgentHealth,
+            b"agent/self" => Group::AgentSelf,
+            b"agent/members" => Group::AgentMembers,
+            b"agent/servers" => Group::AgentServers,
+            b"agent/host" => Group::AgentHost,
+            b"agent/schedulers" | b"agent/schedulers/config" => Group::AgentSchedulers,
+            b"nodes" => Group::Nodes,
+            b"plugins" => Group::Plugins,
+            b"services" => Group::Services,
+            b"status/leader" | b"status/peers" => Group::Status,
+            _ if under(rest, b"node/") => Group::Nodes,
+            _ if under(rest, b"plugin/") => Group::Plugins,
+            _ if under(rest, b"service/") => Group::Services,
+            _ => return None,
+        };
+        Some(group)
+    }
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+fn under(rest: &[u8], prefix: &[u8]) -> bool {
+    rest.len() > prefix.len() && rest.starts_with(prefix)
+}
+
+/// The set of open groups, plus the ALL switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowlist {
+    all: bool,
+    groups: u16,
+}
+
+impl Default for Allowlist {
+    /// The original's defaults: metrics and agent health, nothing else.
+    fn default() -> Self {
+        Group::ALL
+            .iter()
+            .filter(|g| g.default_enabled())
+            .fold(Allowlist::none(), |a, &g| a.with(g, true))
+    }
+}
+
+impl Allowlist {
+    /// Nothing open.
+    pub fn none() -> Self {
+        Allowlist {
+            all: false,
+            groups: 0,
+        }
+    }
+
+    /// This allowlist with `group` opened or closed.
+    pub fn with(self, group: Group, open: bool) -> Self {
+        let groups = if open {
+            self.groups | group.bit()
+        } else {
+            self.groups & !group.bit()
+        };
+        Allowlist { groups, ..self }
+    }
+
+    /// This allowlist with ALL (every `/v1/` path and method) on or off.
+    pub fn with_all(self, all: bool) -> Self {
+        Allowlist { all, ..self }
+    }
+
+    pub fn allows(&self, group: Group) -> bool {
+        self.groups & group.bit() != 0
+    }
+
+    pub fn all(&self) -> bool {
+        self.all
+    }
+}
+
+/// What to do with one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward to the Task API socket. `group` is `None` for a path only ALL
+    /// covers. `origin_offset` is where the origin-form part of the raw target
+    /// starts (non-zero only for absolute-form targets, which are forwarded
+    /// as their path and query).
+    Forward {
+        group: Option<Group>,
+        origin_offset: usize,
+    },
+    /// `/health`: answer `200 ok` locally.
+    Health,
+    /// 403: a `/v1/` path no open group covers. `group` names the flag that
+    /// would open it, if there is one.
+    Deny { group: Option<Group> },
+    /// 405 with `Allow: GET, HEAD`: a method other than GET or HEAD on an
+    /// open group's path (or on `/health`).
+    MethodNotAllowed,
+    /// 404: a path outside `/v1/` other than `/health`.
+    NotFound,
+    /// 400: the target breaks the path rules (see [`crate::target`]).
+    Refuse(Refusal),
+}
+
+/// Decides what happens to a request with this method and raw target.
+///
+/// Groups forward only GET and HEAD; ALL forwards every method. The path
+/// rules apply to everything, ALL included. An absolute-form target is
+/// accepted only when its path would be forwarded; otherwise it is refused
+/// with 400 rather than answered as its path would be.
+pub fn decide(allow: &Allowlist, method: &Method, raw_target: &[u8]) -> Decision {
+    let target = match parse_target(raw_target) {
+        Ok(target) => target,
+        Err(refusal) => return Decision::Refuse(refusal),
+    };
+    let decision = decide_path(allow, method, &target.path);
+    match decision {
+        Decision::Forward { group, .. } => Decision::Forward {
+            group,
+            origin_offset: target.origin_offset,
+        },
+        _ if target.origin_offset > 0 => Decision::Refuse(Refusal::AbsoluteFormNotForwarded),
+        other => other,
+    }
+}
+
+fn decide_path(allow: &Allowlist, method: &Method, path: &[u8]) -> Decision {
+    let read_only = method == Method::GET || method == Method::HEAD;
+    if path == b"/health" {
+        return if read_only {
+            Decision::Health
+        } else {
+            Decision::MethodNotAllowed
+        };
+    }
+    if !path.starts_with(b"/v1/") {
+        return Decision::NotFound;
+    }
+    let group = Group::of_path(path);
+    if allow.all {
+        return Decision::Forward {
+            group,
+            origin_offset: 0,
+        };
+    }
+    match group {
+        Some(g) if allow.allows(g) && read_only => Decision::Forward {
+            group,
+            origin_offset: 0,
+        },
+        Some(g) if allow.allows(g) => Decision::MethodNotAllowed,
+        _ => Decision::Deny { group },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: Method = Method::GET;
+
+    fn fwd(group: Group) -> Decision {
+        Decision::Forward {
+            group: Some(group),
+            origin_offset: 0,
+        }
+    }
+
+    #[test]
+    fn defaults_are_metrics_and_agent_health() {
+        let a = Allowlist::default();
+        for g in Group::ALL {
+            assert_eq!(a.allows(g), g.default_enabled(), "{g:?}");
+        }
+        assert!(!a.all());
+        assert_eq!(decide(&a, &GET, b"/v1/metrics"), fwd(Group::Metrics));
+        assert_eq!(
+            decide(&a, &GET, b"/v1/metrics?format=prometheus"),
+            fwd(Group::Metrics)
+        );
+        assert_eq!(
+            decide(&a, &GET, b"/v1/agent/health"),
+            fwd(Group::AgentHealth)
+        );
+        assert_eq!(
+            decide(&a, &GET, b"/v1/agent/self"),
+            Decision::Deny {
+                group: Some(Group::AgentSelf)
+            }
+        );
+        assert_eq!(
+            decide(&a, &GET, b"/v1/jobs"),
+            Decision::Deny { group: None }
+        );
+    }
+
+    #[test]
+    fn every_group_path_table() {
+        let table: &[(&str, Option<Group>)] = &[
+            ("/v1/metrics", Some(Group::Metrics)),
+            ("/v1/agent/health", Some(Group::AgentHealth)),
+            ("/v1/agent/self", Some(Group::AgentSelf)),
+            ("/v1/agent/members", Some(Group::AgentMembers)),
+            ("/v1/agent/servers", Some(Group::AgentServers)),
+            ("/v1/agent/host", Some(Group::AgentHost)),
+            ("/v1/agent/schedulers", Some(Group::AgentSchedulers)),
+            ("/v1/agent/schedulers/config", Some(Group::AgentSchedulers)),
+            ("/v1/nodes", Some(Group::Nodes)),
+            (
+                "/v1/node/f7476465-4d6e-c0de-26d0-e383c49be941",
+                Some(Group::Nodes),
+            ),
+            ("/v1/node/abc/allocations", Some(Group::Nodes)),
+            ("/v1/plugins", Some(Group::Plugins)),
+            ("/v1/plugin/csi/ebs", Some(Group::Plugins)),
+            ("/v1/services", Some(Group::Services)),
+            ("/v1/service/web", Some(Group::Services)),
+            ("/v1/status/leader", Some(Group::Status)),
+            ("/v1/status/peers", Some(Group::Status)),
+            // Near misses stay outside every group.
+            ("/v1/metrics/", None),
+            ("/v1/metricsx", None),
+            ("/v1/Metrics", None),
+            ("/v1/agent/healthz", None),
+            ("/v1/agent/schedulers/other", None),
+            ("/v1/node/", None),
+            ("/v1/node", None),
+            ("/v1/nodesx", None),
+            ("/v1/service/", None),
+            ("/v1/status/other", None),
+            ("/v1/agent/monitor", None),
+            ("/v1/event/stream", None),
+            ("/v2/metrics", None),
+            ("/metrics", None),
+        ];
+        for (path, want) in table {
+            assert_eq!(Group::of_path(path.as_bytes()), *want, "{path}");
+        }
+        // Every group with only that group open: its paths forward, the rest deny.
+        for &g in &Group::ALL {
+            let only = Allowlist::none().with(g, true);
+            for (path, want) in table {
+                let got = decide(&only, &GET, path.as_bytes());
+                if *want == Some(g) {
+                    assert_eq!(got, fwd(g), "{path} under {g:?}");
+                } else {
+                    assert!(
+                        !matches!(got, Decision::Forward { .. }),
+                        "{path} under {g:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn methods() {
+        let a = Allowlist::default().with(Group::Services, true);
+        assert_eq!(
+            decide(&a, &Method::HEAD, b"/v1/metrics"),
+            fwd(Group::Metrics)
+        );
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
+            assert_eq!(decide(&a, &m, b"/v1/metrics"), Decision::MethodNotAllowed);
+            assert_eq!(
+                decide(&a, &m, b"/v1/service/web/_nomad-task-123"),
+                Decision::MethodNotAllowed
+            );
+            // A closed group's path is 403 whatever the method.
+            assert_eq!(
+                decide(&a, &m, b"/v1/nodes"),
+                Decision::Deny {
+                    group: Some(Group::Nodes)
+                }
+            );
+            assert_eq!(decide(&a, &m, b"/health"), Decision::MethodNotAllowed);
+        }
+        let ext = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(decide(&a, &ext, b"/v1/metrics"), Decision::MethodNotAllowed);
+    }
+
+    #[test]
+    fn all_forwards_every_v1_path_and_method_but_keeps_path_rules() {
+        let a = Allowlist::none().with_all(true);
+        assert_eq!(
+            decide(&a, &Method::DELETE, b"/v1/job/example?purge=true"),
+            Decision::Forward {
+                group: None,
+                origin_offset: 0
+            }
+        );
+        assert_eq!(
+            decide(&a, &Method::PUT, b"/v1/var/app/config"),
+            Decision::Forward {
+                group: None,
+                origin_offset: 0
+            }
+        );
+        assert_eq!(
+            decide(&a, &Method::POST, b"/v1/metrics"),
+            fwd(Group::Metrics)
+        );
+        assert_eq!(
+            decide(&a, &GET, b"/v1/metrics/../jobs"),
+            Decision::Refuse(Refusal::DotSegment)
+        );
+        assert_eq!(decide(&a, &GET, b"/other"), Decision::NotFound);
+    }
+
+    #[test]
+    fn local_routes() {
+        let a = Allowlist::none();
+        assert_eq!(decide(&a, &GET, b"/health"), Decision::Health);
+        assert_eq!(decide(&a, &Method::HEAD, b"/health?x=1"), Decision::Health);
+        assert_eq!(decide(&a, &GET, b"/"), Decision::NotFound);
+        assert_eq!(decide(&a, &GET, b"/v1"), Decision::NotFound);
+        assert_eq!(decide(&a, &GET, b"/healthz"), Decision::NotFound);
+        assert_eq!(decide(&a, &GET, b"/V1/metrics"), Decision::NotFound);
+        assert_eq!(decide(&a, &GET, b"/v1/"), Decision::Deny { group: None });
+    }
+
+    #[test]
+    fn decoded_path_decides() {
+        let a = Allowlist::default();
+        assert_eq!(decide(&a, &GET, b"/v1/m%65trics"), fwd(Group::Metrics));
+        assert_eq!(
+            decide(&a, &GET, b"/v1/%6eodes"),
+            Decision::Deny {
+                group: Some(Group::Nodes)
+            }
+        );
+    }
+
+    #[test]
+    fn absolute_form() {
+        let a = Allowlist::default();
+        assert_eq!(
+            decide(
+                &a,
+                &GET,
+                b"http://localhost:6120/v1/metrics?format=prometheus"
+            ),
+            Decision::Forward {
+                group: Some(Group::Metrics),
+                origin_offset: 21
+            }
+        );
+        for raw in [
+            &b"http://localhost/v1/agent/self"[..],
+            b"http://localhost/health",
+            b"http://localhost/other",
+        ] {
+            assert_eq!(
+                decide(&a, &GET, raw),
+                Decision::Refuse(Refusal::AbsoluteFormNotForwarded)
+            );
+        }
+        assert_eq!(
+            decide(&a, &Method::POST, b"http://localhost/v1/metrics"),
+            Decision::Refuse(Refusal::AbsoluteFormNotForwarded)
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! Configuration from the environment, with the Go original's variable names
+//! and defaults, but strict: every bad value is an error naming the variable,
+//! the value and what would be accepted, and nothing falls back silently.
+//!
+//! Pure: [`Config::from_vars`] takes the variables as a list, so tests and
+//! `--check` see exactly what the server would. Reading the token itself
+//! (a file, maybe) is `crate::token`'s job.
+
+use crate::allowlist::{Allowlist, Group};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+pub const BIND: &str = "HOLEPUNCH_BIND";
+pub const PORT: &str = "HOLEPUNCH_PORT";
+pub const SOCKET_PATH: &str = "HOLEPUNCH_SOCKET_PATH";
+/// The name the Go original's README gives; read when HOLEPUNCH_SOCKET_PATH is unset.
+pub const SOCKET_PATH_ALIAS: &str = "NOMAD_SOCKET_PATH";
+pub const TOKEN_FILE: &str = "HOLEPUNCH_TOKEN_FILE";
+pub const ALLOW_ALL: &str = "HOLEPUNCH_ALLOW_ALL";
+/// Set by `identity { env = true }`.
+pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
+/// Set by Nomad for every task.
+pub const NOMAD_SECRETS_DIR: &str = "NOMAD_SECRETS_DIR";
+
+pub const DEFAULT_BIND: &str = "0.0.0.0";
+pub const DEFAULT_PORT: u16 = 6120;
+/// The socket path when neither the variables nor NOMAD_SECRETS_DIR say otherwise.
+pub const DEFAULT_SOCKET_PATH: &str = "/secrets/api.sock";
+
+/// The longest path a Unix socket address can hold on Linux (`sun_path` is
+/// 108 bytes including the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Every `HOLEPUNCH_*` variable this program reads. Any other variable with
+/// that prefix is an error, so a typo cannot silently leave a default.
+fn known_variables() -> impl Iterator<Item = &'static str> {
+    [BIND, PORT, SOCKET_PATH, TOKEN_FILE, ALLOW_ALL]
+        .into_iter()
+        .chain(Group::ALL.iter().map(|g| g.flag()))
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The address the proxy listens on.
+    pub listen: SocketAddr,
+    /// The Nomad Task API socket.
+    pub socket_path: String,
+    /// Which variable `socket_path` came from (or "default").
+    pub socket_path_from: &'static str,
+    /// Where the workload token comes from.
+    pub token: TokenSource,
+    /// The open groups.
+    pub allow: Allowlist,
+}
+
+/// Where the workload token comes from, in the order they are tried.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file, watched and re-read when it changes. `var` names the variable
+    /// that pointed at it: HOLEPUNCH_TOKEN_FILE, or NOMAD_SECRETS_DIR for
+    /// `$NOMAD_SECRETS_DIR/nomad_token` (used only if it exists).
+    File { path: PathBuf, var: &'static str },
+    /// The value of NOMAD_TOKEN, fixed for the life of the process.
+    Env(String),
+}
+
+impl fmt::Debug for TokenSource {
+    /// Never prints the token itself.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl TokenSource {
+    /// A description for logs: where the token comes from, never its value.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::File { path, var } => format!("file {} (from {var})", path.display()),
+            TokenSource::Env(_) => format!("{NOMAD_TOKEN} (<redacted>)"),
+        }
+    }
+}
+
+/// One problem with one variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: String,
+    /// The value it had, quoted for the message; `None` when it was unset or
+    /// when the value must not be shown (a token).
+    pub value: Option<String>,
+    /// What would be accepted, or what to do.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={:?}: {}", self.var, v, self.expected),
+            None => write!(f, "{}: {}", self.var, self.expected),
+        }
+    }
+}
+
+/// The variables as given: `Err(())` for a value that is not UTF-8.
+type Vars = HashMap<String, Result<String, ()>>;
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, Vec<ConfigError>> {
+        Config::from_vars(std::env::vars_os())
+    }
+
+    /// Builds the configuration from a list of variables. Returns every
+    /// problem found, not just the first.
+    pub fn from_vars<I>(vars: I) -> Result<Config, Vec<ConfigError>>
+    where
+        I: IntoIterator<Item = (OsString, OsString)>,
+    {
+        let vars: Vars = vars
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().map_err(|_| ()))))
+            .collect();
+        let mut errors = Vec::new();
+
+        for name in vars.keys().filter(|k| k.starts_with("HOLEPUNCH_")) {
+            if !known_variables().any(|known| known == name) {
+                errors.push(unknown_variable(name, &vars));
+            }
+        }
+
+        let bind = get(&vars, BIND, &mut errors).unwrap_or(DEFAULT_BIND);
+        let ip = parse_bind(bind).map_err(|e| errors.push(e)).ok();
+        let port = match get(&vars, PORT, &mut errors) {
+            None => Some(DEFAULT_PORT),
+            Some(v) => parse_port(v).map_err(|e| errors.push(e)).ok(),
+        };
+
+        let (socket_path, socket_path_from) = socket_path(&vars, &mut errors);
+        if socket_path.len() > MAX_SOCKET_PATH {
+            errors.push(ConfigError {
+                var: socket_path_from.to_string(),
+                value: Some(socket_path.clone()),
+                expected: format!(
+                    "a Unix socket path can be at most {MAX_SOCKET_PATH} bytes; this one is {} \
+                     (move the task directory to a shorter path or link the socket somewhere shorter)",
+                    socket_path.len()
+                ),
+            });
+        }
+
+        let token = token_source(&vars, &mut errors);
+
+        let mut allow = Allowlist::default();
+        if let Some(all) = get_bool(&vars, ALLOW_ALL, false, &mut errors) {
+            allow = allow.with_all(all);
+        }
+        for group in Group::ALL {
+            if let Some(open) = get_bool(&vars, group.flag(), group.default_enabled(), &mut errors)
+            {
+                allow = allow.with(group, open);
+            }
+        }
+
+        match (ip, port, token) {
+            (Some(ip), Some(port), Some(token)) if errors.is_empty() => Ok(Config {
+                listen: SocketAddr::new(ip, port),
+                socket_path,
+                socket_path_from,
+                token,
+                allow,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// One line per setting, for the startup log and `--check`. The token
+    /// is described by its source only.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("listen address: {}", self.listen),
+            format!(
+                "Task API socket: {} (from {})",
+                self.socket_path, self.socket_path_from
+            ),
+            format!("workload token: {}", self.token.describe()),
+            format!("{ALLOW_ALL} = {}", self.allow.all()),
+        ];
+        lines.extend(
+            Group::ALL
+                .iter()
+                .map(|g| format!("{} = {}", g.flag(), self.allow.allows(*g))),
+        );
+        lines
+    }
+}
+
+/// The value of a variable; `None` when unset or empty. A value that is not
+/// UTF-8 is reported and treated as unset.
+fn get<'a>(vars: &'a Vars, name: &str, errors: &mut Vec<ConfigError>) -> Option<&'a str> {
+    match vars.get(name)? {
+        Ok(v) if v.is_empty() => None,
+        Ok(v) => Some(v.as_str()),
+        Err(()) => {
+            errors.push(ConfigError {
+                var: name.to_string(),
+                value: None,
+                expected: "the value is not valid UTF-8".to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// A boolean as Go's strconv.ParseBool reads it; empty or unset is `default`.
+fn get_bool(vars: &Vars, name: &str, default: bool, errors: &mut Vec<ConfigError>) -> Option<bool> {
+    match get(vars, name, errors) {
+        None => Some(default),
+        Some(v) => match parse_bool(v) {
+            Some(b) => Some(b),
+            None => {
+                errors.push(ConfigError {
+                    var: name.to_string(),
+                    value: Some(v.to_string()),
+                    expected: "expected a boolean: 1, t, T, TRUE, true, True, 0, f, F, FALSE, \
+                               false or False"
+                        .to_string(),
+                });
+                None
+            }
+        },
+    }
+}
+
+/// Exactly the spellings Go's strconv.ParseBool accepts.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_bind(v: &str) -> Result<IpAddr, ConfigError> {
+    let bare = v
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(v);
+    bare.parse().map_err(|_| ConfigError {
+        var: BIND.to_string(),
+        value: Some(v.to_string()),
+        expected: "expected an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1, :: or ::1 \
+                   (the port goes in HOLEPUNCH_PORT)"
+            .to_string(),
+    })
+}
+
+fn parse_port(v: &str) -> Result<u16, ConfigError> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 && !v.starts_with('+') => Ok(p),
+        _ => Err(ConfigError {
+            var: PORT.to_string(),
+            value: Some(v.to_string()),
+            expected: "expected a port number from 1 to 65535".to_string(),
+        }),
+    }
+}
+
+fn socket_path(vars: &Vars, errors: &mut Vec<ConfigError>) -> (String, &'static str) {
+    if let Some(p) = get(vars, SOCKET_PATH, errors) {
+        return (p.to_string(), SOCKET_PATH);
+    }
+    if let Some(p) = get(vars, SOCKET_PATH_ALIAS, errors) {
+        return (p.to_string(), SOCKET_PATH_ALIAS);
+    }
+    if let Some(dir) = get(vars, NOMAD_SECRETS_DIR, errors) {
+        return (
+            format!("{}/api.sock", dir.trim_end_matches('/')),
+            NOMAD_SECRETS_DIR,
+        );
+    }
+    (DEFAULT_SOCKET_PATH.to_string(), "default")
+}
+
+fn token_source(vars: &Vars, errors: &mut Vec<ConfigError>) -> Option<TokenSource> {
+    if let Some(path) = get(vars, TOKEN_FILE, errors) {
+        return Some(TokenSource::File {
+            path: PathBuf::from(path),
+            var: TOKEN_FILE,
+        });
+    }
+    // The token's value is never echoed, even when it is not UTF-8.
+    match vars.get(NOMAD_TOKEN) {
+        Some(Ok(v)) if !v.trim().is_empty() => return Some(TokenSource::Env(v.clone())),
+        Some(Err(())) => {
+            errors.push(ConfigError {
+                var: NOMAD_TOKEN.to_string(),
+                value: None,
+                expected: "the value is not valid UTF-8".to_string(),
+            });
+            return None;
+        }
+        _ => {}
+    }
+    if let Some(dir) = get(vars, NOMAD_SECRETS_DIR, errors) {
+        return Some(TokenSource::File {
+            path: PathBuf::from(dir).join("nomad_token"),
+            var: NOMAD_SECRETS_DIR,
+        });
+    }
+    errors.push(ConfigError {
+        var: NOMAD_TOKEN.to_string(),
+        value: None,
+        expected: format!(
+            "no workload token: set {TOKEN_FILE} to a token file, or give the task \
+             identity {{ env = true }} (sets {NOMAD_TOKEN}) or identity {{ file = true }} \
+             (writes $NOMAD_SECRETS_DIR/nomad_token)"
+        ),
+    });
+    None
+}
+
+fn unknown_variable(name: &str, vars: &Vars) -> ConfigError {
+    let nearest = known_variables()
+        .map(|k| (edit_distance(name, k), k))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    let expected = match nearest {
+        Some((_, k)) => format!("unknown variable; did you mean {k}?"),
+        None => format!(
+            "unknown variable; the HOLEPUNCH_ variables are {}",
+            known_variables().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    ConfigError {
+        var: name.to_string(),
+        value: vars.get(name).and_then(|v| v.clone().ok()),
+        expected,
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+        Config::from_vars(
+            vars.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+    }
+
+    const TOKEN: (&str, &str) = ("NOMAD_TOKEN", "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+
+    fn errors_for(vars: &[(&str, &str)]) -> Vec<String> {
+        cfg(vars)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = cfg(&[TOKEN]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:6120".parse().unwrap());
+        assert_eq!(c.socket_path, "/secrets/api.sock");
+        assert_eq!(c.socket_path_from, "default");
+        assert_eq!(c.token, TokenSource::Env(TOKEN.1.to_string()));
+        assert_eq!(c.allow, Allowlist::default());
+    }
+
+    #[test]
+    fn bind_and_port() {
+        let c = cfg(&[TOKEN, (BIND, "127.0.0.1"), (PORT, "8080")]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        let c = cfg(&[TOKEN, (BIND, "::"), (PORT, "65535")]).unwrap();
+        assert_eq!(c.listen, "[::]:65535".parse().unwrap());
+        let c = cfg(&[TOKEN, (BIND, "[::1]"), (PORT, "1")]).unwrap();
+        assert_eq!(c.listen, "[::1]:1".parse().unwrap());
+        // Empty means default.
+        let c = cfg(&[TOKEN, (BIND, ""), (PORT, "")]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:6120".parse().unwrap());
+
+        for bad in ["0", "65536", "-1", "+80", "80a", " 80", "http"] {
+            let errs = errors_for(&[TOKEN, (PORT, bad)]);
+            assert_eq!(
+                errs,
+                vec![format!(
+                    "HOLEPUNCH_PORT={bad:?}: expected a port number from 1 to 65535"
+                )]
+            );
+        }
+        for bad in ["localhost", "0.0.0.0:6120", "1.2.3", "256.0.0.1", "[::1"] {
+            let errs = errors_for(&[TOKEN, (BIND, bad)]);
+            assert_eq!(errs.len(), 1, "{bad}");
+            assert!(
+                errs[0].starts_with(&format!("HOLEPUNCH_BIND={bad:?}: expected an IPv4 or IPv6"))
+            );
+        }
+    }
+
+    #[test]
+    fn socket_path_precedence() {
+        let secrets = ("NOMAD_SECRETS_DIR", "/var/nomad/alloc/1/task/secrets/");
+        let c = cfg(&[TOKEN, secrets]).unwrap();
+        assert_eq!(c.socket_path, "/var/nomad/alloc/1/task/secrets/api.sock");
+        assert_eq!(c.socket_path_from, NOMAD_SECRETS_DIR);
+        let c = cfg(&[TOKEN, secrets, (SOCKET_PATH_ALIAS, "/alias.sock")]).unwrap();
+        assert_eq!(
+            (c.socket_path.as_str(), c.socket_path_from),
+            ("/alias.sock", SOCKET_PATH_ALIAS)
+        );
+        let c = cfg(&[
+            TOKEN,
+            secrets,
+            (SOCKET_PATH_ALIAS, "/alias.sock"),
+            (SOCKET_PATH, "/main.sock"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.socket_path.as_str(), c.socket_path_from),
+            ("/main.sock", SOCKET_PATH)
+        );
+    }
+
+    #[test]
+    fn socket_path_too_long() {
+        let long = format!("/{}", "a".repeat(107));
+        let errs = errors_for(&[TOKEN, (SOCKET_PATH, &long)]);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("HOLEPUNCH_SOCKET_PATH="), "{}", errs[0]);
+        assert!(
+            errs[0].contains("at most 107 bytes; this one is 108"),
+            "{}",
+            errs[0]
+        );
+        assert!(cfg(&[TOKEN, (SOCKET_PATH, &long[..107])]).is_ok());
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        let file = (TOKEN_FILE, "/run/token");
+        let secrets = (NOMAD_SECRETS_DIR, "/secrets");
+        let c = cfg(&[file, TOKEN, secrets]).unwrap();
+        assert_eq!(
+            c.token,
+            TokenSource::File {
+                path: "/run/token".into(),
+                var: TOKEN_FILE
+            }
+        );
+        let c = cfg(&[TOKEN, secrets]).unwrap();
+        assert_eq!(c.token, TokenSource::Env(TOKEN.1.into()));
+        // An empty NOMAD_TOKEN counts as unset.
+        let c = cfg(&[(NOMAD_TOKEN, " "), secrets]).unwrap();
+        assert_eq!(
+            c.token,
+            TokenSource::File {
+                path: "/secrets/nomad_token".into(),
+                var: NOMAD_SECRETS_DIR
+            }
+        );
+        let errs = errors_for(&[(NOMAD_TOKEN, "")]);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("NOMAD_TOKEN: no workload token"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn token_never_in_debug_or_errors() {
+        let c = cfg(&[TOKEN, (PORT, "x")]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(TOKEN.1), "{shown}");
+        let c = cfg(&[TOKEN]).unwrap();
+        assert!(!format!("{c:?}").contains(TOKEN.1));
+        assert!(!c.describe().join("\n").contains(TOKEN.1));
+        let non_utf8 = Config::from_vars([(
+            OsString::from(NOMAD_TOKEN),
+            std::os::unix::ffi::OsStringExt::from_vec(vec![0xff, b'x']),
+        )]);
+        assert_eq!(
+            non_utf8.unwrap_err()[0].to_string(),
+            "NOMAD_TOKEN: the value is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn booleans_are_go_parsebool() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        for bad in [
+            "yes", "no", "on", "off", "tRUE", "2", " true", "true ", "y", "-1",
+        ] {
+            assert_eq!(parse_bool(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_flag() {
+        let a = cfg(&[TOKEN]).unwrap().allow;
+        for g in Group::ALL {
+            assert_eq!(a.allows(g), g.default_enabled());
+            let flipped = if g.default_enabled() { "false" } else { "true" };
+            let a = cfg(&[TOKEN, (g.flag(), flipped)]).unwrap().allow;
+            assert_eq!(a.allows(g), !g.default_enabled(), "{g:?}");
+            for other in Group::ALL.iter().filter(|o| **o != g) {
+                assert_eq!(a.allows(*other), other.default_enabled());
+            }
+            // Empty is the default, not false.
+            let a = cfg(&[TOKEN, (g.flag(), "")]).unwrap().allow;
+            assert_eq!(a.allows(g), g.default_enabled());
+            let errs = errors_for(&[TOKEN, (g.flag(), "yes")]);
+            assert_eq!(errs.len(), 1);
+            assert!(errs[0].starts_with(&format!("{}=\"yes\": expected a boolean", g.flag())));
+        }
+        assert!(cfg(&[TOKEN, (ALLOW_ALL, "T")]).unwrap().allow.all());
+        assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().allow.all());
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_nothing_falls_back() {
+        let errs = errors_for(&[
+            TOKEN,
+            (PORT, "99999"),
+            (BIND, "nowhere"),
+            ("HOLEPUNCH_ALLOW_NODES", "yes"),
+            ("HOLEPUNCH_ALLOW_METRICS", "nope"),
+        ]);
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        for var in [
+            "HOLEPUNCH_PORT",
+            "HOLEPUNCH_BIND",
+            "HOLEPUNCH_ALLOW_NODES",
+            "HOLEPUNCH_ALLOW_METRICS",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(var)),
+                "{var} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_holepunch_variables_are_errors() {
+        let errs = errors_for(&[TOKEN, ("HOLEPUNCH_ALLOW_NODE", "true")]);
+        assert_eq!(
+            errs,
+            vec!["HOLEPUNCH_ALLOW_NODE=\"true\": unknown variable; did you mean HOLEPUNCH_ALLOW_NODES?"]
+        );
+        let errs = errors_for(&[TOKEN, ("HOLEPUNCH_SOMETHING_ELSE", "1")]);
+        assert!(
+            errs[0].contains("the HOLEPUNCH_ variables are HOLEPUNCH_BIND"),
+            "{errs:?}"
+        );
+        // Other variables are none of our business.
+        assert!(cfg(&[TOKEN, ("NOMAD_ADDR", "x"), ("PATH", "/bin")]).is_ok());
+    }
+
+    #[test]
+    fn describe_lists_every_setting() {
+        let c = cfg(&[TOKEN, (BIND, "127.0.0.1")]).unwrap();
+        let lines = c.describe();
+        assert_eq!(lines[0], "listen address: 127.0.0.1:6120");
+        assert_eq!(
+            lines[1],
+            "Task API socket: /secrets/api.sock (from default)"
+        );
+        assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
+        assert_eq!(lines.len(), 4 + Group::ALL.len());
+        assert!(lines.contains(&"HOLEPUNCH_ALLOW_METRICS = true".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_ALLOW_NODES = false".to_string()));
+    }
+}

@@ -1,0 +1,134 @@
+//! Logging: env_logger (`RUST_LOG`, default `info`) behind a filter that
+//! removes secrets from every line.
+//!
+//! The workload token must never reach a log, at any level. Our own code
+//! never logs it, but Pingora's HTTP/1 client logs whole upstream request
+//! headers at debug and trace, and those carry `X-Nomad-Token`. So every
+//! token the process loads is registered here with [`add_secret`], and any
+//! log line that contains one has it replaced with `<redacted>`.
+
+use log::{Log, Metadata, Record};
+use once_cell::sync::Lazy;
+use std::borrow::Cow;
+use std::sync::RwLock;
+
+/// How many secrets are remembered. A rotated token stays redacted for a
+/// few rotations, long after any request that carried it has finished.
+const MAX_SECRETS: usize = 8;
+
+static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::default()));
+
+/// Installs the logger. `RUST_LOG` sets the level (default `info`).
+/// Calling it twice is harmless: the second call does nothing.
+pub fn init() {
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Redacting(inner))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Registers a secret to be redacted from every later log line.
+pub fn add_secret(secret: &str) {
+    SECRETS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(secret);
+}
+
+/// The most recent secrets, oldest first.
+#[derive(Default)]
+struct Secrets(Vec<String>);
+
+impl Secrets {
+    fn add(&mut self, secret: &str) {
+        if secret.is_empty() || self.0.iter().any(|s| s == secret) {
+            return;
+        }
+        if self.0.len() == MAX_SECRETS {
+            self.0.remove(0);
+        }
+        self.0.push(secret.to_string());
+    }
+
+    /// `message` with every secret replaced by `<redacted>`.
+    fn redact<'a>(&self, message: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(message);
+        for secret in &self.0 {
+            if out.contains(secret.as_str()) {
+                out = Cow::Owned(out.replace(secret.as_str(), "<redacted>"));
+            }
+        }
+        out
+    }
+}
+
+struct Redacting(env_logger::Logger);
+
+impl Log for Redacting {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.0.matches(record) {
+            return;
+        }
+        let message = record.args().to_string();
+        let message = SECRETS
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .redact(&message)
+            .into_owned();
+        self.0.log(
+            &Record::builder()
+                .level(record.level())
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .args(format_args!("{message}"))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_replaced_everywhere_in_a_line() {
+        let mut secrets = Secrets::default();
+        secrets.add("s3cr3t-token-for-test");
+        secrets.add("");
+        let line =
+            r#"RequestHeader { "x-nomad-token": "s3cr3t-token-for-test" } s3cr3t-token-for-test"#;
+        assert_eq!(
+            secrets.redact(line),
+            r#"RequestHeader { "x-nomad-token": "<redacted>" } <redacted>"#
+        );
+        assert!(matches!(
+            secrets.redact("nothing to hide"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn only_the_last_few_secrets_are_kept() {
+        let mut secrets = Secrets::default();
+        for i in 0..MAX_SECRETS + 2 {
+            secrets.add(&format!("rotating-secret-{i:02}"));
+        }
+        assert_eq!(secrets.redact("rotating-secret-00"), "rotating-secret-00");
+        assert_eq!(
+            secrets.redact(&format!("rotating-secret-{:02}", MAX_SECRETS + 1)),
+            "<redacted>"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The Pingora proxy: `request_filter` applies the allowlist and answers
+//! everything that is not forwarded, `upstream_peer` is the Task API socket,
+//! and `upstream_request_filter` swaps the client's credentials for the
+//! workload token. Responses stream back untouched, headers included.
+
+use crate::allowlist::{decide, Allowlist, Decision, Group};
+use crate::shutdown::{InFlight, InFlightGuard};
+use crate::token::Token;
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{debug, info, warn};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long connecting to the Task API socket may take. A local socket
+/// connects at once or not at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// The proxy. One per process, shared by every request.
+pub struct Holepunch {
+    allow: Allowlist,
+    peer: HttpPeer,
+    token: Arc<Token>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Holepunch {
+    /// A proxy forwarding what `allow` opens to the Unix socket at
+    /// `socket_path`, with the workload token from `token`.
+    pub fn new(
+        allow: Allowlist,
+        socket_path: &str,
+        token: Arc<Token>,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Self> {
+        let mut peer = HttpPeer::new_uds(socket_path, false, String::new())?;
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        Ok(Holepunch {
+            allow,
+            peer,
+            token,
+            in_flight,
+        })
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    _in_flight: InFlightGuard,
+    /// The group a forwarded request matched (`None` under ALL only).
+    pub group: Option<Group>,
+}
+
+#[async_trait]
+impl ProxyHttp for Holepunch {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _in_flight: self.in_flight.enter(),
+            group: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let decision = decide(&self.allow, &req.method, req.raw_path());
+        let (status, body): (u16, Cow<'static, str>) = match decision {
+            Decision::Forward {
+                group,
+                origin_offset,
+            } => {
+                ctx.group = group;
+                if origin_offset > 0 {
+                    // Absolute-form: forward exactly the path that was decided on.
+                    let origin = req.raw_path()[origin_offset..].to_vec();
+                    session.req_header_mut().set_raw_path(&origin)?;
+                }
+                return Ok(false);
+            }
+            Decision::Health => (200, "ok".into()),
+            Decision::NotFound => (404, "not found".into()),
+            Decision::MethodNotAllowed => (
+                405,
+                "method not allowed: this endpoint forwards only GET and HEAD".into(),
+            ),
+            Decision::Deny { group } => {
+                info!(
+                    "denied {} {} {}",
+                    client(session),
+                    req.method,
+                    escaped_target(req)
+                );
+                (403, deny_body(group))
+            }
+            Decision::Refuse(refusal) => {
+                info!(
+                    "refused {} {} {}: {}",
+                    client(session),
+                    req.method,
+                    escaped_target(req),
+                    refusal.reason()
+                );
+                session.set_keepalive(None);
+                (400, format!("bad request: {}", refusal.reason()).into())
+            }
+        };
+        let allow_header = matches!(decision, Decision::MethodNotAllowed);
+        respond(session, status, body, allow_header).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The client's own credentials are for this proxy at most; Nomad
+        // sees only the workload's.
+        upstream_request.remove_header("Authorization");
+        upstream_request.remove_header("Proxy-Authorization");
+        upstream_request.insert_header("X-Nomad-Token", self.token.header_value())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body) = error_response(e);
+        if code >= 500 {
+            // The error's context names the socket; that is for the operator's
+            // log, never for the client.
+            warn!(
+                "{} {} {}: {code}: {e}",
+                client(session),
+                session.req_header().method,
+                escaped_target(session.req_header())
+            );
+        }
+        if code > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
+            if let Err(write_err) = respond(session, code, body.into(), false).await {
+                debug!("could not send the {code} response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if log::log_enabled!(log::Level::Debug) {
+            let status = session
+                .response_written()
+                .map_or(0, |resp| resp.status.as_u16());
+            debug!(
+                "access {} {} {} {} group={}",
+                client(session),
+                session.req_header().method,
+                escaped_target(session.req_header()),
+                status,
+                ctx.group.map_or("-", Group::name)
+            );
+        }
+    }
+}
+
+/// The status and body for a request that failed after it was allowed.
+/// Status 0 means the client is gone and gets nothing.
+fn error_response(e: &Error) -> (u16, &'static str) {
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(code), _) => (*code, ""),
+        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
+            504,
+            "gateway timeout: the Nomad Task API did not answer in time",
+        ),
+        (_, ErrorSource::Upstream) => (
+            502,
+            "bad gateway: the Nomad Task API socket is not available",
+        ),
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => (0, ""),
+        (_, ErrorSource::Downstream) => (400, "bad request"),
+        _ => (500, "internal error"),
+    }
+}
+
+fn deny_body(group: Option<Group>) -> Cow<'static, str> {
+    match group {
+        Some(g) => format!("forbidden: this path needs {}=true", g.flag()).into(),
+        None => "forbidden: no HOLEPUNCH_ALLOW_* group covers this path \
+                 (only HOLEPUNCH_ALLOW_ALL would allow it)"
+            .into(),
+    }
+}
+
+/// Writes a complete plain-text response.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Cow<'static, str>,
+    allow_header: bool,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("Content-Type", TEXT_PLAIN)?;
+    resp.insert_header("Content-Length", body.len())?;
+    if allow_header {
+        resp.insert_header("Allow", "GET, HEAD")?;
+    }
+    // A request body we did not read would be taken for the next request.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    let body = match body {
+        Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
+        Cow::Owned(s) => Bytes::from(s),
+    };
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn client(session: &Session) -> String {
+    session
+        .client_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// The raw target for a log line, with anything unprintable escaped.
+fn escaped_target(req: &RequestHeader) -> String {
+    String::from_utf8_lossy(req.raw_path())
+        .escape_debug()
+        .to_string()
+}

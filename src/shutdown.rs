@@ -1,0 +1,115 @@
+//! Graceful shutdown: count the requests in flight, and once a SIGTERM (or
+//! the SIGQUIT of an upgrade) has stopped the listeners, exit as soon as
+//! they are done, within the grace period.
+//!
+//! Pingora on its own stops accepting on SIGTERM and then sleeps the whole
+//! `grace_period_seconds` before it exits, however idle it is. Nomad sends
+//! SIGKILL after the task's `kill_timeout` (5 s by default), so waiting the
+//! full period for nothing only slows every deploy. [`Drain`] ends the
+//! process early instead; the grace period stays the upper bound.
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The number of requests between `new_ctx` and the end of logging.
+#[derive(Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    /// Counts one request until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Held by each request's context.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How often the drain checks the count.
+const POLL: Duration = Duration::from_millis(20);
+/// How many checks in a row must see zero before exiting: a connection that
+/// was accepted just before the listeners closed gets this long to have its
+/// request read and counted.
+const QUIET_POLLS: u32 = 5;
+
+/// Waits for shutdown, then exits 0 once no request has been in flight for
+/// [`QUIET_POLLS`] checks, or when `grace` has passed.
+pub struct Drain {
+    in_flight: Arc<InFlight>,
+    grace: Duration,
+}
+
+impl Drain {
+    pub fn new(in_flight: Arc<InFlight>, grace: Duration) -> Self {
+        Drain { in_flight, grace }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let deadline = Instant::now() + self.grace;
+        info!(
+            "shutting down: {} request(s) in flight, waiting up to {:?}",
+            self.in_flight.count(),
+            self.grace
+        );
+        let mut quiet = 0;
+        while quiet < QUIET_POLLS {
+            if Instant::now() >= deadline {
+                warn!(
+                    "grace period over with {} request(s) still in flight; exiting",
+                    self.in_flight.count()
+                );
+                break;
+            }
+            pingora::time::sleep(POLL).await;
+            quiet = if self.in_flight.count() == 0 {
+                quiet + 1
+            } else {
+                0
+            };
+        }
+        info!("shutdown complete");
+        log::logger().flush();
+        std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_requests() {
+        let in_flight = Arc::new(InFlight::default());
+        let a = in_flight.enter();
+        let b = in_flight.enter();
+        assert_eq!(in_flight.count(), 2);
+        drop(a);
+        assert_eq!(in_flight.count(), 1);
+        drop(b);
+        assert_eq!(in_flight.count(), 0);
+    }
+}

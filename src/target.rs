@@ -1,0 +1,348 @@
+//! The request-target rule: which raw request targets are plain enough to
+//! forward, and which path Nomad will route them to.
+//!
+//! Pure and allocation-free unless the path carries percent escapes. The
+//! allowlist (`crate::allowlist`) decides on the path this module returns, and
+//! the proxy forwards the raw bytes it was given, so both must describe the
+//! same request. [`parse_target`] is where that is guaranteed.
+
+use std::borrow::Cow;
+
+/// Why a request target was refused with 400. Each has a short, fixed text
+/// for the response body and the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Empty target, asterisk-form (`*`), authority-form (`host:443`) or a
+    /// relative reference: anything that is not a path or an `http(s)://` URL.
+    NotOriginForm,
+    /// An `http(s)://` target whose authority is empty, has userinfo or other
+    /// bytes a host name cannot hold, or that has no path.
+    BadAbsoluteForm,
+    /// An absolute-form target whose path would not be forwarded as a plain
+    /// path either.
+    AbsoluteFormNotForwarded,
+    /// A `.` or `..` path segment.
+    DotSegment,
+    /// An empty path segment (`//`).
+    EmptySegment,
+    /// A backslash in the path.
+    Backslash,
+    /// A `%` not followed by two hex digits.
+    InvalidEscape,
+    /// A percent-encoded `/`, `\`, `.` or control byte.
+    EncodedDelimiter,
+    /// A byte that RFC 3986 does not allow raw in a path, such as a space,
+    /// a control byte, `#`, `"`, `<`, `{` or anything outside ASCII.
+    DisallowedByte,
+    /// A control byte, space or `#` in the query string.
+    DisallowedQueryByte,
+}
+
+impl Refusal {
+    /// The text sent in the 400 response body and logged.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotOriginForm => "the request target must be a path starting with /",
+            Refusal::BadAbsoluteForm => "malformed absolute-form request target",
+            Refusal::AbsoluteFormNotForwarded => {
+                "absolute-form request target for a path that is not forwarded"
+            }
+            Refusal::DotSegment => "dot segments (. or ..) are not allowed in the path",
+            Refusal::EmptySegment => "empty path segments (//) are not allowed",
+            Refusal::Backslash => "backslashes are not allowed in the path",
+            Refusal::InvalidEscape => "invalid percent escape in the path",
+            Refusal::EncodedDelimiter => {
+                "percent-encoded /, \\, . or control bytes are not allowed in the path"
+            }
+            Refusal::DisallowedByte => "the path contains a byte that is not allowed there",
+            Refusal::DisallowedQueryByte => "the query contains a byte that is not allowed there",
+        }
+    }
+}
+
+/// A request target that passed [`parse_target`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The path as Nomad routes it: percent escapes decoded once, query
+    /// removed. Borrowed from the input when there was nothing to decode.
+    pub path: Cow<'a, [u8]>,
+    /// Where the origin-form part (`/path?query`) starts in the raw target:
+    /// 0 for an origin-form target, after the authority for absolute-form.
+    pub origin_offset: usize,
+}
+
+/// Parses a raw HTTP/1.1 request target into the path Nomad will route on.
+///
+/// # Invariant
+///
+/// If this returns `Ok(t)`, then `t.path` is byte for byte the path that
+/// Nomad's HTTP server routes the request to once it has decoded the
+/// percent escapes (Go decodes them exactly once), and no further
+/// normalisation (dot-segment removal, slash merging, backslash conversion,
+/// another decoding pass of the delimiters) can turn it into a different
+/// path. That holds because an accepted path:
+///
+/// - starts with `/` and has no empty segment (`//`) except a final `/`;
+/// - has no `.` or `..` segment, raw or encoded (an encoded `.` is refused
+///   anywhere, so no decoding can create one);
+/// - has no `\`, raw or encoded, and no encoded `/`, so segment boundaries
+///   before and after decoding are the same;
+/// - has no control byte, raw or encoded, and no raw byte outside RFC 3986's
+///   `pchar` set, and every `%` starts a valid two-digit escape.
+///
+/// The query string is not part of the decision: it may hold any visible
+/// ASCII byte except `#`, and the proxy forwards it untouched.
+///
+/// An absolute-form target (`http://host/path`) is parsed to its path with
+/// the same rules; `origin_offset` tells the caller where the origin-form
+/// suffix starts, so it can forward that instead of the URL. Any other form
+/// is refused.
+pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
+    let origin_offset = origin_form_offset(raw)?;
+    let origin = &raw[origin_offset..];
+    let (path, query) = match origin.iter().position(|&b| b == b'?') {
+        Some(q) => (&origin[..q], &origin[q + 1..]),
+        None => (origin, &origin[origin.len()..]),
+    };
+    if query
+        .iter()
+        .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#')
+    {
+        return Err(Refusal::DisallowedQueryByte);
+    }
+
+    // The path starts with '/' (origin_form_offset guarantees it). Walk it
+    // segment by segment; `seg_start` is the index just after the last '/'.
+    let mut seg_start = 1;
+    let mut escapes = false;
+    let mut i = 1;
+    while i < path.len() {
+        match path[i] {
+            b'/' => {
+                check_segment(&path[seg_start..i])?;
+                seg_start = i + 1;
+            }
+            b'%' => {
+                let decoded = hex_pair(path.get(i + 1..i + 3)).ok_or(Refusal::InvalidEscape)?;
+                if matches!(decoded, b'/' | b'\\' | b'.') || decoded < 0x20 || decoded == 0x7f {
+                    return Err(Refusal::EncodedDelimiter);
+                }
+                escapes = true;
+                i += 2;
+            }
+            b'\\' => return Err(Refusal::Backslash),
+            b if is_pchar(b) => {}
+            _ => return Err(Refusal::DisallowedByte),
+        }
+        i += 1;
+    }
+    // A final '/' leaves an empty last segment, which is allowed: Nomad's
+    // router sees it as the distinct path it is.
+    if seg_start < path.len() {
+        check_segment(&path[seg_start..])?;
+    }
+
+    let path = if escapes {
+        Cow::Owned(percent_decode(path))
+    } else {
+        Cow::Borrowed(path)
+    };
+    Ok(Target {
+        path,
+        origin_offset,
+    })
+}
+
+/// Where the `/path?query` part of the target starts.
+fn origin_form_offset(raw: &[u8]) -> Result<usize, Refusal> {
+    if raw.first() == Some(&b'/') {
+        return Ok(0);
+    }
+    let scheme_len = if starts_with_ignore_case(raw, b"http://") {
+        7
+    } else if starts_with_ignore_case(raw, b"https://") {
+        8
+    } else {
+        return Err(Refusal::NotOriginForm);
+    };
+    let rest = &raw[scheme_len..];
+    let authority_len = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    // A host name, an IP literal in brackets, and a port: no userinfo ('@'),
+    // no escapes, nothing an authority parser could read two ways.
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b);
+    if authority.is_empty() || !authority.iter().all(|&b| host_byte(b)) {
+        return Err(Refusal::BadAbsoluteForm);
+    }
+    if rest.get(authority_len) != Some(&b'/') {
+        return Err(Refusal::BadAbsoluteForm);
+    }
+    Ok(scheme_len + authority_len)
+}
+
+fn check_segment(segment: &[u8]) -> Result<(), Refusal> {
+    match segment {
+        b"" => Err(Refusal::EmptySegment),
+        b"." | b".." => Err(Refusal::DotSegment),
+        _ => Ok(()),
+    }
+}
+
+/// RFC 3986 `pchar` less `%` (handled by the caller): unreserved,
+/// sub-delims, `:` and `@`.
+fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+    match pair {
+        Some(&[hi, lo]) => Some(hex_digit(hi)? << 4 | hex_digit(lo)?),
+        _ => None,
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes once. Only called on paths already validated, so
+/// every `%` is followed by two hex digits.
+fn percent_decode(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' {
+            if let Some(b) = hex_pair(path.get(i + 1..i + 3)) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    out
+}
+
+fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
+    haystack.len() >= prefix.len() && haystack[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(raw: &str) -> Result<String, Refusal> {
+        parse_target(raw.as_bytes()).map(|t| String::from_utf8_lossy(&t.path).into_owned())
+    }
+
+    #[test]
+    fn plain_paths_pass_through_and_borrow() {
+        let t = parse_target(b"/v1/metrics?format=prometheus").unwrap();
+        assert_eq!(t.path, Cow::Borrowed(&b"/v1/metrics"[..]));
+        assert!(matches!(t.path, Cow::Borrowed(_)));
+        assert_eq!(t.origin_offset, 0);
+        assert_eq!(path_of("/"), Ok("/".into()));
+        assert_eq!(path_of("/v1/node/abc/"), Ok("/v1/node/abc/".into()));
+        assert_eq!(
+            path_of("/v1/service/web;x=1"),
+            Ok("/v1/service/web;x=1".into())
+        );
+        // Tomcat's "..;" trick is an ordinary segment to Go: Nomad routes it literally.
+        assert_eq!(path_of("/v1/node/..;/x"), Ok("/v1/node/..;/x".into()));
+    }
+
+    #[test]
+    fn escapes_are_decoded_once() {
+        assert_eq!(path_of("/v1/m%65trics"), Ok("/v1/metrics".into()));
+        assert_eq!(path_of("/v1/%252e%252e"), Ok("/v1/%2e%2e".into()));
+        assert_eq!(
+            path_of("/v1/service/caf%C3%A9"),
+            Ok("/v1/service/café".into())
+        );
+    }
+
+    #[test]
+    fn query_is_ignored_but_checked() {
+        assert_eq!(
+            path_of("/v1/nodes?index=5&wait=10s"),
+            Ok("/v1/nodes".into())
+        );
+        assert_eq!(path_of("/v1/nodes?a=../..//%2f"), Ok("/v1/nodes".into()));
+        assert_eq!(path_of("/v1/nodes?"), Ok("/v1/nodes".into()));
+        assert_eq!(path_of("/v1/nodes?a#b"), Err(Refusal::DisallowedQueryByte));
+        assert_eq!(path_of("/v1/nodes?a b"), Err(Refusal::DisallowedQueryByte));
+        assert_eq!(
+            path_of("/v1/nodes?a\x01"),
+            Err(Refusal::DisallowedQueryByte)
+        );
+    }
+
+    #[test]
+    fn known_bypass_tricks_are_refused() {
+        use Refusal::*;
+        let table: &[(&str, Refusal)] = &[
+            ("", NotOriginForm),
+            ("*", NotOriginForm),
+            ("v1/metrics", NotOriginForm),
+            ("nomad.example:4646", NotOriginForm),
+            ("//v1/metrics", EmptySegment),
+            ("/v1//metrics", EmptySegment),
+            ("/v1/metrics/../agent/self", DotSegment),
+            ("/v1/./metrics", DotSegment),
+            ("/v1/metrics/..", DotSegment),
+            ("/v1/metrics/.", DotSegment),
+            ("/./v1/metrics", DotSegment),
+            ("/v1/metrics/%2e%2e/agent/self", EncodedDelimiter),
+            ("/v1/metrics/%2E%2E/agent/self", EncodedDelimiter),
+            ("/v1/metrics/.%2e/agent/self", EncodedDelimiter),
+            ("/v1/metrics%2f..%2fagent%2fself", EncodedDelimiter),
+            ("/v1/metrics%2F", EncodedDelimiter),
+            ("/v1/metrics%5c..%5cagent", EncodedDelimiter),
+            ("/v1/metrics\\..\\agent\\self", Backslash),
+            ("/v1/metrics%00", EncodedDelimiter),
+            ("/v1/metrics%0a", EncodedDelimiter),
+            ("/v1/metrics%7f", EncodedDelimiter),
+            ("/v1/metrics%", InvalidEscape),
+            ("/v1/metrics%2", InvalidEscape),
+            ("/v1/metrics%zz", InvalidEscape),
+            ("/v1/metrics%%32%65", InvalidEscape),
+            ("/v1/metrics#frag", DisallowedByte),
+            ("/v1/metrics x", DisallowedByte),
+            ("/v1/metrics\t", DisallowedByte),
+            ("/v1/metrics\r\n", DisallowedByte),
+            ("/v1/metrics\u{e9}", DisallowedByte),
+            ("/v1/{metrics}", DisallowedByte),
+            ("http://", BadAbsoluteForm),
+            ("http:///v1/metrics", BadAbsoluteForm),
+            ("http://host", BadAbsoluteForm),
+            ("http://host?x=1", BadAbsoluteForm),
+            ("http://user@host/v1/metrics", BadAbsoluteForm),
+            ("http://host%2f/v1/metrics", BadAbsoluteForm),
+            ("http://host\\@evil/v1/metrics", BadAbsoluteForm),
+            ("ftp://host/v1/metrics", NotOriginForm),
+            ("http://host/v1/../agent/self", DotSegment),
+        ];
+        for (raw, want) in table {
+            assert_eq!(path_of(raw), Err(*want), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_yields_its_path_and_offset() {
+        let raw = b"HTTP://127.0.0.1:6120/v1/metrics?format=prometheus";
+        let t = parse_target(raw).unwrap();
+        assert_eq!(&*t.path, b"/v1/metrics");
+        assert_eq!(&raw[t.origin_offset..], b"/v1/metrics?format=prometheus");
+        let t = parse_target(b"https://[::1]/v1/agent/health").unwrap();
+        assert_eq!(&*t.path, b"/v1/agent/health");
+    }
+}
