@@ -21,8 +21,9 @@ static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::defaul
 /// Installs the logger. `RUST_LOG` sets the level (default `info`).
 /// Calling it twice is harmless: the second call does nothing.
 pub fn init() {
-    let inner =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let inner = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Redacting(inner))).is_ok() {
         log::set_max_level(max);

@@ -146,15 +146,18 @@ impl ProxyHttp for Holepunch {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_response(e);
+        // The error's context names the socket: that is for the operator's
+        // log, never for the client's body.
+        let line = format!(
+            "{} {} {}: {code}: {e}",
+            client(session),
+            session.req_header().method,
+            escaped_target(session.req_header())
+        );
         if code >= 500 {
-            // The error's context names the socket; that is for the operator's
-            // log, never for the client.
-            warn!(
-                "{} {} {}: {code}: {e}",
-                client(session),
-                session.req_header().method,
-                escaped_target(session.req_header())
-            );
+            warn!("{line}");
+        } else {
+            debug!("{line}");
         }
         if code > 0 && session.response_written().is_none() {
             session.set_keepalive(None);
@@ -166,6 +169,11 @@ impl ProxyHttp for Holepunch {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// `fail_to_proxy` logs every failure once, at a level that fits it.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        true
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

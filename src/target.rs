@@ -87,6 +87,9 @@ pub struct Target<'a> {
 ///   anywhere, so no decoding can create one);
 /// - has no `\`, raw or encoded, and no encoded `/`, so segment boundaries
 ///   before and after decoding are the same;
+/// - has none of those delimiters (`/`, `\`, `.`, control bytes) encoded
+///   twice either (`%252e`), so even a component that wrongly decoded a
+///   second time could not create a dot segment or a new segment boundary;
 /// - has no control byte, raw or encoded, and no raw byte outside RFC 3986's
 ///   `pchar` set, and every `%` starts a valid two-digit escape.
 ///
@@ -124,7 +127,16 @@ pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
             }
             b'%' => {
                 let decoded = hex_pair(path.get(i + 1..i + 3)).ok_or(Refusal::InvalidEscape)?;
-                if matches!(decoded, b'/' | b'\\' | b'.') || decoded < 0x20 || decoded == 0x7f {
+                // `%25` (an encoded '%') followed by an escape of a delimiter is
+                // that delimiter encoded twice: refused like the single form.
+                let twice = (decoded == b'%')
+                    .then(|| hex_pair(path.get(i + 3..i + 5)))
+                    .flatten();
+                if [Some(decoded), twice]
+                    .into_iter()
+                    .flatten()
+                    .any(is_delimiter)
+                {
                     return Err(Refusal::EncodedDelimiter);
                 }
                 escapes = true;
@@ -181,6 +193,12 @@ fn origin_form_offset(raw: &[u8]) -> Result<usize, Refusal> {
         return Err(Refusal::BadAbsoluteForm);
     }
     Ok(scheme_len + authority_len)
+}
+
+/// Bytes that must never arrive percent-encoded: they would change the
+/// path's structure (or its meaning) if anyone decoded them.
+fn is_delimiter(b: u8) -> bool {
+    matches!(b, b'/' | b'\\' | b'.') || b < 0x20 || b == 0x7f
 }
 
 fn check_segment(segment: &[u8]) -> Result<(), Refusal> {
@@ -263,7 +281,8 @@ mod tests {
     #[test]
     fn escapes_are_decoded_once() {
         assert_eq!(path_of("/v1/m%65trics"), Ok("/v1/metrics".into()));
-        assert_eq!(path_of("/v1/%252e%252e"), Ok("/v1/%2e%2e".into()));
+        assert_eq!(path_of("/v1/job/a%2541"), Ok("/v1/job/a%41".into()));
+        assert_eq!(path_of("/v1/job/a%25"), Ok("/v1/job/a%".into()));
         assert_eq!(
             path_of("/v1/service/caf%C3%A9"),
             Ok("/v1/service/café".into())
@@ -307,6 +326,10 @@ mod tests {
             ("/v1/metrics%2f..%2fagent%2fself", EncodedDelimiter),
             ("/v1/metrics%2F", EncodedDelimiter),
             ("/v1/metrics%5c..%5cagent", EncodedDelimiter),
+            ("/v1/node/%252e%252e/agent/self", EncodedDelimiter),
+            ("/v1/node/x%252Fy", EncodedDelimiter),
+            ("/v1/node/x%255c", EncodedDelimiter),
+            ("/v1/node/x%2500", EncodedDelimiter),
             ("/v1/metrics\\..\\agent\\self", Backslash),
             ("/v1/metrics%00", EncodedDelimiter),
             ("/v1/metrics%0a", EncodedDelimiter),

@@ -1,0 +1,232 @@
+//! The process over time: startup checks, token rotation, the socket going
+//! away and coming back, SIGTERM, and what reaches the log.
+
+mod support;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::standin::{Options, StandIn, START_INDEX};
+use support::{get, run_to_exit, send, Proxy, TempDir, TOKEN};
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
+    let port = support::free_port().to_string();
+    let (status, stderr) = run_to_exit(
+        &[
+            ("HOLEPUNCH_PORT", "70000"),
+            ("HOLEPUNCH_BIND", "localhost:80"),
+            ("HOLEPUNCH_ALLOW_NODES", "yes"),
+            ("HOLEPUNCH_ALOW_STATUS", "true"),
+            ("NOMAD_TOKEN", TOKEN),
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 5, "{stderr}");
+    for want in [
+        "nomad-holepunch: HOLEPUNCH_PORT=\"70000\": expected a port number from 1 to 65535",
+        "nomad-holepunch: HOLEPUNCH_BIND=\"localhost:80\": expected an IPv4 or IPv6 address",
+        "nomad-holepunch: HOLEPUNCH_ALLOW_NODES=\"yes\": expected a boolean: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false or False",
+        "nomad-holepunch: HOLEPUNCH_ALOW_STATUS=\"true\": unknown variable; did you mean HOLEPUNCH_ALLOW_STATUS?",
+        "nomad-holepunch: not starting: 4 configuration problem(s)",
+    ] {
+        assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains(TOKEN));
+
+    // No token from any source.
+    let (status, stderr) = run_to_exit(&[("HOLEPUNCH_PORT", &port)], &[]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.starts_with("nomad-holepunch: NOMAD_TOKEN: no workload token"),
+        "{stderr}"
+    );
+    // identity { file = true } expected but the file is not there.
+    let dir = TempDir::new();
+    let secrets = dir.path().to_str().unwrap();
+    let (status, stderr) = run_to_exit(
+        &[("HOLEPUNCH_PORT", &port), ("NOMAD_SECRETS_DIR", secrets)],
+        &[],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("nomad_token\": no workload token"),
+        "{stderr}"
+    );
+    // An empty token file.
+    let file = dir.join("token");
+    std::fs::write(&file, "\n").unwrap();
+    let (status, stderr) = run_to_exit(&[("HOLEPUNCH_TOKEN_FILE", file.to_str().unwrap())], &[]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("the token file is empty"), "{stderr}");
+    // Nothing ever listened.
+    assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
+}
+
+#[test]
+fn token_file_rotation_by_rename_is_picked_up_without_restart() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let token_file = dir.join("nomad_token");
+    std::fs::write(&token_file, "token-one\n").unwrap();
+    let mut options = Options::new("token-one");
+    options.tokens.push("token-two".into());
+    let standin = StandIn::start(&sock, options);
+    let proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap()),
+        // The file wins over the environment.
+        ("NOMAD_TOKEN", "token-from-env"),
+    ]);
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(
+        standin.requests()[0].header("x-nomad-token"),
+        Some("token-one")
+    );
+
+    // Nomad renews the identity: a new file renamed over the old one.
+    let tmp = dir.join("nomad_token.tmp");
+    std::fs::write(&tmp, "token-two").unwrap();
+    std::fs::rename(&tmp, &token_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+        let last = standin.requests().pop().unwrap();
+        if last.header("x-nomad-token") == Some("token-two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new token was never used");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A broken rewrite keeps the last good token.
+    std::fs::write(&token_file, "   \n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .log()
+        .contains("is empty; keeping the last good workload token")
+    {
+        assert!(Instant::now() < deadline, "no warning:\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(
+        standin.requests().pop().unwrap().header("x-nomad-token"),
+        Some("token-two")
+    );
+    let log = proxy.log();
+    assert!(log.contains("workload token reloaded from"), "{log}");
+    for secret in ["token-one", "token-two", "token-from-env"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn socket_missing_then_restored_then_dying_then_back() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+    ]);
+    let bad_gateway = |resp: support::Response| {
+        assert_eq!(resp.status, 502);
+        assert_eq!(
+            resp.text(),
+            "bad gateway: the Nomad Task API socket is not available"
+        );
+        assert_eq!(
+            resp.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    };
+    // Missing: 502 that does not reveal the socket path.
+    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+    // A file that is not a socket.
+    std::fs::write(&sock, "").unwrap();
+    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+
+    // The socket appears (Nomad client restarted): served at once.
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    // Warm the pool, then the agent dies, closing its connections.
+    assert_eq!(get(proxy.addr, "/v1/agent/health", "").status, 200);
+    drop(standin);
+    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+    // And comes back.
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    for _ in 0..5 {
+        assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    }
+    assert_eq!(standin.requests().len(), 5);
+    let log = proxy.log();
+    assert!(log.contains("WARN  holepunch::proxy]"), "{log}");
+    assert!(log.contains("GET /v1/metrics: 502:"), "{log}");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let mut proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+        ("HOLEPUNCH_ALLOW_NODES", "true"),
+    ]);
+    let addr = proxy.addr;
+    // A blocking query that the stand-in holds for 2 s.
+    let in_flight = std::thread::spawn(move || {
+        get(addr, &format!("/v1/nodes?index={START_INDEX}&wait=2s"), "")
+    });
+    assert!(standin.wait_for_requests(1, Duration::from_secs(10)));
+    proxy.signal(libc::SIGTERM);
+
+    // New connections are refused once the listener has closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resp = in_flight.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("x-nomad-index"),
+        Some(&*START_INDEX.to_string())
+    );
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", proxy.log());
+    let log = proxy.log();
+    assert!(
+        log.contains("shutting down: 1 request(s) in flight, waiting up to 5s"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[test]
+fn the_token_never_reaches_the_log_even_at_trace() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+        ("RUST_LOG", "trace"),
+    ]);
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(get(proxy.addr, "/v1/agent/self", "").status, 403);
+    let raw = b"GET /v1/%2e%2e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(send(proxy.addr, raw).unwrap().status, 400);
+    drop(standin);
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 502);
+    let log = proxy.log();
+    // Pingora logs the upstream request header at trace; the token in it is masked.
+    assert!(log.contains("X-Nomad-Token: <redacted>"), "{log}");
+    assert!(!log.contains(TOKEN));
+    // And the token's distinctive middle part does not appear either.
+    assert!(!log.contains(&TOKEN[40..70]));
+}

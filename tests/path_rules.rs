@@ -1,0 +1,279 @@
+//! Property tests of the request decision: no refused variant of a path is
+//! ever forwarded, and nothing that is forwarded under a group can be read
+//! by the Task API as a path outside that group.
+
+use holepunch::allowlist::{decide, Allowlist, Decision, Group};
+use holepunch::target::parse_target;
+use http::Method;
+use proptest::prelude::*;
+
+/// Every group open, ALL off: the strictest test of group boundaries.
+fn every_group() -> Allowlist {
+    Group::ALL
+        .iter()
+        .fold(Allowlist::none(), |a, &g| a.with(g, true))
+}
+
+const GROUP_PATHS: &[&str] = &[
+    "/v1/metrics",
+    "/v1/agent/health",
+    "/v1/agent/self",
+    "/v1/agent/members",
+    "/v1/agent/servers",
+    "/v1/agent/host",
+    "/v1/agent/schedulers",
+    "/v1/agent/schedulers/config",
+    "/v1/nodes",
+    "/v1/node/abc",
+    "/v1/node/abc/allocations",
+    "/v1/plugins",
+    "/v1/plugin/csi/ebs",
+    "/v1/services",
+    "/v1/service/web",
+    "/v1/status/leader",
+    "/v1/status/peers",
+];
+
+/// Pieces that are refused wherever they appear in a path.
+const ALWAYS_REFUSED: &[&str] = &[
+    "//", "\\", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%0a", "%0D", "%1f", "%7f", "%z",
+    "%g0", "%0g", "%%", "%252e", "%252F", "%255c", "%2500", "#", " ", "\"", "<", "{", "|", "^",
+    "`", "\u{e9}",
+];
+
+/// Normalisation as an HTTP stack might do it after decoding: backslashes
+/// as slashes, dot segments resolved, slashes merged.
+fn clean(decoded: &[u8]) -> Vec<u8> {
+    let slashed: Vec<u8> = decoded
+        .iter()
+        .map(|&b| if b == b'\\' { b'/' } else { b })
+        .collect();
+    let trailing = slashed.ends_with(b"/");
+    let mut out: Vec<&[u8]> = Vec::new();
+    for seg in slashed.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = Vec::new();
+    for seg in out {
+        path.push(b'/');
+        path.extend_from_slice(seg);
+    }
+    if trailing || path.is_empty() {
+        path.push(b'/');
+    }
+    path
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Request targets built from pieces that matter to path handling.
+fn target_strategy() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "/",
+        "/",
+        "/",
+        "v1",
+        "/v1/",
+        "metrics",
+        "agent",
+        "health",
+        "self",
+        "node",
+        "nodes",
+        "service",
+        "services",
+        "plugin",
+        "status",
+        "leader",
+        "peers",
+        "x",
+        ".",
+        "..",
+        "...",
+        "..;",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "\\",
+        "%",
+        "%0",
+        "%00",
+        "%25",
+        "%252e",
+        "%6d",
+        "%65",
+        "%41",
+        "?",
+        "?index=1",
+        "#",
+        ";",
+        "//",
+        " ",
+        "@",
+        ":",
+        "*",
+        "%c3%a9",
+        "http://h",
+        "HTTP://h:1",
+    ]);
+    (
+        prop::sample::select(vec!["", "", "", "http://h", "HTTP://h:1"]),
+        prop::sample::select(GROUP_PATHS.to_vec()),
+        prop::collection::vec(piece, 0..6),
+        prop::sample::select(vec![true, true, true, false]),
+    )
+        .prop_map(|(scheme, base, pieces, keep_base)| {
+            let mut t = scheme.to_string();
+            if keep_base {
+                t.push_str(base);
+            }
+            for p in pieces {
+                t.push_str(p);
+            }
+            t
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    /// An always-refused piece spliced anywhere into a group path's path part
+    /// is refused with 400, even under ALL.
+    #[test]
+    fn refused_pieces_are_refused_anywhere(
+        base in prop::sample::select(GROUP_PATHS.to_vec()),
+        piece in prop::sample::select(ALWAYS_REFUSED.to_vec()),
+        at in any::<prop::sample::Index>(),
+        query in prop::sample::select(vec!["", "?index=7&wait=1s", "?format=prometheus"]),
+    ) {
+        // Splice after the leading '/', at a char boundary (the paths are ASCII).
+        let pos = 1 + at.index(base.len());
+        let target = format!("{}{}{}{}", &base[..pos], piece, &base[pos..], query);
+        for allow in [every_group(), Allowlist::none().with_all(true)] {
+            let d = decide(&allow, &Method::GET, target.as_bytes());
+            prop_assert!(matches!(d, Decision::Refuse(_)), "{target:?} -> {d:?}");
+        }
+    }
+
+    /// A dot segment inserted at any segment boundary is refused.
+    #[test]
+    fn dot_segments_are_refused_at_any_boundary(
+        base in prop::sample::select(GROUP_PATHS.to_vec()),
+        dots in prop::sample::select(vec!["/.", "/..", "/./..", "/../.."]),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let boundaries: Vec<usize> = base
+            .char_indices()
+            .filter(|&(_, c)| c == '/')
+            .map(|(i, _)| i)
+            .skip(1)
+            .chain([base.len()])
+            .collect();
+        let pos = boundaries[at.index(boundaries.len())];
+        let target = format!("{}{}{}", &base[..pos], dots, &base[pos..]);
+        let d = decide(&Allowlist::none().with_all(true), &Method::GET, target.as_bytes());
+        prop_assert!(matches!(d, Decision::Refuse(_)), "{target:?} -> {d:?}");
+    }
+
+    /// Whatever is forwarded under a group stays in that group however hard
+    /// the far side normalises it, and the decided path is exactly what a
+    /// single decoding of the forwarded target gives.
+    #[test]
+    fn forwarded_targets_cannot_leave_their_group(target in target_strategy()) {
+        let allow = every_group();
+        if let Decision::Forward { group, origin_offset } = decide(&allow, &Method::GET, target.as_bytes()) {
+            let group = group.expect("no ALL, so a group matched");
+            let forwarded = &target.as_bytes()[origin_offset..];
+            prop_assert_eq!(forwarded[0], b'/');
+            let path_part = forwarded.split(|&b| b == b'?').next().unwrap();
+            let decoded = percent_decode(path_part);
+            let decided = parse_target(target.as_bytes()).unwrap().path.into_owned();
+            prop_assert_eq!(&decoded, &decided, "{:?}", target);
+            // One decoding (what Nomad does) plus any normalisation: unchanged.
+            prop_assert_eq!(&clean(&decoded), &decoded, "{:?}", target);
+            // Even a second, wrong decoding cannot leave the group.
+            let twice = clean(&percent_decode(&decoded));
+            prop_assert_eq!(Group::of_path(&twice), Some(group), "{:?} -> {:?}", target, String::from_utf8_lossy(&twice));
+        }
+    }
+
+    /// Any bytes and any method: a decision, never a panic; and a target
+    /// with a byte outside printable ASCII is never forwarded.
+    #[test]
+    fn arbitrary_input_never_panics(
+        raw in prop::collection::vec(any::<u8>(), 0..64),
+        method in prop::sample::select(vec!["GET", "HEAD", "POST", "DELETE", "PURGE", "M-SEARCH"]),
+        all in any::<bool>(),
+    ) {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let allow = every_group().with_all(all);
+        let d = decide(&allow, &method, &raw);
+        if raw.iter().any(|&b| !(0x21..=0x7e).contains(&b)) {
+            prop_assert!(!matches!(d, Decision::Forward { .. }), "{raw:?} -> {d:?}");
+        }
+        let mut prefixed = b"/v1/".to_vec();
+        prefixed.extend_from_slice(&raw);
+        let _ = decide(&allow, &method, &prefixed);
+    }
+}
+
+#[test]
+fn the_model_itself_normalises() {
+    assert_eq!(clean(b"/v1/metrics/../agent/self"), b"/v1/agent/self");
+    assert_eq!(clean(b"/v1//metrics"), b"/v1/metrics");
+    assert_eq!(clean(&percent_decode(b"/v1/node/%2e%2e/x")), b"/v1/x");
+    assert_eq!(clean(b"/v1/node\\..\\x"), b"/v1/x");
+    assert_eq!(clean(b"/v1/node/abc/"), b"/v1/node/abc/");
+}
+
+/// Guards the property above against passing vacuously: a fair share of
+/// the generated targets must actually be forwarded, some of them with
+/// percent escapes and some in absolute form.
+#[test]
+fn the_generator_reaches_forwarded_targets() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = target_strategy();
+    let (mut forwarded, mut escaped, mut absolute) = (0, 0, 0);
+    for _ in 0..4000 {
+        let target = strategy.new_tree(&mut runner).unwrap().current();
+        if let Decision::Forward { origin_offset, .. } =
+            decide(&every_group(), &Method::GET, target.as_bytes())
+        {
+            forwarded += 1;
+            escaped += usize::from(target.contains('%'));
+            absolute += usize::from(origin_offset > 0);
+        }
+    }
+    eprintln!("forwarded {forwarded} of 4000: {escaped} with escapes, {absolute} absolute-form");
+    assert!(forwarded > 600, "only {forwarded} of 4000 forwarded");
+    assert!(escaped > 20, "only {escaped} forwarded targets had escapes");
+    assert!(
+        absolute > 5,
+        "only {absolute} forwarded targets were absolute-form"
+    );
+}

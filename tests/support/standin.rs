@@ -1,0 +1,593 @@
+//! A stand-in for the Nomad Task API socket, behaving as
+//! `../shared/nomad-facts.md` describes: token checks (401 without, 403 for
+//! an unknown one), the endpoints of every allowlist group with Nomad's
+//! response shapes and `X-Nomad-*` headers, blocking queries, Prometheus
+//! text, an NDJSON event stream, and 404 with an empty body for the rest.
+//!
+//! It records every request that reaches it, counts connections, and can be
+//! stopped and restarted on the same path. Standard library only: one thread
+//! per connection, every wait bounded.
+
+#![allow(dead_code)] // Each test binary uses a different part of it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A request as it reached the socket.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The values of a header, in order (names compared case-insensitively).
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).first().copied()
+    }
+}
+
+/// Options for a stand-in.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Tokens the socket accepts.
+    pub tokens: Vec<String>,
+    /// Size of the `?format=prometheus` body, roughly (at least the fixed metrics).
+    pub metrics_bytes: usize,
+    /// How long every response is delayed (0 for none).
+    pub delay: Duration,
+}
+
+impl Options {
+    pub fn new(token: &str) -> Options {
+        Options {
+            tokens: vec![token.to_string()],
+            metrics_bytes: 0,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tokens: Mutex<Vec<String>>,
+    requests: Mutex<Vec<Recorded>>,
+    connections: AtomicUsize,
+    stop: AtomicBool,
+    /// Open connections, so that stop() can close them.
+    open: Mutex<Vec<UnixStream>>,
+    /// Events of the event stream released by the test.
+    released: Mutex<u64>,
+    release: Condvar,
+    index: AtomicU64,
+    metrics_body: Vec<u8>,
+    delay: Duration,
+}
+
+/// A running stand-in. Stops (closing every connection and removing the
+/// socket file) when dropped.
+pub struct StandIn {
+    path: PathBuf,
+    state: Arc<State>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// The fixed part of the Prometheus response; tests look for these lines.
+pub const PROMETHEUS_HEAD: &str =
+    "# HELP nomad_client_allocs_running Number of running allocations\n\
+# TYPE nomad_client_allocs_running gauge\n\
+nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3\n\
+# HELP nomad_client_uptime Client uptime in seconds\n\
+# TYPE nomad_client_uptime gauge\n\
+nomad_client_uptime{datacenter=\"dc1\",node_class=\"none\"} 4242\n";
+
+pub const HEALTH_BODY: &str = r#"{"client":{"ok":true,"message":"ok"}}"#;
+pub const NODE_ID: &str = "f7476465-4d6e-c0de-26d0-e383c49be941";
+pub const START_INDEX: u64 = 42;
+
+/// The Prometheus text body for a given size.
+pub fn prometheus_body(min_bytes: usize) -> Vec<u8> {
+    let mut body = PROMETHEUS_HEAD.as_bytes().to_vec();
+    let mut i = 0;
+    while body.len() < min_bytes {
+        body.extend_from_slice(
+            format!(
+                "nomad_client_host_cpu_idle{{cpu=\"cpu{i}\",datacenter=\"dc1\",node_id=\"{NODE_ID}\"}} 97.{i}\n"
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    body
+}
+
+impl StandIn {
+    /// Listens on `path` (removing a stale socket file first).
+    pub fn start(path: &Path, options: Options) -> StandIn {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind the stand-in socket");
+        let state = Arc::new(State {
+            tokens: Mutex::new(options.tokens),
+            index: AtomicU64::new(START_INDEX),
+            metrics_body: prometheus_body(options.metrics_bytes),
+            delay: options.delay,
+            ..State::default()
+        });
+        let accept_state = Arc::clone(&state);
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if accept_state.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = conn.try_clone() {
+                    accept_state.open.lock().unwrap().push(clone);
+                }
+                let state = Arc::clone(&accept_state);
+                std::thread::spawn(move || serve(conn, &state));
+            }
+        });
+        StandIn {
+            path: path.to_path_buf(),
+            state,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every request that reached the socket so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// How many connections the socket accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Lets the event stream send its next gated event.
+    pub fn release_event(&self) {
+        *self.state.released.lock().unwrap() += 1;
+        self.state.release.notify_all();
+    }
+
+    /// Raises X-Nomad-Index, ending blocking queries.
+    pub fn bump_index(&self) {
+        self.state.index.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` requests have been recorded, up to `timeout`.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.requests().len() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn stop_now(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop, then close every connection it handed out.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        for conn in self.state.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+        self.state.release.notify_all();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// A parsed request.
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    fn query(&self) -> HashMap<&str, &str> {
+        self.target
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .collect()
+    }
+}
+
+fn serve(conn: UnixStream, state: &State) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(conn);
+    // Bounded: a connection serves at most this many requests.
+    for _ in 0..100_000 {
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(req) = read_request(&mut reader) else {
+            return;
+        };
+        state.requests.lock().unwrap().push(Recorded {
+            method: req.method.clone(),
+            target: req.target.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        });
+        if !state.delay.is_zero() {
+            std::thread::sleep(state.delay);
+        }
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if respond(&mut writer, &req, state).is_err() || close {
+            return;
+        }
+    }
+}
+
+fn read_request(reader: &mut BufReader<UnixStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    for _ in 0..200 {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut req = Request {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = req.header("content-length") {
+        let mut body = vec![0; len.parse().ok()?];
+        reader.read_exact(&mut body).ok()?;
+        req.body = body;
+    } else if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        req.body = read_chunked(reader)?;
+    }
+    Some(req)
+}
+
+fn read_chunked(reader: &mut BufReader<UnixStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    for _ in 0..100_000 {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            let mut end = String::new();
+            reader.read_line(&mut end).ok()?;
+            return Some(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        let mut crlf = [0; 2];
+        reader.read_exact(&mut crlf).ok()?;
+    }
+    None
+}
+
+/// A response: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn json(body: impl Into<String>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: body.into().into_bytes(),
+        }
+    }
+
+    /// A JSON list reply with the blocking-query headers.
+    fn indexed(body: impl Into<String>, index: u64) -> Reply {
+        let mut reply = Reply::json(body);
+        reply.headers.extend([
+            ("X-Nomad-Index", index.to_string()),
+            ("X-Nomad-Knownleader", "true".into()),
+            ("X-Nomad-Lastcontact", "0".into()),
+        ]);
+        reply
+    }
+}
+
+fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<()> {
+    // Authentication, as the Task API does it for every request.
+    let token = req.header("x-nomad-token").map(str::to_string).or_else(|| {
+        req.header("authorization").and_then(|a| {
+            let (scheme, tok) = a.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| tok.trim().to_string())
+        })
+    });
+    let reply = match token {
+        None => Reply::text(401, "Unauthorized"),
+        Some(t) if !state.tokens.lock().unwrap().contains(&t) => Reply::text(403, "Forbidden"),
+        Some(_) => {
+            if req.path() == "/v1/event/stream" && req.method == "GET" {
+                return event_stream(w, state);
+            }
+            route(req, state)
+        }
+    };
+    write_reply(w, &req.method, reply)
+}
+
+fn route(req: &Request, state: &State) -> Reply {
+    let path = req.path();
+    let get = req.method == "GET";
+    let index = state.index.load(Ordering::SeqCst);
+    match (req.method.as_str(), path) {
+        // Nomad's handlers serve GET only (HEAD included): anything else on a
+        // read endpoint is 405 with this body.
+        ("HEAD", _) => Reply::text(405, "Invalid method"),
+        (_, "/v1/metrics") if !get => Reply::text(405, "Invalid method"),
+        (_, "/v1/metrics") => {
+            if req.query().get("format") == Some(&"prometheus") {
+                Reply {
+                    status: 200,
+                    headers: vec![(
+                        "Content-Type",
+                        "text/plain; version=0.0.4; charset=utf-8".into(),
+                    )],
+                    body: state.metrics_body.clone(),
+                }
+            } else {
+                Reply::json(
+                    r#"{"Timestamp":"2026-11-25 08:00:00 +0000 UTC","Gauges":[{"Name":"nomad.client.allocs.running","Value":3,"Labels":{}}],"Counters":[],"Samples":[],"Points":[]}"#,
+                )
+            }
+        }
+        ("GET", "/v1/agent/health") => match req.query().get("type") {
+            Some(&"server") => Reply {
+                status: 500,
+                ..Reply::json(r#"{"server":{"ok":false,"message":"server not enabled"}}"#)
+            },
+            _ => Reply::json(HEALTH_BODY),
+        },
+        ("GET", "/v1/agent/self") => Reply::json(format!(
+            r#"{{"config":{{"Region":"global","Datacenter":"dc1","NodeName":"node1"}},"member":{{"Name":"node1"}},"stats":{{"client":{{"node_id":"{NODE_ID}"}}}}}}"#
+        )),
+        ("GET", "/v1/agent/members") => Reply::json(
+            r#"{"ServerName":"node1.global","ServerRegion":"global","ServerDC":"dc1","Members":[{"Name":"node1.global","Addr":"127.0.0.1","Port":4648,"Status":"alive","Tags":{"role":"nomad"}}]}"#,
+        ),
+        ("GET", "/v1/agent/servers") => Reply::json(r#"["127.0.0.1:4647"]"#),
+        ("GET", "/v1/agent/host") => {
+            Reply::json(r#"{"AgentID":"node1","HostData":{"OS":"linux","Uptime":4242}}"#)
+        }
+        ("GET", "/v1/agent/schedulers" | "/v1/agent/schedulers/config") => {
+            Reply::text(400, "Server only endpoint")
+        }
+        ("GET", "/v1/nodes") => {
+            let index = blocking_wait(req, state, index);
+            Reply::indexed(
+                format!(
+                    r#"[{{"ID":"{NODE_ID}","Datacenter":"dc1","Name":"node1","NodeClass":"","Status":"ready","SchedulingEligibility":"eligible","CreateIndex":7,"ModifyIndex":{index}}}]"#
+                ),
+                index,
+            )
+        }
+        ("GET", p) if p.starts_with("/v1/node/") && p.ends_with("/allocations") => {
+            Reply::indexed("[]", index)
+        }
+        ("GET", p) if p.starts_with("/v1/node/") => Reply::indexed(
+            format!(
+                r#"{{"ID":"{}","Datacenter":"dc1","Name":"node1","Status":"ready","Attributes":{{"kernel.name":"linux"}}}}"#,
+                &p["/v1/node/".len()..]
+            ),
+            index,
+        ),
+        ("GET", "/v1/plugins") => Reply::indexed("[]", index),
+        ("GET", "/v1/services") => Reply::indexed(
+            r#"[{"Namespace":"default","Services":[{"ServiceName":"web","Tags":["prometheus","http"]}]}]"#,
+            index,
+        ),
+        ("GET", p) if p.starts_with("/v1/service/") => {
+            let name = &p["/v1/service/".len()..];
+            Reply::indexed(
+                format!(
+                    r#"[{{"ID":"_nomad-task-0b1c-web-http","ServiceName":"{name}","Namespace":"default","NodeID":"{NODE_ID}","Datacenter":"dc1","JobID":"web","AllocID":"0b1c2d3e-0000-0000-0000-000000000001","Tags":["prometheus"],"Address":"127.0.0.1","Port":8080,"CreateIndex":10,"ModifyIndex":10}}]"#
+                ),
+                index,
+            )
+        }
+        ("DELETE", p) if p.starts_with("/v1/service/") => Reply::json("{}"),
+        ("GET", "/v1/status/leader") => Reply::json(r#""127.0.0.1:4647""#),
+        ("GET", "/v1/status/peers") => Reply::json(r#"["127.0.0.1:4647"]"#),
+        ("PUT" | "POST", p) if p.starts_with("/v1/var/") => Reply::json(format!(
+            r#"{{"Path":"{}","BodyBytes":{}}}"#,
+            &p["/v1/var/".len()..],
+            req.body.len()
+        )),
+        _ => Reply {
+            status: 404,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    }
+}
+
+/// A blocking query: with `?index=N` at or above the current index, waits
+/// for the index to move or for `wait` (default 5 min in Nomad; capped at
+/// 30 s here), and answers with the index then current.
+fn blocking_wait(req: &Request, state: &State, index: u64) -> u64 {
+    let q = req.query();
+    let Some(min) = q.get("index").and_then(|i| i.parse::<u64>().ok()) else {
+        return index;
+    };
+    if min < index {
+        return index;
+    }
+    let wait = q
+        .get("wait")
+        .and_then(|w| parse_wait(w))
+        .unwrap_or(Duration::from_secs(300));
+    let deadline = Instant::now() + wait.min(Duration::from_secs(30));
+    while Instant::now() < deadline && !state.stop.load(Ordering::SeqCst) {
+        let now = state.index.load(Ordering::SeqCst);
+        if now > min {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    state.index.load(Ordering::SeqCst)
+}
+
+fn parse_wait(w: &str) -> Option<Duration> {
+    if let Some(ms) = w.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(s) = w.strip_suffix('s') {
+        return s.parse().ok().map(Duration::from_secs);
+    }
+    if let Some(m) = w.strip_suffix('m') {
+        return m.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60));
+    }
+    None
+}
+
+/// The event stream: the first event at once, then each further one when
+/// the test releases it, then a heartbeat and the end of the stream.
+pub const EVENTS: [&str; 3] = [
+    r#"{"Index":43,"Events":[{"Topic":"Node","Type":"NodeRegistration","Key":"node1","Index":43}]}"#,
+    r#"{"Index":44,"Events":[{"Topic":"Job","Type":"JobRegistered","Key":"web","Index":44}]}"#,
+    "{}",
+];
+
+fn event_stream(w: &mut UnixStream, state: &State) -> std::io::Result<()> {
+    w.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )?;
+    for (i, event) in EVENTS.iter().enumerate() {
+        if i > 0 && !wait_released(state, i as u64) {
+            break;
+        }
+        let line = format!("{event}\n");
+        write!(w, "{:x}\r\n{line}\r\n", line.len())?;
+        w.flush()?;
+    }
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
+}
+
+fn wait_released(state: &State, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut released = state.released.lock().unwrap();
+    while *released < n {
+        let now = Instant::now();
+        if now >= deadline || state.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        released = state
+            .release
+            .wait_timeout(released, deadline - now)
+            .unwrap()
+            .0;
+    }
+    true
+}
+
+fn write_reply(w: &mut UnixStream, method: &str, reply: Reply) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", reply.body.len()));
+    w.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        w.write_all(&reply.body)?;
+    }
+    w.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    }
+}
