@@ -4,8 +4,9 @@
 //! The workload token must never reach a log, at any level. Our own code
 //! never logs it, but Pingora's HTTP/1 client logs whole upstream request
 //! headers at debug and trace, and those carry `X-Nomad-Token`. So every
-//! token the process loads is registered here with [`add_secret`], and any
-//! log line that contains one has it replaced with `<redacted>`.
+//! token the process loads is registered here with [`add_secret`], and every
+//! log line has each occurrence that stands as a whole token (a header value,
+//! a quoted string) replaced with `<redacted>`.
 
 use log::{Log, Metadata, Record};
 use once_cell::sync::Lazy;
@@ -53,16 +54,53 @@ impl Secrets {
         self.0.push(secret.to_string());
     }
 
-    /// `message` with every secret replaced by `<redacted>`.
+    /// `message` with every secret replaced by `<redacted>` wherever it
+    /// stands as a whole token: not preceded or followed by a byte that a
+    /// token can contain. A header line, a quoted value or a URL parameter
+    /// is matched; the `x` inside "exiting" is not, so a short development
+    /// token does not garble the log.
     fn redact<'a>(&self, message: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(message);
         for secret in &self.0 {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), "<redacted>"));
+            if let Some(replaced) = replace_whole(&out, secret) {
+                out = Cow::Owned(replaced);
             }
         }
         out
     }
+}
+
+/// Bytes that continue a token: base64 and base64url, JWT dots, UUID
+/// dashes. (`=` can only end a base64 token, so it does not count: in
+/// `token=x` the `x` stands alone.)
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
+}
+
+/// `haystack` with each whole-token occurrence of `secret` replaced, or
+/// `None` when there is none.
+fn replace_whole(haystack: &str, secret: &str) -> Option<String> {
+    let bytes = haystack.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = haystack[from..].find(secret) {
+        let start = from + found;
+        let end = start + secret.len();
+        let before_ok = start == 0 || !token_byte(bytes[start - 1]);
+        let after_ok = end == bytes.len() || !token_byte(bytes[end]);
+        if before_ok && after_ok {
+            out.push_str(&haystack[copied..start]);
+            out.push_str("<redacted>");
+            copied = end;
+        }
+        // Secrets are ASCII (checked when loaded), so `start + 1` is a char boundary.
+        from = start + 1;
+    }
+    (copied > 0).then(|| {
+        out.push_str(&haystack[copied..]);
+        out
+    })
 }
 
 struct Redacting(env_logger::Logger);
@@ -118,6 +156,22 @@ mod tests {
             secrets.redact("nothing to hide"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn short_secrets_are_redacted_only_as_whole_tokens() {
+        let mut secrets = Secrets::default();
+        secrets.add("x");
+        assert_eq!(
+            secrets.redact("Server Test passed, exiting"),
+            "Server Test passed, exiting"
+        );
+        assert_eq!(
+            secrets.redact("b\"X-Nomad-Token: x\\r\\n\" \"x-nomad-token\": \"x\" token=x"),
+            "b\"X-Nomad-Token: <redacted>\\r\\n\" \"x-nomad-token\": \"<redacted>\" token=<redacted>"
+        );
+        assert_eq!(secrets.redact("x"), "<redacted>");
+        assert_eq!(secrets.redact("xx x.y"), "xx x.y");
     }
 
     #[test]

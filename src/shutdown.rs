@@ -48,6 +48,9 @@ const POLL: Duration = Duration::from_millis(20);
 /// request read and counted.
 const QUIET_POLLS: u32 = 5;
 
+/// How much earlier than Pingora's grace period the drain gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
 /// Waits for shutdown, then exits 0 once no request has been in flight for
 /// [`QUIET_POLLS`] checks, or when `grace` has passed.
 pub struct Drain {
@@ -69,7 +72,10 @@ impl BackgroundService for Drain {
                 return;
             }
         }
-        let deadline = Instant::now() + self.grace;
+        // Pingora's own grace sleep started at the same broadcast and ends
+        // with the runtimes (this task included) being stopped; finish a
+        // little before it so that the exit, and its log line, are ours.
+        let deadline = Instant::now() + self.grace.saturating_sub(DEADLINE_MARGIN);
         info!(
             "shutting down: {} request(s) in flight, waiting up to {:?}",
             self.in_flight.count(),

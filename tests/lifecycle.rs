@@ -60,6 +60,16 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     let (status, stderr) = run_to_exit(&[("HOLEPUNCH_TOKEN_FILE", file.to_str().unwrap())], &[]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("the token file is empty"), "{stderr}");
+    // A Pingora configuration file that cannot be read.
+    let (status, stderr) = run_to_exit(
+        &[("NOMAD_TOKEN", TOKEN)],
+        &["-c", "/nonexistent/holepunch.yaml"],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.starts_with("nomad-holepunch: -c=\"/nonexistent/holepunch.yaml\": cannot load the Pingora configuration file"),
+        "{stderr}"
+    );
     // Nothing ever listened.
     assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
 }
@@ -229,4 +239,80 @@ fn the_token_never_reaches_the_log_even_at_trace() {
     assert!(!log.contains(TOKEN));
     // And the token's distinctive middle part does not appear either.
     assert!(!log.contains(&TOKEN[40..70]));
+}
+
+#[test]
+fn nomad_task_layout_needs_no_holepunch_variables() {
+    // What a task with identity { file = true } has: NOMAD_SECRETS_DIR holding
+    // api.sock and nomad_token, and nothing else set.
+    let secrets = TempDir::new();
+    std::fs::write(secrets.join("nomad_token"), format!("{TOKEN}\n")).unwrap();
+    let standin = StandIn::start(&secrets.join("api.sock"), Options::new(TOKEN));
+    let proxy = Proxy::start(&[("NOMAD_SECRETS_DIR", secrets.path().to_str().unwrap())]);
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(standin.requests()[0].header("x-nomad-token"), Some(TOKEN));
+    let log = proxy.log();
+    assert!(log.contains("(from NOMAD_SECRETS_DIR)"), "{log}");
+    assert!(
+        log.contains("/nomad_token (from NOMAD_SECRETS_DIR)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_shipped_pingora_config_loads() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let _standin = StandIn::start(&sock, Options::new(TOKEN));
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch.yaml");
+    let proxy = Proxy::start_with_args(
+        &[
+            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+            ("NOMAD_TOKEN", TOKEN),
+        ],
+        &["-c", conf],
+    );
+    assert_eq!(get(proxy.addr, "/v1/agent/health", "").status, 200);
+    assert!(
+        !proxy.log().contains("Ignoring command line argument"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn the_grace_period_bounds_shutdown_when_a_request_outlives_it() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let conf = dir.join("holepunch.yaml");
+    std::fs::write(&conf, "---\nversion: 1\ngrace_period_seconds: 1\n").unwrap();
+    let mut proxy = Proxy::start_with_args(
+        &[
+            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_ALLOW_NODES", "true"),
+        ],
+        &["-c", conf.to_str().unwrap()],
+    );
+    let addr = proxy.addr;
+    // Held for 20 s by the stand-in: longer than the 1 s grace period.
+    let in_flight = std::thread::spawn(move || {
+        let raw = format!("GET /v1/nodes?index={START_INDEX}&wait=20s HTTP/1.1\r\nHost: x\r\n\r\n");
+        send(addr, raw.as_bytes())
+    });
+    assert!(standin.wait_for_requests(1, Duration::from_secs(10)));
+    proxy.signal(libc::SIGTERM);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits within the grace period");
+    assert_eq!(status.code(), Some(0));
+    // The request that outlived the grace period was cut off, not answered.
+    assert!(in_flight.join().unwrap().is_err());
+    let log = proxy.log();
+    assert!(log.contains("waiting up to 1s"), "{log}");
+    assert!(
+        log.contains("grace period over with 1 request(s) still in flight; exiting"),
+        "{log}"
+    );
 }

@@ -495,3 +495,28 @@ fn bind_to_ipv6_loopback() {
     assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
     assert_eq!(standin.requests().len(), 1);
 }
+
+#[test]
+fn all_carries_an_exec_websocket_upgrade_both_ways() {
+    let s = setup(&[("HOLEPUNCH_ALLOW_ALL", "true")]);
+    let mut conn = Conn::open(s.proxy.addr).unwrap();
+    conn.send(
+        b"GET /v1/client/allocation/0b1c/exec?task=web&command=%5B%22sh%22%5D HTTP/1.1\r\nHost: x\r\n\
+          Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let head = conn.read_head().unwrap();
+    assert_eq!(head.status, 101);
+    assert_eq!(head.header("upgrade"), Some("websocket"));
+    for msg in [&b"first frame"[..], b"second frame"] {
+        conn.send(msg).unwrap();
+        assert_eq!(conn.read_exact(msg.len()).unwrap(), msg);
+    }
+    let r = &s.standin.requests()[0];
+    assert_eq!(
+        r.target,
+        "/v1/client/allocation/0b1c/exec?task=web&command=%5B%22sh%22%5D"
+    );
+    assert_eq!(r.header_values("x-nomad-token"), vec![TOKEN]);
+}

@@ -147,6 +147,13 @@ impl Conn {
         Ok(Some(chunk))
     }
 
+    /// Reads exactly `n` raw bytes (after an upgrade, say).
+    pub fn read_exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
     pub fn read_response(&mut self, head_request: bool) -> std::io::Result<Response> {
         let mut resp = self.read_head()?;
         if head_request || resp.status == 204 || resp.status == 304 || resp.status < 200 {

@@ -386,6 +386,14 @@ fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<
             if req.path() == "/v1/event/stream" && req.method == "GET" {
                 return event_stream(w, state);
             }
+            if req.path().starts_with("/v1/client/allocation/")
+                && req.path().ends_with("/exec")
+                && req
+                    .header("upgrade")
+                    .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+            {
+                return upgraded_echo(w);
+            }
             route(req, state)
         }
     };
@@ -487,8 +495,9 @@ fn route(req: &Request, state: &State) -> Reply {
 }
 
 /// A blocking query: with `?index=N` at or above the current index, waits
-/// for the index to move or for `wait` (default 5 min in Nomad; capped at
-/// 30 s here), and answers with the index then current.
+/// for the index to move or for `wait` (default 5 min), and answers with the
+/// index then current. Nomad caps `wait` at 5 min plus up to 1/16 jitter;
+/// so does this, to let a long query be tried by hand.
 fn blocking_wait(req: &Request, state: &State, index: u64) -> u64 {
     let q = req.query();
     let Some(min) = q.get("index").and_then(|i| i.parse::<u64>().ok()) else {
@@ -501,7 +510,7 @@ fn blocking_wait(req: &Request, state: &State, index: u64) -> u64 {
         .get("wait")
         .and_then(|w| parse_wait(w))
         .unwrap_or(Duration::from_secs(300));
-    let deadline = Instant::now() + wait.min(Duration::from_secs(30));
+    let deadline = Instant::now() + wait.min(Duration::from_secs(300 + 300 / 16));
     while Instant::now() < deadline && !state.stop.load(Ordering::SeqCst) {
         let now = state.index.load(Ordering::SeqCst);
         if now > min {
@@ -547,6 +556,27 @@ fn event_stream(w: &mut UnixStream, state: &State) -> std::io::Result<()> {
     }
     w.write_all(b"0\r\n\r\n")?;
     w.flush()
+}
+
+/// `/v1/client/allocation/:id/exec` is a WebSocket: answer 101, then echo
+/// whatever bytes arrive until the peer closes. (The stand-in does not speak
+/// WebSocket framing; the proxy only has to carry the upgraded bytes.)
+fn upgraded_echo(w: &mut UnixStream) -> std::io::Result<()> {
+    w.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    )?;
+    w.flush()?;
+    let mut reader = w.try_clone()?;
+    let mut buf = [0; 4096];
+    for _ in 0..10_000 {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n])?;
+        w.flush()?;
+    }
+    Err(std::io::ErrorKind::ConnectionAborted.into())
 }
 
 fn wait_released(state: &State, n: u64) -> bool {
