@@ -6,7 +6,7 @@ mod support;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::standin::{Options, StandIn, START_INDEX};
-use support::{get, run_to_exit, send, Proxy, TempDir, TOKEN};
+use support::{get, run_to_exit, send, setup, setup_with, Proxy, Setup, TempDir, TOKEN};
 
 #[test]
 fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
@@ -177,14 +177,11 @@ fn socket_missing_then_restored_then_dying_then_back() {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let mut proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-        ("HOLEPUNCH_ALLOW_NODES", "true"),
-    ]);
+    let Setup {
+        standin,
+        mut proxy,
+        dir: _dir,
+    } = setup(&[("HOLEPUNCH_ALLOW_NODES", "true")]);
     let addr = proxy.addr;
     // A blocking query that the stand-in holds for 2 s.
     let in_flight = std::thread::spawn(move || {
@@ -219,14 +216,11 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 
 #[test]
 fn the_token_never_reaches_the_log_even_at_trace() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-        ("RUST_LOG", "trace"),
-    ]);
+    let Setup {
+        standin,
+        proxy,
+        dir: _dir,
+    } = setup(&[("RUST_LOG", "trace")]);
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(get(proxy.addr, "/v1/agent/self", "").status, 403);
     let raw = b"GET /v1/%2e%2e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -261,17 +255,9 @@ fn nomad_task_layout_needs_no_holepunch_variables() {
 
 #[test]
 fn the_shipped_pingora_config_loads() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let _standin = StandIn::start(&sock, Options::new(TOKEN));
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch.yaml");
-    let proxy = Proxy::start_with_args(
-        &[
-            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-            ("NOMAD_TOKEN", TOKEN),
-        ],
-        &["-c", conf],
-    );
+    let s = setup_with(Options::new(TOKEN), &[], &["-c", conf]);
+    let proxy = &s.proxy;
     assert_eq!(get(proxy.addr, "/v1/agent/health", "").status, 200);
     assert!(
         !proxy.log().contains("Ignoring command line argument"),
@@ -282,17 +268,16 @@ fn the_shipped_pingora_config_loads() {
 
 #[test]
 fn the_grace_period_bounds_shutdown_when_a_request_outlives_it() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let conf = dir.join("holepunch.yaml");
+    let conf_dir = TempDir::new();
+    let conf = conf_dir.join("holepunch.yaml");
     std::fs::write(&conf, "---\nversion: 1\ngrace_period_seconds: 1\n").unwrap();
-    let mut proxy = Proxy::start_with_args(
-        &[
-            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-            ("NOMAD_TOKEN", TOKEN),
-            ("HOLEPUNCH_ALLOW_NODES", "true"),
-        ],
+    let Setup {
+        standin,
+        mut proxy,
+        dir: _dir,
+    } = setup_with(
+        Options::new(TOKEN),
+        &[("HOLEPUNCH_ALLOW_NODES", "true")],
         &["-c", conf.to_str().unwrap()],
     );
     let addr = proxy.addr;

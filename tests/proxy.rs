@@ -7,32 +7,7 @@ use std::time::Duration;
 use support::standin::{
     Options, StandIn, EVENTS, HEALTH_BODY, NODE_ID, PROMETHEUS_HEAD, START_INDEX,
 };
-use support::{get, send, Conn, Proxy, TempDir, TOKEN};
-
-/// A stand-in socket in a fresh temp dir and a proxy in front of it.
-struct Setup {
-    standin: StandIn,
-    proxy: Proxy,
-    dir: TempDir,
-}
-
-fn setup(extra_env: &[(&str, &str)]) -> Setup {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let sock = sock.to_str().unwrap().to_string();
-    let mut env = vec![
-        ("HOLEPUNCH_SOCKET_PATH", sock.as_str()),
-        ("NOMAD_TOKEN", TOKEN),
-    ];
-    env.extend_from_slice(extra_env);
-    let proxy = Proxy::start(&env);
-    Setup {
-        standin,
-        proxy,
-        dir,
-    }
-}
+use support::{get, send, setup, Conn, Proxy, TempDir, TOKEN};
 
 #[test]
 fn metrics_go_through_with_the_workload_token_only() {

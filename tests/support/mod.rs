@@ -13,6 +13,37 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// A stand-in socket in a fresh temp dir and the proxy in front of it.
+pub struct Setup {
+    pub standin: standin::StandIn,
+    pub proxy: Proxy,
+    pub dir: TempDir,
+}
+
+/// The stand-in accepting [`TOKEN`], and the proxy with `HOLEPUNCH_SOCKET_PATH`,
+/// `NOMAD_TOKEN` and `extra_env`.
+pub fn setup(extra_env: &[(&str, &str)]) -> Setup {
+    setup_with(standin::Options::new(TOKEN), extra_env, &[])
+}
+
+pub fn setup_with(options: standin::Options, extra_env: &[(&str, &str)], args: &[&str]) -> Setup {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = standin::StandIn::start(&sock, options);
+    let sock = sock.to_str().expect("a UTF-8 temp path").to_string();
+    let mut env = vec![
+        ("HOLEPUNCH_SOCKET_PATH", sock.as_str()),
+        ("NOMAD_TOKEN", TOKEN),
+    ];
+    env.extend_from_slice(extra_env);
+    let proxy = Proxy::start_with_args(&env, args);
+    Setup {
+        standin,
+        proxy,
+        dir,
+    }
+}
+
 /// The workload token the tests give the proxy and the stand-in.
 pub const TOKEN: &str =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJub21hZF90YXNrIjoiaG9sZXB1bmNoIn0.c2lnbmF0dXJl";
@@ -60,10 +91,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        standin::header_values(&self.headers, name).first().copied()
     }
 
     pub fn text(&self) -> String {

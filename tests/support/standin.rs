@@ -28,14 +28,20 @@ pub struct Recorded {
     pub body: Vec<u8>,
 }
 
+/// The values of header `name` in `headers`, in order, names compared
+/// case-insensitively.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 impl Recorded {
-    /// The values of a header, in order (names compared case-insensitively).
+    /// The values of a header, in order.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -101,6 +107,9 @@ pub const HEALTH_BODY: &str = r#"{"client":{"ok":true,"message":"ok"}}"#;
 pub const NODE_ID: &str = "f7476465-4d6e-c0de-26d0-e383c49be941";
 pub const START_INDEX: u64 = 42;
 
+/// How often the accept loop checks for new connections and for stop().
+const ACCEPT_POLL: Duration = Duration::from_millis(1);
+
 /// The Prometheus text body for a given size.
 pub fn prometheus_body(min_bytes: usize) -> Vec<u8> {
     let mut body = PROMETHEUS_HEAD.as_bytes().to_vec();
@@ -129,13 +138,26 @@ impl StandIn {
             delay: options.delay,
             ..State::default()
         });
+        // Non-blocking accept, polled: stop() must work even when the socket
+        // file is already gone (so nothing could connect to wake a blocked
+        // accept).
+        listener
+            .set_nonblocking(true)
+            .expect("make the stand-in listener non-blocking");
         let accept_state = Arc::clone(&state);
         let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if accept_state.stop.load(Ordering::SeqCst) {
-                    break;
+            while !accept_state.stop.load(Ordering::SeqCst) {
+                let conn = match listener.accept() {
+                    Ok((conn, _)) => conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(ACCEPT_POLL);
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if conn.set_nonblocking(false).is_err() {
+                    continue;
                 }
-                let Ok(conn) = conn else { continue };
                 accept_state.connections.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = conn.try_clone() {
                     accept_state.open.lock().unwrap().push(clone);
@@ -190,8 +212,8 @@ impl StandIn {
 
     fn stop_now(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop, then close every connection it handed out.
-        let _ = UnixStream::connect(&self.path);
+        // The accept loop sees the flag within one poll; then close every
+        // connection it handed out.
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -219,10 +241,7 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name).first().copied()
     }
 
     fn path(&self) -> &str {
