@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const BIND: &str = "HOLEPUNCH_BIND";
 pub const PORT: &str = "HOLEPUNCH_PORT";
@@ -20,6 +21,12 @@ pub const SOCKET_PATH: &str = "HOLEPUNCH_SOCKET_PATH";
 pub const SOCKET_PATH_ALIAS: &str = "NOMAD_SOCKET_PATH";
 pub const TOKEN_FILE: &str = "HOLEPUNCH_TOKEN_FILE";
 pub const ALLOW_ALL: &str = "HOLEPUNCH_ALLOW_ALL";
+pub const UPSTREAM_TIMEOUT: &str = "HOLEPUNCH_UPSTREAM_TIMEOUT";
+pub const CLIENT_HEADER_TIMEOUT: &str = "HOLEPUNCH_CLIENT_HEADER_TIMEOUT";
+pub const MAX_BODY: &str = "HOLEPUNCH_MAX_BODY";
+pub const TLS_CERT_FILE: &str = "HOLEPUNCH_TLS_CERT_FILE";
+pub const TLS_KEY_FILE: &str = "HOLEPUNCH_TLS_KEY_FILE";
+pub const CLIENT_TOKEN_FILE: &str = "HOLEPUNCH_CLIENT_TOKEN_FILE";
 /// Set by `identity { env = true }`.
 pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
 /// Set by Nomad for every task.
@@ -29,6 +36,11 @@ pub const DEFAULT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 6120;
 /// The socket path when neither the variables nor NOMAD_SECRETS_DIR say otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/secrets/api.sock";
+/// How long Nomad may take to answer: above the 330 s a blocking query can
+/// last (a 5 min `wait` plus up to 1/16 jitter).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(340);
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
 /// The longest path a Unix socket address can hold on Linux (`sun_path` is
 /// 108 bytes including the terminating NUL).
@@ -37,9 +49,21 @@ const MAX_SOCKET_PATH: usize = 107;
 /// Every `HOLEPUNCH_*` variable this program reads. Any other variable with
 /// that prefix is an error, so a typo cannot silently leave a default.
 fn known_variables() -> impl Iterator<Item = &'static str> {
-    [BIND, PORT, SOCKET_PATH, TOKEN_FILE, ALLOW_ALL]
-        .into_iter()
-        .chain(Group::ALL.iter().map(|g| g.flag()))
+    [
+        BIND,
+        PORT,
+        SOCKET_PATH,
+        TOKEN_FILE,
+        ALLOW_ALL,
+        UPSTREAM_TIMEOUT,
+        CLIENT_HEADER_TIMEOUT,
+        MAX_BODY,
+        TLS_CERT_FILE,
+        TLS_KEY_FILE,
+        CLIENT_TOKEN_FILE,
+    ]
+    .into_iter()
+    .chain(Group::ALL.iter().map(|g| g.flag()))
 }
 
 /// The validated configuration.
@@ -55,6 +79,24 @@ pub struct Config {
     pub token: TokenSource,
     /// The open groups.
     pub allow: Allowlist,
+    /// How long the Task API may take to send a response header, and at
+    /// most between two reads of its body, before the client gets 504.
+    pub upstream_timeout: Duration,
+    /// How long a client may take to send a complete request header.
+    pub client_header_timeout: Duration,
+    /// The largest request body forwarded (bodies exist only under ALL).
+    pub max_body: u64,
+    /// TLS on the listener: the certificate chain and key, both PEM.
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens clients must present, one per line.
+    pub client_token_file: Option<PathBuf>,
+}
+
+/// The PEM files for TLS on the listener, re-read when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where the workload token comes from, in the order they are tried.
@@ -155,6 +197,55 @@ impl Config {
 
         let token = token_source(&vars, &mut errors);
 
+        let upstream_timeout = get_duration(
+            &vars,
+            UPSTREAM_TIMEOUT,
+            DEFAULT_UPSTREAM_TIMEOUT,
+            &mut errors,
+        );
+        let client_header_timeout = get_duration(
+            &vars,
+            CLIENT_HEADER_TIMEOUT,
+            DEFAULT_CLIENT_HEADER_TIMEOUT,
+            &mut errors,
+        );
+        let max_body = match get(&vars, MAX_BODY, &mut errors) {
+            None => DEFAULT_MAX_BODY,
+            Some(v) => parse_size(v).unwrap_or_else(|| {
+                errors.push(ConfigError {
+                    var: MAX_BODY.to_string(),
+                    value: Some(v.to_string()),
+                    expected: "expected a size in bytes, such as 1048576, 512KiB, 1MiB or 2MB"
+                        .to_string(),
+                });
+                DEFAULT_MAX_BODY
+            }),
+        };
+        let tls = match (
+            get(&vars, TLS_CERT_FILE, &mut errors),
+            get(&vars, TLS_KEY_FILE, &mut errors),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                let (set, unset) = if vars.contains_key(TLS_CERT_FILE) {
+                    (TLS_CERT_FILE, TLS_KEY_FILE)
+                } else {
+                    (TLS_KEY_FILE, TLS_CERT_FILE)
+                };
+                errors.push(ConfigError {
+                    var: unset.to_string(),
+                    value: None,
+                    expected: format!("{set} is set, so TLS needs {unset} too (both PEM files)"),
+                });
+                None
+            }
+        };
+        let client_token_file = get(&vars, CLIENT_TOKEN_FILE, &mut errors).map(PathBuf::from);
+
         let mut allow = Allowlist::default();
         if let Some(all) = get_bool(&vars, ALLOW_ALL, false, &mut errors) {
             allow = allow.with_all(all);
@@ -173,6 +264,11 @@ impl Config {
                 socket_path_from,
                 token,
                 allow,
+                upstream_timeout,
+                client_header_timeout,
+                max_body,
+                tls,
+                client_token_file,
             }),
             _ => Err(errors),
         }
@@ -190,6 +286,21 @@ impl Config {
             format!("workload token: {}", self.token.describe()),
             format!("{ALLOW_ALL} = {}", self.allow.all()),
         ];
+        let tls = match &self.tls {
+            Some(t) => format!("{} and {}", t.cert.display(), t.key.display()),
+            None => "off".to_string(),
+        };
+        let client_tokens = match &self.client_token_file {
+            Some(path) => format!("required, from {}", path.display()),
+            None => "off".to_string(),
+        };
+        lines.extend([
+            format!("{UPSTREAM_TIMEOUT} = {:?}", self.upstream_timeout),
+            format!("{CLIENT_HEADER_TIMEOUT} = {:?}", self.client_header_timeout),
+            format!("{MAX_BODY} = {} bytes", self.max_body),
+            format!("TLS: {tls}"),
+            format!("client tokens: {client_tokens}"),
+        ]);
         lines.extend(
             Group::ALL
                 .iter()
@@ -243,6 +354,88 @@ pub fn parse_bool(v: &str) -> Option<bool> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
     }
+}
+
+/// A duration in Go's syntax, as Nomad job specs write them (`10s`, `5m40s`,
+/// `1.5s`, `500ms`); empty or unset is `default`. Must be above zero.
+fn get_duration(
+    vars: &Vars,
+    name: &str,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match get(vars, name, errors) {
+        None => default,
+        Some(v) => match parse_duration(v) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                errors.push(ConfigError {
+                    var: name.to_string(),
+                    value: Some(v.to_string()),
+                    expected: "expected a duration above zero with a unit, such as 500ms, 10s, \
+                               1m30s or 1h (units: ns, us, ms, s, m, h)"
+                        .to_string(),
+                });
+                default
+            }
+        },
+    }
+}
+
+/// Go's time.ParseDuration, for positive values: one or more decimal numbers,
+/// each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`).
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    const UNITS: [(&str, f64); 7] = [
+        ("ns", 1e-9),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ];
+    let mut rest = v;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        if number.is_empty() || number == "." {
+            return None;
+        }
+        let number: f64 = number.parse().ok()?;
+        // The longest unit that matches ("ms" before "m").
+        let (unit, scale) = UNITS
+            .iter()
+            .filter(|(u, _)| tail.starts_with(u))
+            .max_by_key(|(u, _)| u.len())?;
+        total += number * scale;
+        rest = &tail[unit.len()..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// A byte size: a plain number, or one with a unit (B, KB, MB, GB in powers
+/// of 1000; KiB, MiB, GiB in powers of 1024).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 fn parse_bind(v: &str) -> Result<IpAddr, ConfigError> {
@@ -587,6 +780,89 @@ mod tests {
     }
 
     #[test]
+    fn durations_as_go_writes_them() {
+        let s = Duration::from_secs;
+        assert_eq!(parse_duration("10s"), Some(s(10)));
+        assert_eq!(parse_duration("5m40s"), Some(s(340)));
+        assert_eq!(parse_duration("1h"), Some(s(3600)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10x",
+            "-1s",
+            "1s-",
+            "ten seconds",
+            ".s",
+            "1e3s",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        let c = cfg(&[TOKEN]).unwrap();
+        assert_eq!(c.upstream_timeout, s(340));
+        assert_eq!(c.client_header_timeout, s(10));
+        let c = cfg(&[
+            TOKEN,
+            (UPSTREAM_TIMEOUT, "2s"),
+            (CLIENT_HEADER_TIMEOUT, "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.upstream_timeout, s(2));
+        assert_eq!(c.client_header_timeout, Duration::from_millis(250));
+        for bad in ["0s", "10", "soon"] {
+            let errs = errors_for(&[TOKEN, (UPSTREAM_TIMEOUT, bad)]);
+            assert_eq!(errs.len(), 1);
+            assert!(
+                errs[0].starts_with(&format!(
+                    "HOLEPUNCH_UPSTREAM_TIMEOUT={bad:?}: expected a duration above zero"
+                )),
+                "{errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("2MB"), Some(2_000_000));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "1.5MiB", "1 MiB", "MiB", "1mib", "-1", "99999999999GiB"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(cfg(&[TOKEN]).unwrap().max_body, 1 << 20);
+        assert_eq!(cfg(&[TOKEN, (MAX_BODY, "4KiB")]).unwrap().max_body, 4096);
+        let errs = errors_for(&[TOKEN, (MAX_BODY, "lots")]);
+        assert!(errs[0].starts_with("HOLEPUNCH_MAX_BODY=\"lots\": expected a size in bytes"));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c = cfg(&[TOKEN, (TLS_CERT_FILE, "/c.pem"), (TLS_KEY_FILE, "/k.pem")]).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(cfg(&[TOKEN]).unwrap().tls, None);
+        let errs = errors_for(&[TOKEN, (TLS_CERT_FILE, "/c.pem")]);
+        assert_eq!(
+            errs,
+            vec!["HOLEPUNCH_TLS_KEY_FILE: HOLEPUNCH_TLS_CERT_FILE is set, so TLS needs HOLEPUNCH_TLS_KEY_FILE too (both PEM files)"]
+        );
+        let errs = errors_for(&[TOKEN, (TLS_KEY_FILE, "/k.pem")]);
+        assert!(errs[0].starts_with("HOLEPUNCH_TLS_CERT_FILE: HOLEPUNCH_TLS_KEY_FILE is set"));
+        let c = cfg(&[TOKEN, (CLIENT_TOKEN_FILE, "/run/clients")]).unwrap();
+        assert_eq!(c.client_token_file, Some(PathBuf::from("/run/clients")));
+    }
+
+    #[test]
     fn describe_lists_every_setting() {
         let c = cfg(&[TOKEN, (BIND, "127.0.0.1")]).unwrap();
         let lines = c.describe();
@@ -596,7 +872,9 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len());
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 5);
+        assert!(lines.contains(&"HOLEPUNCH_UPSTREAM_TIMEOUT = 340s".to_string()));
+        assert!(lines.contains(&"TLS: off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_METRICS = true".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_NODES = false".to_string()));
     }

@@ -3,18 +3,30 @@
 //! Workload Identity token.
 //!
 //! The modules, from the request's point of view:
+//! - [`cli`]: the command-line flags (pure);
 //! - [`config`]: the environment variables, parsed strictly (pure);
 //! - [`target`]: the request-target rule, one function (pure);
 //! - [`allowlist`]: endpoint groups and the per-request decision (pure);
-//! - [`token`]: the workload token and its file watcher;
+//! - [`token`]: the workload token;
+//! - [`client_auth`]: the bearer tokens clients must present, if any;
+//! - [`tls`]: TLS on the listener, certificates reloaded on change;
+//! - [`watch`]: re-reading those files when they change;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
+//! - [`guard`]: the request-header deadline and size limit in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
+//! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`logging`]: env_logger with secrets redacted from every line.
 
 pub mod allowlist;
+pub mod cli;
+pub mod client_auth;
 pub mod config;
+pub mod guard;
 pub mod logging;
 pub mod proxy;
 pub mod shutdown;
+pub mod startup;
 pub mod target;
+pub mod tls;
 pub mod token;
+pub mod watch;

@@ -13,9 +13,10 @@ use once_cell::sync::Lazy;
 use std::borrow::Cow;
 use std::sync::RwLock;
 
-/// How many secrets are remembered. A rotated token stays redacted for a
-/// few rotations, long after any request that carried it has finished.
-const MAX_SECRETS: usize = 8;
+/// How many secrets are remembered: the workload token, the client tokens,
+/// and enough rotations that a replaced token stays redacted long after any
+/// request that carried it has finished.
+const MAX_SECRETS: usize = 64;
 
 static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::default()));
 

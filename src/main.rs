@@ -1,86 +1,54 @@
-//! The `nomad-holepunch` binary: wires configuration, token, proxy and
-//! shutdown together and hands them to Pingora. The logic lives in the
+//! The `nomad-holepunch` binary: reads the command line, loads and checks
+//! everything, then hands the server to Pingora. The logic lives in the
 //! library (`src/lib.rs`).
 
-use holepunch::config::{Config, ConfigError};
+use holepunch::cli::{self, Command};
+use holepunch::config::ConfigError;
 use holepunch::logging;
-use holepunch::proxy::Holepunch;
-use holepunch::shutdown::{Drain, InFlight};
-use holepunch::token::{Token, TokenWatcher};
+use holepunch::startup::Startup;
 use log::info;
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
-use pingora::services::background::background_service;
-use std::sync::Arc;
-use std::time::Duration;
-
-/// Seconds that requests in flight get after SIGTERM: Nomad's default
-/// `kill_timeout`. A config file (`-c`) may set `grace_period_seconds`.
-const DEFAULT_GRACE_SECONDS: u64 = 5;
 
 fn main() {
     logging::init();
-    let mut opt = Opt::parse_args();
+    let (mut opt, check) = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(opt)) => (opt, false),
+        Ok(Command::Check(opt)) => (opt, true),
+        Ok(Command::Version) => {
+            println!("nomad-holepunch {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Ok(Command::Help) => {
+            println!("{}", cli::USAGE);
+            return;
+        }
+        Err(e) => {
+            eprintln!("nomad-holepunch: {e}");
+            std::process::exit(2);
+        }
+    };
 
-    let config = Config::from_env().unwrap_or_else(|errors| exit_with(&errors));
-    let token = Token::load(&config.token).unwrap_or_else(|e| exit_with(&[e]));
-    let server_conf = server_conf(&mut opt).unwrap_or_else(|e| exit_with(&[e]));
-    let grace = Duration::from_secs(server_conf.grace_period_seconds.unwrap_or(0));
+    let startup = Startup::load(&mut opt).unwrap_or_else(|errors| exit_with(&errors));
+    if check {
+        for line in startup.describe() {
+            println!("{line}");
+        }
+        println!("configuration OK");
+        return;
+    }
 
     info!("nomad-holepunch {} starting", env!("CARGO_PKG_VERSION"));
-    for line in config.describe() {
+    for line in startup.describe() {
         info!("{line}");
     }
-
-    let token = Arc::new(token);
-    let in_flight = Arc::new(InFlight::default());
-    let holepunch = Holepunch::new(
-        config.allow,
-        &config.socket_path,
-        Arc::clone(&token),
-        Arc::clone(&in_flight),
-    )
-    .unwrap_or_else(|e| {
-        exit_with(&[ConfigError {
-            var: config.socket_path_from.to_string(),
-            value: Some(config.socket_path.clone()),
-            expected: format!("not a usable Unix socket path: {e}"),
-        }])
-    });
-
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    server.bootstrap();
-
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, holepunch);
-    proxy.add_tcp(&config.listen.to_string());
-    server.add_service(proxy);
-    if token.file().is_some() {
-        server.add_service(background_service(
-            "token watcher",
-            TokenWatcher::new(token),
-        ));
-    }
-    server.add_service(background_service("drain", Drain::new(in_flight, grace)));
-
-    info!("listening on http://{}", config.listen);
-    server.run_forever();
-}
-
-/// Pingora's settings: from `-c FILE` if given, else its defaults; then our
-/// defaults for what the file leaves unset.
-fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
-    let mut conf = match opt.conf.take() {
-        Some(path) => ServerConf::load_from_yaml(&path).map_err(|e| ConfigError {
-            var: "-c".to_string(),
-            value: Some(path.clone()),
-            expected: format!("cannot load the Pingora configuration file: {e}"),
-        })?,
-        None => ServerConf::default(),
+    let scheme = if startup.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    conf.grace_period_seconds
-        .get_or_insert(DEFAULT_GRACE_SECONDS);
-    conf.graceful_shutdown_timeout_seconds.get_or_insert(1);
-    Ok(conf)
+    let listen = startup.config.listen;
+    let server = startup.into_server(opt).unwrap_or_else(|e| exit_with(&[e]));
+    info!("listening on {scheme}://{listen}");
+    server.run_forever();
 }
 
 /// Prints one line per problem and exits 2, before anything listens.

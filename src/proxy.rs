@@ -1,9 +1,11 @@
-//! The Pingora proxy: `request_filter` applies the allowlist and answers
-//! everything that is not forwarded, `upstream_peer` is the Task API socket,
-//! and `upstream_request_filter` swaps the client's credentials for the
-//! workload token. Responses stream back untouched, headers included.
+//! The Pingora proxy: `request_filter` checks the client (when client tokens
+//! are set), applies the allowlist and answers everything that is not
+//! forwarded; `upstream_peer` is the Task API socket; and
+//! `upstream_request_filter` swaps the client's credentials for the workload
+//! token. Responses stream back untouched, headers included.
 
 use crate::allowlist::{decide, Allowlist, Decision, Group};
+use crate::client_auth::ClientTokens;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::token::Token;
 use async_trait::async_trait;
@@ -28,25 +30,41 @@ pub struct Holepunch {
     allow: Allowlist,
     peer: HttpPeer,
     token: Arc<Token>,
+    client_tokens: Option<Arc<ClientTokens>>,
+    max_body: u64,
     in_flight: Arc<InFlight>,
 }
 
+/// What a [`Holepunch`] is built from.
+pub struct Settings {
+    /// The open groups.
+    pub allow: Allowlist,
+    /// The Task API socket.
+    pub socket_path: String,
+    /// How long the Task API may take to send the response header, and at
+    /// most between two reads of the body.
+    pub upstream_timeout: Duration,
+    /// The largest request body forwarded.
+    pub max_body: u64,
+    pub token: Arc<Token>,
+    /// When set, clients must present one of these bearer tokens.
+    pub client_tokens: Option<Arc<ClientTokens>>,
+    pub in_flight: Arc<InFlight>,
+}
+
 impl Holepunch {
-    /// A proxy forwarding what `allow` opens to the Unix socket at
-    /// `socket_path`, with the workload token from `token`.
-    pub fn new(
-        allow: Allowlist,
-        socket_path: &str,
-        token: Arc<Token>,
-        in_flight: Arc<InFlight>,
-    ) -> Result<Self> {
-        let mut peer = HttpPeer::new_uds(socket_path, false, String::new())?;
+    pub fn new(settings: Settings) -> Result<Self> {
+        let mut peer = HttpPeer::new_uds(&settings.socket_path, false, String::new())?;
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(settings.upstream_timeout);
+        peer.options.write_timeout = Some(settings.upstream_timeout);
         Ok(Holepunch {
-            allow,
+            allow: settings.allow,
             peer,
-            token,
-            in_flight,
+            token: settings.token,
+            client_tokens: settings.client_tokens,
+            max_body: settings.max_body,
+            in_flight: settings.in_flight,
         })
     }
 }
@@ -56,6 +74,10 @@ pub struct RequestCtx {
     _in_flight: InFlightGuard,
     /// The group a forwarded request matched (`None` under ALL only).
     pub group: Option<Group>,
+    /// Request body bytes forwarded so far.
+    body_bytes: u64,
+    /// Whether this request was already retried on a fresh connection.
+    retried: bool,
 }
 
 #[async_trait]
@@ -66,17 +88,45 @@ impl ProxyHttp for Holepunch {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
             group: None,
+            body_bytes: 0,
+            retried: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let decision = decide(&self.allow, &req.method, req.raw_path());
+        if decision != Decision::Health && !self.client_allowed(session) {
+            let req = session.req_header();
+            info!(
+                "unauthorized {} {} {}",
+                client(session),
+                req.method,
+                escaped_target(req)
+            );
+            respond(
+                session,
+                401,
+                "unauthorized: send Authorization: Bearer <client token>".into(),
+                &[("WWW-Authenticate", "Bearer realm=\"nomad-holepunch\"")],
+            )
+            .await?;
+            return Ok(true);
+        }
         let (status, body): (u16, Cow<'static, str>) = match decision {
             Decision::Forward {
                 group,
                 origin_offset,
             } => {
+                if declared_length(req).is_some_and(|len| len > self.max_body) {
+                    session.set_keepalive(None);
+                    let body = format!(
+                        "payload too large: the limit is {} bytes (HOLEPUNCH_MAX_BODY)",
+                        self.max_body
+                    );
+                    respond(session, 413, body.into(), &[]).await?;
+                    return Ok(true);
+                }
                 ctx.group = group;
                 if origin_offset > 0 {
                     // Absolute-form: forward exactly the path that was decided on.
@@ -112,9 +162,33 @@ impl ProxyHttp for Holepunch {
                 (400, format!("bad request: {}", refusal.reason()).into())
             }
         };
-        let allow_header = matches!(decision, Decision::MethodNotAllowed);
-        respond(session, status, body, allow_header).await?;
+        let headers: &[(&str, &str)] = match decision {
+            Decision::MethodNotAllowed => &[("Allow", "GET, HEAD")],
+            _ => &[],
+        };
+        respond(session, status, body, headers).await?;
         Ok(true)
+    }
+
+    /// Counts the body as it streams and stops it past the limit, for
+    /// bodies whose length was not declared up front.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > self.max_body {
+                return Error::e_explain(
+                    HTTPStatus(413),
+                    format!("request body over {} bytes", self.max_body),
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -161,7 +235,7 @@ impl ProxyHttp for Holepunch {
         }
         if code > 0 && session.response_written().is_none() {
             session.set_keepalive(None);
-            if let Err(write_err) = respond(session, code, body.into(), false).await {
+            if let Err(write_err) = respond(session, code, body.into(), &[]).await {
                 debug!("could not send the {code} response: {write_err}");
             }
         }
@@ -169,6 +243,30 @@ impl ProxyHttp for Holepunch {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A request is retried once, on another connection, when the failure
+    /// came from a pooled connection the agent had closed, the method is GET
+    /// or HEAD, and nothing of the response has reached the client yet.
+    /// Nothing else is retried: under ALL a write may already have happened.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let method = &session.req_header().method;
+        let safe = *method == http::Method::GET || *method == http::Method::HEAD;
+        if safe && !ctx.retried && session.response_written().is_none() {
+            e.retry.decide_reuse(client_reused);
+            ctx.retried = e.retry();
+        } else {
+            e.set_retry(false);
+        }
+        e
     }
 
     /// `fail_to_proxy` logs every failure once, at a level that fits it.
@@ -197,6 +295,7 @@ impl ProxyHttp for Holepunch {
 /// Status 0 means the client is gone and gets nothing.
 fn error_response(e: &Error) -> (u16, &'static str) {
     match (e.etype(), e.esource()) {
+        (HTTPStatus(413), _) => (413, "payload too large (HOLEPUNCH_MAX_BODY)"),
         (HTTPStatus(code), _) => (*code, ""),
         (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
             504,
@@ -221,18 +320,42 @@ fn deny_body(group: Option<Group>) -> Cow<'static, str> {
     }
 }
 
+impl Holepunch {
+    /// Whether the client may use the proxy: always, unless client tokens
+    /// are set, and then only with one of them.
+    fn client_allowed(&self, session: &Session) -> bool {
+        self.client_tokens.as_ref().is_none_or(|tokens| {
+            let auth = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION);
+            tokens.allows(auth.map(|v| v.as_bytes()))
+        })
+    }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Writes a complete plain-text response.
 async fn respond(
     session: &mut Session,
     status: u16,
     body: Cow<'static, str>,
-    allow_header: bool,
+    headers: &[(&'static str, &'static str)],
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("Content-Type", TEXT_PLAIN)?;
     resp.insert_header("Content-Length", body.len())?;
-    if allow_header {
-        resp.insert_header("Allow", "GET, HEAD")?;
+    for (name, value) in headers {
+        resp.insert_header(*name, *value)?;
     }
     // A request body we did not read would be taken for the next request.
     if !session.is_body_empty() {

@@ -4,24 +4,16 @@
 //!
 //! Nomad renews an identity that has a `ttl` at about half its lifetime and
 //! rewrites the token file, often by writing a new file and renaming it over
-//! the old one. [`TokenWatcher`] re-reads the file every half second and
-//! swaps the value in when it changed, so the next requests carry the new
-//! token with no restart. An empty, malformed or unreadable file keeps the
-//! last good token and logs a warning (once per distinct problem).
+//! the old one. A token from a file is a [`Reload`]: `crate::watch` re-reads
+//! it every half second and the next requests carry the new token, with no
+//! restart. An empty, malformed or unreadable file keeps the last good token.
 
 use crate::config::{ConfigError, TokenSource, NOMAD_TOKEN};
 use crate::logging;
-use async_trait::async_trait;
+use crate::watch::Reload;
 use http::HeaderValue;
-use log::{info, warn};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::Duration;
-
-/// How often a token file is re-read.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why some bytes are not a usable token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,16 +56,6 @@ pub fn parse_token(raw: &[u8]) -> Result<HeaderValue, TokenProblem> {
 pub struct Token {
     value: RwLock<HeaderValue>,
     file: Option<PathBuf>,
-}
-
-/// What one re-read of the token file found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refresh {
-    Unchanged,
-    Updated,
-    /// The file could not be used; the last good token stays. The text says
-    /// why, naming the file but never the token.
-    Kept(String),
 }
 
 impl Token {
@@ -135,80 +117,35 @@ impl Token {
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
     }
+}
 
-    /// Re-reads the token file and swaps in a changed, valid token.
-    pub fn refresh(&self) -> Refresh {
-        let Some(path) = &self.file else {
-            return Refresh::Unchanged;
+impl Reload for Token {
+    fn what(&self) -> &'static str {
+        "workload token"
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.file.iter().cloned().collect()
+    }
+
+    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+        let (Some(path), [raw]) = (&self.file, contents) else {
+            return Ok(false);
         };
-        let raw = match std::fs::read(path) {
-            Ok(raw) => raw,
-            Err(e) => return Refresh::Kept(format!("cannot read {}: {e}", path.display())),
-        };
-        let value = match parse_token(&raw) {
-            Ok(value) => value,
-            Err(p) => return Refresh::Kept(format!("{} {}", path.display(), p.describe())),
-        };
-        if value == self.header_value() {
-            return Refresh::Unchanged;
+        let value = parse_token(raw).map_err(|p| format!("{} {}", path.display(), p.describe()))?;
+        let mut current = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if *current == value {
+            return Ok(false);
         }
         register(&value);
-        *self.value.write().unwrap_or_else(|e| e.into_inner()) = value;
-        Refresh::Updated
+        *current = value;
+        Ok(true)
     }
 }
 
 fn register(value: &HeaderValue) {
     if let Ok(s) = value.to_str() {
         logging::add_secret(s);
-    }
-}
-
-/// Re-reads a token file every [`POLL_INTERVAL`] until shutdown. Runs as a
-/// Pingora background service so that it also runs after `-d` daemonizes.
-pub struct TokenWatcher {
-    token: std::sync::Arc<Token>,
-}
-
-impl TokenWatcher {
-    pub fn new(token: std::sync::Arc<Token>) -> Self {
-        TokenWatcher { token }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for TokenWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(path) = self.token.file() else {
-            return;
-        };
-        let mut problem: Option<String> = None;
-        loop {
-            // Sleep, but wake at once for shutdown.
-            if pingora::time::timeout(POLL_INTERVAL, shutdown.changed())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            match self.token.refresh() {
-                Refresh::Updated => {
-                    info!("workload token reloaded from {}", path.display());
-                    problem = None;
-                }
-                Refresh::Unchanged => {
-                    if problem.take().is_some() {
-                        info!("token file {} is usable again", path.display());
-                    }
-                }
-                Refresh::Kept(why) => {
-                    if problem.as_ref() != Some(&why) {
-                        warn!("{why}; keeping the last good workload token");
-                        problem = Some(why);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -252,32 +189,30 @@ mod tests {
     }
 
     #[test]
-    fn file_refresh_keeps_the_last_good_token() {
-        let path = temp_file("refresh", b"first\n");
+    fn file_reload_keeps_the_last_good_token() {
+        let path = temp_file("reload", b"first\n");
         let source = TokenSource::File {
             path: path.clone(),
             var: crate::config::TOKEN_FILE,
         };
         let token = Token::load(&source).unwrap();
         assert_eq!(token.header_value(), "first");
-        assert_eq!(token.refresh(), Refresh::Unchanged);
-
-        // Rotation by rename, as Nomad does it.
-        let next = path.with_extension("tmp");
-        std::fs::write(&next, b"second").unwrap();
-        std::fs::rename(&next, &path).unwrap();
-        assert_eq!(token.refresh(), Refresh::Updated);
+        assert_eq!(token.paths(), vec![path.clone()]);
+        assert_eq!(token.reload(&[b"first".to_vec()]), Ok(false));
+        assert_eq!(token.reload(&[b" second\n".to_vec()]), Ok(true));
         assert_eq!(token.header_value(), "second");
-
-        std::fs::write(&path, b"   ").unwrap();
-        assert!(matches!(token.refresh(), Refresh::Kept(why) if why.ends_with("is empty")));
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(token.refresh(), Refresh::Kept(why) if why.contains("cannot read")));
+        let err = token.reload(&[b"  ".to_vec()]).unwrap_err();
+        assert!(err.ends_with("nomad_token is empty"), "{err}");
+        let err = token.reload(&[b"a b".to_vec()]).unwrap_err();
+        assert!(
+            err.contains("holds characters a token cannot contain"),
+            "{err}"
+        );
+        assert!(!err.contains("a b"));
         assert_eq!(token.header_value(), "second");
-
-        std::fs::write(&path, b"third").unwrap();
-        assert_eq!(token.refresh(), Refresh::Updated);
-        assert_eq!(token.header_value(), "third");
+        // A token from the environment has no file to reload.
+        let fixed = Token::load(&TokenSource::Env("env-token".into())).unwrap();
+        assert!(fixed.paths().is_empty());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

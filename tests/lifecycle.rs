@@ -126,7 +126,7 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
         Some("token-two")
     );
     let log = proxy.log();
-    assert!(log.contains("workload token reloaded from"), "{log}");
+    assert!(log.contains("workload token reloaded"), "{log}");
     for secret in ["token-one", "token-two", "token-from-env"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }

@@ -1,0 +1,187 @@
+//! Startup: everything the environment and the files say, validated before
+//! anything listens (so `--check` and a real start agree), and the Pingora
+//! server assembled from it.
+
+use crate::client_auth::ClientTokens;
+use crate::config::{Config, ConfigError};
+use crate::guard::HeaderGuard;
+use crate::proxy::{Holepunch, Settings};
+use crate::shutdown::{Drain, InFlight};
+use crate::tls::CertReloader;
+use crate::token::Token;
+use crate::watch::Watcher;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Seconds that requests in flight get after SIGTERM: Nomad's default
+/// `kill_timeout`. A config file (`-c`) may set `grace_period_seconds`.
+pub const DEFAULT_GRACE_SECONDS: u64 = 5;
+
+/// Pingora's defaults for these two, replaced by paths a Nomad task can write.
+const PINGORA_PID_FILE: &str = "/tmp/pingora.pid";
+const PINGORA_UPGRADE_SOCK: &str = "/tmp/pingora_upgrade.sock";
+
+/// Everything needed to run, checked.
+pub struct Startup {
+    pub config: Config,
+    pub token: Arc<Token>,
+    pub client_tokens: Option<Arc<ClientTokens>>,
+    pub tls: Option<Arc<CertReloader>>,
+    pub server_conf: ServerConf,
+}
+
+impl Startup {
+    /// Reads the environment and every file it names, and the `-c` file.
+    /// Returns every problem found. Takes `-c` out of `opt`: the settings
+    /// from it are in `server_conf`.
+    pub fn load(opt: &mut Opt) -> Result<Startup, Vec<ConfigError>> {
+        let server_conf = server_conf(opt);
+        let config = Config::from_env();
+        let (config, mut errors) = match (config, server_conf.as_ref()) {
+            (Ok(c), Ok(_)) => (Some(c), Vec::new()),
+            (Ok(c), Err(e)) => (Some(c), vec![e.clone()]),
+            (Err(mut errs), conf) => {
+                errs.extend(conf.err().cloned());
+                (None, errs)
+            }
+        };
+        let Some(config) = config else {
+            return Err(errors);
+        };
+        let token = Token::load(&config.token).map_err(|e| errors.push(e)).ok();
+        let client_tokens = config
+            .client_token_file
+            .as_ref()
+            .map(|path| ClientTokens::load(path).map_err(|e| errors.push(e)).ok());
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| CertReloader::load(files).map_err(|e| errors.push(e)).ok());
+        match (token, client_tokens, tls, server_conf) {
+            (Some(token), client_tokens, tls, Ok(server_conf)) if errors.is_empty() => {
+                Ok(Startup {
+                    config,
+                    token: Arc::new(token),
+                    client_tokens: client_tokens.flatten().map(Arc::new),
+                    tls: tls.flatten().map(Arc::new),
+                    server_conf,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// One line per effective setting, for the startup log and `--check`.
+    pub fn describe(&self) -> Vec<String> {
+        let c = &self.server_conf;
+        let mut lines = self.config.describe();
+        lines.extend([
+            format!("threads: {}", c.threads),
+            format!(
+                "shutdown grace period: {}s",
+                c.grace_period_seconds.unwrap_or(0)
+            ),
+            format!("upgrade socket: {}", c.upgrade_sock),
+            format!("pid file: {}", c.pid_file),
+        ]);
+        lines
+    }
+
+    /// The Pingora server, with the proxy, the file watcher and the drain.
+    pub fn into_server(self, opt: Opt) -> Result<Server, ConfigError> {
+        let grace = Duration::from_secs(self.server_conf.grace_period_seconds.unwrap_or(0));
+        let mut server = Server::new_with_opt_and_conf(opt, self.server_conf);
+        server.bootstrap();
+
+        let in_flight = Arc::new(InFlight::default());
+        let holepunch = Holepunch::new(Settings {
+            allow: self.config.allow,
+            socket_path: self.config.socket_path.clone(),
+            upstream_timeout: self.config.upstream_timeout,
+            max_body: self.config.max_body,
+            token: Arc::clone(&self.token),
+            client_tokens: self.client_tokens.clone(),
+            in_flight: Arc::clone(&in_flight),
+        })
+        .map_err(|e| ConfigError {
+            var: self.config.socket_path_from.to_string(),
+            value: Some(self.config.socket_path.clone()),
+            expected: format!("not a usable Unix socket path: {e}"),
+        })?;
+        let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
+        let guarded = HeaderGuard::new(proxy, self.config.client_header_timeout);
+        let mut service = Service::new("nomad-holepunch".to_string(), guarded);
+        let listen = self.config.listen.to_string();
+        match &self.tls {
+            Some(tls) => {
+                let settings = tls.settings().map_err(|e| ConfigError {
+                    var: crate::config::TLS_CERT_FILE.to_string(),
+                    value: None,
+                    expected: format!("cannot set up TLS: {e}"),
+                })?;
+                service.add_tls_with_settings(&listen, None, settings);
+            }
+            None => service.add_tcp(&listen),
+        }
+        server.add_service(service);
+
+        let watcher = Watcher::default();
+        if self.token.file().is_some() {
+            watcher.add(self.token);
+        }
+        if let Some(client_tokens) = self.client_tokens {
+            watcher.add(client_tokens);
+        }
+        if let Some(tls) = self.tls {
+            watcher.add(tls);
+        }
+        if !watcher.is_empty() {
+            server.add_service(background_service("file watcher", watcher));
+        }
+        server.add_service(background_service("drain", Drain::new(in_flight, grace)));
+        Ok(server)
+    }
+}
+
+/// Pingora's settings: from `-c FILE` if given, else its defaults; then our
+/// defaults for what the file leaves unset.
+fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
+    let mut conf = match opt.conf.take() {
+        Some(path) => ServerConf::load_from_yaml(&path).map_err(|e| ConfigError {
+            var: "-c".to_string(),
+            value: Some(path.clone()),
+            expected: format!("cannot load the Pingora configuration file: {e}"),
+        })?,
+        None => ServerConf::default(),
+    };
+    conf.grace_period_seconds
+        .get_or_insert(DEFAULT_GRACE_SECONDS);
+    conf.graceful_shutdown_timeout_seconds.get_or_insert(1);
+    if conf.upgrade_sock == PINGORA_UPGRADE_SOCK {
+        conf.upgrade_sock = task_writable_path("holepunch_upgrade.sock", 107);
+    }
+    if conf.pid_file == PINGORA_PID_FILE {
+        conf.pid_file = task_writable_path("holepunch.pid", 4096);
+    }
+    Ok(conf)
+}
+
+/// `name` in the task's own directory (`NOMAD_TASK_DIR`), else the
+/// allocation's (`NOMAD_ALLOC_DIR`), else /tmp: the first whose path fits
+/// in `max_len` bytes (a Unix socket path holds at most 107).
+fn task_writable_path(name: &str, max_len: usize) -> String {
+    ["NOMAD_TASK_DIR", "NOMAD_ALLOC_DIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| PathBuf::from(dir).join(name))
+        .chain([PathBuf::from("/tmp").join(name)])
+        .filter_map(|p| p.into_os_string().into_string().ok())
+        .find(|p| p.len() <= max_len)
+        .unwrap_or_else(|| format!("/tmp/{name}"))
+}

@@ -1,0 +1,121 @@
+//! TLS on the listener (rustls), with the certificate and key re-read when
+//! their files change: new connections get the new certificate with no
+//! restart, which is what certificates rendered by a Nomad `template` need.
+
+use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE};
+use crate::watch::Reload;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// Serves the current certificate to every handshake.
+pub struct CertReloader {
+    files: TlsFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for CertReloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertReloader")
+            .field("cert", &self.files.cert)
+            .field("key", &self.files.key)
+            .finish()
+    }
+}
+
+impl CertReloader {
+    /// Reads and checks both files at startup; errors are fatal there.
+    pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ConfigError {
+                var: TLS_CERT_FILE.to_string(),
+                value: Some(p.display().to_string()),
+                expected: format!("cannot read: {e}"),
+            })
+        };
+        let key = certified_key(files, &read(&files.cert)?, &read(&files.key)?).map_err(|e| {
+            ConfigError {
+                var: TLS_CERT_FILE.to_string(),
+                value: Some(files.cert.display().to_string()),
+                expected: e,
+            }
+        })?;
+        Ok(CertReloader {
+            files: files.clone(),
+            current: RwLock::new(Arc::new(key)),
+        })
+    }
+
+    /// Listener settings that take the certificate from this reloader.
+    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
+        let cert = self.files.cert.display().to_string();
+        let key = self.files.key.display().to_string();
+        // The paths are only recorded; with a resolver set, they are not read.
+        let mut settings = TlsSettings::intermediate(&cert, &key)?;
+        settings.set_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        settings.set_alpn(ALPN::H1);
+        Ok(settings)
+    }
+}
+
+impl ResolvesServerCert for CertReloader {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+impl Reload for CertReloader {
+    fn what(&self) -> &'static str {
+        "TLS certificate"
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        vec![self.files.cert.clone(), self.files.key.clone()]
+    }
+
+    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+        let [cert, key] = contents else {
+            return Ok(false);
+        };
+        let new = certified_key(&self.files, cert, key)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.cert == new.cert {
+            return Ok(false);
+        }
+        *current = Arc::new(new);
+        Ok(true)
+    }
+}
+
+/// Parses a PEM certificate chain and private key, and checks that they match.
+fn certified_key(files: &TlsFiles, cert: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+    pingora::tls::install_default_crypto_provider();
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in it",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let provider = CryptoProvider::get_default()
+        .ok_or_else(|| "no TLS crypto provider installed".to_string())?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        format!(
+            "{} and {} do not make a usable certificate: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })
+}
