@@ -83,8 +83,12 @@ pub async fn read_header(
     let deadline = Instant::now() + header_timeout;
     let mut searched = 0;
     loop {
-        if header_end(buf, searched).is_some() {
-            return HeaderRead::Complete;
+        if let Some(end) = header_end(buf, searched) {
+            return if end > MAX_HEADER_BYTES {
+                HeaderRead::TooLarge
+            } else {
+                HeaderRead::Complete
+            };
         }
         searched = buf.len();
         if buf.len() > MAX_HEADER_BYTES {

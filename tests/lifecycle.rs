@@ -6,12 +6,12 @@ mod support;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::standin::{Options, StandIn, START_INDEX};
-use support::{get, run_to_exit, send, setup, setup_with, Proxy, Setup, TempDir, TOKEN};
+use support::{get, run_to_exit, send, setup, setup_with, Exit, Proxy, Setup, TempDir, TOKEN};
 
 #[test]
 fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     let port = support::free_port().to_string();
-    let (status, stderr) = run_to_exit(
+    let Exit { status, stderr, .. } = run_to_exit(
         &[
             ("HOLEPUNCH_PORT", "70000"),
             ("HOLEPUNCH_BIND", "localhost:80"),
@@ -36,7 +36,7 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     assert!(!stderr.contains(TOKEN));
 
     // No token from any source.
-    let (status, stderr) = run_to_exit(&[("HOLEPUNCH_PORT", &port)], &[]);
+    let Exit { status, stderr, .. } = run_to_exit(&[("HOLEPUNCH_PORT", &port)], &[]);
     assert_eq!(status.code(), Some(2));
     assert!(
         stderr.starts_with("nomad-holepunch: NOMAD_TOKEN: no workload token"),
@@ -45,7 +45,7 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     // identity { file = true } expected but the file is not there.
     let dir = TempDir::new();
     let secrets = dir.path().to_str().unwrap();
-    let (status, stderr) = run_to_exit(
+    let Exit { status, stderr, .. } = run_to_exit(
         &[("HOLEPUNCH_PORT", &port), ("NOMAD_SECRETS_DIR", secrets)],
         &[],
     );
@@ -57,11 +57,12 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     // An empty token file.
     let file = dir.join("token");
     std::fs::write(&file, "\n").unwrap();
-    let (status, stderr) = run_to_exit(&[("HOLEPUNCH_TOKEN_FILE", file.to_str().unwrap())], &[]);
+    let Exit { status, stderr, .. } =
+        run_to_exit(&[("HOLEPUNCH_TOKEN_FILE", file.to_str().unwrap())], &[]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("the token file is empty"), "{stderr}");
     // A Pingora configuration file that cannot be read.
-    let (status, stderr) = run_to_exit(
+    let Exit { status, stderr, .. } = run_to_exit(
         &[("NOMAD_TOKEN", TOKEN)],
         &["-c", "/nonexistent/holepunch.yaml"],
     );

@@ -253,28 +253,7 @@ impl Proxy {
         let mut last_log = String::new();
         // A port found free can be taken before the proxy binds it; try again then.
         for _ in 0..3 {
-            let dir = TempDir::new();
-            let log = dir.join("proxy.log");
-            let port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut cmd = Command::new(binary());
-            cmd.env_clear()
-                .env("HOLEPUNCH_BIND", "127.0.0.1")
-                .env("HOLEPUNCH_PORT", port.to_string())
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("create log"));
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let child = cmd.spawn().expect("spawn nomad-holepunch");
-            let mut proxy = Proxy {
-                child,
-                addr,
-                log,
-                _dir: dir,
-            };
+            let mut proxy = Proxy::spawn(env, args, free_port());
             if proxy.wait_healthy(Duration::from_secs(20)) {
                 return proxy;
             }
@@ -283,7 +262,34 @@ impl Proxy {
         panic!("nomad-holepunch did not come up; its log:\n{last_log}");
     }
 
-    fn wait_healthy(&mut self, timeout: Duration) -> bool {
+    /// Starts the proxy on `port` without waiting for it (an upgrade, say).
+    pub fn spawn(env: &[(&str, &str)], args: &[&str], port: u16) -> Proxy {
+        let dir = TempDir::new();
+        let log = dir.join("proxy.log");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.env_clear()
+            .env("HOLEPUNCH_BIND", "127.0.0.1")
+            .env("HOLEPUNCH_PORT", port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn nomad-holepunch");
+        Proxy {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `/health` answers 200, up to `timeout`; false if the
+    /// process exited or the time ran out.
+    pub fn wait_healthy(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -338,24 +344,35 @@ impl Drop for Proxy {
     }
 }
 
-/// Runs the binary to completion with a clean environment plus `env` and
-/// returns its exit status and stderr, or panics after `IO_TIMEOUT`.
-pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+/// How a run of the binary ended.
+pub struct Exit {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary to completion with a clean environment plus `env`, or
+/// panics after `IO_TIMEOUT`.
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> Exit {
     let dir = TempDir::new();
-    let log = dir.join("stderr");
+    let (out, log) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = Command::new(binary())
         .env_clear()
         .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn nomad-holepunch");
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return (status, std::fs::read_to_string(&log).unwrap_or_default());
+            return Exit {
+                status,
+                stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+                stderr: std::fs::read_to_string(&log).unwrap_or_default(),
+            };
         }
         if Instant::now() > deadline {
             let _ = child.kill();

@@ -58,6 +58,9 @@ pub struct Options {
     pub metrics_bytes: usize,
     /// How long every response is delayed (0 for none).
     pub delay: Duration,
+    /// Close a connection, unanswered, when a second request arrives on it:
+    /// an agent dropping a kept-alive connection just as it is reused.
+    pub drop_reused: bool,
 }
 
 impl Options {
@@ -66,6 +69,7 @@ impl Options {
             tokens: vec![token.to_string()],
             metrics_bytes: 0,
             delay: Duration::ZERO,
+            drop_reused: false,
         }
     }
 }
@@ -76,14 +80,15 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
     stop: AtomicBool,
-    /// Open connections, so that stop() can close them.
-    open: Mutex<Vec<UnixStream>>,
+    /// Open connections by number, so that stop() can close them.
+    open: Mutex<HashMap<usize, UnixStream>>,
     /// Events of the event stream released by the test.
     released: Mutex<u64>,
     release: Condvar,
     index: AtomicU64,
     metrics_body: Vec<u8>,
     delay: Duration,
+    drop_reused: bool,
 }
 
 /// A running stand-in. Stops (closing every connection and removing the
@@ -136,6 +141,7 @@ impl StandIn {
             index: AtomicU64::new(START_INDEX),
             metrics_body: prometheus_body(options.metrics_bytes),
             delay: options.delay,
+            drop_reused: options.drop_reused,
             ..State::default()
         });
         // Non-blocking accept, polled: stop() must work even when the socket
@@ -158,12 +164,17 @@ impl StandIn {
                 if conn.set_nonblocking(false).is_err() {
                     continue;
                 }
-                accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                let id = accept_state.connections.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = conn.try_clone() {
-                    accept_state.open.lock().unwrap().push(clone);
+                    accept_state.open.lock().unwrap().insert(id, clone);
                 }
                 let state = Arc::clone(&accept_state);
-                std::thread::spawn(move || serve(conn, &state));
+                std::thread::spawn(move || {
+                    serve(&conn, &state);
+                    // Done with it: close it for real (stop() holds a clone).
+                    state.open.lock().unwrap().remove(&id);
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                });
             }
         });
         StandIn {
@@ -217,7 +228,7 @@ impl StandIn {
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
-        for conn in self.state.open.lock().unwrap().drain(..) {
+        for (_, conn) in self.state.open.lock().unwrap().drain() {
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
         self.state.release.notify_all();
@@ -259,15 +270,14 @@ impl Request {
     }
 }
 
-fn serve(conn: UnixStream, state: &State) {
+fn serve(conn: &UnixStream, state: &State) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = match conn.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
+    let (Ok(mut writer), Ok(reader)) = (conn.try_clone(), conn.try_clone()) else {
+        return;
     };
-    let mut reader = BufReader::new(conn);
+    let mut reader = BufReader::new(reader);
     // Bounded: a connection serves at most this many requests.
-    for _ in 0..100_000 {
+    for served in 0..100_000 {
         if state.stop.load(Ordering::SeqCst) {
             return;
         }
@@ -280,6 +290,9 @@ fn serve(conn: UnixStream, state: &State) {
             headers: req.headers.clone(),
             body: req.body.clone(),
         });
+        if state.drop_reused && served > 0 {
+            return;
+        }
         if !state.delay.is_zero() {
             std::thread::sleep(state.delay);
         }

@@ -1,0 +1,564 @@
+//! Running unattended: a hung or restarting agent, hostile and broken
+//! clients, client tokens, TLS, and the command line.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::standin::{Options, StandIn, HEALTH_BODY};
+use support::{get, run_to_exit, send, setup, setup_with, Conn, Exit, TempDir, TOKEN};
+
+#[test]
+fn command_line_help_version_and_check() {
+    let Exit { status, stdout, .. } = run_to_exit(&[], &["--version"]);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        stdout,
+        format!("nomad-holepunch {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let Exit { status, stdout, .. } = run_to_exit(&[], &["--help"]);
+    assert_eq!(status.code(), Some(0));
+    for flag in [
+        "-c, --conf FILE",
+        "-u, --upgrade",
+        "-d, --daemon",
+        "-t, --test",
+        "--check",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
+    }
+
+    let Exit { status, stderr, .. } = run_to_exit(&[], &["--bind"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        stderr,
+        "nomad-holepunch: unknown argument \"--bind\"; see --help\n"
+    );
+
+    // --check: the effective settings, token redacted, exit 0.
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch.yaml");
+    let Exit {
+        status,
+        stdout,
+        stderr,
+    } = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_ALLOW_NODES", "true"),
+            ("NOMAD_TASK_DIR", "/alloc/task/local"),
+        ],
+        &["--check", "-c", conf],
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for line in [
+        "listen address: 0.0.0.0:6120",
+        "workload token: NOMAD_TOKEN (<redacted>)",
+        "HOLEPUNCH_ALLOW_NODES = true",
+        "HOLEPUNCH_UPSTREAM_TIMEOUT = 340s",
+        "HOLEPUNCH_CLIENT_HEADER_TIMEOUT = 10s",
+        "HOLEPUNCH_MAX_BODY = 1048576 bytes",
+        "TLS: off",
+        "client tokens: off",
+        "shutdown grace period: 5s",
+        "upgrade socket: /alloc/task/local/holepunch_upgrade.sock",
+        "pid file: /alloc/task/local/holepunch.pid",
+        "configuration OK",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing from:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+
+    // --check with problems: every one, exit 2, nothing listens.
+    let Exit {
+        status,
+        stdout,
+        stderr,
+    } = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_UPSTREAM_TIMEOUT", "forever"),
+            ("HOLEPUNCH_TLS_CERT_FILE", "/nonexistent.crt"),
+            ("HOLEPUNCH_TLS_KEY_FILE", "/nonexistent.key"),
+            ("HOLEPUNCH_CLIENT_TOKEN_FILE", "/nonexistent-clients"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("HOLEPUNCH_UPSTREAM_TIMEOUT=\"forever\": expected a duration"),
+        "{stderr}"
+    );
+    // The variables are fine as such; the files are checked once the
+    // variables are, so they are reported on the next run.
+    assert!(
+        stderr.ends_with("not starting: 1 configuration problem(s)\n"),
+        "{stderr}"
+    );
+    let Exit { status, stderr, .. } = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_TLS_CERT_FILE", "/nonexistent.crt"),
+            ("HOLEPUNCH_TLS_KEY_FILE", "/nonexistent.key"),
+            ("HOLEPUNCH_CLIENT_TOKEN_FILE", "/nonexistent-clients"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("HOLEPUNCH_CLIENT_TOKEN_FILE=\"/nonexistent-clients\": cannot read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HOLEPUNCH_TLS_CERT_FILE=\"/nonexistent.crt\": cannot read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("not starting: 2 configuration problem(s)\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_agent_that_never_answers_gives_504_after_the_upstream_timeout() {
+    let mut options = Options::new(TOKEN);
+    options.delay = Duration::from_secs(30);
+    let s = setup_with(options, &[("HOLEPUNCH_UPSTREAM_TIMEOUT", "500ms")], &[]);
+    let resp = get(s.proxy.addr, "/v1/metrics", "");
+    assert_eq!(resp.status, 504);
+    assert_eq!(
+        resp.text(),
+        "gateway timeout: the Nomad Task API did not answer in time"
+    );
+    assert_eq!(s.standin.requests().len(), 1);
+}
+
+#[test]
+fn a_pooled_connection_the_agent_dropped_is_retried_for_get_only() {
+    let mut options = Options::new(TOKEN);
+    options.drop_reused = true;
+    let s = setup_with(options, &[("HOLEPUNCH_ALLOW_ALL", "true")], &[]);
+    // Each GET after the first lands on a pooled connection that the agent
+    // drops unanswered; the proxy retries it once on a new connection.
+    for _ in 0..5 {
+        let resp = get(s.proxy.addr, "/v1/agent/health", "");
+        assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+    }
+    let gets = s.standin.requests().len();
+    assert_eq!(
+        gets, 9,
+        "one first request, then a dropped and a retried one for each of 4"
+    );
+    assert_eq!(s.standin.connections(), 5);
+
+    // A write is never retried: the agent may have acted on it.
+    let raw =
+        "PUT /v1/var/app HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let resp = send(s.proxy.addr, raw.as_bytes()).unwrap();
+    assert_eq!(resp.status, 502);
+    assert_eq!(s.standin.requests().len(), gets + 1);
+}
+
+#[test]
+fn slow_header_clients_are_cut_off_while_others_are_served() {
+    const SLOW: usize = 300;
+    let s = setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
+    let request = b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut slow: Vec<Option<TcpStream>> = (0..SLOW)
+        .map(|_| {
+            let c = TcpStream::connect(s.proxy.addr).expect("connect a slow client");
+            c.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+            Some(c)
+        })
+        .collect();
+    // Every 100 ms each slow client sends one more byte: no single read
+    // waits long, but the whole header would take 3.7 s.
+    let start = Instant::now();
+    let mut normal = None;
+    for byte in request.iter().take(30) {
+        for c in slow.iter_mut() {
+            if let Some(stream) = c {
+                if stream.write_all(&[*byte]).is_err() {
+                    *c = None;
+                }
+            }
+        }
+        if normal.is_none() && start.elapsed() > Duration::from_millis(300) {
+            // A normal client, while all of them are held open.
+            normal = Some(get(s.proxy.addr, "/v1/agent/health", ""));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let normal = normal.expect("the normal client ran");
+    assert_eq!((normal.status, normal.text().as_str()), (200, HEALTH_BODY));
+
+    // Every slow client was disconnected (its writes failed, or it reads
+    // the end of the stream), and none was answered.
+    let write_failed = slow.iter().filter(|c| c.is_none()).count();
+    let mut closed = 0;
+    for stream in slow.into_iter().flatten() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0; 64];
+        match (&stream).read(&mut buf) {
+            Ok(0) => closed += 1,
+            Ok(n) => panic!("a slow client got {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("a slow client is still connected")
+            }
+            Err(_) => closed += 1, // reset
+        }
+    }
+    assert_eq!(write_failed + closed, SLOW);
+    let requests = s.standin.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the normal request reached the socket"
+    );
+    assert_eq!(requests[0].target, "/v1/agent/health");
+}
+
+#[test]
+fn header_and_body_limits() {
+    let s = setup(&[
+        ("HOLEPUNCH_ALLOW_ALL", "true"),
+        ("HOLEPUNCH_MAX_BODY", "1KiB"),
+    ]);
+    // Just under 64 KiB of header: served.
+    let filler = "a".repeat(60 * 1024);
+    let resp = get(
+        s.proxy.addr,
+        "/v1/agent/health",
+        &format!("X-Filler: {filler}\r\n"),
+    );
+    assert_eq!(resp.status, 200);
+    // Over 64 KiB: 431, not forwarded.
+    let filler = "a".repeat(70 * 1024);
+    let resp = get(
+        s.proxy.addr,
+        "/v1/agent/health",
+        &format!("X-Filler: {filler}\r\n"),
+    );
+    assert_eq!(resp.status, 431);
+    assert_eq!(
+        resp.text(),
+        "request header fields too large: the limit is 65536 bytes"
+    );
+    assert_eq!(s.standin.requests().len(), 1);
+
+    // A declared body over HOLEPUNCH_MAX_BODY: 413 before anything is forwarded.
+    let raw = format!(
+        "PUT /v1/var/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n{}",
+        "x".repeat(1025)
+    );
+    let resp = send(s.proxy.addr, raw.as_bytes()).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(
+        resp.text(),
+        "payload too large: the limit is 1024 bytes (HOLEPUNCH_MAX_BODY)"
+    );
+    assert_eq!(s.standin.requests().len(), 1);
+    // A chunked body that grows past it: 413 too.
+    let chunk = "x".repeat(600);
+    let raw = format!(
+        "POST /v1/var/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let resp = send(s.proxy.addr, raw.as_bytes()).unwrap();
+    assert_eq!(resp.status, 413);
+    // Exactly the limit is fine.
+    let raw = format!(
+        "PUT /v1/var/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{}",
+        "x".repeat(1024)
+    );
+    assert_eq!(send(s.proxy.addr, raw.as_bytes()).unwrap().status, 200);
+    assert_eq!(s.standin.requests().last().unwrap().body.len(), 1024);
+}
+
+#[test]
+fn malformed_http_gets_400_and_the_proxy_stays_up() {
+    let s = setup(&[]);
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /v1/metrics HTTP/1.1\r\nHost x\r\n\r\n",
+        b"GET /v1/metrics HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET  HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
+    ] {
+        let resp = send(s.proxy.addr, raw);
+        if let Ok(resp) = &resp {
+            assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+    assert!(s.standin.requests().is_empty());
+    let resp = get(s.proxy.addr, "/v1/agent/health", "");
+    assert_eq!(resp.status, 200);
+    assert!(!s.proxy.log().contains("panicked"));
+}
+
+#[test]
+fn client_tokens_are_required_everywhere_but_health() {
+    let dir = TempDir::new();
+    let tokens = dir.join("clients");
+    std::fs::write(
+        &tokens,
+        "# scrapers\nprometheus-token-1\nprometheus-token-2\n",
+    )
+    .unwrap();
+    let s = setup(&[("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap())]);
+    for (target, auth) in [
+        ("/v1/metrics", ""),
+        ("/v1/metrics", "Authorization: Bearer wrong\r\n"),
+        (
+            "/v1/metrics",
+            "Authorization: Basic cHJvbWV0aGV1cy10b2tlbi0x\r\n",
+        ),
+        ("/v1/agent/self", ""),
+        ("/nowhere", ""),
+    ] {
+        let resp = get(s.proxy.addr, target, auth);
+        assert_eq!(resp.status, 401, "{target} {auth}");
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("Bearer realm=\"nomad-holepunch\"")
+        );
+    }
+    assert!(s.standin.requests().is_empty());
+    assert_eq!(get(s.proxy.addr, "/health", "").status, 200);
+
+    let resp = get(
+        s.proxy.addr,
+        "/v1/metrics",
+        "Authorization: Bearer prometheus-token-2\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let forwarded = &s.standin.requests()[0];
+    assert!(forwarded.header_values("authorization").is_empty());
+    assert_eq!(forwarded.header_values("x-nomad-token"), vec![TOKEN]);
+    // With a valid token, the allowlist still applies.
+    let resp = get(
+        s.proxy.addr,
+        "/v1/agent/self",
+        "Authorization: bearer prometheus-token-1\r\n",
+    );
+    assert_eq!(resp.status, 403);
+
+    // Revoke token 1, add token 3, with no restart.
+    std::fs::write(&tokens, "prometheus-token-3\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(
+        s.proxy.addr,
+        "/v1/metrics",
+        "Authorization: Bearer prometheus-token-3\r\n",
+    )
+    .status
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new client token was never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resp = get(
+        s.proxy.addr,
+        "/v1/metrics",
+        "Authorization: Bearer prometheus-token-1\r\n",
+    );
+    assert_eq!(resp.status, 401);
+    let log = s.proxy.log();
+    assert!(log.contains("client tokens reloaded"), "{log}");
+    for secret in [
+        "prometheus-token-1",
+        "prometheus-token-2",
+        "prometheus-token-3",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+/// A TLS client that trusts only `ca` (a self-signed fixture).
+fn tls_get(addr: std::net::SocketAddr, ca: &[u8], target: &str) -> (Vec<u8>, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(support::IO_TIMEOUT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let served = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (served, String::from_utf8_lossy(&response).into_owned())
+}
+
+#[test]
+fn tls_serves_the_certificate_and_picks_up_a_new_one() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
+    let der = |pem: &[u8]| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem)
+            .unwrap()
+            .to_vec()
+    };
+    let dir = TempDir::new();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, read("a.crt")).unwrap();
+    std::fs::write(&key, read("a.key")).unwrap();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    // The harness's health check is plain HTTP, so start it by hand.
+    let port = support::free_port();
+    let env = [
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+        ("HOLEPUNCH_TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("HOLEPUNCH_TLS_KEY_FILE", key.to_str().unwrap()),
+    ];
+    let proxy = support::Proxy::spawn(&env, &[], port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(proxy.addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no TLS listener:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (served, response) = tls_get(proxy.addr, &read("a.crt"), "/v1/agent/health");
+    assert_eq!(served, der(&read("a.crt")));
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with(HEALTH_BODY), "{response}");
+    assert_eq!(standin.requests().len(), 1);
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = send(proxy.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!matches!(plain, Ok(r) if r.status == 200));
+
+    // A template re-renders both files: new connections get the new certificate.
+    std::fs::write(&cert, read("b.crt")).unwrap();
+    std::fs::write(&key, read("b.key")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (served, _) = tls_get(
+            proxy.addr,
+            &[read("a.crt"), read("b.crt")].concat(),
+            "/health",
+        );
+        if served == der(&read("b.crt")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still serving the old certificate"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A half-written pair (new cert, old key) is refused; the last good one stays.
+    std::fs::write(&cert, read("a.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .log()
+        .contains("keeping the last good TLS certificate")
+    {
+        assert!(Instant::now() < deadline, "no warning:\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (served, _) = tls_get(proxy.addr, &read("b.crt"), "/health");
+    assert_eq!(served, der(&read("b.crt")));
+}
+
+#[test]
+fn the_socket_going_away_under_load_fails_only_the_gap_with_502() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = Arc::new(Mutex::new(Some(StandIn::start(&sock, Options::new(TOKEN)))));
+    let proxy = support::Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+    ]);
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, outcomes) = (Arc::clone(&stop), Arc::clone(&outcomes));
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).unwrap();
+                // Bounded: at most this many requests per client.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    // Any error is recorded as status 0: only 502 may fail.
+                    let (status, close) =
+                        match conn.request(b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\n\r\n") {
+                            Ok(r) => (r.status, r.header("connection") == Some("close")),
+                            Err(_) => (0, true),
+                        };
+                    outcomes.lock().unwrap().push((Instant::now(), status));
+                    if close {
+                        conn = Conn::open(addr).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The Nomad client restarts: the socket goes away, then comes back.
+    let gap_start = Instant::now();
+    drop(standin.lock().unwrap().take());
+    std::thread::sleep(Duration::from_millis(300));
+    *standin.lock().unwrap() = Some(StandIn::start(&sock, Options::new(TOKEN)));
+    let gap_end = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    let failed: Vec<_> = outcomes.iter().filter(|(_, s)| *s != 200).collect();
+    assert!(!failed.is_empty(), "the gap was not noticed");
+    assert!(failed.iter().all(|(_, s)| *s == 502), "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(t, _)| *t >= gap_start && *t <= gap_end + Duration::from_millis(100)),
+        "a failure outside the gap"
+    );
+    let after = outcomes
+        .iter()
+        .filter(|(t, _)| *t > gap_end + Duration::from_millis(100))
+        .count();
+    assert!(
+        after > 10,
+        "only {after} requests after the socket came back"
+    );
+    let served = outcomes.iter().filter(|(_, s)| *s == 200).count();
+    assert!(served > 100, "only {served} served");
+}
