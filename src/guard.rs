@@ -70,6 +70,10 @@ pub async fn read_header(
 ) -> HeaderRead {
     let mut shutdown = shutdown.clone();
     if let Some(idle) = idle {
+        // A shutdown that began earlier would not wake `changed()` below.
+        if *shutdown.borrow() {
+            return HeaderRead::Closed;
+        }
         let first = tokio::select! {
             biased;
             _ = shutdown.changed() => return HeaderRead::Closed,

@@ -220,6 +220,38 @@ proptest! {
         }
     }
 
+    /// Random allowlists, methods and raw targets: nothing outside the
+    /// allowlist is ever forwarded. A forward under a group needs that group
+    /// open and GET or HEAD; a forward outside every group needs ALL.
+    #[test]
+    fn nothing_outside_the_allowlist_is_forwarded(
+        open in prop::collection::vec(any::<bool>(), Group::ALL.len()),
+        all in prop::bool::weighted(0.2),
+        method in prop_oneof![
+            prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"])
+                .prop_map(str::to_string),
+            "[A-Z][A-Z-]{0,11}",
+        ],
+        target in prop_oneof![target_strategy(), "[ -~]{0,40}", "/v1/[ -~]{0,30}"],
+    ) {
+        let allow = Group::ALL
+            .iter()
+            .zip(&open)
+            .fold(Allowlist::none().with_all(all), |a, (&g, &o)| a.with(g, o));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let read_only = method == Method::GET || method == Method::HEAD;
+        match decide(&allow, &method, target.as_bytes()) {
+            Decision::Forward { group: Some(g), origin_offset } => {
+                prop_assert!(all || (allow.allows(g) && read_only), "{target:?} {method} -> {g:?}");
+                let path = parse_target(target.as_bytes()).unwrap().path.into_owned();
+                prop_assert_eq!(Group::of_path(&path), Some(g));
+                prop_assert_eq!(target.as_bytes()[origin_offset], b'/');
+            }
+            Decision::Forward { group: None, .. } => prop_assert!(all, "{target:?} forwarded without ALL"),
+            _ => {}
+        }
+    }
+
     /// Any bytes and any method: a decision, never a panic; and a target
     /// with a byte outside printable ASCII is never forwarded.
     #[test]
