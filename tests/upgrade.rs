@@ -1,6 +1,7 @@
 //! Pingora's graceful upgrade: a new process started with `-u` takes over
 //! the listening socket when the old one gets SIGQUIT, and no client request
-//! fails across the handover.
+//! fails across the handover, whether done by hand or by the entrypoint
+//! script on SIGHUP.
 
 mod support;
 
@@ -24,7 +25,7 @@ struct Tally {
 }
 
 /// A client on one kept-alive connection.
-fn keep_alive_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+fn keep_alive_client(addr: std::net::SocketAddr, stop: &AtomicBool, tally: &Tally) {
     let mut conn = Conn::open(addr).expect("connect");
     let mut reused = false;
     // Bounded: at most this many requests.
@@ -57,7 +58,7 @@ fn keep_alive_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: A
 }
 
 /// A client that opens a new connection for every request: it never retries.
-fn one_shot_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+fn one_shot_client(addr: std::net::SocketAddr, stop: &AtomicBool, tally: &Tally) {
     for _ in 0..100_000 {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -69,11 +70,57 @@ fn one_shot_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc
     }
 }
 
-#[test]
-fn an_upgrade_under_load_fails_no_request() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
+/// Six clients, half keep-alive and half one-shot, until finished.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let clients = (0..6)
+            .map(|i| {
+                let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        keep_alive_client(addr, &stop, &tally)
+                    } else {
+                        one_shot_client(addr, &stop, &tally)
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            clients,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.tally.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clients; returns (succeeded, failed, retried).
+    fn finish(self) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let t = &self.tally;
+        (
+            t.ok.load(Ordering::SeqCst),
+            t.failed.load(Ordering::SeqCst),
+            t.retried.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A Pingora config in `dir`, with the upgrade socket and pid file there too.
+fn conf_in(dir: &TempDir) -> (String, std::path::PathBuf) {
     let upgrade_sock = dir.join("upgrade.sock");
     let conf = dir.join("holepunch.yaml");
     std::fs::write(
@@ -85,33 +132,28 @@ fn an_upgrade_under_load_fails_no_request() {
         ),
     )
     .unwrap();
-    let conf = conf.to_str().unwrap();
+    (conf.to_str().unwrap().to_string(), upgrade_sock)
+}
+
+#[test]
+fn an_upgrade_under_load_fails_no_request() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let (conf, upgrade_sock) = conf_in(&dir);
     let env = [
         ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
         ("NOMAD_TOKEN", TOKEN),
     ];
-    let mut old = Proxy::start_with_args(&env, &["-c", conf]);
+    let mut old = Proxy::start_with_args(&env, &["-c", &conf]);
     let addr = old.addr;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let mut clients = Vec::new();
-    for i in 0..6 {
-        let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
-        clients.push(std::thread::spawn(move || {
-            if i % 2 == 0 {
-                keep_alive_client(addr, stop, tally)
-            } else {
-                one_shot_client(addr, stop, tally)
-            }
-        }));
-    }
+    let load = Load::start(addr);
     std::thread::sleep(Duration::from_millis(500));
-    let before = tally.ok.load(Ordering::SeqCst);
+    let before = load.ok();
 
     // The new binary waits on the upgrade socket; SIGQUIT makes the old one
     // hand over its listening socket, drain, and exit.
-    let mut new = Proxy::spawn(&env, &["-u", "-c", conf], addr.port());
+    let mut new = Proxy::spawn(&env, &["-u", "-c", &conf], addr.port());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !upgrade_sock.exists() {
         assert!(
@@ -126,15 +168,10 @@ fn an_upgrade_under_load_fails_no_request() {
         .wait_exit(Duration::from_secs(15))
         .expect("the old process exits");
     assert_eq!(status.code(), Some(0), "{}", old.log());
-    let at_handover = tally.ok.load(Ordering::SeqCst);
+    let at_handover = load.ok();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let (ok, failed, retried) = load.finish();
 
-    let ok = tally.ok.load(Ordering::SeqCst);
-    let failed = tally.failed.load(Ordering::SeqCst);
     assert_eq!(failed, 0, "{failed} requests failed ({ok} succeeded)");
     assert!(ok >= 2000, "only {ok} requests in the run");
     assert!(
@@ -144,8 +181,65 @@ fn an_upgrade_under_load_fails_no_request() {
     assert_eq!(standin.requests().len(), ok);
     assert!(new.wait_healthy(Duration::from_secs(5)), "{}", new.log());
     assert!(old.log().contains("SIGQUIT received"), "{}", old.log());
+    eprintln!("upgrade under load: {ok} requests, {retried} keep-alive retries, 0 failed");
+}
+
+#[test]
+fn the_entrypoint_reloads_on_sighup_without_failing_a_request() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let (conf, _) = conf_in(&dir);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
+    let env = [
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+    ];
+    let args = [support::binary(), "-c", &conf];
+    let mut wrapper = Proxy::spawn_program(script, &env, &args, support::free_port());
+    assert!(
+        wrapper.wait_healthy(Duration::from_secs(20)),
+        "{}",
+        wrapper.log()
+    );
+    let load = Load::start(wrapper.addr);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A template re-rendered the config: Nomad sends the task SIGHUP.
+    wrapper.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !wrapper.log().contains("shutdown complete") {
+        assert!(
+            Instant::now() < deadline,
+            "the old process never finished:\n{}",
+            wrapper.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, retried) = load.finish();
+    assert_eq!(failed, 0, "{failed} requests failed ({ok} succeeded)");
+    assert_eq!(standin.requests().len(), ok);
+    let log = wrapper.log();
+    let starts = log.matches(concat!(
+        "nomad-holepunch ",
+        env!("CARGO_PKG_VERSION"),
+        " starting"
+    ));
+    assert_eq!(starts.count(), 2, "{log}");
+    assert!(log.contains("SIGQUIT received"), "{log}");
+
+    // Nomad stops the task: SIGTERM reaches the current process, which drains.
+    wrapper.signal(libc::SIGTERM);
+    let status = wrapper
+        .wait_exit(Duration::from_secs(15))
+        .expect("the entrypoint exits");
+    assert_eq!(status.code(), Some(0), "{}", wrapper.log());
+    assert!(
+        std::net::TcpStream::connect(wrapper.addr).is_err(),
+        "still listening"
+    );
     eprintln!(
-        "upgrade under load: {ok} requests, {} keep-alive retries, 0 failed",
-        tally.retried.load(Ordering::SeqCst)
+        "entrypoint reload under load: {ok} requests, {retried} keep-alive retries, 0 failed"
     );
 }

@@ -264,10 +264,15 @@ impl Proxy {
 
     /// Starts the proxy on `port` without waiting for it (an upgrade, say).
     pub fn spawn(env: &[(&str, &str)], args: &[&str], port: u16) -> Proxy {
+        Proxy::spawn_program(binary(), env, args, port)
+    }
+
+    /// Starts `program` (the proxy, or a wrapper that runs it) on `port`.
+    pub fn spawn_program(program: &str, env: &[(&str, &str)], args: &[&str], port: u16) -> Proxy {
         let dir = TempDir::new();
         let log = dir.join("proxy.log");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("HOLEPUNCH_BIND", "127.0.0.1")
             .env("HOLEPUNCH_PORT", port.to_string())
