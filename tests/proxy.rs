@@ -495,3 +495,50 @@ fn all_carries_an_exec_websocket_upgrade_both_ways() {
     );
     assert_eq!(r.header_values("x-nomad-token"), vec![TOKEN]);
 }
+
+#[test]
+fn metrics_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = 90_000;
+    let _standin = StandIn::start(&sock, options);
+    let proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("NOMAD_TOKEN", TOKEN),
+    ]);
+    let plain = get(proxy.addr, "/v1/metrics?format=prometheus", "");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body, support::standin::prometheus_body(90_000));
+
+    // What Prometheus sends.
+    let gz = get(
+        proxy.addr,
+        "/v1/metrics?format=prometheus",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        gz.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain.body);
+    assert!(
+        gz.body.len() * 5 < plain.body.len(),
+        "{} bytes gzipped from {}",
+        gz.body.len(),
+        plain.body.len()
+    );
+
+    // Only metrics: other groups pass through as Nomad sent them.
+    let health = get(proxy.addr, "/v1/agent/health", "Accept-Encoding: gzip\r\n");
+    assert_eq!(health.header("content-encoding"), None);
+    assert_eq!(health.text(), HEALTH_BODY);
+}
