@@ -4,7 +4,7 @@
 #               stand-in Nomad Task API socket (Ctrl-C stops both)
 #   make test   install missing system packages, then fmt, clippy, every test
 #   make build  optimised binary in target/release/nomad-holepunch
-#   make bench  criterion benchmarks
+#   make bench  criterion benchmarks and the load benchmark (benches/load.sh)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -53,8 +53,11 @@ fmt:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+## bench: criterion benches (decision, round trip), then the load benchmark
+## against nginx and HAProxy (installs wrk, nginx, haproxy if missing)
 bench: setup
-	$(CARGO) bench --locked --bench decision
+	$(CARGO) bench --locked --bench decision --bench roundtrip
+	bash benches/load.sh
 
 clean:
 	$(CARGO) clean

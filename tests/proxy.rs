@@ -542,3 +542,41 @@ fn metrics_are_gzipped_for_clients_that_accept_it() {
     assert_eq!(health.header("content-encoding"), None);
     assert_eq!(health.text(), HEALTH_BODY);
 }
+
+#[test]
+fn under_steady_load_upstream_connections_stop_growing_after_warm_up() {
+    const CLIENTS: usize = 16;
+    let s = setup(&[]);
+    let run = |rounds: usize| {
+        let addr = s.proxy.addr;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut conn = Conn::open(addr).unwrap();
+                    for _ in 0..rounds {
+                        let resp = conn
+                            .request(b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .unwrap();
+                        assert_eq!(resp.status, 200);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+    };
+    run(20);
+    let warm = s.standin.connections();
+    assert!(
+        warm <= CLIENTS,
+        "{warm} upstream connections for {CLIENTS} clients"
+    );
+    run(200);
+    assert_eq!(s.standin.requests().len(), CLIENTS * 220);
+    assert_eq!(
+        s.standin.connections(),
+        warm,
+        "new upstream connections after warm-up"
+    );
+}

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Load benchmark: nomad-holepunch against nginx and HAProxy configured as the
+# same proxy, all in front of one fast upstream on a Unix socket.
+#
+#   benches/load.sh            (or: make bench)
+#   DURATION=20 benches/load.sh
+#   BIN=/tmp/other-build/nomad-holepunch benches/load.sh   (measure another build)
+#
+# Layout on a 2-core machine:
+#   core 0: the proxy being measured, alone;
+#   core 1: the load generator (wrk) and the upstream (an nginx serving the
+#           Task API's answers on a Unix socket, and on TCP for the ceiling).
+#
+# For each target, path and connection count it prints requests/s, p50 and
+# p99 latency, the proxy's CPU time per request (from /proc/PID/stat), and
+# the proxy's peak RSS, then the ratios to nginx. Every phase is bounded in
+# time, and every process started here is stopped by its PID on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}      # seconds measured per row
+WARMUP=${WARMUP:-2}           # seconds of load before measuring
+CONNECTIONS=${CONNECTIONS:-"32 256"}
+TOKEN=bench-workload-token
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# --- what the benchmark needs -------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v taskset >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    echo "load.sh: installing ${need[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# BIN=path/to/nomad-holepunch measures that build instead (an A/B run).
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --locked --bin nomad-holepunch >/dev/null 2>&1 ||
+        cargo build --release --locked --bin nomad-holepunch
+    BIN="$root/target/release/nomad-holepunch"
+fi
+
+work=$(mktemp -d /tmp/holepunch-load.XXXXXX)
+# nginx started as root hands its workers to an unprivileged user, which could
+# neither read this private directory nor use the root-owned socket.
+nginx_user=$([ "$(id -u)" = 0 ] && echo "user root;" || true)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000)); }
+
+# wait_for URL [curl args]: until it answers 200 (10 s at most).
+wait_for() {
+    local url=$1
+    shift
+    for _ in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")" = 200 ] && return 0
+        sleep 0.1
+    done
+    echo "load.sh: $url did not answer 200" >&2
+    exit 1
+}
+
+# --- the upstream: the Task API's answers, fast --------------------------
+mkdir -p "$work/www/v1/agent"
+printf '{"client":{"ok":true,"message":"ok"}}' > "$work/www/v1/agent/health"
+awk 'BEGIN {
+    print "# HELP nomad_client_allocs_running Number of running allocations"
+    print "# TYPE nomad_client_allocs_running gauge"
+    print "nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3"
+    n = 0; size = 0
+    while (size < 90000) {
+        line = sprintf("nomad_client_host_cpu_idle{cpu=\"cpu%d\",datacenter=\"dc1\",node_id=\"f7476465-4d6e-c0de-26d0-e383c49be941\"} 97.%d", n, n)
+        print line; size += length(line) + 1; n++
+    }
+}' > "$work/www/v1/metrics"
+up_port=$(free_port)
+mkdir -p "$work/upstream"
+cat > "$work/upstream.conf" <<EOF
+$nginx_user
+worker_processes 1;
+pid $work/upstream/nginx.pid;
+error_log $work/upstream/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/upstream;
+    proxy_temp_path $work/upstream;
+    fastcgi_temp_path $work/upstream;
+    uwsgi_temp_path $work/upstream;
+    scgi_temp_path $work/upstream;
+    server {
+        listen unix:$work/api.sock;
+        listen 127.0.0.1:$up_port;
+        root $work/www;
+        add_header X-Nomad-Index 42;
+        if (\$http_x_nomad_token != "$TOKEN") { return 401; }
+        location = /v1/agent/health { default_type application/json; }
+        location = /v1/metrics { default_type "text/plain; version=0.0.4; charset=utf-8"; }
+    }
+}
+EOF
+taskset -c "$LOAD_CORE" nginx -e "$work/upstream/error.log" -c "$work/upstream.conf" -g 'daemon off;' &
+pids+=($!)
+wait_for "http://127.0.0.1:$up_port/v1/agent/health" -H "X-Nomad-Token: $TOKEN"
+
+# --- the proxies under test, each alone on the proxy core ---------------
+hp_port=$(free_port)
+printf -- '---\nversion: 1\nthreads: 1\nupgrade_sock: %s\npid_file: %s\n' \
+    "$work/hp_upgrade.sock" "$work/hp.pid" > "$work/holepunch.yaml"
+env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$hp_port" \
+    HOLEPUNCH_SOCKET_PATH="$work/api.sock" \
+    taskset -c "$PROXY_CORE" "$BIN" -c "$work/holepunch.yaml" 2>"$work/holepunch.log" &
+hp_pid=$!
+pids+=($hp_pid)
+
+ng_port=$(free_port)
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<EOF
+$nginx_user
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    fastcgi_temp_path $work/nginx;
+    uwsgi_temp_path $work/nginx;
+    scgi_temp_path $work/nginx;
+    upstream nomad {
+        server unix:$work/api.sock;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$ng_port;
+        location / {
+            proxy_pass http://nomad;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Nomad-Token "$TOKEN";
+            proxy_set_header Authorization "";
+            # Room for a whole 90 KB scrape in memory: no temp files.
+            proxy_buffer_size 16k;
+            proxy_buffers 16 16k;
+        }
+    }
+}
+EOF
+taskset -c "$PROXY_CORE" nginx -e "$work/nginx/error.log" -c "$work/nginx.conf" -g 'daemon off;' &
+ng_pid=$!
+pids+=($ng_pid)
+
+ha_port=$(free_port)
+cat > "$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 360s
+    timeout server 360s
+    http-reuse always
+frontend holepunch
+    bind 127.0.0.1:$ha_port
+    default_backend nomad
+backend nomad
+    http-request set-header X-Nomad-Token $TOKEN
+    http-request del-header Authorization
+    server api unix@$work/api.sock
+EOF
+taskset -c "$PROXY_CORE" haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
+ha_pid=$!
+pids+=($ha_pid)
+
+# The proxies must add the token themselves: the upstream answers 401 without it.
+for port in $hp_port $ng_port $ha_port; do
+    wait_for "http://127.0.0.1:$port/v1/agent/health"
+done
+
+# --- measuring -----------------------------------------------------------
+# The processes that make up a target (nginx: master and worker).
+procs_of() { [ "$1" = 0 ] && return; echo "$1"; pgrep -P "$1" || true; }
+# CPU ticks (user + system) used so far by those processes.
+cpu_ticks() {
+    local t=0
+    for p in $(procs_of "$1"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+# Peak resident memory (KiB) of those processes, summed.
+peak_rss_kib() {
+    local k=0
+    for p in $(procs_of "$1"); do
+        k=$((k + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$k"
+}
+rss_kib() {
+    local k=0
+    for p in $(procs_of "$1"); do
+        k=$((k + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$k"
+}
+hz=$(getconf CLK_TCK)
+
+# wrk's latency line ("99%  1.23ms") in milliseconds.
+to_ms() { awk '{ v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+    if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.3f", v }'; }
+
+results="$work/results.tsv"
+: > "$results"
+idle_hp_kib=$(rss_kib $hp_pid)
+
+# measure NAME PID PORT PATH CONNS [extra wrk args]
+measure() {
+    local name=$1 pid=$2 port=$3 path=$4 conns=$5
+    shift 5
+    local url="http://127.0.0.1:$port$path"
+    # Only the direct upstream is sent the token; proxies must add it.
+    [ "$pid" = 0 ] && set -- -H "X-Nomad-Token: $TOKEN" "$@"
+    timeout $((WARMUP + 10)) taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"${WARMUP}s" \
+        "$@" "$url" >/dev/null
+    local before
+    before=$(cpu_ticks "$pid")
+    local out
+    out=$(timeout $((DURATION + 30)) taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"${DURATION}s" \
+        --latency "$@" "$url")
+    local after
+    after=$(cpu_ticks "$pid")
+    local requests rps p50 p99 errors
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {printf "%.0f", $2}')
+    p50=$(echo "$out" | grep -E '^ +50%' | to_ms)
+    p99=$(echo "$out" | grep -E '^ +99%' | to_ms)
+    errors=$(echo "$out" | awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}')
+    local cpu_us="-" rss="-"
+    if [ "$pid" != 0 ]; then
+        cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')
+        rss=$(awk -v k="$(peak_rss_kib "$pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$errors" >> "$results"
+    printf '  %-22s %-36s c=%-4s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  peak rss %6s MB  errors %s\n' \
+        "$name" "$path" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$errors"
+}
+
+echo "load.sh: ${DURATION}s per row after ${WARMUP}s of warm-up; proxies on core $PROXY_CORE, wrk and upstream on core $LOAD_CORE"
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r); $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+for path in /v1/agent/health "/v1/metrics?format=prometheus"; do
+    for conns in $CONNECTIONS; do
+        measure "upstream (TCP, ceiling)" 0 "$up_port" "$path" "$conns"
+        measure nomad-holepunch $hp_pid "$hp_port" "$path" "$conns"
+        measure nginx $ng_pid "$ng_port" "$path" "$conns"
+        measure haproxy $ha_pid "$ha_port" "$path" "$conns"
+        if [ "$path" != /v1/agent/health ]; then
+            measure "nomad-holepunch gzip" $hp_pid "$hp_port" "$path" "$conns" -H "Accept-Encoding: gzip"
+        fi
+    done
+done
+
+# --- the table -----------------------------------------------------------
+echo
+echo "| target | path | conns | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MB | errors | req/s vs nginx | p99 vs nginx | CPU vs nginx |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '
+    { row[NR] = $0; if ($1 == "nginx") { ng_rps[$2, $3] = $4; ng_p99[$2, $3] = $6; ng_cpu[$2, $3] = $7 } }
+    END {
+        for (i = 1; i <= NR; i++) {
+            split(row[i], f, "\t")
+            r = f[4] / ng_rps[f[2], f[3]]
+            p = (ng_p99[f[2], f[3]] > 0) ? f[6] / ng_p99[f[2], f[3]] : 0
+            c = (f[7] != "-" && ng_cpu[f[2], f[3]] > 0) ? sprintf("%.2fx", f[7] / ng_cpu[f[2], f[3]]) : "-"
+            printf "| %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], r, p, c
+        }
+    }' "$results"
+echo
+echo "nomad-holepunch idle RSS before the load: $(awk -v k="$idle_hp_kib" 'BEGIN { printf "%.1f", k / 1024 }') MB"
