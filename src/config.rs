@@ -27,6 +27,7 @@ pub const MAX_BODY: &str = "HOLEPUNCH_MAX_BODY";
 pub const TLS_CERT_FILE: &str = "HOLEPUNCH_TLS_CERT_FILE";
 pub const TLS_KEY_FILE: &str = "HOLEPUNCH_TLS_KEY_FILE";
 pub const CLIENT_TOKEN_FILE: &str = "HOLEPUNCH_CLIENT_TOKEN_FILE";
+pub const METRICS_CACHE_TTL: &str = "HOLEPUNCH_METRICS_CACHE_TTL";
 /// Set by `identity { env = true }`.
 pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
 /// Set by Nomad for every task.
@@ -61,6 +62,7 @@ fn known_variables() -> impl Iterator<Item = &'static str> {
         TLS_CERT_FILE,
         TLS_KEY_FILE,
         CLIENT_TOKEN_FILE,
+        METRICS_CACHE_TTL,
     ]
     .into_iter()
     .chain(Group::ALL.iter().map(|g| g.flag()))
@@ -90,6 +92,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Bearer tokens clients must present, one per line.
     pub client_token_file: Option<PathBuf>,
+    /// How long a metrics response is served from memory; `None`: only
+    /// concurrent identical scrapes share one upstream request.
+    pub metrics_cache_ttl: Option<Duration>,
 }
 
 /// The PEM files for TLS on the listener, re-read when they change.
@@ -245,6 +250,9 @@ impl Config {
             }
         };
         let client_token_file = get(&vars, CLIENT_TOKEN_FILE, &mut errors).map(PathBuf::from);
+        let metrics_cache_ttl = get(&vars, METRICS_CACHE_TTL, &mut errors)
+            .is_some()
+            .then(|| get_duration(&vars, METRICS_CACHE_TTL, Duration::ZERO, &mut errors));
 
         let mut allow = Allowlist::default();
         if let Some(all) = get_bool(&vars, ALLOW_ALL, false, &mut errors) {
@@ -269,6 +277,7 @@ impl Config {
                 max_body,
                 tls,
                 client_token_file,
+                metrics_cache_ttl,
             }),
             _ => Err(errors),
         }
@@ -300,6 +309,10 @@ impl Config {
             format!("{MAX_BODY} = {} bytes", self.max_body),
             format!("TLS: {tls}"),
             format!("client tokens: {client_tokens}"),
+            match self.metrics_cache_ttl {
+                Some(ttl) => format!("{METRICS_CACHE_TTL} = {ttl:?}"),
+                None => format!("{METRICS_CACHE_TTL} = off"),
+            },
         ]);
         lines.extend(
             Group::ALL
@@ -825,6 +838,22 @@ mod tests {
     }
 
     #[test]
+    fn metrics_cache_ttl() {
+        assert_eq!(cfg(&[TOKEN]).unwrap().metrics_cache_ttl, None);
+        assert_eq!(
+            cfg(&[TOKEN, (METRICS_CACHE_TTL, "")])
+                .unwrap()
+                .metrics_cache_ttl,
+            None
+        );
+        let c = cfg(&[TOKEN, (METRICS_CACHE_TTL, "1s")]).unwrap();
+        assert_eq!(c.metrics_cache_ttl, Some(Duration::from_secs(1)));
+        let errs = errors_for(&[TOKEN, (METRICS_CACHE_TTL, "0s")]);
+        assert!(errs[0]
+            .starts_with("HOLEPUNCH_METRICS_CACHE_TTL=\"0s\": expected a duration above zero"));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1048576"), Some(1 << 20));
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
@@ -872,7 +901,8 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 5);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 6);
+        assert!(lines.contains(&"HOLEPUNCH_METRICS_CACHE_TTL = off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_UPSTREAM_TIMEOUT = 340s".to_string()));
         assert!(lines.contains(&"TLS: off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_METRICS = true".to_string()));

@@ -12,6 +12,7 @@
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
 //! - [`watch`]: re-reading those files when they change;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
+//! - [`coalesce`]: one upstream request for concurrent identical scrapes;
 //! - [`guard`]: the request-header deadline and size limit in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
@@ -20,6 +21,7 @@
 pub mod allowlist;
 pub mod cli;
 pub mod client_auth;
+pub mod coalesce;
 pub mod config;
 pub mod guard;
 pub mod logging;

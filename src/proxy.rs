@@ -6,6 +6,7 @@
 
 use crate::allowlist::{decide, Allowlist, Decision, Group};
 use crate::client_auth::ClientTokens;
+use crate::coalesce::{Coalescer, Join, Leader, Shared};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::token::Token;
 use async_trait::async_trait;
@@ -38,6 +39,8 @@ pub struct Holepunch {
     token: Arc<Token>,
     client_tokens: Option<Arc<ClientTokens>>,
     max_body: u64,
+    upstream_timeout: Duration,
+    coalescer: Coalescer,
     in_flight: Arc<InFlight>,
 }
 
@@ -55,6 +58,8 @@ pub struct Settings {
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
     pub client_tokens: Option<Arc<ClientTokens>>,
+    /// How long metrics responses are served from memory, if at all.
+    pub metrics_cache_ttl: Option<Duration>,
     pub in_flight: Arc<InFlight>,
 }
 
@@ -70,6 +75,8 @@ impl Holepunch {
             token: settings.token,
             client_tokens: settings.client_tokens,
             max_body: settings.max_body,
+            upstream_timeout: settings.upstream_timeout,
+            coalescer: Coalescer::new(settings.metrics_cache_ttl),
             in_flight: settings.in_flight,
         })
     }
@@ -84,6 +91,8 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// Whether this request was already retried on a fresh connection.
     retried: bool,
+    /// Set when this request fetches a metrics response for others too.
+    leader: Option<Leader>,
 }
 
 #[async_trait]
@@ -103,6 +112,7 @@ impl ProxyHttp for Holepunch {
             group: None,
             body_bytes: 0,
             retried: false,
+            leader: None,
         }
     }
 
@@ -155,6 +165,9 @@ impl ProxyHttp for Holepunch {
                     if let Some(c) = modules.get_mut::<ResponseCompression>() {
                         c.adjust_level(METRICS_COMPRESSION_LEVEL);
                         c.request_filter(req);
+                    }
+                    if session.req_header().method == http::Method::GET {
+                        return self.coalesce(session, ctx).await;
                     }
                 }
                 return Ok(false);
@@ -221,6 +234,38 @@ impl ProxyHttp for Holepunch {
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(leader) = ctx.leader.as_mut() {
+            leader.capture_header(upstream_response);
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(leader) = ctx.leader.as_mut() {
+            if let Some(chunk) = body {
+                leader.capture_body(chunk);
+            }
+            if end_of_stream {
+                if let Some(leader) = ctx.leader.take() {
+                    leader.publish();
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn upstream_request_filter(
@@ -345,6 +390,46 @@ fn deny_body(group: Option<Group>) -> Cow<'static, str> {
 }
 
 impl Holepunch {
+    /// Joins a metrics GET with identical ones. Returns `Ok(true)` when it
+    /// was answered from another request's response (or the micro-cache), and
+    /// `Ok(false)` when it goes upstream itself (as the leader, or because the
+    /// leader had nothing to share).
+    async fn coalesce(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let accept = req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+        let key = Coalescer::key(req.raw_path(), accept);
+        let shared = match self.coalescer.join(key) {
+            Join::Leader(leader) => {
+                ctx.leader = Some(leader);
+                return Ok(false);
+            }
+            Join::Cached(shared) => {
+                let age = shared.created.elapsed().as_secs();
+                respond_shared(session, &shared, Some(age)).await?;
+                return Ok(true);
+            }
+            Join::Follower(mut rx) => {
+                // The leader's own timeouts bound this; the margin is a backstop.
+                let wait = self.upstream_timeout + CONNECT_TIMEOUT;
+                let ready = rx.borrow().clone();
+                match ready {
+                    Some(shared) => Some(shared),
+                    None => match pingora::time::timeout(wait, rx.changed()).await {
+                        Ok(Ok(())) => rx.borrow().clone(),
+                        _ => None,
+                    },
+                }
+            }
+        };
+        match shared {
+            Some(shared) => {
+                respond_shared(session, &shared, None).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Whether the client may use the proxy: always, unless client tokens
     /// are set, and then only with one of them.
     fn client_allowed(&self, session: &Session) -> bool {
@@ -356,6 +441,21 @@ impl Holepunch {
             tokens.allows(auth.map(|v| v.as_bytes()))
         })
     }
+}
+
+/// Answers with a response another request fetched; `age` when it came
+/// from the micro-cache.
+async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>) -> Result<()> {
+    let mut header = shared.header.clone();
+    if let Some(age) = age {
+        header.insert_header("Age", age)?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(shared.body.clone()), true)
+        .await
 }
 
 /// The request's `Content-Length`, when it has a valid one.

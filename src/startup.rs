@@ -106,6 +106,7 @@ impl Startup {
             max_body: self.config.max_body,
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
+            metrics_cache_ttl: self.config.metrics_cache_ttl,
             in_flight: Arc::clone(&in_flight),
         })
         .map_err(|e| ConfigError {

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use support::standin::{Options, StandIn};
 use support::{Conn, Proxy, TempDir, TOKEN};
 
-const REQUEST: &[u8] = b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n";
+// Agent health, not metrics: concurrent metrics scrapes would be coalesced,
+// and these tests count every request at the socket.
+const REQUEST: &[u8] = b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\n\r\n";
 const REQUEST_CLOSE: &[u8] =
-    b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 #[derive(Default)]
 struct Tally {
