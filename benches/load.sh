@@ -5,6 +5,7 @@
 #   benches/load.sh            (or: make bench)
 #   DURATION=20 benches/load.sh
 #   BIN=/tmp/other-build/nomad-holepunch benches/load.sh   (measure another build)
+#   PATHS=/v1/agent/health CONNECTIONS=32 benches/load.sh   (fewer rows)
 #
 # Layout on a 2-core machine:
 #   core 0: the proxy being measured, alone;
@@ -20,6 +21,7 @@ set -euo pipefail
 DURATION=${DURATION:-10}      # seconds measured per row
 WARMUP=${WARMUP:-2}           # seconds of load before measuring
 CONNECTIONS=${CONNECTIONS:-"32 256"}
+PATHS=${PATHS:-"/v1/agent/health /v1/metrics?format=prometheus"}
 TOKEN=bench-workload-token
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
@@ -231,6 +233,17 @@ hz=$(getconf CLK_TCK)
 to_ms() { awk '{ v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
     if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.3f", v }'; }
 
+# Distinct targets for the metrics rows, so that every proxy forwards every
+# request: identical concurrent scrapes would be coalesced by nomad-holepunch
+# (shown in a row of its own). The upstream ignores the extra parameter.
+cat > "$work/distinct.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, wrk.path .. "&scrape=" .. n)
+end
+LUA
+
 results="$work/results.tsv"
 : > "$results"
 idle_hp_kib=$(rss_kib $hp_pid)
@@ -269,14 +282,18 @@ measure() {
 
 echo "load.sh: ${DURATION}s per row after ${WARMUP}s of warm-up; proxies on core $PROXY_CORE, wrk and upstream on core $LOAD_CORE"
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r); $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
-for path in /v1/agent/health "/v1/metrics?format=prometheus"; do
+read -ra paths <<< "$PATHS"
+for path in "${paths[@]}"; do
     for conns in $CONNECTIONS; do
-        measure "upstream (TCP, ceiling)" 0 "$up_port" "$path" "$conns"
-        measure nomad-holepunch $hp_pid "$hp_port" "$path" "$conns"
-        measure nginx $ng_pid "$ng_port" "$path" "$conns"
-        measure haproxy $ha_pid "$ha_port" "$path" "$conns"
+        distinct=()
+        [ "$path" != /v1/agent/health ] && distinct=(-s "$work/distinct.lua")
+        measure "upstream (TCP, ceiling)" 0 "$up_port" "$path" "$conns" "${distinct[@]}"
+        measure nomad-holepunch $hp_pid "$hp_port" "$path" "$conns" "${distinct[@]}"
+        measure nginx $ng_pid "$ng_port" "$path" "$conns" "${distinct[@]}"
+        measure haproxy $ha_pid "$ha_port" "$path" "$conns" "${distinct[@]}"
         if [ "$path" != /v1/agent/health ]; then
-            measure "nomad-holepunch gzip" $hp_pid "$hp_port" "$path" "$conns" -H "Accept-Encoding: gzip"
+            measure "nomad-holepunch gzip" $hp_pid "$hp_port" "$path" "$conns" -H "Accept-Encoding: gzip" "${distinct[@]}"
+            measure "nomad-holepunch coalesced" $hp_pid "$hp_port" "$path" "$conns"
         fi
     done
 done

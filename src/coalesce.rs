@@ -96,7 +96,8 @@ impl Coalescer {
             ttl: self.ttl,
             entries: Arc::clone(&self.entries),
             header: None,
-            body: BytesMut::new(),
+            chunks: Vec::new(),
+            len: 0,
             overflow: false,
         })
     }
@@ -109,13 +110,19 @@ impl Coalescer {
 /// The leader's side: captures the upstream response and publishes it. If it
 /// is dropped without publishing (the request failed), followers are told to
 /// fetch their own.
+///
+/// Capturing costs no copy: the body is kept as the chunks Pingora read,
+/// by reference. They are joined into one buffer only when somebody takes
+/// the response (a follower, or the micro-cache); a scrape that nobody
+/// joined pays for a map entry and a header clone, nothing more.
 pub struct Leader {
     key: Box<[u8]>,
     tx: Option<watch::Sender<Option<Arc<Shared>>>>,
     ttl: Option<Duration>,
     entries: Arc<Mutex<HashMap<Box<[u8]>, Entry>>>,
     header: Option<Box<ResponseHeader>>,
-    body: BytesMut,
+    chunks: Vec<Bytes>,
+    len: usize,
     overflow: bool,
 }
 
@@ -130,52 +137,83 @@ impl Leader {
     }
 
     /// A piece of the upstream response body.
-    pub fn capture_body(&mut self, chunk: &[u8]) {
-        if self.overflow || self.body.len() + chunk.len() > MAX_SHARED_BYTES {
-            self.overflow = true;
-            self.body = BytesMut::new();
+    pub fn capture_body(&mut self, chunk: &Bytes) {
+        if self.overflow {
             return;
         }
-        self.body.extend_from_slice(chunk);
+        self.len += chunk.len();
+        if self.len > MAX_SHARED_BYTES {
+            self.overflow = true;
+            self.chunks = Vec::new();
+            return;
+        }
+        self.chunks.push(chunk.clone());
     }
 
-    /// The whole response went to the leader's client: share it.
+    /// The whole response went to the leader's client: share it with the
+    /// followers that joined meanwhile, and cache it when it may be cached.
     pub fn publish(mut self) {
         let Some(header) = self.header.take().filter(|_| !self.overflow) else {
             return; // Dropped: followers fetch their own.
         };
-        let shared = Arc::new(Shared {
-            header: *header,
-            body: std::mem::take(&mut self.body).freeze(),
-            created: Instant::now(),
+        let Some(tx) = self.tx.take() else { return };
+        let cacheable = self.ttl.is_some() && header.status == 200;
+        if !cacheable {
+            // Once the entry is gone nobody new can join, so the receivers
+            // left are exactly the followers waiting.
+            self.lock().remove(&self.key);
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(Some(self.shared(*header)));
+            }
+            return;
+        }
+        let shared = self.shared(*header);
+        let now = Instant::now();
+        let ttl = self.ttl.unwrap_or_default();
+        let mut entries = self.lock();
+        entries.retain(|_, e| match e {
+            Entry::Cached(s) => now.duration_since(s.created) < ttl,
+            Entry::InFlight(_) => true,
         });
-        let cacheable = self.ttl.is_some() && shared.header.status == 200;
-        {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if cacheable {
-                let now = Instant::now();
-                let ttl = self.ttl.unwrap_or_default();
-                entries.retain(|_, e| match e {
-                    Entry::Cached(s) => now.duration_since(s.created) < ttl,
-                    Entry::InFlight(_) => true,
-                });
-            }
-            if cacheable && entries.len() < MAX_CACHED {
-                entries.insert(self.key.clone(), Entry::Cached(Arc::clone(&shared)));
-            } else {
-                entries.remove(&self.key);
-            }
+        if entries.len() < MAX_CACHED {
+            entries.insert(self.key.clone(), Entry::Cached(Arc::clone(&shared)));
+        } else {
+            entries.remove(&self.key);
         }
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Some(shared));
-        }
+        drop(entries);
+        let _ = tx.send(Some(shared));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The captured response as one piece: a single chunk as it is, several
+    /// joined with one copy.
+    fn shared(&mut self, header: ResponseHeader) -> Arc<Shared> {
+        let chunks = std::mem::take(&mut self.chunks);
+        let body = match <[Bytes; 1]>::try_from(chunks) {
+            Ok([one]) => one,
+            Err(chunks) => {
+                let mut body = BytesMut::with_capacity(self.len);
+                for chunk in &chunks {
+                    body.extend_from_slice(chunk);
+                }
+                body.freeze()
+            }
+        };
+        Arc::new(Shared {
+            header,
+            body,
+            created: Instant::now(),
+        })
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.lock();
             if matches!(entries.get(&self.key), Some(Entry::InFlight(_))) {
                 entries.remove(&self.key);
             }
@@ -209,8 +247,8 @@ mod tests {
             Join::Leader(_)
         ));
         leader.capture_header(&header(200));
-        leader.capture_body(b"metrics ");
-        leader.capture_body(b"text");
+        leader.capture_body(&Bytes::from_static(b"metrics "));
+        leader.capture_body(&Bytes::from_static(b"text"));
         leader.publish();
         let shared = rx.borrow().clone().expect("published");
         assert_eq!(&shared.body[..], b"metrics text");
@@ -242,7 +280,7 @@ mod tests {
             panic!()
         };
         leader.capture_header(&header(200));
-        leader.capture_body(b"x");
+        leader.capture_body(&Bytes::from_static(b"x"));
         leader.publish();
         assert!(matches!(c.join(key()), Join::Cached(_)));
         std::thread::sleep(Duration::from_millis(250));
@@ -266,7 +304,8 @@ mod tests {
             panic!()
         };
         leader.capture_header(&header(200));
-        leader.capture_body(&vec![b'x'; MAX_SHARED_BYTES + 1]);
+        leader.capture_body(&Bytes::from(vec![b'x'; MAX_SHARED_BYTES]));
+        leader.capture_body(&Bytes::from_static(b"x"));
         leader.publish();
         assert!(rx.borrow().is_none());
         assert!(matches!(c.join(key()), Join::Leader(_)));
