@@ -2,7 +2,8 @@
 #
 #   make run    build, then start the proxy on localhost:6120 in front of a
 #               stand-in Nomad Task API socket (Ctrl-C stops both)
-#   make test   install missing system packages, then fmt, clippy, every test
+#   make test   install what is missing (setup, setup-test), then fmt,
+#               clippy, every test
 #   make build  optimised binary in target/release/nomad-holepunch
 #   make bench  criterion benchmarks and the load benchmark (benches/load.sh)
 
@@ -13,18 +14,41 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 RUN_DIR := target/run
+# The Python venv of the client tests (python-nomad, python-hcl2, PyYAML).
+PY_VENV := target/py
 RUN_TOKEN := dev-workload-token
 
-.PHONY: all build run test setup fmt lint bench clean
+.PHONY: all build run test setup setup-test container-build fmt lint bench clean
 
 all: build
+
+APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 ## setup: the system packages the build needs (cmake, for libz-ng under Pingora)
 setup:
 	@command -v cmake >/dev/null 2>&1 || { \
 	  echo "make setup: installing cmake"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake >/dev/null; \
+	  $(APT_INSTALL) update -qq && \
+	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake >/dev/null; \
+	}
+
+## setup-test: what the client tests need besides the build: Debian's
+## prometheus package (prometheus, promtool; its service is not started) and
+## a Python venv with tests/clients/requirements.txt from PyPI.
+setup-test:
+	@need=""; \
+	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need="prometheus"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	if [ -n "$$need" ]; then \
+	  echo "make setup-test: installing$$need"; \
+	  $(APT_INSTALL) update -qq && \
+	  $(APT_INSTALL) install -y -qq --no-install-recommends $$need >/dev/null; \
+	fi
+	@cmp -s tests/clients/requirements.txt $(PY_VENV)/.installed 2>/dev/null || { \
+	  echo "make setup-test: creating $(PY_VENV) (tests/clients/requirements.txt)"; \
+	  rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV) && \
+	  $(PY_VENV)/bin/pip install -q --disable-pip-version-check -r tests/clients/requirements.txt && \
+	  cp tests/clients/requirements.txt $(PY_VENV)/.installed; \
 	}
 
 build: setup
@@ -44,8 +68,15 @@ run: setup
 	target/debug/nomad-holepunch
 
 ## test: what CI runs
-test: setup fmt lint
-	$(CARGO) test --locked
+test: setup setup-test fmt lint
+	HOLEPUNCH_TEST_PYTHON=$(CURDIR)/$(PY_VENV)/bin/python $(CARGO) test --locked
+	@$(MAKE) --no-print-directory container-build
+
+## container-build: the Containerfile's build step (`make build`), then the
+## release binary checks the Pingora settings the image ships.
+container-build: build
+	env -i NOMAD_TOKEN=check HOLEPUNCH_SOCKET_PATH=/run/api.sock \
+	  target/release/nomad-holepunch --check -c conf/holepunch.yaml >/dev/null
 
 fmt:
 	$(CARGO) fmt --check
