@@ -175,13 +175,15 @@ pub enum Decision {
     },
     /// `/health`: answer `200 ok` locally.
     Health,
+    /// `/ready`: check the token and the socket, and answer 200 or 503.
+    Ready,
     /// 403: a `/v1/` path no open group covers. `group` names the flag that
     /// would open it, if there is one.
     Deny { group: Option<Group> },
     /// 405 with `Allow: GET, HEAD`: a method other than GET or HEAD on an
-    /// open group's path (or on `/health`).
+    /// open group's path (or on `/health` or `/ready`).
     MethodNotAllowed,
-    /// 404: a path outside `/v1/` other than `/health`.
+    /// 404: a path outside `/v1/` other than `/health` and `/ready`.
     NotFound,
     /// 400: the target breaks the path rules (see [`crate::target`]).
     Refuse(Refusal),
@@ -211,9 +213,14 @@ pub fn decide(allow: &Allowlist, method: &Method, raw_target: &[u8]) -> Decision
 
 fn decide_path(allow: &Allowlist, method: &Method, path: &[u8]) -> Decision {
     let read_only = method == Method::GET || method == Method::HEAD;
-    if path == b"/health" {
+    let local = match path {
+        b"/health" => Some(Decision::Health),
+        b"/ready" => Some(Decision::Ready),
+        _ => None,
+    };
+    if let Some(local) = local {
         return if read_only {
-            Decision::Health
+            local
         } else {
             Decision::MethodNotAllowed
         };
@@ -403,6 +410,12 @@ mod tests {
         let a = Allowlist::none();
         assert_eq!(decide(&a, &GET, b"/health"), Decision::Health);
         assert_eq!(decide(&a, &Method::HEAD, b"/health?x=1"), Decision::Health);
+        assert_eq!(decide(&a, &GET, b"/ready"), Decision::Ready);
+        assert_eq!(
+            decide(&a, &Method::POST, b"/ready"),
+            Decision::MethodNotAllowed
+        );
+        assert_eq!(decide(&a, &GET, b"/readyz"), Decision::NotFound);
         assert_eq!(decide(&a, &GET, b"/"), Decision::NotFound);
         assert_eq!(decide(&a, &GET, b"/v1"), Decision::NotFound);
         assert_eq!(decide(&a, &GET, b"/healthz"), Decision::NotFound);

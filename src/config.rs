@@ -28,6 +28,8 @@ pub const TLS_CERT_FILE: &str = "HOLEPUNCH_TLS_CERT_FILE";
 pub const TLS_KEY_FILE: &str = "HOLEPUNCH_TLS_KEY_FILE";
 pub const CLIENT_TOKEN_FILE: &str = "HOLEPUNCH_CLIENT_TOKEN_FILE";
 pub const METRICS_CACHE_TTL: &str = "HOLEPUNCH_METRICS_CACHE_TTL";
+pub const TELEMETRY_BIND: &str = "HOLEPUNCH_TELEMETRY_BIND";
+pub const LOG_FORMAT: &str = "HOLEPUNCH_LOG_FORMAT";
 /// Set by `identity { env = true }`.
 pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
 /// Set by Nomad for every task.
@@ -63,6 +65,8 @@ fn known_variables() -> impl Iterator<Item = &'static str> {
         TLS_KEY_FILE,
         CLIENT_TOKEN_FILE,
         METRICS_CACHE_TTL,
+        TELEMETRY_BIND,
+        LOG_FORMAT,
     ]
     .into_iter()
     .chain(Group::ALL.iter().map(|g| g.flag()))
@@ -95,6 +99,48 @@ pub struct Config {
     /// How long a metrics response is served from memory; `None`: only
     /// concurrent identical scrapes share one upstream request.
     pub metrics_cache_ttl: Option<Duration>,
+    /// Where the proxy's own Prometheus metrics are served, if anywhere.
+    pub telemetry_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`HOLEPUNCH_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[2026-11-25T10:00:00.000Z INFO  target] message`, env_logger's.
+    #[default]
+    Text,
+    /// One JSON object per line: ts, level, target, msg.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `HOLEPUNCH_LOG_FORMAT`; unset or empty is text.
+    pub fn parse(v: Option<&str>) -> Result<LogFormat, ConfigError> {
+        match v {
+            None | Some("") | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(ConfigError {
+                var: LOG_FORMAT.to_string(),
+                value: Some(other.to_string()),
+                expected: "expected text (the default) or json".to_string(),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format the process environment asks for, for the logger, which
+    /// starts before the configuration is checked (a bad value is reported
+    /// with the other problems, and text is used meanwhile).
+    pub fn from_env() -> LogFormat {
+        LogFormat::parse(std::env::var(LOG_FORMAT).ok().as_deref()).unwrap_or_default()
+    }
 }
 
 /// The PEM files for TLS on the listener, re-read when they change.
@@ -254,6 +300,15 @@ impl Config {
             .is_some()
             .then(|| get_duration(&vars, METRICS_CACHE_TTL, Duration::ZERO, &mut errors));
 
+        let telemetry_listen = get(&vars, TELEMETRY_BIND, &mut errors).and_then(|v| {
+            parse_telemetry_bind(v, ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let log_format = LogFormat::parse(get(&vars, LOG_FORMAT, &mut errors))
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+
         let mut allow = Allowlist::default();
         if let Some(all) = get_bool(&vars, ALLOW_ALL, false, &mut errors) {
             allow = allow.with_all(all);
@@ -278,6 +333,8 @@ impl Config {
                 tls,
                 client_token_file,
                 metrics_cache_ttl,
+                telemetry_listen,
+                log_format,
             }),
             _ => Err(errors),
         }
@@ -313,6 +370,11 @@ impl Config {
                 Some(ttl) => format!("{METRICS_CACHE_TTL} = {ttl:?}"),
                 None => format!("{METRICS_CACHE_TTL} = off"),
             },
+            match self.telemetry_listen {
+                Some(addr) => format!("{TELEMETRY_BIND} = {addr}"),
+                None => format!("{TELEMETRY_BIND} = off"),
+            },
+            format!("{LOG_FORMAT} = {}", self.log_format.name()),
         ]);
         lines.extend(
             Group::ALL
@@ -463,6 +525,36 @@ fn parse_bind(v: &str) -> Result<IpAddr, ConfigError> {
                    (the port goes in HOLEPUNCH_PORT)"
             .to_string(),
     })
+}
+
+/// `HOLEPUNCH_TELEMETRY_BIND`: an address and port, not the proxy's own.
+fn parse_telemetry_bind(v: &str, listen: Option<SocketAddr>) -> Result<SocketAddr, ConfigError> {
+    let error = |expected: String| ConfigError {
+        var: TELEMETRY_BIND.to_string(),
+        value: Some(v.to_string()),
+        expected,
+    };
+    let addr: SocketAddr = v.parse().map_err(|_| {
+        error(
+            "expected an address and a port, such as 127.0.0.1:6121 or [::1]:6121 \
+             (127.0.0.1 keeps the proxy's own metrics off the network)"
+                .to_string(),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(error("expected a port from 1 to 65535".to_string()));
+    }
+    let clash = listen.is_some_and(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip() || l.ip().is_unspecified() || addr.ip().is_unspecified())
+    });
+    if clash {
+        return Err(error(format!(
+            "the proxy itself listens on {}: give the metrics another port",
+            listen.map_or_else(String::new, |l| l.to_string())
+        )));
+    }
+    Ok(addr)
 }
 
 fn parse_port(v: &str) -> Result<u16, ConfigError> {
@@ -892,6 +984,51 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_bind_is_an_address_and_port_apart_from_the_proxy() {
+        let c = cfg(&[TOKEN, (TELEMETRY_BIND, "127.0.0.1:6121")]).unwrap();
+        assert_eq!(c.telemetry_listen, Some("127.0.0.1:6121".parse().unwrap()));
+        assert_eq!(cfg(&[TOKEN]).unwrap().telemetry_listen, None);
+        for (value, expected) in [
+            (
+                "6121",
+                "expected an address and a port, such as 127.0.0.1:6121",
+            ),
+            ("localhost:6121", "expected an address and a port"),
+            ("127.0.0.1:0", "expected a port from 1 to 65535"),
+            ("127.0.0.1:6120", "the proxy itself listens on 0.0.0.0:6120"),
+        ] {
+            let errs = cfg(&[TOKEN, (TELEMETRY_BIND, value)]).unwrap_err();
+            assert_eq!(errs.len(), 1, "{value}");
+            assert_eq!(errs[0].var, TELEMETRY_BIND);
+            assert!(
+                errs[0].to_string().contains(expected),
+                "{value}: {}",
+                errs[0]
+            );
+        }
+        // Another address on the same port is fine when the proxy binds one address.
+        let c = cfg(&[
+            TOKEN,
+            (BIND, "10.0.0.1"),
+            (TELEMETRY_BIND, "127.0.0.1:6120"),
+        ])
+        .unwrap();
+        assert_eq!(c.telemetry_listen.map(|a| a.port()), Some(6120));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(cfg(&[TOKEN]).unwrap().log_format, LogFormat::Text);
+        let c = cfg(&[TOKEN, (LOG_FORMAT, "json")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let errs = cfg(&[TOKEN, (LOG_FORMAT, "JSON")]).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "HOLEPUNCH_LOG_FORMAT=\"JSON\": expected text (the default) or json"
+        );
+    }
+
+    #[test]
     fn describe_lists_every_setting() {
         let c = cfg(&[TOKEN, (BIND, "127.0.0.1")]).unwrap();
         let lines = c.describe();
@@ -901,8 +1038,10 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 6);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 8);
         assert!(lines.contains(&"HOLEPUNCH_METRICS_CACHE_TTL = off".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_TELEMETRY_BIND = off".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_LOG_FORMAT = text".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_UPSTREAM_TIMEOUT = 340s".to_string()));
         assert!(lines.contains(&"TLS: off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_METRICS = true".to_string()));

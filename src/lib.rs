@@ -16,7 +16,8 @@
 //! - [`guard`]: the request-header deadline and size limit in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
-//! - [`logging`]: env_logger with secrets redacted from every line.
+//! - [`telemetry`]: the proxy's own Prometheus metrics;
+//! - [`logging`]: env_logger with secrets redacted from every line, text or JSON.
 
 pub mod allowlist;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod proxy;
 pub mod shutdown;
 pub mod startup;
 pub mod target;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod watch;

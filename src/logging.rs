@@ -1,5 +1,6 @@
 //! Logging: env_logger (`RUST_LOG`, default `info`) behind a filter that
-//! removes secrets from every line.
+//! removes secrets from every line, as text or as one JSON object per line
+//! (`HOLEPUNCH_LOG_FORMAT=json`, for log shippers).
 //!
 //! The workload token must never reach a log, at any level. Our own code
 //! never logs it, but Pingora's HTTP/1 client logs whole upstream request
@@ -8,6 +9,7 @@
 //! log line has each occurrence that stands as a whole token (a header value,
 //! a quoted string) replaced with `<redacted>`.
 
+use crate::config::LogFormat;
 use log::{Log, Metadata, Record};
 use once_cell::sync::Lazy;
 use std::borrow::Cow;
@@ -22,10 +24,23 @@ static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::defaul
 
 /// Installs the logger. `RUST_LOG` sets the level (default `info`).
 /// Calling it twice is harmless: the second call does nothing.
-pub fn init() {
-    let inner = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .build();
+pub fn init(format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    builder.format_timestamp_millis();
+    if format == LogFormat::Json {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let line = json_line(
+                &buf.timestamp_millis().to_string(),
+                record.level().as_str(),
+                record.target(),
+                &record.args().to_string(),
+            );
+            writeln!(buf, "{line}")
+        });
+    }
+    let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Redacting(inner))).is_ok() {
         log::set_max_level(max);
@@ -104,6 +119,44 @@ fn replace_whole(haystack: &str, secret: &str) -> Option<String> {
     })
 }
 
+/// One log line as a JSON object: `{"ts":..,"level":..,"target":..,"msg":..}`.
+fn json_line(ts: &str, level: &str, target: &str, msg: &str) -> String {
+    let mut out = String::with_capacity(48 + ts.len() + target.len() + msg.len());
+    for (i, (key, value)) in [
+        ("ts", ts),
+        ("level", level),
+        ("target", target),
+        ("msg", msg),
+    ]
+    .iter()
+    .enumerate()
+    {
+        out.push_str(if i == 0 { "{\"" } else { ",\"" });
+        out.push_str(key);
+        out.push_str("\":\"");
+        json_escape(value, &mut out);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `s` escaped for a JSON string (RFC 8259: quote, backslash and
+/// control characters).
+fn json_escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
 struct Redacting(env_logger::Logger);
 
 impl Log for Redacting {
@@ -173,6 +226,19 @@ mod tests {
         );
         assert_eq!(secrets.redact("x"), "<redacted>");
         assert_eq!(secrets.redact("xx x.y"), "xx x.y");
+    }
+
+    #[test]
+    fn json_lines_are_escaped_objects() {
+        assert_eq!(
+            json_line(
+                "2026-11-25T10:00:00.000Z",
+                "INFO",
+                "holepunch::proxy",
+                "denied 127.0.0.1:5 GET \"/v1/a\\b\"\n\u{1}"
+            ),
+            r#"{"ts":"2026-11-25T10:00:00.000Z","level":"INFO","target":"holepunch::proxy","msg":"denied 127.0.0.1:5 GET \"/v1/a\\b\"\n\u0001"}"#
+        );
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! library (`src/lib.rs`).
 
 use holepunch::cli::{self, Command};
-use holepunch::config::ConfigError;
+use holepunch::config::{ConfigError, LogFormat};
 use holepunch::logging;
 use holepunch::startup::Startup;
 use log::info;
 
 fn main() {
-    logging::init();
+    logging::init(LogFormat::from_env());
     let (mut opt, check) = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(opt)) => (opt, false),
         Ok(Command::Check(opt)) => (opt, true),

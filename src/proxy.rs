@@ -8,6 +8,7 @@ use crate::allowlist::{decide, Allowlist, Decision, Group};
 use crate::client_auth::ClientTokens;
 use crate::coalesce::{Coalescer, Join, Leader, Shared};
 use crate::shutdown::{InFlight, InFlightGuard};
+use crate::telemetry::{self, status_class};
 use crate::token::Token;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,13 +21,16 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long connecting to the Task API socket may take. A local socket
 /// connects at once or not at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// How long `/ready` waits for the socket to accept a connection.
+const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// gzip level for metrics responses: level 1 already shrinks Prometheus text
 /// about tenfold, at a fraction of the CPU of the higher levels.
@@ -36,6 +40,7 @@ const METRICS_COMPRESSION_LEVEL: u32 = 1;
 pub struct Holepunch {
     allow: Allowlist,
     peer: HttpPeer,
+    socket_path: String,
     token: Arc<Token>,
     client_tokens: Option<Arc<ClientTokens>>,
     max_body: u64,
@@ -72,6 +77,7 @@ impl Holepunch {
         Ok(Holepunch {
             allow: settings.allow,
             peer,
+            socket_path: settings.socket_path,
             token: settings.token,
             client_tokens: settings.client_tokens,
             max_body: settings.max_body,
@@ -85,8 +91,14 @@ impl Holepunch {
 /// Per-request state.
 pub struct RequestCtx {
     _in_flight: InFlightGuard,
+    started: Instant,
     /// The group a forwarded request matched (`None` under ALL only).
     pub group: Option<Group>,
+    /// What was decided, for the metrics and the access log: allowed,
+    /// denied, refused, or local (`/health`, `/ready`).
+    outcome: &'static str,
+    /// When the request was sent on the socket.
+    upstream_sent: Option<Instant>,
     /// Request body bytes forwarded so far.
     body_bytes: u64,
     /// Whether this request was already retried on a fresh connection.
@@ -109,7 +121,10 @@ impl ProxyHttp for Holepunch {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
+            started: Instant::now(),
             group: None,
+            outcome: "denied",
+            upstream_sent: None,
             body_bytes: 0,
             retried: false,
             leader: None,
@@ -119,7 +134,19 @@ impl ProxyHttp for Holepunch {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let decision = decide(&self.allow, &req.method, req.raw_path());
-        if decision != Decision::Health && !self.client_allowed(session) {
+        ctx.outcome = match decision {
+            Decision::Forward { .. } => "allowed",
+            Decision::Health | Decision::Ready => "local",
+            Decision::Refuse(_) => "refused",
+            Decision::Deny { group } => {
+                ctx.group = group;
+                "denied"
+            }
+            Decision::NotFound | Decision::MethodNotAllowed => "denied",
+        };
+        let local = matches!(decision, Decision::Health | Decision::Ready);
+        if !local && !self.client_allowed(session) {
+            ctx.outcome = "denied";
             let req = session.req_header();
             info!(
                 "unauthorized {} {} {}",
@@ -142,6 +169,7 @@ impl ProxyHttp for Holepunch {
                 origin_offset,
             } => {
                 if declared_length(req).is_some_and(|len| len > self.max_body) {
+                    ctx.outcome = "refused";
                     session.set_keepalive(None);
                     let body = format!(
                         "payload too large: the limit is {} bytes (HOLEPUNCH_MAX_BODY)",
@@ -173,6 +201,13 @@ impl ProxyHttp for Holepunch {
                 return Ok(false);
             }
             Decision::Health => (200, "ok".into()),
+            Decision::Ready => match self.ready().await {
+                Ok(()) => (200, "ready".into()),
+                Err(why) => {
+                    info!("not ready: {why}");
+                    (503, format!("not ready: {why}").into())
+                }
+            },
             Decision::NotFound => (404, "not found".into()),
             Decision::MethodNotAllowed => (
                 405,
@@ -242,6 +277,12 @@ impl ProxyHttp for Holepunch {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent.take() {
+            telemetry::metrics()
+                .upstream_duration
+                .with_label_values(&[group_label(ctx.group)])
+                .observe(sent.elapsed().as_secs_f64());
+        }
         if let Some(leader) = ctx.leader.as_mut() {
             leader.capture_header(upstream_response);
         }
@@ -272,8 +313,9 @@ impl ProxyHttp for Holepunch {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
         // The client's own credentials are for this proxy at most; Nomad
         // sees only the workload's.
         upstream_request.remove_header("Authorization");
@@ -289,6 +331,19 @@ impl ProxyHttp for Holepunch {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_response(e);
+        if e.esource() == &ErrorSource::Upstream {
+            let kind = match e.etype() {
+                ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+                | ConnectProxyFailure | SocketError | BindError | InvalidCert => "connect",
+                ReadTimedout | WriteTimedout => "timeout",
+                ConnectionClosed | ReadError | WriteError => "closed",
+                _ => "other",
+            };
+            telemetry::metrics()
+                .upstream_errors
+                .with_label_values(&[kind])
+                .inc();
+        }
         // The error's context names the socket: that is for the operator's
         // log, never for the client's body.
         let line = format!(
@@ -343,18 +398,27 @@ impl ProxyHttp for Holepunch {
         true
     }
 
+    /// Counts every request, and writes the access line (at debug level).
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if log::log_enabled!(log::Level::Debug) {
-            let status = session
-                .response_written()
-                .map_or(0, |resp| resp.status.as_u16());
+        let status = session
+            .response_written()
+            .map_or(0, |resp| resp.status.as_u16());
+        let group = group_label(ctx.group);
+        telemetry::metrics()
+            .requests
+            .with_label_values(&[group, ctx.outcome, status_class(status)])
+            .inc();
+        if log::log_enabled!(target: "access", log::Level::Debug) {
             debug!(
-                "access {} {} {} {} group={}",
+                target: "access",
+                "{} {} {} {} {} group={} {:.3}ms",
                 client(session),
                 session.req_header().method,
                 escaped_target(session.req_header()),
                 status,
-                ctx.group.map_or("-", Group::name)
+                ctx.outcome,
+                group,
+                ctx.started.elapsed().as_secs_f64() * 1000.0
             );
         }
     }
@@ -380,6 +444,12 @@ fn error_response(e: &Error) -> (u16, &'static str) {
     }
 }
 
+/// The `group` label: the endpoint group, or "none" for paths outside every
+/// group (forwarded under ALL only) and for local answers.
+fn group_label(group: Option<Group>) -> &'static str {
+    group.map_or("none", Group::name)
+}
+
 fn deny_body(group: Option<Group>) -> Cow<'static, str> {
     match group {
         Some(g) => format!("forbidden: this path needs {}=true", g.flag()).into(),
@@ -398,12 +468,15 @@ impl Holepunch {
         let req = session.req_header();
         let accept = req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
         let key = Coalescer::key(req.raw_path(), accept);
+        let scrapes = &telemetry::metrics().scrapes;
         let shared = match self.coalescer.join(key) {
             Join::Leader(leader) => {
                 ctx.leader = Some(leader);
+                scrapes.with_label_values(&["upstream"]).inc();
                 return Ok(false);
             }
             Join::Cached(shared) => {
+                scrapes.with_label_values(&["cached"]).inc();
                 let age = shared.created.elapsed().as_secs();
                 respond_shared(session, &shared, Some(age)).await?;
                 return Ok(true);
@@ -423,10 +496,40 @@ impl Holepunch {
         };
         match shared {
             Some(shared) => {
+                scrapes.with_label_values(&["coalesced"]).inc();
                 respond_shared(session, &shared, None).await?;
                 Ok(true)
             }
-            None => Ok(false),
+            None => {
+                scrapes.with_label_values(&["upstream"]).inc();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the proxy can serve: a workload token is loaded and the
+    /// socket accepts a connection. No request is sent, so this costs the
+    /// Nomad servers nothing. The reason names no path: it is for clients.
+    async fn ready(&self) -> std::result::Result<(), &'static str> {
+        if self.token.header_value().is_empty() {
+            return Err("no workload token loaded");
+        }
+        let connect = tokio::net::UnixStream::connect(&self.socket_path);
+        match pingora::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(e)) => Err(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "the Nomad Task API socket does not exist (is the task's Nomad agent running?)"
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    "the Nomad Task API socket refuses connections"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "no permission to connect to the Nomad Task API socket"
+                }
+                _ => "cannot connect to the Nomad Task API socket",
+            }),
+            Err(_) => Err("the Nomad Task API socket did not accept a connection within 1s"),
         }
     }
 

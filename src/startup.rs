@@ -92,7 +92,8 @@ impl Startup {
         lines
     }
 
-    /// The Pingora server, with the proxy, the file watcher and the drain.
+    /// The Pingora server, with the proxy, the file watcher, the drain and,
+    /// when asked for, the telemetry endpoint.
     pub fn into_server(self, opt: Opt) -> Result<Server, ConfigError> {
         let grace = Duration::from_secs(self.server_conf.grace_period_seconds.unwrap_or(0));
         let mut server = Server::new_with_opt_and_conf(opt, self.server_conf);
@@ -145,6 +146,13 @@ impl Startup {
             server.add_service(background_service("file watcher", watcher));
         }
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
+
+        crate::telemetry::init();
+        if let Some(addr) = self.config.telemetry_listen {
+            let mut telemetry = pingora_prometheus::prometheus_http_service();
+            telemetry.add_tcp(&addr.to_string());
+            server.add_service(telemetry);
+        }
         Ok(server)
     }
 }

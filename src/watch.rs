@@ -8,6 +8,7 @@
 //! refused by its owner leaves the last good value in place and is logged
 //! once per distinct problem.
 
+use crate::telemetry;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::server::ShutdownWatch;
@@ -88,6 +89,10 @@ impl Watcher {
             match outcome {
                 Ok(true) => {
                     info!("{} reloaded", w.item.what());
+                    telemetry::metrics()
+                        .reloads
+                        .with_label_values(&[&file_label(w.item.what())])
+                        .inc();
                     w.problem = None;
                 }
                 Ok(false) => {
@@ -98,12 +103,22 @@ impl Watcher {
                 Err(why) => {
                     if w.problem.as_ref() != Some(&why) {
                         warn!("{why}; keeping the last good {}", w.item.what());
+                        telemetry::metrics()
+                            .reload_failures
+                            .with_label_values(&[&file_label(w.item.what())])
+                            .inc();
                         w.problem = Some(why);
                     }
                 }
             }
         }
     }
+}
+
+/// The `file` label of the reload metrics: "workload token" is
+/// `workload_token`.
+fn file_label(what: &str) -> String {
+    what.to_lowercase().replace(' ', "_")
 }
 
 #[async_trait]

@@ -17,7 +17,12 @@ fn slow_metrics(delay_ms: u64) -> Options {
 
 #[test]
 fn a_hundred_concurrent_scrapes_make_at_most_two_upstream_requests() {
-    let s = setup_with(slow_metrics(200), &[], &[]);
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let s = setup_with(
+        slow_metrics(200),
+        &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)],
+        &[],
+    );
     let addr = s.proxy.addr;
     let scrapes: Vec<_> = (0..100)
         .map(|i| {
@@ -61,6 +66,20 @@ fn a_hundred_concurrent_scrapes_make_at_most_two_upstream_requests() {
         .requests()
         .iter()
         .all(|r| r.header("x-nomad-token") == Some(TOKEN)));
+
+    // The proxy's own metrics say the same.
+    let own = get(telemetry.parse().unwrap(), "/metrics", "").text();
+    let served = |how: &str| {
+        own.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "holepunch_metrics_scrapes_total{{served=\"{how}\"}} "
+                ))
+            })
+            .map_or(0, |v| v.parse::<usize>().unwrap())
+    };
+    assert_eq!(served("upstream"), upstream, "{own}");
+    assert_eq!(served("coalesced"), 100 - upstream, "{own}");
 }
 
 #[test]

@@ -1,0 +1,282 @@
+//! The proxy's own metrics (`HOLEPUNCH_TELEMETRY_BIND`), `/ready`, the
+//! access log and the JSON log format, on the real binary.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::standin::{Options, StandIn};
+use support::{free_port, get, send, setup, Proxy, TempDir, TOKEN};
+
+/// The telemetry endpoint's text, once it answers (it starts with the proxy).
+fn telemetry(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(resp) = send(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        ) {
+            assert_eq!(resp.status, 200);
+            return resp.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "telemetry never answered on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+fn telemetry_addr() -> (SocketAddr, String) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (addr, addr.to_string())
+}
+
+#[test]
+fn own_metrics_count_requests_by_group_decision_and_status() {
+    let (taddr, tvalue) = telemetry_addr();
+    let s = setup(&[("HOLEPUNCH_TELEMETRY_BIND", &tvalue)]);
+    let addr = s.proxy.addr;
+    // The harness's own /health checks while the proxy started.
+    let local = r#"holepunch_requests_total{code="2xx",decision="local",group="none"}"#;
+    let health_checks = sample(&telemetry(taddr), local).unwrap_or(0.0);
+    assert_eq!(get(addr, "/v1/metrics?format=prometheus", "").status, 200);
+    assert_eq!(get(addr, "/v1/agent/health", "").status, 200);
+    assert_eq!(get(addr, "/v1/agent/self", "").status, 403);
+    assert_eq!(get(addr, "/v1/jobs", "").status, 403);
+    assert_eq!(get(addr, "/v1/metrics/%2e%2e/jobs", "").status, 400);
+    assert_eq!(get(addr, "/health", "").status, 200);
+
+    let text = telemetry(taddr);
+    let expect = [
+        (
+            r#"holepunch_requests_total{code="2xx",decision="allowed",group="metrics"}"#,
+            1.0,
+        ),
+        (
+            r#"holepunch_requests_total{code="2xx",decision="allowed",group="agent_health"}"#,
+            1.0,
+        ),
+        (
+            r#"holepunch_requests_total{code="4xx",decision="denied",group="agent_self"}"#,
+            1.0,
+        ),
+        (
+            r#"holepunch_requests_total{code="4xx",decision="denied",group="none"}"#,
+            1.0,
+        ),
+        (
+            r#"holepunch_requests_total{code="4xx",decision="refused",group="none"}"#,
+            1.0,
+        ),
+        (local, health_checks + 1.0),
+        (
+            r#"holepunch_upstream_duration_seconds_count{group="metrics"}"#,
+            1.0,
+        ),
+        (
+            r#"holepunch_upstream_duration_seconds_count{group="agent_health"}"#,
+            1.0,
+        ),
+        (r#"holepunch_metrics_scrapes_total{served="upstream"}"#, 1.0),
+        (
+            &format!(
+                "holepunch_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            1.0,
+        ),
+    ];
+    for (series, want) in expect {
+        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    assert_eq!(s.standin.requests().len(), 2);
+    // The latency histogram has the buckets a blocking query needs.
+    assert!(
+        text.contains(r#"holepunch_upstream_duration_seconds_bucket{group="metrics",le="340"}"#)
+    );
+}
+
+#[test]
+fn upstream_failures_are_counted_and_ready_says_why() {
+    let (taddr, tvalue) = telemetry_addr();
+    let s = setup(&[("HOLEPUNCH_TELEMETRY_BIND", &tvalue)]);
+    let addr = s.proxy.addr;
+
+    let ready = get(addr, "/ready", "");
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready"));
+    let mut conn = support::Conn::open(addr).unwrap();
+    conn.send(b"HEAD /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(conn.read_response(true).unwrap().status, 200);
+    let post = send(
+        addr,
+        b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(post.status, 405);
+    // /ready connects but sends nothing: no request reached the socket.
+    assert!(s.standin.requests().is_empty());
+
+    let (standin, dir) = (s.standin, s.dir);
+    drop(standin); // The agent goes away and its socket file with it.
+    let resp = get(addr, "/v1/agent/health", "");
+    assert_eq!(resp.status, 502);
+    let ready = get(addr, "/ready", "");
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.text(),
+        "not ready: the Nomad Task API socket does not exist (is the task's Nomad agent running?)"
+    );
+    assert_eq!(
+        ready.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // /health stays the cheap liveness check.
+    assert_eq!(get(addr, "/health", "").status, 200);
+
+    // The agent comes back.
+    let _standin = StandIn::start(&dir.join("api.sock"), Options::new(TOKEN));
+    assert_eq!(get(addr, "/ready", "").status, 200);
+
+    let text = telemetry(taddr);
+    assert_eq!(
+        sample(&text, r#"holepunch_upstream_errors_total{kind="connect"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"holepunch_requests_total{code="5xx",decision="allowed",group="agent_health"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"holepunch_requests_total{code="5xx",decision="local",group="none"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn token_reloads_are_counted() {
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let token_file = dir.join("nomad_token");
+    std::fs::write(&token_file, "token-one").unwrap();
+    let mut options = Options::new("token-one");
+    options.tokens.push("token-two".into());
+    let _standin = StandIn::start(&sock, options);
+    let (taddr, tvalue) = telemetry_addr();
+    let _proxy = Proxy::start(&[
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+        ("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("HOLEPUNCH_TELEMETRY_BIND", &tvalue),
+    ]);
+    let reloads = r#"holepunch_reloads_total{file="workload_token"}"#;
+    let failures = r#"holepunch_reload_failures_total{file="workload_token"}"#;
+    assert_eq!(sample(&telemetry(taddr), reloads), None);
+
+    // An unusable token (empty) is a failure, counted once however long it lasts.
+    std::fs::write(&token_file, "").unwrap();
+    wait_for(taddr, failures, 1.0);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(sample(&telemetry(taddr), failures), Some(1.0));
+
+    std::fs::write(&token_file, "token-two").unwrap();
+    wait_for(taddr, reloads, 1.0);
+}
+
+/// Waits (bounded) until the telemetry shows `series` at `want`.
+fn wait_for(taddr: SocketAddr, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = telemetry(taddr);
+        if sample(&text, series) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {want}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_bad_telemetry_bind_stops_the_start_with_a_fix() {
+    let exit = support::run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_TELEMETRY_BIND", "6121"),
+            ("HOLEPUNCH_LOG_FORMAT", "yaml"),
+        ],
+        &[],
+    );
+    assert_eq!(exit.status.code(), Some(2));
+    assert!(exit.stderr.contains(
+        "HOLEPUNCH_TELEMETRY_BIND=\"6121\": expected an address and a port, such as 127.0.0.1:6121"
+    ));
+    assert!(exit
+        .stderr
+        .contains("HOLEPUNCH_LOG_FORMAT=\"yaml\": expected text (the default) or json"));
+}
+
+#[test]
+fn access_lines_at_debug_in_text_and_in_json() {
+    for format in ["text", "json"] {
+        let s = setup(&[
+            ("HOLEPUNCH_LOG_FORMAT", format),
+            ("RUST_LOG", "info,access=debug"),
+        ]);
+        assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
+        assert_eq!(get(s.proxy.addr, "/v1/agent/self", "").status, 403);
+        // The access line is written after the response; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut log = s.proxy.log();
+        while !log.contains("/v1/agent/self 403") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            log = s.proxy.log();
+        }
+        assert!(!log.contains(TOKEN), "the token reached the log:\n{log}");
+        let access: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("access") && l.contains("/v1/"))
+            .collect();
+        assert_eq!(access.len(), 2, "{format}:\n{log}");
+        assert!(access[0].contains(" GET /v1/metrics 200 allowed group=metrics "));
+        assert!(access[1].contains(" GET /v1/agent/self 403 denied group=agent_self "));
+        match format {
+            "json" => {
+                for line in log.lines().filter(|l| !l.is_empty()) {
+                    assert!(
+                        line.starts_with("{\"ts\":\"") && line.ends_with("\"}"),
+                        "not a JSON line: {line}"
+                    );
+                    assert!(line.contains("\",\"level\":\"") && line.contains("\",\"msg\":\""));
+                }
+                assert!(
+                    access[0].contains(r#""level":"DEBUG","target":"access","msg":"127.0.0.1:"#)
+                );
+                assert!(log.contains(r#""level":"INFO","target":"nomad_holepunch","msg":"listening on http://127.0.0.1:"#), "{log}");
+            }
+            _ => {
+                assert!(
+                    access[0].contains(" DEBUG access] 127.0.0.1:"),
+                    "{}",
+                    access[0]
+                );
+            }
+        }
+    }
+}
