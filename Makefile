@@ -37,7 +37,7 @@ setup:
 ## a Python venv with tests/clients/requirements.txt from PyPI.
 setup-test:
 	@need=""; \
-	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need="prometheus"; \
+	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need=" prometheus"; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \
 	  echo "make setup-test: installing$$need"; \

@@ -44,9 +44,10 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
     let (taddr, tvalue) = telemetry_addr();
     let s = setup(&[("HOLEPUNCH_TELEMETRY_BIND", &tvalue)]);
     let addr = s.proxy.addr;
-    // The harness's own /health checks while the proxy started.
+    // The harness's own /health checks while the proxy started. A request
+    // is counted just after its response goes out, so let the count settle.
     let local = r#"holepunch_requests_total{code="2xx",decision="local",group="none"}"#;
-    let health_checks = sample(&telemetry(taddr), local).unwrap_or(0.0);
+    let health_checks = settled(taddr, local);
     assert_eq!(get(addr, "/v1/metrics?format=prometheus", "").status, 200);
     assert_eq!(get(addr, "/v1/agent/health", "").status, 200);
     assert_eq!(get(addr, "/v1/agent/self", "").status, 403);
@@ -54,7 +55,6 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
     assert_eq!(get(addr, "/v1/metrics/%2e%2e/jobs", "").status, 400);
     assert_eq!(get(addr, "/health", "").status, 200);
 
-    let text = telemetry(taddr);
     let expect = [
         (
             r#"holepunch_requests_total{code="2xx",decision="allowed",group="metrics"}"#,
@@ -94,9 +94,7 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
             1.0,
         ),
     ];
-    for (series, want) in expect {
-        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
-    }
+    let text = wait_for_all(taddr, &expect);
     assert_eq!(s.standin.requests().len(), 2);
     // The latency histogram has the buckets a blocking query needs.
     assert!(
@@ -146,25 +144,19 @@ fn upstream_failures_are_counted_and_ready_says_why() {
     let _standin = StandIn::start(&dir.join("api.sock"), Options::new(TOKEN));
     assert_eq!(get(addr, "/ready", "").status, 200);
 
-    let text = telemetry(taddr);
-    assert_eq!(
-        sample(&text, r#"holepunch_upstream_errors_total{kind="connect"}"#),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"holepunch_requests_total{code="5xx",decision="allowed",group="agent_health"}"#
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"holepunch_requests_total{code="5xx",decision="local",group="none"}"#
-        ),
-        Some(1.0)
+    wait_for_all(
+        taddr,
+        &[
+            (r#"holepunch_upstream_errors_total{kind="connect"}"#, 1.0),
+            (
+                r#"holepunch_requests_total{code="5xx",decision="allowed",group="agent_health"}"#,
+                1.0,
+            ),
+            (
+                r#"holepunch_requests_total{code="5xx",decision="local",group="none"}"#,
+                1.0,
+            ),
+        ],
     );
 }
 
@@ -199,18 +191,42 @@ fn token_reloads_are_counted() {
 
 /// Waits (bounded) until the telemetry shows `series` at `want`.
 fn wait_for(taddr: SocketAddr, series: &str, want: f64) {
+    wait_for_all(taddr, &[(series, want)]);
+}
+
+/// Waits (bounded) until the telemetry shows every series at its value: a
+/// request is counted just after its response is sent, so a client can see
+/// the response a moment before the count. Returns the text.
+fn wait_for_all(taddr: SocketAddr, expect: &[(&str, f64)]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = telemetry(taddr);
-        if sample(&text, series) == Some(want) {
-            return;
-        }
+        let wrong = expect
+            .iter()
+            .find(|(series, want)| sample(&text, series) != Some(*want));
+        let Some((series, want)) = wrong else {
+            return text;
+        };
         assert!(
             Instant::now() < deadline,
             "{series} never reached {want}:\n{text}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The value of `series` once two reads 200 ms apart agree (0 if absent).
+fn settled(taddr: SocketAddr, series: &str) -> f64 {
+    let mut last = sample(&telemetry(taddr), series);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = sample(&telemetry(taddr), series);
+        if now == last {
+            return now.unwrap_or(0.0);
+        }
+        last = now;
+    }
+    panic!("{series} kept changing");
 }
 
 #[test]
