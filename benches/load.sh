@@ -212,21 +212,17 @@ cpu_ticks() {
     done
     echo "$t"
 }
-# Peak resident memory (KiB) of those processes, summed.
-peak_rss_kib() {
+# A /proc/PID/status field in KiB (VmHWM: peak resident memory, VmRSS:
+# current), summed over those processes.
+status_kib() {
     local k=0
     for p in $(procs_of "$1"); do
-        k=$((k + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status")))
+        k=$((k + $(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status")))
     done
     echo "$k"
 }
-rss_kib() {
-    local k=0
-    for p in $(procs_of "$1"); do
-        k=$((k + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
-    done
-    echo "$k"
-}
+peak_rss_kib() { status_kib "$1" VmHWM; }
+rss_kib() { status_kib "$1" VmRSS; }
 hz=$(getconf CLK_TCK)
 
 # wrk's latency line ("99%  1.23ms") in milliseconds.

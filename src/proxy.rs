@@ -92,7 +92,8 @@ impl Holepunch {
 pub struct RequestCtx {
     _in_flight: InFlightGuard,
     started: Instant,
-    /// The group a forwarded request matched (`None` under ALL only).
+    /// The group the path belongs to, for a forwarded or denied request
+    /// (`None` for paths outside every group).
     pub group: Option<Group>,
     /// What was decided, for the metrics and the access log: allowed,
     /// denied, refused, or local (`/health`, `/ready`).
@@ -134,15 +135,14 @@ impl ProxyHttp for Holepunch {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let decision = decide(&self.allow, &req.method, req.raw_path());
+        if let Decision::Forward { group, .. } | Decision::Deny { group } = decision {
+            ctx.group = group;
+        }
         ctx.outcome = match decision {
             Decision::Forward { .. } => "allowed",
             Decision::Health | Decision::Ready => "local",
             Decision::Refuse(_) => "refused",
-            Decision::Deny { group } => {
-                ctx.group = group;
-                "denied"
-            }
-            Decision::NotFound | Decision::MethodNotAllowed => "denied",
+            Decision::Deny { .. } | Decision::NotFound | Decision::MethodNotAllowed => "denied",
         };
         let local = matches!(decision, Decision::Health | Decision::Ready);
         if !local && !self.client_allowed(session) {
@@ -178,7 +178,6 @@ impl ProxyHttp for Holepunch {
                     respond(session, 413, body.into(), &[]).await?;
                     return Ok(true);
                 }
-                ctx.group = group;
                 if origin_offset > 0 {
                     // Absolute-form: forward exactly the path that was decided on.
                     let origin = req.raw_path()[origin_offset..].to_vec();

@@ -8,7 +8,7 @@
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    self, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
     IntCounterVec,
 };
 
@@ -112,19 +112,20 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// The registry as Prometheus text, as the telemetry endpoint serves it.
-pub fn gather_text() -> String {
-    use prometheus::Encoder;
-    let mut out = Vec::new();
-    // Encoding to a Vec fails only on invalid metric families, which the
-    // registration above rules out.
-    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora_prometheus::prometheus;
+
+    /// The registry as Prometheus text, as the telemetry endpoint serves it.
+    fn gather_text() -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        // Encoding to a Vec fails only on invalid metric families, which the
+        // registration above rules out.
+        let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
 
     #[test]
     fn every_metric_registers_and_is_exposed() {

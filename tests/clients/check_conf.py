@@ -186,8 +186,14 @@ def check_containerfile(root):
         makefile = fh.read()
     if not re.search(r"^build: setup\n\t\$\(CARGO\) build --release --locked --bin nomad-holepunch$", makefile, re.M):
         fail("Makefile: `make build` is not the release cargo build the Containerfile relies on")
-    if not re.search(r"^test: .*\bbuild\b", makefile, re.M) and "container-build" not in makefile:
-        fail("Makefile: `make test` does not run `make build`")
+    # make test ends with `$(MAKE) container-build`, which depends on build.
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M)
+    if (
+        not test_recipe
+        or "$(MAKE) --no-print-directory container-build" not in test_recipe.group(1)
+        or not re.search(r"^container-build: build$", makefile, re.M)
+    ):
+        fail("Makefile: `make test` does not run `make build` (through container-build)")
     user = re.findall(r"^USER (\S+)", text, re.M)
     if not user or user[-1].split(":")[0] in ("0", "root"):
         fail(f"{path}: the image must run as a non-root user: {user}")
