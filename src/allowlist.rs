@@ -103,6 +103,19 @@ impl Group {
         Some(group)
     }
 
+    /// Whether this is one of the `/v1/agent/...` groups.
+    pub fn is_agent(self) -> bool {
+        matches!(
+            self,
+            Group::AgentHealth
+                | Group::AgentSelf
+                | Group::AgentMembers
+                | Group::AgentServers
+                | Group::AgentHost
+                | Group::AgentSchedulers
+        )
+    }
+
     fn bit(self) -> u16 {
         1 << self as u16
     }
@@ -163,7 +176,7 @@ impl Allowlist {
 }
 
 /// What to do with one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Forward to the Task API socket. `group` is `None` for a path only ALL
     /// covers. `origin_offset` is where the origin-form part of the raw target
@@ -187,6 +200,77 @@ pub enum Decision {
     NotFound,
     /// 400: the target breaks the path rules (see [`crate::target`]).
     Refuse(Refusal),
+    /// 400: the request head breaks a rule of [`crate::head`] (a body or an
+    /// upgrade on a read-only group path, two Host headers).
+    BadHead(BadHead),
+    /// 403: refused by [`crate::head`] for who asks or what the query
+    /// reaches (address, web page, other region, other agent).
+    Forbid(Forbidden),
+    /// 421: the Host is not one `HOLEPUNCH_ALLOWED_HOSTS` allows.
+    Misdirected,
+}
+
+/// Why a request head was refused with 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadHead {
+    /// A `Content-Length` other than a single 0, or any `Transfer-Encoding`,
+    /// on a group path (ALL off): the groups are read-only GETs.
+    Body,
+    /// `Upgrade` on a group path, whatever ALL says.
+    Upgrade,
+    /// More than one `Host` header (RFC 9112, section 3.2: answer 400).
+    DuplicateHost,
+}
+
+impl BadHead {
+    /// The text of the 400 response and the log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadHead::Body => {
+                "this endpoint takes no request body: send no Transfer-Encoding and no \
+                 Content-Length other than 0"
+            }
+            BadHead::Upgrade => "protocol upgrades (Upgrade) are not forwarded on this endpoint",
+            BadHead::DuplicateHost => "more than one Host header",
+        }
+    }
+}
+
+/// Why a request was refused with 403 by [`crate::head`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The client's address is outside `HOLEPUNCH_ALLOW_FROM`.
+    Address,
+    /// An `Origin` header, or a `Sec-Fetch-Site` other than `none`: a web page.
+    CrossSite,
+    /// A `region` parameter naming another region than `NOMAD_REGION`.
+    OtherRegion { asked: String, here: String },
+    /// `node_id` or `server_id` on an agent group: another agent's data.
+    OtherAgent(&'static str),
+}
+
+impl Forbidden {
+    /// The text of the 403 response and the log line.
+    pub fn reason(&self) -> String {
+        match self {
+            Forbidden::Address => {
+                "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM".to_string()
+            }
+            Forbidden::CrossSite => "forbidden: requests from web pages (with an Origin header, \
+                                     or Sec-Fetch-Site other than none) are not served: this \
+                                     proxy adds a Nomad token to what it forwards"
+                .to_string(),
+            Forbidden::OtherRegion { asked, here } => format!(
+                "forbidden: this proxy serves region {here:?} (NOMAD_REGION) and the request \
+                 asks for region {asked:?}; set region: {here} in nomad_sd_configs, or the \
+                 client's region setting"
+            ),
+            Forbidden::OtherAgent(param) => format!(
+                "forbidden: {param} makes this agent fetch another agent's data; this proxy \
+                 serves its own node only"
+            ),
+        }
+    }
 }
 
 /// Decides what happens to a request with this method and raw target.

@@ -1,12 +1,21 @@
 //! Scrape coalescing and the metrics micro-cache.
 //!
 //! Every request on the Task API socket costs a Nomad server one ACL RPC.
-//! When several scrapers (or several Prometheus replicas) ask for the same
-//! metrics at once, one upstream request is made: the first request (the
-//! leader) is proxied as usual and its response is captured, and identical
-//! requests that arrive meanwhile (the followers) wait for it and are answered
-//! from it. With `HOLEPUNCH_METRICS_CACHE_TTL` set, a 200 response is also kept
-//! that long and served to later scrapes with an `Age` header.
+//! When several scrapers ask for the same metrics at once, one upstream
+//! request is made. The first request (the leader) fetches the response
+//! whole, at the socket's pace, before anything is written to any client.
+//! Identical requests that arrive meanwhile (the followers) wait for it. Every
+//! client, the leader's included, is then served from the same bytes, each at
+//! its own pace, so a client that reads slowly (or not at all) holds up
+//! nobody but itself. With `HOLEPUNCH_METRICS_CACHE_TTL` set, a 200 is also
+//! kept that long and served to later scrapes with an `Age` header.
+//!
+//! Only a 200 is shared. A follower whose leader got anything else, or
+//! nothing, makes its own request.
+//!
+//! Memory: one response is shared only up to [`MAX_SHARED_BYTES`], and all
+//! shared responses together, in flight and cached, hold at most
+//! [`MAX_SHARED_TOTAL`]. Past either, requests are forwarded without sharing.
 //!
 //! Requests are identical when their raw target (path and query) and their
 //! `Accept` header are. Compression is applied per client on the way out, so
@@ -15,54 +24,77 @@
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The largest response shared or cached; a larger one is proxied to its
-/// leader only, and the followers fetch their own.
+/// The largest response shared or cached.
 pub const MAX_SHARED_BYTES: usize = 8 << 20;
+/// The most memory all shared responses (being fetched and cached) may hold.
+pub const MAX_SHARED_TOTAL: usize = 32 << 20;
 /// How many distinct responses the micro-cache keeps at most.
-const MAX_CACHED: usize = 64;
+pub const MAX_CACHED: usize = 64;
 
-/// A complete response, shared by the leader with its followers.
+/// A complete response, served to every client that joined it.
 pub struct Shared {
     pub header: ResponseHeader,
     pub body: Bytes,
     pub created: Instant,
+    _held: Reservation,
+}
+
+/// What followers see on the channel.
+#[derive(Clone)]
+enum State {
+    Fetching,
+    Ready(Arc<Shared>),
+    /// The leader got no 200 (or nothing): fetch your own.
+    Unshared,
 }
 
 enum Entry {
-    /// The leader is fetching; followers watch this channel. `None` is sent
-    /// when the leader could not produce a response to share.
-    InFlight(watch::Receiver<Option<Arc<Shared>>>),
-    /// A cached 200 response.
+    InFlight(watch::Receiver<State>),
     Cached(Arc<Shared>),
 }
 
+type Entries = Arc<Mutex<HashMap<Box<[u8]>, Entry>>>;
+
 /// What a request should do.
 pub enum Join {
-    /// Fetch from upstream, capture the response, and publish it.
+    /// Fetch the response whole, then [`Leader::finish`] it.
     Leader(Leader),
-    /// Wait for the leader's response.
-    Follower(watch::Receiver<Option<Arc<Shared>>>),
+    /// Wait for the leader with [`Follower::wait`].
+    Follower(Follower),
     /// Answer from the micro-cache.
     Cached(Arc<Shared>),
+    /// Shared memory is full: forward without sharing.
+    Bypass,
 }
 
 /// The coalescing table, one per proxy.
 pub struct Coalescer {
     ttl: Option<Duration>,
-    entries: Arc<Mutex<HashMap<Box<[u8]>, Entry>>>,
+    entries: Entries,
+    budget: Arc<Budget>,
 }
 
 impl Coalescer {
     /// `ttl`: how long a 200 response is served from memory; `None` to share
     /// only between concurrent requests.
     pub fn new(ttl: Option<Duration>) -> Self {
+        Coalescer::with_budget(ttl, MAX_SHARED_TOTAL)
+    }
+
+    /// As [`Coalescer::new`], with another memory cap (for tests).
+    pub fn with_budget(ttl: Option<Duration>, total: usize) -> Self {
         Coalescer {
             ttl,
             entries: Arc::default(),
+            budget: Arc::new(Budget {
+                used: AtomicUsize::new(0),
+                cap: total,
+            }),
         }
     }
 
@@ -78,28 +110,37 @@ impl Coalescer {
 
     /// Joins the request with this key.
     pub fn join(&self, key: Box<[u8]>) -> Join {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         match entries.get(&key) {
             Some(Entry::Cached(shared)) if self.fresh(shared) => {
                 return Join::Cached(Arc::clone(shared));
             }
-            Some(Entry::InFlight(rx)) if rx.has_changed().is_ok() => {
-                return Join::Follower(rx.clone());
+            Some(Entry::InFlight(rx)) if matches!(*rx.borrow(), State::Fetching) => {
+                return Join::Follower(Follower { rx: rx.clone() });
             }
             _ => {}
         }
-        let (tx, rx) = watch::channel(None);
+        if self.budget.full() {
+            return Join::Bypass;
+        }
+        let (tx, rx) = watch::channel(State::Fetching);
         entries.insert(key.clone(), Entry::InFlight(rx));
         Join::Leader(Leader {
             key,
             tx: Some(tx),
             ttl: self.ttl,
             entries: Arc::clone(&self.entries),
-            header: None,
             chunks: Vec::new(),
-            len: 0,
-            overflow: false,
+            held: Reservation {
+                budget: Arc::clone(&self.budget),
+                bytes: 0,
+            },
         })
+    }
+
+    /// Bytes held by shared responses now.
+    pub fn memory(&self) -> usize {
+        self.budget.used.load(Ordering::Relaxed)
     }
 
     fn fresh(&self, shared: &Shared) -> bool {
@@ -107,118 +148,187 @@ impl Coalescer {
     }
 }
 
-/// The leader's side: captures the upstream response and publishes it. If it
-/// is dropped without publishing (the request failed), followers are told to
-/// fetch their own.
-///
-/// Capturing costs no copy: the body is kept as the chunks Pingora read,
-/// by reference. They are joined into one buffer only when somebody takes
-/// the response (a follower, or the micro-cache); a scrape that nobody
-/// joined pays for a map entry and a header clone, nothing more.
+fn lock(entries: &Entries) -> MutexGuard<'_, HashMap<Box<[u8]>, Entry>> {
+    entries.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The global memory cap.
+struct Budget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl Budget {
+    fn full(&self) -> bool {
+        self.used.load(Ordering::Relaxed) >= self.cap
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used + n > self.cap {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => used = actual,
+            }
+        }
+    }
+}
+
+/// Bytes taken from the budget, given back when dropped (when the last
+/// client is served and the cache has let go of the response).
+struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a leader stopped collecting a response.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLarge;
+
+/// The leader's side: collects the response as the socket sends it, then
+/// shares it. Dropped without [`Leader::finish`] (the fetch failed), it
+/// tells the followers to fetch their own.
 pub struct Leader {
     key: Box<[u8]>,
-    tx: Option<watch::Sender<Option<Arc<Shared>>>>,
+    tx: Option<watch::Sender<State>>,
     ttl: Option<Duration>,
-    entries: Arc<Mutex<HashMap<Box<[u8]>, Entry>>>,
-    header: Option<Box<ResponseHeader>>,
+    entries: Entries,
     chunks: Vec<Bytes>,
-    len: usize,
-    overflow: bool,
+    held: Reservation,
 }
 
 impl Leader {
-    /// The upstream response header, as it arrived.
-    pub fn capture_header(&mut self, header: &ResponseHeader) {
-        let mut header = header.clone();
-        // Framing and connection handling are the writer's business.
-        header.remove_header("Connection");
-        header.remove_header("Keep-Alive");
-        self.header = Some(Box::new(header));
+    /// A piece of the body, kept by reference. `Err` when the response
+    /// grows past [`MAX_SHARED_BYTES`] or the global cap: the caller then
+    /// forwards on its own, and the followers fetch their own.
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), TooLarge> {
+        let n = chunk.len();
+        if self.held.bytes + n > MAX_SHARED_BYTES || !self.held.budget.try_take(n) {
+            return Err(TooLarge);
+        }
+        self.held.bytes += n;
+        self.chunks.push(chunk);
+        Ok(())
     }
 
-    /// A piece of the upstream response body.
-    pub fn capture_body(&mut self, chunk: &Bytes) {
-        if self.overflow {
-            return;
+    /// The whole response has arrived. Shares a 200 with the followers (and
+    /// the micro-cache); anything else goes to this leader's client only.
+    /// Returns the response for the leader's own client.
+    pub fn finish(mut self, mut header: ResponseHeader) -> Arc<Shared> {
+        let body = join_chunks(std::mem::take(&mut self.chunks), self.held.bytes);
+        // Framing and connection handling are each writer's business.
+        for name in [
+            "Connection",
+            "Keep-Alive",
+            "Transfer-Encoding",
+            "Content-Length",
+        ] {
+            header.remove_header(name);
         }
-        self.len += chunk.len();
-        if self.len > MAX_SHARED_BYTES {
-            self.overflow = true;
-            self.chunks = Vec::new();
-            return;
-        }
-        self.chunks.push(chunk.clone());
-    }
-
-    /// The whole response went to the leader's client: share it with the
-    /// followers that joined meanwhile, and cache it when it may be cached.
-    pub fn publish(mut self) {
-        let Some(header) = self.header.take().filter(|_| !self.overflow) else {
-            return; // Dropped: followers fetch their own.
-        };
-        let Some(tx) = self.tx.take() else { return };
-        let cacheable = self.ttl.is_some() && header.status == 200;
-        if !cacheable {
-            // Once the entry is gone nobody new can join, so the receivers
-            // left are exactly the followers waiting.
-            self.lock().remove(&self.key);
-            if tx.receiver_count() > 0 {
-                let _ = tx.send(Some(self.shared(*header)));
-            }
-            return;
-        }
-        let shared = self.shared(*header);
-        let now = Instant::now();
-        let ttl = self.ttl.unwrap_or_default();
-        let mut entries = self.lock();
-        entries.retain(|_, e| match e {
-            Entry::Cached(s) => now.duration_since(s.created) < ttl,
-            Entry::InFlight(_) => true,
+        // A header that cannot take a length is still sent, chunked.
+        let _ = header.insert_header("Content-Length", body.len());
+        let budget = Arc::clone(&self.held.budget);
+        let held = std::mem::replace(&mut self.held, Reservation { budget, bytes: 0 });
+        let ok = header.status == 200;
+        let shared = Arc::new(Shared {
+            header,
+            body,
+            created: Instant::now(),
+            _held: held,
         });
-        if entries.len() < MAX_CACHED {
-            entries.insert(self.key.clone(), Entry::Cached(Arc::clone(&shared)));
+        let Some(tx) = self.tx.take() else {
+            return shared;
+        };
+        let mut entries = lock(&self.entries);
+        let cache = ok && self.ttl.is_some();
+        if cache {
+            let ttl = self.ttl.unwrap_or_default();
+            let now = Instant::now();
+            entries.retain(|_, e| match e {
+                Entry::Cached(s) => now.duration_since(s.created) < ttl,
+                Entry::InFlight(_) => true,
+            });
+            let cached = entries
+                .values()
+                .filter(|e| matches!(e, Entry::Cached(_)))
+                .count();
+            if cached < MAX_CACHED {
+                entries.insert(self.key.clone(), Entry::Cached(Arc::clone(&shared)));
+            } else {
+                entries.remove(&self.key);
+            }
         } else {
             entries.remove(&self.key);
         }
         drop(entries);
-        let _ = tx.send(Some(shared));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The captured response as one piece: a single chunk as it is, several
-    /// joined with one copy.
-    fn shared(&mut self, header: ResponseHeader) -> Arc<Shared> {
-        let chunks = std::mem::take(&mut self.chunks);
-        let body = match <[Bytes; 1]>::try_from(chunks) {
-            Ok([one]) => one,
-            Err(chunks) => {
-                let mut body = BytesMut::with_capacity(self.len);
-                for chunk in &chunks {
-                    body.extend_from_slice(chunk);
-                }
-                body.freeze()
-            }
-        };
-        Arc::new(Shared {
-            header,
-            body,
-            created: Instant::now(),
-        })
+        // Once the entry is replaced nobody new joins: the receivers left are
+        // exactly the followers waiting.
+        let _ = tx.send(if ok {
+            State::Ready(Arc::clone(&shared))
+        } else {
+            State::Unshared
+        });
+        shared
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let mut entries = self.lock();
+            let mut entries = lock(&self.entries);
             if matches!(entries.get(&self.key), Some(Entry::InFlight(_))) {
                 entries.remove(&self.key);
             }
             drop(entries);
-            let _ = tx.send(None);
+            let _ = tx.send(State::Unshared);
+        }
+    }
+}
+
+/// A follower's wait.
+pub struct Follower {
+    rx: watch::Receiver<State>,
+}
+
+impl Follower {
+    /// The leader's 200, or `None` when it had none to share or did not
+    /// finish within `timeout`: fetch your own then.
+    pub async fn wait(mut self, timeout: Duration) -> Option<Arc<Shared>> {
+        let ready = self.rx.wait_for(|s| !matches!(s, State::Fetching));
+        match pingora::time::timeout(timeout, ready).await {
+            Ok(Ok(state)) => match &*state {
+                State::Ready(shared) => Some(Arc::clone(shared)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The body as one piece: a single chunk as it is, several joined once.
+fn join_chunks(chunks: Vec<Bytes>, len: usize) -> Bytes {
+    match <[Bytes; 1]>::try_from(chunks) {
+        Ok([one]) => one,
+        Err(chunks) => {
+            let mut body = BytesMut::with_capacity(len);
+            for chunk in &chunks {
+                body.extend_from_slice(chunk);
+            }
+            body.freeze()
         }
     }
 }
@@ -231,14 +341,25 @@ mod tests {
         ResponseHeader::build(status, None).unwrap()
     }
 
+    fn key() -> Box<[u8]> {
+        Coalescer::key(b"/v1/metrics?format=prometheus", Some(b"text/plain"))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
-    fn concurrent_requests_follow_one_leader() {
+    fn followers_are_woken_with_the_leaders_200() {
         let c = Coalescer::new(None);
-        let key = || Coalescer::key(b"/v1/metrics?format=prometheus", Some(b"text/plain"));
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!("first is the leader")
         };
-        let Join::Follower(rx) = c.join(key()) else {
+        let Join::Follower(follower) = c.join(key()) else {
             panic!("second follows")
         };
         // A different Accept is a different request.
@@ -246,68 +367,138 @@ mod tests {
             c.join(Coalescer::key(b"/v1/metrics?format=prometheus", None)),
             Join::Leader(_)
         ));
-        leader.capture_header(&header(200));
-        leader.capture_body(&Bytes::from_static(b"metrics "));
-        leader.capture_body(&Bytes::from_static(b"text"));
-        leader.publish();
-        let shared = rx.borrow().clone().expect("published");
-        assert_eq!(&shared.body[..], b"metrics text");
+        leader.push(Bytes::from_static(b"metrics ")).unwrap();
+        leader.push(Bytes::from_static(b"text")).unwrap();
+        let waiting = std::thread::spawn(move || block_on(follower.wait(Duration::from_secs(10))));
+        let mine = leader.finish(header(200));
+        assert_eq!(&mine.body[..], b"metrics text");
+        assert_eq!(mine.header.headers.get("content-length").unwrap(), "12");
+        let theirs = waiting.join().unwrap().expect("woken with the response");
+        assert!(Arc::ptr_eq(&mine, &theirs));
         // No TTL: the next request leads again.
         assert!(matches!(c.join(key()), Join::Leader(_)));
     }
 
     #[test]
+    fn only_a_200_is_shared() {
+        let c = Coalescer::new(Some(Duration::from_secs(60)));
+        let Join::Leader(mut leader) = c.join(key()) else {
+            panic!()
+        };
+        let Join::Follower(follower) = c.join(key()) else {
+            panic!()
+        };
+        leader
+            .push(Bytes::from_static(b"Prometheus is not enabled"))
+            .unwrap();
+        let mine = leader.finish(header(415));
+        assert_eq!(mine.header.status, 415);
+        assert!(block_on(follower.wait(Duration::from_secs(10))).is_none());
+        // Not cached either; and the followers may lead again among themselves.
+        let Join::Leader(_again) = c.join(key()) else {
+            panic!("a new leader")
+        };
+        assert!(matches!(c.join(key()), Join::Follower(_)));
+    }
+
+    #[test]
     fn a_failed_leader_releases_its_followers() {
         let c = Coalescer::new(Some(Duration::from_secs(60)));
-        let key = || Coalescer::key(b"/v1/metrics", None);
         let Join::Leader(leader) = c.join(key()) else {
             panic!()
         };
-        let Join::Follower(rx) = c.join(key()) else {
+        let Join::Follower(follower) = c.join(key()) else {
             panic!()
         };
         drop(leader);
-        assert!(rx.borrow().is_none());
-        assert!(rx.has_changed().is_err() || rx.borrow().is_none());
+        assert!(block_on(follower.wait(Duration::from_secs(10))).is_none());
         assert!(matches!(c.join(key()), Join::Leader(_)));
     }
 
     #[test]
-    fn the_micro_cache_keeps_200s_for_the_ttl() {
-        let c = Coalescer::new(Some(Duration::from_millis(200)));
-        let key = || Coalescer::key(b"/v1/metrics", None);
-        let Join::Leader(mut leader) = c.join(key()) else {
+    fn a_follower_stops_waiting_at_its_timeout() {
+        let c = Coalescer::new(None);
+        let Join::Leader(_leader) = c.join(key()) else {
             panic!()
         };
-        leader.capture_header(&header(200));
-        leader.capture_body(&Bytes::from_static(b"x"));
-        leader.publish();
-        assert!(matches!(c.join(key()), Join::Cached(_)));
-        std::thread::sleep(Duration::from_millis(250));
-        let Join::Leader(mut leader) = c.join(key()) else {
-            panic!("expired")
+        let Join::Follower(follower) = c.join(key()) else {
+            panic!()
         };
-        // Errors are shared with followers but never cached.
-        leader.capture_header(&header(415));
-        leader.publish();
+        assert!(block_on(follower.wait(Duration::from_millis(1))).is_none());
+    }
+
+    #[test]
+    fn the_micro_cache_keeps_200s_for_the_ttl_and_at_most_max_cached() {
+        let c = Coalescer::new(Some(Duration::from_secs(3600)));
+        for i in 0..MAX_CACHED + 5 {
+            let k = Coalescer::key(format!("/v1/metrics?i={i}").as_bytes(), None);
+            let Join::Leader(mut leader) = c.join(k) else {
+                panic!("{i}")
+            };
+            leader.push(Bytes::from_static(b"x")).unwrap();
+            leader.finish(header(200));
+        }
+        let cached = (0..MAX_CACHED + 5)
+            .filter(|i| {
+                let k = Coalescer::key(format!("/v1/metrics?i={i}").as_bytes(), None);
+                matches!(c.join(k), Join::Cached(_))
+            })
+            .count();
+        assert_eq!(cached, MAX_CACHED);
+        // An expired entry is fetched again.
+        let c = Coalescer::new(Some(Duration::from_millis(1)));
+        let Join::Leader(leader) = c.join(key()) else {
+            panic!()
+        };
+        let shared = leader.finish(header(200));
+        while shared.created.elapsed() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
         assert!(matches!(c.join(key()), Join::Leader(_)));
     }
 
     #[test]
-    fn oversized_responses_are_not_shared() {
-        let c = Coalescer::new(Some(Duration::from_secs(60)));
-        let key = || Coalescer::key(b"/v1/metrics", None);
+    fn memory_is_capped_per_response_and_in_total() {
+        let c = Coalescer::with_budget(Some(Duration::from_secs(3600)), 100);
+        let Join::Leader(mut big) = c.join(key()) else {
+            panic!()
+        };
+        assert_eq!(big.push(Bytes::from(vec![b'x'; 60])), Ok(()));
+        assert_eq!(c.memory(), 60);
+        let other = Coalescer::key(b"/v1/metrics", None);
+        let Join::Leader(mut second) = c.join(other.clone()) else {
+            panic!()
+        };
+        // 60 + 50 is past the cap of 100.
+        assert_eq!(second.push(Bytes::from(vec![b'y'; 50])), Err(TooLarge));
+        drop(second);
+        let cached = big.finish(header(200));
+        assert_eq!(c.memory(), 60);
+        drop(cached);
+        assert_eq!(c.memory(), 60, "the cache still holds it");
+        let Join::Leader(mut third) = c.join(other) else {
+            panic!()
+        };
+        assert_eq!(third.push(Bytes::from(vec![b'z'; 40])), Ok(()));
+        // Full: the next distinct scrape is forwarded without sharing.
+        assert!(matches!(
+            c.join(Coalescer::key(b"/v1/metrics?x", None)),
+            Join::Bypass
+        ));
+        drop(third);
+        assert_eq!(c.memory(), 60);
+
+        // One response past MAX_SHARED_BYTES is never shared.
+        let c = Coalescer::new(None);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!()
         };
-        let Join::Follower(rx) = c.join(key()) else {
-            panic!()
-        };
-        leader.capture_header(&header(200));
-        leader.capture_body(&Bytes::from(vec![b'x'; MAX_SHARED_BYTES]));
-        leader.capture_body(&Bytes::from_static(b"x"));
-        leader.publish();
-        assert!(rx.borrow().is_none());
-        assert!(matches!(c.join(key()), Join::Leader(_)));
+        assert_eq!(
+            leader.push(Bytes::from(vec![b'x'; MAX_SHARED_BYTES])),
+            Ok(())
+        );
+        assert_eq!(leader.push(Bytes::from_static(b"x")), Err(TooLarge));
+        drop(leader);
+        assert_eq!(c.memory(), 0);
     }
 }

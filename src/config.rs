@@ -7,6 +7,8 @@
 //! (a file, maybe) is `crate::token`'s job.
 
 use crate::allowlist::{Allowlist, Group};
+use crate::cidr::AddrSet;
+use crate::head::HostList;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
@@ -30,6 +32,13 @@ pub const CLIENT_TOKEN_FILE: &str = "HOLEPUNCH_CLIENT_TOKEN_FILE";
 pub const METRICS_CACHE_TTL: &str = "HOLEPUNCH_METRICS_CACHE_TTL";
 pub const TELEMETRY_BIND: &str = "HOLEPUNCH_TELEMETRY_BIND";
 pub const LOG_FORMAT: &str = "HOLEPUNCH_LOG_FORMAT";
+pub const CLIENT_WRITE_TIMEOUT: &str = "HOLEPUNCH_CLIENT_WRITE_TIMEOUT";
+pub const ALLOWED_HOSTS: &str = "HOLEPUNCH_ALLOWED_HOSTS";
+pub const ALLOW_FROM: &str = "HOLEPUNCH_ALLOW_FROM";
+pub const MAX_IN_FLIGHT: &str = "HOLEPUNCH_MAX_IN_FLIGHT";
+pub const RATE_LIMIT: &str = "HOLEPUNCH_RATE_LIMIT";
+/// Set by Nomad for every task: the region of the agent.
+pub const NOMAD_REGION: &str = "NOMAD_REGION";
 /// Set by `identity { env = true }`.
 pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
 /// Set by Nomad for every task.
@@ -44,6 +53,8 @@ pub const DEFAULT_SOCKET_PATH: &str = "/secrets/api.sock";
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(340);
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// The longest path a Unix socket address can hold on Linux (`sun_path` is
 /// 108 bytes including the terminating NUL).
@@ -67,6 +78,11 @@ fn known_variables() -> impl Iterator<Item = &'static str> {
         METRICS_CACHE_TTL,
         TELEMETRY_BIND,
         LOG_FORMAT,
+        CLIENT_WRITE_TIMEOUT,
+        ALLOWED_HOSTS,
+        ALLOW_FROM,
+        MAX_IN_FLIGHT,
+        RATE_LIMIT,
     ]
     .into_iter()
     .chain(Group::ALL.iter().map(|g| g.flag()))
@@ -88,8 +104,21 @@ pub struct Config {
     /// How long the Task API may take to send a response header, and at
     /// most between two reads of its body, before the client gets 504.
     pub upstream_timeout: Duration,
-    /// How long a client may take to send a complete request header.
+    /// How long a client may take to send a complete request header (and
+    /// finish the TLS handshake before it).
     pub client_header_timeout: Duration,
+    /// How long a write to a client may wait for it to take bytes.
+    pub client_write_timeout: Duration,
+    /// The client addresses served, when limited.
+    pub allow_from: Option<AddrSet>,
+    /// The Host names served, when limited.
+    pub allowed_hosts: Option<HostList>,
+    /// The agent's region (`NOMAD_REGION`), when known.
+    pub region: Option<String>,
+    /// The most requests forwarded at once.
+    pub max_in_flight: usize,
+    /// Requests per client address, when limited.
+    pub rate_limit: Option<RateLimit>,
     /// The largest request body forwarded (bodies exist only under ALL).
     pub max_body: u64,
     /// TLS on the listener: the certificate chain and key, both PEM.
@@ -102,6 +131,42 @@ pub struct Config {
     /// Where the proxy's own Prometheus metrics are served, if anywhere.
     pub telemetry_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+}
+
+/// `HOLEPUNCH_RATE_LIMIT`: at most `requests` per `per` from one client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Parses `20/s`, `600/m` or `10000/h`.
+    pub fn parse(v: &str) -> Option<RateLimit> {
+        let (n, unit) = v.split_once('/')?;
+        let per = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        if n.starts_with('+') {
+            return None;
+        }
+        let requests: u32 = n.parse().ok().filter(|&n| n > 0)?;
+        Some(RateLimit { requests, per })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.requests)
+    }
 }
 
 /// How log lines are written (`HOLEPUNCH_LOG_FORMAT`).
@@ -296,6 +361,73 @@ impl Config {
             }
         };
         let client_token_file = get(&vars, CLIENT_TOKEN_FILE, &mut errors).map(PathBuf::from);
+        let client_write_timeout = get_duration(
+            &vars,
+            CLIENT_WRITE_TIMEOUT,
+            DEFAULT_CLIENT_WRITE_TIMEOUT,
+            &mut errors,
+        );
+        let allow_from = get(&vars, ALLOW_FROM, &mut errors).and_then(|v| {
+            AddrSet::parse(v)
+                .map_err(|problems| {
+                    errors.push(ConfigError {
+                        var: ALLOW_FROM.to_string(),
+                        value: Some(v.to_string()),
+                        expected: format!(
+                            "{}; expected comma-separated IP addresses and CIDR ranges, \
+                             such as 10.0.0.0/8, 192.0.2.7, fd00::/8",
+                            problems.join("; ")
+                        ),
+                    })
+                })
+                .ok()
+        });
+        let allowed_hosts = get(&vars, ALLOWED_HOSTS, &mut errors).and_then(|v| {
+            HostList::parse(v)
+                .map_err(|problems| {
+                    errors.push(ConfigError {
+                        var: ALLOWED_HOSTS.to_string(),
+                        value: Some(v.to_string()),
+                        expected: format!(
+                            "{}; expected comma-separated host names, such as \
+                             nomad-1.example.com, *.nodes.example.com",
+                            problems.join("; ")
+                        ),
+                    })
+                })
+                .ok()
+        });
+        let region = get(&vars, NOMAD_REGION, &mut errors).map(str::to_string);
+        let max_in_flight = match get(&vars, MAX_IN_FLIGHT, &mut errors) {
+            None => DEFAULT_MAX_IN_FLIGHT,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 && n <= 1_000_000 && !v.starts_with('+') => n,
+                _ => {
+                    errors.push(ConfigError {
+                        var: MAX_IN_FLIGHT.to_string(),
+                        value: Some(v.to_string()),
+                        expected: format!(
+                            "expected a whole number of requests from 1 to 1000000 \
+                             (default {DEFAULT_MAX_IN_FLIGHT})"
+                        ),
+                    });
+                    DEFAULT_MAX_IN_FLIGHT
+                }
+            },
+        };
+        let rate_limit = get(&vars, RATE_LIMIT, &mut errors).and_then(|v| {
+            let parsed = RateLimit::parse(v);
+            if parsed.is_none() {
+                errors.push(ConfigError {
+                    var: RATE_LIMIT.to_string(),
+                    value: Some(v.to_string()),
+                    expected: "expected requests per client address as N/s, N/m or N/h \
+                               with N from 1, such as 20/s or 600/m"
+                        .to_string(),
+                });
+            }
+            parsed
+        });
         let metrics_cache_ttl = get(&vars, METRICS_CACHE_TTL, &mut errors)
             .is_some()
             .then(|| get_duration(&vars, METRICS_CACHE_TTL, Duration::ZERO, &mut errors));
@@ -320,6 +452,20 @@ impl Config {
             }
         }
 
+        if let Some(ip) = ip {
+            if allow.all() && client_token_file.is_none() && !ip.to_canonical().is_loopback() {
+                errors.push(ConfigError {
+                    var: ALLOW_ALL.to_string(),
+                    value: Some("true".to_string()),
+                    expected: format!(
+                        "ALL forwards every Nomad API call with the workload token, so off \
+                         loopback it needs client authentication: set {CLIENT_TOKEN_FILE}, \
+                         or set {BIND} to 127.0.0.1 (it is {ip})"
+                    ),
+                });
+            }
+        }
+
         match (ip, port, token) {
             (Some(ip), Some(port), Some(token)) if errors.is_empty() => Ok(Config {
                 listen: SocketAddr::new(ip, port),
@@ -329,6 +475,12 @@ impl Config {
                 allow,
                 upstream_timeout,
                 client_header_timeout,
+                client_write_timeout,
+                allow_from,
+                allowed_hosts,
+                region,
+                max_in_flight,
+                rate_limit,
                 max_body,
                 tls,
                 client_token_file,
@@ -363,6 +515,24 @@ impl Config {
         lines.extend([
             format!("{UPSTREAM_TIMEOUT} = {:?}", self.upstream_timeout),
             format!("{CLIENT_HEADER_TIMEOUT} = {:?}", self.client_header_timeout),
+            format!("{CLIENT_WRITE_TIMEOUT} = {:?}", self.client_write_timeout),
+            match &self.allow_from {
+                Some(set) => format!("{ALLOW_FROM} = {set}"),
+                None => format!("{ALLOW_FROM} = any address"),
+            },
+            match &self.allowed_hosts {
+                Some(hosts) => format!("{ALLOWED_HOSTS} = {hosts} (and IP addresses, localhost)"),
+                None => format!("{ALLOWED_HOSTS} = any host"),
+            },
+            match &self.region {
+                Some(region) => format!("region: {region} (from {NOMAD_REGION})"),
+                None => format!("region: unknown ({NOMAD_REGION} unset): not checked"),
+            },
+            format!("{MAX_IN_FLIGHT} = {}", self.max_in_flight),
+            match self.rate_limit {
+                Some(limit) => format!("{RATE_LIMIT} = {limit} per client address"),
+                None => format!("{RATE_LIMIT} = off"),
+            },
             format!("{MAX_BODY} = {} bytes", self.max_body),
             format!("TLS: {tls}"),
             format!("client tokens: {client_tokens}"),
@@ -841,7 +1011,10 @@ mod tests {
             assert_eq!(errs.len(), 1);
             assert!(errs[0].starts_with(&format!("{}=\"yes\": expected a boolean", g.flag())));
         }
-        assert!(cfg(&[TOKEN, (ALLOW_ALL, "T")]).unwrap().allow.all());
+        assert!(cfg(&[TOKEN, (ALLOW_ALL, "T"), (BIND, "127.0.0.1")])
+            .unwrap()
+            .allow
+            .all());
         assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().allow.all());
     }
 
@@ -1029,6 +1202,99 @@ mod tests {
     }
 
     #[test]
+    fn all_off_loopback_needs_client_tokens() {
+        for bind in ["0.0.0.0", "10.0.0.5", "::", "fd00::1"] {
+            let errs = errors_for(&[TOKEN, (ALLOW_ALL, "true"), (BIND, bind)]);
+            assert_eq!(errs.len(), 1, "{bind}: {errs:?}");
+            assert!(errs[0].contains(CLIENT_TOKEN_FILE), "{}", errs[0]);
+            assert!(errs[0].contains(BIND), "{}", errs[0]);
+        }
+        // Default bind is 0.0.0.0.
+        assert_eq!(errors_for(&[TOKEN, (ALLOW_ALL, "1")]).len(), 1);
+        for bind in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1"] {
+            assert!(
+                cfg(&[TOKEN, (ALLOW_ALL, "true"), (BIND, bind)]).is_ok(),
+                "{bind}"
+            );
+        }
+        assert!(cfg(&[
+            TOKEN,
+            (ALLOW_ALL, "true"),
+            (BIND, "0.0.0.0"),
+            (CLIENT_TOKEN_FILE, "/secrets/clients")
+        ])
+        .is_ok());
+        assert!(cfg(&[TOKEN, (ALLOW_ALL, "false"), (BIND, "0.0.0.0")]).is_ok());
+    }
+
+    #[test]
+    fn limits_and_access_variables() {
+        let c = cfg(&[TOKEN]).unwrap();
+        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.client_write_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (c.allow_from, c.allowed_hosts, c.region),
+            (None, None, None)
+        );
+        let c = cfg(&[
+            TOKEN,
+            (MAX_IN_FLIGHT, "8"),
+            (RATE_LIMIT, "600/m"),
+            (CLIENT_WRITE_TIMEOUT, "5s"),
+            (ALLOW_FROM, "10.0.0.0/8, ::1"),
+            (ALLOWED_HOSTS, "*.example.com"),
+            (NOMAD_REGION, "europe"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_in_flight, 8);
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                requests: 600,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(c.client_write_timeout, Duration::from_secs(5));
+        assert!(c.allow_from.unwrap().contains("10.1.1.1".parse().unwrap()));
+        assert!(c.allowed_hosts.unwrap().allows(b"a.example.com"));
+        assert_eq!(c.region.as_deref(), Some("europe"));
+        assert_eq!(RateLimit::parse("20/s").unwrap().to_string(), "20/s");
+        assert_eq!(
+            RateLimit::parse("7/h").unwrap().per,
+            Duration::from_secs(3600)
+        );
+
+        for (var, bad) in [
+            (MAX_IN_FLIGHT, "0"),
+            (MAX_IN_FLIGHT, "-1"),
+            (MAX_IN_FLIGHT, "+5"),
+            (MAX_IN_FLIGHT, "lots"),
+            (MAX_IN_FLIGHT, "1000001"),
+            (RATE_LIMIT, "20"),
+            (RATE_LIMIT, "0/s"),
+            (RATE_LIMIT, "20/d"),
+            (RATE_LIMIT, "20 /s"),
+            (RATE_LIMIT, "+20/s"),
+            (RATE_LIMIT, "/s"),
+            (CLIENT_WRITE_TIMEOUT, "30"),
+            (ALLOW_FROM, "10.0.0.1/8"),
+            (ALLOW_FROM, "10.0.0.0/8,"),
+            (ALLOW_FROM, "everyone"),
+            (ALLOWED_HOSTS, "example.com:6120"),
+            (ALLOWED_HOSTS, "http://example.com"),
+        ] {
+            let errs = errors_for(&[TOKEN, (var, bad)]);
+            assert_eq!(errs.len(), 1, "{var}={bad}: {errs:?}");
+            assert!(
+                errs[0].starts_with(&format!("{var}={bad:?}: ")),
+                "{var}={bad}: {}",
+                errs[0]
+            );
+        }
+    }
+
+    #[test]
     fn describe_lists_every_setting() {
         let c = cfg(&[TOKEN, (BIND, "127.0.0.1")]).unwrap();
         let lines = c.describe();
@@ -1038,7 +1304,12 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 8);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 14);
+        assert!(lines.contains(&"HOLEPUNCH_CLIENT_WRITE_TIMEOUT = 30s".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_MAX_IN_FLIGHT = 256".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_RATE_LIMIT = off".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_ALLOW_FROM = any address".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_ALLOWED_HOSTS = any host".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_METRICS_CACHE_TTL = off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_TELEMETRY_BIND = off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_LOG_FORMAT = text".to_string()));

@@ -1,18 +1,31 @@
 //! The connection guard: every request header must arrive complete within
 //! `HOLEPUNCH_CLIENT_HEADER_TIMEOUT` and within 64 KiB, or the connection is
-//! closed (431 for a header too large) before Pingora parses anything.
+//! closed (431 for a header too large) before Pingora parses anything. On a
+//! new TLS connection the handshake counts toward the same deadline. Every
+//! write to the client must make progress within
+//! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
 //!
 //! Pingora times out each read, not the whole header, so a client that
-//! sends its header a byte at a time could hold a connection open forever.
-//! [`HeaderGuard`] wraps the proxy app: it reads the raw header bytes itself
-//! under one deadline, then hands them to Pingora's HTTP session as its
-//! first bytes (`set_pipelined_prefix`), and runs the same keep-alive loop
-//! Pingora runs, so every request on a connection gets the same deadline.
+//! sends its header a byte at a time could hold a connection open forever;
+//! and it gives a TLS handshake a fixed 60 s (pingora-core 0.9
+//! `services/listening.rs`, `run_endpoint`). [`HeaderGuard`] wraps the proxy
+//! app. The listener is plain TCP; the guard does the TLS handshake itself,
+//! reads the raw header bytes under one deadline, then hands them to
+//! Pingora's HTTP session as its first bytes (`set_pipelined_prefix`), and
+//! runs the same keep-alive loop Pingora runs (pingora-core 0.9
+//! `apps/mod.rs`, `HttpServerApp::process_new`), so every request on a
+//! connection gets the same deadline.
+//!
+//! Empty lines before a request line, which HTTP parsers skip (RFC 9112,
+//! section 2.2), count toward the deadline and the size limit, and are
+//! dropped before Pingora sees the request.
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
@@ -42,11 +55,18 @@ pub enum HeaderRead {
     Closed,
 }
 
+/// Where the request line starts in `buf`: after any empty lines (`\r\n`
+/// or `\n`) before it. `None` while `buf` holds nothing else.
+pub fn header_start(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b != b'\r' && b != b'\n')
+}
+
 /// Where a request header ends in `buf`, if it does: after the blank line
-/// (`\r\n\r\n`, or the bare `\n\n` that lenient parsers accept too).
+/// (`\r\n\r\n`, or the bare `\n\n` that lenient parsers accept too) that
+/// follows the request line, never one of the empty lines before it.
 /// Searches from `from` (minus the three bytes a terminator can straddle).
 pub fn header_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
+    let start = from.saturating_sub(3).max(header_start(buf)?);
     buf[start..]
         .windows(2)
         .enumerate()
@@ -57,19 +77,32 @@ pub fn header_end(buf: &[u8], from: usize) -> Option<usize> {
         })
 }
 
-/// Reads one request header into `buf`. A kept-alive connection first waits
-/// up to `idle` for the next request to start; from its first byte (or from
-/// the start, for a new connection) the whole header must arrive within
-/// `header_timeout`.
+/// When the header deadline starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// A new connection: the header is due by this instant (the accept
+    /// time plus the timeout, so that a TLS handshake counts too).
+    New(Instant),
+    /// A kept-alive connection: wait up to this long for the next request
+    /// to start; the timeout runs from its first byte.
+    KeptAlive(Duration),
+}
+
+/// Reads one request header into `buf`, leaving it without the empty lines
+/// that came before the request line.
 pub async fn read_header(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    idle: Option<Duration>,
+    start: Start,
     header_timeout: Duration,
     shutdown: &ShutdownWatch,
 ) -> HeaderRead {
     let mut shutdown = shutdown.clone();
-    if let Some(idle) = idle {
+    let mut deadline = match start {
+        Start::New(deadline) => Some(deadline),
+        Start::KeptAlive(_) => None,
+    };
+    if let Start::KeptAlive(idle) = start {
         // A shutdown that began earlier would not wake `changed()` below.
         if *shutdown.borrow() {
             return HeaderRead::Closed;
@@ -84,15 +117,16 @@ pub async fn read_header(
             _ => return HeaderRead::Closed,
         }
     }
-    let deadline = Instant::now() + header_timeout;
+    let deadline = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
     let mut searched = 0;
     loop {
         if let Some(end) = header_end(buf, searched) {
-            return if end > MAX_HEADER_BYTES {
-                HeaderRead::TooLarge
-            } else {
-                HeaderRead::Complete
-            };
+            if end > MAX_HEADER_BYTES {
+                return HeaderRead::TooLarge;
+            }
+            let lead = header_start(buf).unwrap_or(0);
+            buf.advance(lead);
+            return HeaderRead::Complete;
         }
         searched = buf.len();
         if buf.len() > MAX_HEADER_BYTES {
@@ -110,17 +144,54 @@ pub async fn read_header(
     }
 }
 
+/// What the guard enforces.
+pub struct GuardSettings {
+    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`.
+    pub header_timeout: Duration,
+    /// `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
+    pub write_timeout: Duration,
+    /// TLS on the listener, when set.
+    pub tls: Option<Acceptor>,
+}
+
 /// Wraps an HTTP app (the Pingora proxy) with the header deadline and size limit.
 pub struct HeaderGuard<A> {
     inner: Arc<A>,
-    header_timeout: Duration,
+    settings: GuardSettings,
 }
 
 impl<A> HeaderGuard<A> {
-    pub fn new(inner: A, header_timeout: Duration) -> Self {
+    pub fn new(inner: A, settings: GuardSettings) -> Self {
         HeaderGuard {
             inner: Arc::new(inner),
-            header_timeout,
+            settings,
+        }
+    }
+
+    /// The TLS handshake, when TLS is on, due by `deadline`.
+    async fn handshake(&self, stream: Stream, deadline: Instant) -> Option<Stream> {
+        let Some(acceptor) = &self.settings.tls else {
+            return Some(stream);
+        };
+        // The listener is plain TCP, so this is the TCP stream it accepted.
+        let tcp = match stream.into_any().downcast::<L4Stream>() {
+            Ok(tcp) => *tcp,
+            Err(_) => return None,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match pingora::time::timeout(left, acceptor.tls_handshake(tcp)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                log::debug!("TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                log::debug!(
+                    "closing a connection whose TLS handshake and request header took over {:?}",
+                    self.settings.header_timeout
+                );
+                None
+            }
         }
     }
 }
@@ -132,15 +203,18 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let header_timeout = self.settings.header_timeout;
+        let deadline = Instant::now() + header_timeout;
+        let mut stream = self.handshake(stream, deadline).await?;
         let mut persistent: Option<HttpPersistentSettings> = None;
-        let mut idle = None;
+        let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
         loop {
             let mut buf = BytesMut::with_capacity(4096);
-            match read_header(&mut stream, &mut buf, idle, self.header_timeout, shutdown).await {
+            match read_header(&mut stream, &mut buf, start, header_timeout, shutdown).await {
                 HeaderRead::Complete => {}
                 HeaderRead::TooLarge => {
                     let response = format!(
@@ -156,13 +230,14 @@ where
                 HeaderRead::TimedOut => {
                     log::debug!(
                         "closing a connection whose request header took over {:?}",
-                        self.header_timeout
+                        header_timeout
                     );
                     return None;
                 }
                 HeaderRead::Closed => return None,
             }
             let mut session = ServerSession::new_http1(stream);
+            session.set_write_timeout(Some(self.settings.write_timeout));
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
@@ -182,7 +257,7 @@ where
             let (next, settings) = reused.consume();
             stream = next;
             persistent = settings;
-            idle = Some(KEEPALIVE_IDLE);
+            start = Start::KeptAlive(KEEPALIVE_IDLE);
         }
     }
 
@@ -212,6 +287,19 @@ mod tests {
         let buf = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         for from in 0..buf.len() {
             assert_eq!(header_end(buf, from), Some(27), "from {from}");
+        }
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_not_its_end() {
+        assert_eq!(header_start(b"\r\n\r\n"), None);
+        assert_eq!(header_end(b"\r\n\r\n", 0), None);
+        assert_eq!(header_end(b"\n\n\r\n\r\nG", 0), None);
+        assert_eq!(header_start(b"\r\n\nGET"), Some(3));
+        let buf = b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(header_end(buf, 0), Some(31));
+        for from in 0..buf.len() {
+            assert_eq!(header_end(buf, from), Some(31), "from {from}");
         }
     }
 }

@@ -20,11 +20,14 @@
 //! - [`logging`]: env_logger with secrets redacted from every line, text or JSON.
 
 pub mod allowlist;
+pub mod cidr;
 pub mod cli;
 pub mod client_auth;
 pub mod coalesce;
 pub mod config;
 pub mod guard;
+pub mod head;
+pub mod limits;
 pub mod logging;
 pub mod proxy;
 pub mod shutdown;

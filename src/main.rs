@@ -46,6 +46,12 @@ fn main() {
         "http"
     };
     let listen = startup.config.listen;
+    if !opt.upgrade {
+        if let Err(e) = startup.check_listeners() {
+            eprintln!("nomad-holepunch: {e}");
+            std::process::exit(1);
+        }
+    }
     let server = startup.into_server(opt).unwrap_or_else(|e| exit_with(&[e]));
     info!("listening on {scheme}://{listen}");
     server.run_forever();

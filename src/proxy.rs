@@ -1,18 +1,23 @@
-//! The Pingora proxy: `request_filter` checks the client (when client tokens
-//! are set), applies the allowlist and answers everything that is not
-//! forwarded; `upstream_peer` is the Task API socket; and
-//! `upstream_request_filter` swaps the client's credentials for the workload
-//! token. Responses stream back untouched, headers included.
+//! The Pingora proxy: `request_filter` decides ([`crate::head`]), applies
+//! the rate limit and the client tokens, and answers everything that is not
+//! forwarded; a forwarded request then takes a place under
+//! `HOLEPUNCH_MAX_IN_FLIGHT`, and a metrics GET is coalesced. `upstream_peer`
+//! is the Task API socket, and `upstream_request_filter` swaps the client's
+//! credentials for the workload token and its Host for `localhost`.
+//! Responses stream back untouched, headers included.
 
-use crate::allowlist::{decide, Allowlist, Decision, Group};
+use crate::allowlist::{Decision, Group};
 use crate::client_auth::ClientTokens;
 use crate::coalesce::{Coalescer, Join, Leader, Shared};
+use crate::head::{decide_request, Head, Rules};
+use crate::limits::{InFlightLimit, Permit, RateLimiter};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
 use crate::token::Token;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, info, warn};
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
@@ -20,6 +25,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,10 +42,20 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// about tenfold, at a fraction of the CPU of the higher levels.
 const METRICS_COMPRESSION_LEVEL: u32 = 1;
 
+/// The Host every request carries on the socket. Nomad does not route on
+/// Host, so the client's would only be a risk there; Go's server answers 400
+/// to a malformed one and, on HTTP/1.1, to none.
+const UPSTREAM_HOST: &str = "localhost";
+
+/// The `decision` label of requests refused by a limit (429 or 503).
+const LIMITED: &str = "limited";
+
 /// The proxy. One per process, shared by every request.
 pub struct Holepunch {
-    allow: Allowlist,
+    rules: Rules,
     peer: HttpPeer,
+    /// The connector of the shared metrics fetches (its own pool).
+    connector: Connector,
     socket_path: String,
     token: Arc<Token>,
     client_tokens: Option<Arc<ClientTokens>>,
@@ -47,12 +63,14 @@ pub struct Holepunch {
     upstream_timeout: Duration,
     coalescer: Coalescer,
     in_flight: Arc<InFlight>,
+    limit: Arc<InFlightLimit>,
+    rate: Option<RateLimiter>,
 }
 
 /// What a [`Holepunch`] is built from.
 pub struct Settings {
-    /// The open groups.
-    pub allow: Allowlist,
+    /// The decision's rules: the open groups and the head checks.
+    pub rules: Rules,
     /// The Task API socket.
     pub socket_path: String,
     /// How long the Task API may take to send the response header, and at
@@ -66,6 +84,10 @@ pub struct Settings {
     /// How long metrics responses are served from memory, if at all.
     pub metrics_cache_ttl: Option<Duration>,
     pub in_flight: Arc<InFlight>,
+    /// `HOLEPUNCH_MAX_IN_FLIGHT`.
+    pub max_in_flight: usize,
+    /// `HOLEPUNCH_RATE_LIMIT`.
+    pub rate_limit: Option<crate::config::RateLimit>,
 }
 
 impl Holepunch {
@@ -75,8 +97,9 @@ impl Holepunch {
         peer.options.read_timeout = Some(settings.upstream_timeout);
         peer.options.write_timeout = Some(settings.upstream_timeout);
         Ok(Holepunch {
-            allow: settings.allow,
+            rules: settings.rules,
             peer,
+            connector: Connector::new(None),
             socket_path: settings.socket_path,
             token: settings.token,
             client_tokens: settings.client_tokens,
@@ -84,6 +107,8 @@ impl Holepunch {
             upstream_timeout: settings.upstream_timeout,
             coalescer: Coalescer::new(settings.metrics_cache_ttl),
             in_flight: settings.in_flight,
+            limit: InFlightLimit::new(settings.max_in_flight),
+            rate: settings.rate_limit.map(RateLimiter::new),
         })
     }
 }
@@ -104,8 +129,9 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// Whether this request was already retried on a fresh connection.
     retried: bool,
-    /// Set when this request fetches a metrics response for others too.
-    leader: Option<Leader>,
+    /// This request's place under `HOLEPUNCH_MAX_IN_FLIGHT`, while it is on
+    /// the socket.
+    permit: Option<Permit>,
 }
 
 #[async_trait]
@@ -128,24 +154,57 @@ impl ProxyHttp for Holepunch {
             upstream_sent: None,
             body_bytes: 0,
             retried: false,
-            leader: None,
+            permit: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let decision = decide(&self.allow, &req.method, req.raw_path());
-        if let Decision::Forward { group, .. } | Decision::Deny { group } = decision {
-            ctx.group = group;
-        }
-        ctx.outcome = match decision {
-            Decision::Forward { .. } => "allowed",
-            Decision::Health | Decision::Ready => "local",
-            Decision::Refuse(_) => "refused",
-            Decision::Deny { .. } | Decision::NotFound | Decision::MethodNotAllowed => "denied",
+        let client_ip = client_ip(session);
+        let decision = decide_request(
+            &self.rules,
+            &Head {
+                method: &req.method,
+                target: req.raw_path(),
+                headers: &req.headers,
+                client: client_ip,
+            },
+        );
+        ctx.group = match &decision {
+            Decision::Forward { group, .. } | Decision::Deny { group } => *group,
+            _ => None,
         };
-        let local = matches!(decision, Decision::Health | Decision::Ready);
-        if !local && !self.client_allowed(session) {
+        ctx.outcome = outcome(&decision);
+        match decision {
+            Decision::Health => return answer(session, 200, "ok".into(), &[]).await,
+            Decision::Ready => {
+                let (status, body) = match self.ready().await {
+                    Ok(()) => (200, "ready".into()),
+                    Err(why) => {
+                        info!("not ready: {why}");
+                        (503, format!("not ready: {why}").into())
+                    }
+                };
+                return answer(session, status, body, &[]).await;
+            }
+            _ => {}
+        }
+        if let (Some(rate), Some(ip)) = (&self.rate, client_ip) {
+            if let Err(retry_after) = rate.check(ip) {
+                ctx.outcome = LIMITED;
+                info!(
+                    "rate limited {} {}",
+                    client(session),
+                    escaped_target(session.req_header())
+                );
+                let body = format!(
+                    "too many requests: this address is over HOLEPUNCH_RATE_LIMIT; retry in {retry_after}s"
+                );
+                let retry = retry_after.to_string();
+                return answer(session, 429, body.into(), &[("Retry-After", &retry)]).await;
+            }
+        }
+        if !self.client_allowed(session) {
             ctx.outcome = "denied";
             let req = session.req_header();
             info!(
@@ -154,91 +213,63 @@ impl ProxyHttp for Holepunch {
                 req.method,
                 escaped_target(req)
             );
-            respond(
+            return answer(
                 session,
                 401,
                 "unauthorized: send Authorization: Bearer <client token>".into(),
                 &[("WWW-Authenticate", "Bearer realm=\"nomad-holepunch\"")],
             )
-            .await?;
-            return Ok(true);
+            .await;
         }
         let (status, body): (u16, Cow<'static, str>) = match decision {
             Decision::Forward {
                 group,
                 origin_offset,
-            } => {
-                if declared_length(req).is_some_and(|len| len > self.max_body) {
-                    ctx.outcome = "refused";
-                    session.set_keepalive(None);
-                    let body = format!(
-                        "payload too large: the limit is {} bytes (HOLEPUNCH_MAX_BODY)",
-                        self.max_body
-                    );
-                    respond(session, 413, body.into(), &[]).await?;
-                    return Ok(true);
-                }
-                if origin_offset > 0 {
-                    // Absolute-form: forward exactly the path that was decided on.
-                    let origin = req.raw_path()[origin_offset..].to_vec();
-                    session.req_header_mut().set_raw_path(&origin)?;
-                }
-                if group == Some(Group::Metrics) {
-                    // The Task API never compresses; a scrape is 50-500 KB of text.
-                    // The module skipped reading Accept-Encoding while it was off,
-                    // so it gets the request header again once it is on.
-                    let req = session.downstream_session.req_header();
-                    let modules = &mut session.downstream_modules_ctx;
-                    if let Some(c) = modules.get_mut::<ResponseCompression>() {
-                        c.adjust_level(METRICS_COMPRESSION_LEVEL);
-                        c.request_filter(req);
-                    }
-                    if session.req_header().method == http::Method::GET {
-                        return self.coalesce(session, ctx).await;
-                    }
-                }
-                return Ok(false);
-            }
-            Decision::Health => (200, "ok".into()),
-            Decision::Ready => match self.ready().await {
-                Ok(()) => (200, "ready".into()),
-                Err(why) => {
-                    info!("not ready: {why}");
-                    (503, format!("not ready: {why}").into())
-                }
-            },
+            } => return self.forward(session, ctx, group, origin_offset).await,
+            Decision::Health | Decision::Ready => return Ok(true), // answered above
             Decision::NotFound => (404, "not found".into()),
-            Decision::MethodNotAllowed => (
-                405,
-                "method not allowed: this endpoint forwards only GET and HEAD".into(),
-            ),
+            Decision::MethodNotAllowed => {
+                return answer(
+                    session,
+                    405,
+                    "method not allowed: this endpoint forwards only GET and HEAD".into(),
+                    &[("Allow", "GET, HEAD")],
+                )
+                .await;
+            }
             Decision::Deny { group } => {
-                info!(
-                    "denied {} {} {}",
-                    client(session),
-                    req.method,
-                    escaped_target(req)
-                );
+                log_refusal(session, "denied", "");
                 (403, deny_body(group))
             }
-            Decision::Refuse(refusal) => {
-                info!(
-                    "refused {} {} {}: {}",
-                    client(session),
-                    req.method,
-                    escaped_target(req),
-                    refusal.reason()
+            Decision::Forbid(forbidden) => {
+                let reason = forbidden.reason();
+                log_refusal(session, "forbidden", &reason);
+                (403, reason.into())
+            }
+            Decision::Misdirected => {
+                log_refusal(
+                    session,
+                    "misdirected",
+                    "Host not in HOLEPUNCH_ALLOWED_HOSTS",
                 );
+                (
+                    421,
+                    "misdirected request: this Host is not one HOLEPUNCH_ALLOWED_HOSTS allows"
+                        .into(),
+                )
+            }
+            Decision::BadHead(bad) => {
+                log_refusal(session, "refused", bad.reason());
+                session.set_keepalive(None);
+                (400, format!("bad request: {}", bad.reason()).into())
+            }
+            Decision::Refuse(refusal) => {
+                log_refusal(session, "refused", refusal.reason());
                 session.set_keepalive(None);
                 (400, format!("bad request: {}", refusal.reason()).into())
             }
         };
-        let headers: &[(&str, &str)] = match decision {
-            Decision::MethodNotAllowed => &[("Allow", "GET, HEAD")],
-            _ => &[],
-        };
-        respond(session, status, body, headers).await?;
-        Ok(true)
+        answer(session, status, body, &[]).await
     }
 
     /// Counts the body as it streams and stops it past the limit, for
@@ -282,30 +313,8 @@ impl ProxyHttp for Holepunch {
                 .with_label_values(&[group_label(ctx.group)])
                 .observe(sent.elapsed().as_secs_f64());
         }
-        if let Some(leader) = ctx.leader.as_mut() {
-            leader.capture_header(upstream_response);
-        }
+        let _ = upstream_response;
         Ok(())
-    }
-
-    fn upstream_response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if let Some(leader) = ctx.leader.as_mut() {
-            if let Some(chunk) = body {
-                leader.capture_body(chunk);
-            }
-            if end_of_stream {
-                if let Some(leader) = ctx.leader.take() {
-                    leader.publish();
-                }
-            }
-        }
-        Ok(None)
     }
 
     async fn upstream_request_filter(
@@ -320,6 +329,7 @@ impl ProxyHttp for Holepunch {
         upstream_request.remove_header("Authorization");
         upstream_request.remove_header("Proxy-Authorization");
         upstream_request.insert_header("X-Nomad-Token", self.token.header_value())?;
+        upstream_request.insert_header(http::header::HOST, UPSTREAM_HOST)?;
         Ok(())
     }
 
@@ -330,19 +340,7 @@ impl ProxyHttp for Holepunch {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_response(e);
-        if e.esource() == &ErrorSource::Upstream {
-            let kind = match e.etype() {
-                ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
-                | ConnectProxyFailure | SocketError | BindError | InvalidCert => "connect",
-                ReadTimedout | WriteTimedout => "timeout",
-                ConnectionClosed | ReadError | WriteError => "closed",
-                _ => "other",
-            };
-            telemetry::metrics()
-                .upstream_errors
-                .with_label_values(&[kind])
-                .inc();
-        }
+        count_upstream_error(e);
         // The error's context names the socket: that is for the operator's
         // log, never for the client's body.
         let line = format!(
@@ -443,6 +441,58 @@ fn error_response(e: &Error) -> (u16, &'static str) {
     }
 }
 
+/// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
+fn count_upstream_error(e: &Error) {
+    if e.esource() != &ErrorSource::Upstream {
+        return;
+    }
+    let kind = match e.etype() {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | SocketError | BindError | InvalidCert => "connect",
+        ReadTimedout | WriteTimedout => "timeout",
+        ConnectionClosed | ReadError | WriteError => "closed",
+        _ => "other",
+    };
+    telemetry::metrics()
+        .upstream_errors
+        .with_label_values(&[kind])
+        .inc();
+}
+
+/// The `decision` label and access-log word for a decision (limits and
+/// client tokens may change it afterwards).
+fn outcome(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Forward { .. } => "allowed",
+        Decision::Health | Decision::Ready => "local",
+        Decision::Refuse(_) | Decision::BadHead(_) | Decision::Misdirected => "refused",
+        Decision::Deny { .. }
+        | Decision::NotFound
+        | Decision::MethodNotAllowed
+        | Decision::Forbid(_) => "denied",
+    }
+}
+
+/// Logs a refused request at info: who, what, and why.
+fn log_refusal(session: &Session, what: &str, why: &str) {
+    let req = session.req_header();
+    info!(
+        "{what} {} {} {}{}{why}",
+        client(session),
+        req.method,
+        escaped_target(req),
+        if why.is_empty() { "" } else { ": " }
+    );
+}
+
+/// The client's IP address, when the socket knows it.
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// The `group` label: the endpoint group, or "none" for paths outside every
 /// group (forwarded under ALL only) and for local answers.
 fn group_label(group: Option<Group>) -> &'static str {
@@ -459,51 +509,214 @@ fn deny_body(group: Option<Group>) -> Cow<'static, str> {
 }
 
 impl Holepunch {
+    /// A request the decision forwards: the body limit, absolute form,
+    /// compression and coalescing for metrics, then a place on the socket.
+    async fn forward(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        group: Option<Group>,
+        origin_offset: usize,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        if declared_length(req).is_some_and(|len| len > self.max_body) {
+            ctx.outcome = "refused";
+            session.set_keepalive(None);
+            let body = format!(
+                "payload too large: the limit is {} bytes (HOLEPUNCH_MAX_BODY)",
+                self.max_body
+            );
+            return answer(session, 413, body.into(), &[]).await;
+        }
+        if origin_offset > 0 {
+            // Absolute-form: forward exactly the path that was decided on.
+            let origin = req.raw_path()[origin_offset..].to_vec();
+            session.req_header_mut().set_raw_path(&origin)?;
+        }
+        if group == Some(Group::Metrics) {
+            // The Task API never compresses; a scrape is 50-500 KB of text.
+            // The module skipped reading Accept-Encoding while it was off,
+            // so it gets the request header again once it is on.
+            let req = session.downstream_session.req_header();
+            let modules = &mut session.downstream_modules_ctx;
+            if let Some(c) = modules.get_mut::<ResponseCompression>() {
+                c.adjust_level(METRICS_COMPRESSION_LEVEL);
+                c.request_filter(req);
+            }
+            if session.req_header().method == http::Method::GET {
+                return self.coalesce(session, ctx).await;
+            }
+        }
+        self.admit(session, ctx).await
+    }
+
+    /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` for a request about to
+    /// go to the socket: `Ok(false)` to go on, `Ok(true)` when it was
+    /// answered 503 instead.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.permit.is_none() {
+            ctx.permit = self.limit.try_acquire();
+        }
+        if ctx.permit.is_some() {
+            return Ok(false);
+        }
+        ctx.outcome = LIMITED;
+        log_refusal(session, "limited", "HOLEPUNCH_MAX_IN_FLIGHT");
+        answer(
+            session,
+            503,
+            "service unavailable: HOLEPUNCH_MAX_IN_FLIGHT requests are already on the Nomad \
+             Task API; retry shortly"
+                .into(),
+            &[("Retry-After", "1")],
+        )
+        .await
+    }
+
     /// Joins a metrics GET with identical ones. Returns `Ok(true)` when it
-    /// was answered from another request's response (or the micro-cache), and
-    /// `Ok(false)` when it goes upstream itself (as the leader, or because the
-    /// leader had nothing to share).
+    /// was answered (from a shared response, the micro-cache, or an error of
+    /// its own fetch), and `Ok(false)` when it goes upstream on its own.
     async fn coalesce(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let accept = req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
-        let key = Coalescer::key(req.raw_path(), accept);
+        let accept = req.headers.get(http::header::ACCEPT).cloned();
+        let key = Coalescer::key(req.raw_path(), accept.as_ref().map(|v| v.as_bytes()));
         let scrapes = &telemetry::metrics().scrapes;
-        let shared = match self.coalescer.join(key) {
-            Join::Leader(leader) => {
-                ctx.leader = Some(leader);
-                scrapes.with_label_values(&["upstream"]).inc();
-                return Ok(false);
-            }
+        let leader = match self.coalescer.join(key) {
             Join::Cached(shared) => {
                 scrapes.with_label_values(&["cached"]).inc();
                 let age = shared.created.elapsed().as_secs();
                 respond_shared(session, &shared, Some(age)).await?;
                 return Ok(true);
             }
-            Join::Follower(mut rx) => {
+            Join::Follower(follower) => {
                 // The leader's own timeouts bound this; the margin is a backstop.
                 let wait = self.upstream_timeout + CONNECT_TIMEOUT;
-                let ready = rx.borrow().clone();
-                match ready {
-                    Some(shared) => Some(shared),
-                    None => match pingora::time::timeout(wait, rx.changed()).await {
-                        Ok(Ok(())) => rx.borrow().clone(),
-                        _ => None,
-                    },
+                if let Some(shared) = follower.wait(wait).await {
+                    scrapes.with_label_values(&["coalesced"]).inc();
+                    respond_shared(session, &shared, None).await?;
+                    return Ok(true);
                 }
+                scrapes.with_label_values(&["upstream"]).inc();
+                return self.admit(session, ctx).await;
             }
+            Join::Bypass => {
+                scrapes.with_label_values(&["upstream"]).inc();
+                return self.admit(session, ctx).await;
+            }
+            Join::Leader(leader) => leader,
         };
-        match shared {
-            Some(shared) => {
-                scrapes.with_label_values(&["coalesced"]).inc();
+        scrapes.with_label_values(&["upstream"]).inc();
+        if self.admit(session, ctx).await? {
+            return Ok(true); // Dropping the leader releases the followers.
+        }
+        let target = session.req_header().raw_path().to_vec();
+        match self.fetch(&target, accept, leader, ctx).await {
+            Ok(shared) => {
                 respond_shared(session, &shared, None).await?;
                 Ok(true)
             }
-            None => {
-                scrapes.with_label_values(&["upstream"]).inc();
-                Ok(false)
+            // Too large to share: this one is streamed as any other request.
+            Err(None) => Ok(false),
+            Err(Some(e)) => {
+                count_upstream_error(&e);
+                let (code, body) = error_response(&e);
+                warn!(
+                    "{} GET {}: {code}: {e}",
+                    client(session),
+                    escaped_target(session.req_header())
+                );
+                session.set_keepalive(None);
+                answer(session, code, body.into(), &[]).await
             }
         }
+    }
+
+    /// Fetches a metrics response whole, at the socket's pace, through this
+    /// proxy's connector and pool, and hands it to the leader. `Err(None)`
+    /// when it grew too large to share.
+    async fn fetch(
+        &self,
+        target: &[u8],
+        accept: Option<http::HeaderValue>,
+        mut leader: Leader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Arc<Shared>, Option<Box<Error>>> {
+        let mut request = RequestHeader::build(http::Method::GET, target, Some(4)).map_err(Some)?;
+        request
+            .insert_header("X-Nomad-Token", self.token.header_value())
+            .map_err(Some)?;
+        request
+            .insert_header(http::header::HOST, UPSTREAM_HOST)
+            .map_err(Some)?;
+        if let Some(accept) = accept {
+            request
+                .insert_header(http::header::ACCEPT, accept)
+                .map_err(Some)?;
+        }
+        let fetch = async {
+            // A pooled connection the agent closed meanwhile is tried again
+            // once, on a new one, as the proxy does for other requests.
+            for attempt in 0..2 {
+                let (mut upstream, reused) = self.connector.get_http_session(&self.peer).await?;
+                upstream.set_read_timeout(Some(self.upstream_timeout));
+                upstream.set_write_timeout(Some(self.upstream_timeout));
+                ctx.upstream_sent = Some(Instant::now());
+                let sent = async {
+                    upstream
+                        .write_request_header(Box::new(request.clone()))
+                        .await?;
+                    upstream.finish_request_body().await?;
+                    upstream.read_response_header().await
+                }
+                .await;
+                if let Err(e) = sent {
+                    if reused && attempt == 0 {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if let Some(sent) = ctx.upstream_sent.take() {
+                    telemetry::metrics()
+                        .upstream_duration
+                        .with_label_values(&[group_label(Some(Group::Metrics))])
+                        .observe(sent.elapsed().as_secs_f64());
+                }
+                let header = upstream
+                    .response_header()
+                    .cloned()
+                    .ok_or_else(|| Error::explain(ReadError, "no response header"))?;
+                return Ok((upstream, header));
+            }
+            Error::e_explain(ConnectError, "no connection to the Task API socket")
+        };
+        let within = self.upstream_timeout + CONNECT_TIMEOUT;
+        let (mut upstream, header) = match pingora::time::timeout(within, fetch).await {
+            Ok(result) => result.map_err(|e| Some(e.into_up()))?,
+            Err(_) => {
+                return Err(Some(
+                    Error::explain(ReadTimedout, "fetching the metrics").into_up(),
+                ))
+            }
+        };
+        let read_body = async {
+            while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
+                leader.push(chunk).map_err(|_| None)?;
+            }
+            Ok(())
+        };
+        match pingora::time::timeout(within, read_body).await {
+            Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
+            Err(_) => {
+                return Err(Some(
+                    Error::explain(ReadTimedout, "reading the metrics").into_up(),
+                ))
+            }
+        }
+        let idle = self.peer.options.idle_timeout;
+        self.connector
+            .release_http_session(upstream, &self.peer, idle)
+            .await;
+        Ok(leader.finish(header))
     }
 
     /// Whether the proxy can serve: a workload token is loaded and the
@@ -570,12 +783,24 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
         .ok()
 }
 
+/// Writes a complete plain-text response, and tells Pingora the request
+/// was answered.
+async fn answer(
+    session: &mut Session,
+    status: u16,
+    body: Cow<'static, str>,
+    headers: &[(&'static str, &str)],
+) -> Result<bool> {
+    respond(session, status, body, headers).await?;
+    Ok(true)
+}
+
 /// Writes a complete plain-text response.
 async fn respond(
     session: &mut Session,
     status: u16,
     body: Cow<'static, str>,
-    headers: &[(&'static str, &'static str)],
+    headers: &[(&'static str, &str)],
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("Content-Type", TEXT_PLAIN)?;

@@ -4,7 +4,8 @@
 
 use crate::client_auth::ClientTokens;
 use crate::config::{Config, ConfigError};
-use crate::guard::HeaderGuard;
+use crate::guard::{GuardSettings, HeaderGuard};
+use crate::head::Rules;
 use crate::proxy::{Holepunch, Settings};
 use crate::shutdown::{Drain, InFlight};
 use crate::tls::CertReloader;
@@ -14,6 +15,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,30 @@ impl Startup {
         lines
     }
 
+    /// Binds each address the server will listen on, and lets go at once,
+    /// so that a port in use, a port this user may not bind, or an address
+    /// not on this host stops the start with one clear line. Pingora itself
+    /// would retry for about 30 s, then panic in its service thread and
+    /// leave the process running with no listener. Skipped for a graceful
+    /// upgrade (`-u`), whose sockets come from the old process.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        use crate::config::{BIND, PORT, TELEMETRY_BIND};
+        let bind = |addr: SocketAddr, var: String| {
+            std::net::TcpListener::bind(addr)
+                .map(drop)
+                .map_err(|e| ConfigError {
+                    var,
+                    value: None,
+                    expected: format!("cannot listen on {addr}: {}", bind_reason(&e)),
+                })
+        };
+        bind(self.config.listen, format!("{BIND}/{PORT}"))?;
+        if let Some(addr) = self.config.telemetry_listen {
+            bind(addr, TELEMETRY_BIND.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The Pingora server, with the proxy, the file watcher, the drain and,
     /// when asked for, the telemetry endpoint.
     pub fn into_server(self, opt: Opt) -> Result<Server, ConfigError> {
@@ -101,7 +127,14 @@ impl Startup {
 
         let in_flight = Arc::new(InFlight::default());
         let holepunch = Holepunch::new(Settings {
-            allow: self.config.allow,
+            rules: Rules {
+                allow: self.config.allow,
+                allow_from: self.config.allow_from.clone(),
+                allowed_hosts: self.config.allowed_hosts.clone(),
+                region: self.config.region.clone(),
+            },
+            max_in_flight: self.config.max_in_flight,
+            rate_limit: self.config.rate_limit,
             socket_path: self.config.socket_path.clone(),
             upstream_timeout: self.config.upstream_timeout,
             max_body: self.config.max_body,
@@ -116,20 +149,29 @@ impl Startup {
             expected: format!("not a usable Unix socket path: {e}"),
         })?;
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
-        let guarded = HeaderGuard::new(proxy, self.config.client_header_timeout);
+        // TLS is the guard's: its handshake counts toward the header deadline.
+        let acceptor = match &self.tls {
+            Some(tls) => Some(
+                tls.settings()
+                    .map_err(|e| ConfigError {
+                        var: crate::config::TLS_CERT_FILE.to_string(),
+                        value: None,
+                        expected: format!("cannot set up TLS: {e}"),
+                    })?
+                    .build(),
+            ),
+            None => None,
+        };
+        let guarded = HeaderGuard::new(
+            proxy,
+            GuardSettings {
+                header_timeout: self.config.client_header_timeout,
+                write_timeout: self.config.client_write_timeout,
+                tls: acceptor,
+            },
+        );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
-        let listen = self.config.listen.to_string();
-        match &self.tls {
-            Some(tls) => {
-                let settings = tls.settings().map_err(|e| ConfigError {
-                    var: crate::config::TLS_CERT_FILE.to_string(),
-                    value: None,
-                    expected: format!("cannot set up TLS: {e}"),
-                })?;
-                service.add_tls_with_settings(&listen, None, settings);
-            }
-            None => service.add_tcp(&listen),
-        }
+        service.add_tcp(&self.config.listen.to_string());
         server.add_service(service);
 
         let watcher = Watcher::default();
@@ -154,6 +196,23 @@ impl Startup {
             server.add_service(telemetry);
         }
         Ok(server)
+    }
+}
+
+/// Why a bind failed, in the operator's terms.
+fn bind_reason(e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the port is in use by another process",
+        std::io::ErrorKind::AddrNotAvailable => "the address is not on this host",
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        }
+        _ => "",
+    };
+    if hint.is_empty() {
+        e.to_string()
+    } else {
+        format!("{hint} ({e})")
     }
 }
 
