@@ -351,6 +351,8 @@ impl ProxyHttp for Holepunch {
         );
         if code >= 500 {
             warn!("{line}");
+        } else if e.etype() == &WriteTimedout && e.esource() == &ErrorSource::Downstream {
+            info!("{line} (the client took no bytes for HOLEPUNCH_CLIENT_WRITE_TIMEOUT: closed)");
         } else {
             debug!("{line}");
         }
@@ -435,7 +437,10 @@ fn error_response(e: &Error) -> (u16, &'static str) {
             502,
             "bad gateway: the Nomad Task API socket is not available",
         ),
-        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => (0, ""),
+        (
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ErrorSource::Downstream,
+        ) => (0, ""),
         (_, ErrorSource::Downstream) => (400, "bad request"),
         _ => (500, "internal error"),
     }
@@ -591,7 +596,11 @@ impl Holepunch {
             Join::Follower(follower) => {
                 // The leader's own timeouts bound this; the margin is a backstop.
                 let wait = self.upstream_timeout + CONNECT_TIMEOUT;
-                if let Some(shared) = follower.wait(wait).await {
+                let waiting = &telemetry::metrics().scrapes_waiting;
+                waiting.inc();
+                let shared = follower.wait(wait).await;
+                waiting.dec();
+                if let Some(shared) = shared {
                     scrapes.with_label_values(&["coalesced"]).inc();
                     respond_shared(session, &shared, None).await?;
                     return Ok(true);

@@ -8,8 +8,8 @@
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
-    IntCounterVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    HistogramVec, IntCounterVec, IntGauge,
 };
 
 /// Upstream latency buckets, in seconds: sub-millisecond answers from the
@@ -34,6 +34,9 @@ pub struct Metrics {
     /// `holepunch_metrics_scrapes_total{served}`: metrics GETs by how they
     /// were answered (upstream, coalesced, cached).
     pub scrapes: IntCounterVec,
+    /// `holepunch_metrics_scrapes_waiting`: metrics GETs waiting now for an
+    /// identical scrape's response.
+    pub scrapes_waiting: IntGauge,
 }
 
 static METRICS: Lazy<Metrics> = Lazy::new(|| {
@@ -43,7 +46,7 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let metrics = Metrics {
         requests: register_int_counter_vec!(
             "holepunch_requests_total",
-            "Requests by endpoint group, decision (allowed, denied, refused, local) and status class",
+            "Requests by endpoint group, decision (allowed, denied, refused, limited, local) and status class",
             &["group", "decision", "code"]
         )
         .expect("register holepunch_requests_total"),
@@ -78,6 +81,11 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["served"]
         )
         .expect("register holepunch_metrics_scrapes_total"),
+        scrapes_waiting: register_int_gauge!(
+            "holepunch_metrics_scrapes_waiting",
+            "Metrics GETs waiting now for an identical scrape's response"
+        )
+        .expect("register holepunch_metrics_scrapes_waiting"),
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
@@ -143,6 +151,7 @@ mod tests {
             .with_label_values(&["workload_token"])
             .inc();
         m.scrapes.with_label_values(&["coalesced"]).inc();
+        m.scrapes_waiting.set(2);
         let text = gather_text();
         for line in [
             "holepunch_requests_total{code=\"2xx\",decision=\"allowed\",group=\"metrics\"}",
@@ -151,6 +160,7 @@ mod tests {
             "holepunch_reloads_total{file=\"workload_token\"}",
             "holepunch_reload_failures_total{file=\"workload_token\"}",
             "holepunch_metrics_scrapes_total{served=\"coalesced\"}",
+            "holepunch_metrics_scrapes_waiting 2",
             &format!(
                 "holepunch_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")

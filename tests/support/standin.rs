@@ -61,6 +61,11 @@ pub struct Options {
     /// Close a connection, unanswered, when a second request arrives on it:
     /// an agent dropping a kept-alive connection just as it is reused.
     pub drop_reused: bool,
+    /// Hold every `?format=prometheus` response until [`StandIn::release_metrics`].
+    pub hold_metrics: bool,
+    /// The status of `?format=prometheus` responses (Nomad answers 415
+    /// `Prometheus is not enabled` when its telemetry does not export them).
+    pub metrics_status: u16,
 }
 
 impl Options {
@@ -70,6 +75,8 @@ impl Options {
             metrics_bytes: 0,
             delay: Duration::ZERO,
             drop_reused: false,
+            hold_metrics: false,
+            metrics_status: 200,
         }
     }
 }
@@ -89,6 +96,10 @@ struct State {
     metrics_body: Vec<u8>,
     delay: Duration,
     drop_reused: bool,
+    /// Open once the test released the held metrics responses.
+    metrics_gate: Mutex<bool>,
+    metrics_opened: Condvar,
+    metrics_status: u16,
 }
 
 /// A running stand-in. Stops (closing every connection and removing the
@@ -142,6 +153,8 @@ impl StandIn {
             metrics_body: prometheus_body(options.metrics_bytes),
             delay: options.delay,
             drop_reused: options.drop_reused,
+            metrics_gate: Mutex::new(!options.hold_metrics),
+            metrics_status: options.metrics_status,
             ..State::default()
         });
         // Non-blocking accept, polled: stop() must work even when the socket
@@ -202,6 +215,12 @@ impl StandIn {
     pub fn release_event(&self) {
         *self.state.released.lock().unwrap() += 1;
         self.state.release.notify_all();
+    }
+
+    /// Lets every held metrics response go, now and from now on.
+    pub fn release_metrics(&self) {
+        *self.state.metrics_gate.lock().unwrap() = true;
+        self.state.metrics_opened.notify_all();
     }
 
     /// Raises X-Nomad-Index, ending blocking queries.
@@ -443,6 +462,10 @@ fn route(req: &Request, state: &State) -> Reply {
         (_, "/v1/metrics") if !get => Reply::text(405, "Invalid method"),
         (_, "/v1/metrics") => {
             if req.query().get("format") == Some(&"prometheus") {
+                wait_metrics_released(state);
+                if state.metrics_status != 200 {
+                    return Reply::text(state.metrics_status, "Prometheus is not enabled");
+                }
                 Reply {
                     status: 200,
                     headers: vec![(
@@ -611,6 +634,23 @@ fn upgraded_echo(w: &mut UnixStream) -> std::io::Result<()> {
     Err(std::io::ErrorKind::ConnectionAborted.into())
 }
 
+/// Waits (up to 20 s) until the test releases the metrics responses.
+fn wait_metrics_released(state: &State) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut open = state.metrics_gate.lock().unwrap();
+    while !*open && !state.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        open = state
+            .metrics_opened
+            .wait_timeout(open, deadline - now)
+            .unwrap()
+            .0;
+    }
+}
+
 fn wait_released(state: &State, n: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut released = state.released.lock().unwrap();
@@ -649,6 +689,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        415 => "Unsupported Media Type",
         500 => "Internal Server Error",
         _ => "Unknown",
     }

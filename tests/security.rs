@@ -1,0 +1,704 @@
+//! Nobody can turn the workload token against the cluster: request hygiene,
+//! safe coalescing, browser refusal, node-scoped queries, load limits, client
+//! addresses, and a loud failed start. Each test names the promise, asserts
+//! the status and the reason, and what reached the socket.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use support::standin::{prometheus_body, Options, StandIn, HEALTH_BODY};
+use support::{get, run_to_exit, send, setup, setup_with, Conn, Proxy, TempDir, IO_TIMEOUT, TOKEN};
+
+/// Reads until the proxy closes the connection: `true` when it did (end of
+/// stream or reset), `false` when it was still open after `IO_TIMEOUT`.
+fn closed_by_proxy(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut buf = [0; 65536];
+    for _ in 0..100_000 {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `IO_TIMEOUT`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of one series in the proxy's own metrics text, or 0.
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+// ---- 1. Request hygiene ----------------------------------------------------
+
+#[test]
+fn blank_lines_then_a_byte_by_byte_header_are_cut_off_at_the_header_timeout() {
+    let s = setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
+    let mut c = TcpStream::connect(s.proxy.addr).unwrap();
+    c.write_all(b"\r\n\r\n").unwrap();
+    // Then a byte every 50 ms: 400 bytes would take 20 s, and no single read
+    // waits long. The proxy must close while the client is still sending.
+    let header = format!(
+        "GET /v1/metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(360)
+    );
+    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut sent = 0;
+    let mut closed = false;
+    for byte in header.bytes() {
+        if c.write_all(&[byte]).is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        let mut buf = [0; 64];
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "still open after the whole header was sent");
+    assert!(sent < header.len(), "closed only after the client stopped");
+    assert!(s.standin.requests().is_empty());
+}
+
+#[test]
+fn an_oversize_header_after_blank_lines_gets_431_and_nothing_is_forwarded() {
+    let s = setup(&[]);
+    let mut raw = b"\r\n".repeat(100);
+    raw.extend_from_slice(b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+    raw.extend_from_slice(&b"a".repeat(70 * 1024));
+    raw.extend_from_slice(b"\r\n\r\n");
+    match send(s.proxy.addr, &raw) {
+        Ok(resp) => {
+            assert_eq!(resp.status, 431);
+            assert!(resp.text().contains("65536"), "{}", resp.text());
+        }
+        Err(e) => assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "neither answered nor closed: {e}"
+        ),
+    }
+    // Blank lines alone push the total past the limit too.
+    let mut raw = b"\r\n".repeat(33 * 1024);
+    raw.extend_from_slice(b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    if let Ok(resp) = send(s.proxy.addr, &raw) {
+        assert_eq!(resp.status, 431);
+    }
+    assert!(s.standin.requests().is_empty());
+    // A few blank lines before an ordinary request are skipped, as RFC 9112 allows.
+    let resp = send(
+        s.proxy.addr,
+        b"\r\n\r\nGET /v1/agent/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+    assert_eq!(s.standin.requests().len(), 1);
+}
+
+#[test]
+fn a_body_on_a_group_path_gets_400_and_is_not_forwarded() {
+    let s = setup(&[]);
+    for raw in [
+        &b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"[..],
+        b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HEAD /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let resp = send(s.proxy.addr, raw).unwrap();
+        assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(raw));
+        if !raw.starts_with(b"HEAD") {
+            assert_eq!(
+                resp.text(),
+                "bad request: this endpoint takes no request body: send no Transfer-Encoding \
+                 and no Content-Length other than 0"
+            );
+        }
+    }
+    assert!(s.standin.requests().is_empty());
+    // Content-Length: 0 is no body.
+    let resp = send(
+        s.proxy.addr,
+        b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(s.standin.requests().len(), 1);
+}
+
+#[test]
+fn an_upgrade_on_a_group_path_gets_400_never_101() {
+    for all in ["false", "true"] {
+        let s = setup(&[("HOLEPUNCH_ALLOW_ALL", all)]);
+        let resp = get(
+            s.proxy.addr,
+            "/v1/agent/health",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+        assert_eq!(resp.status, 400, "ALL={all}");
+        assert_eq!(
+            resp.text(),
+            "bad request: protocol upgrades (Upgrade) are not forwarded on this endpoint"
+        );
+        assert!(s.standin.requests().is_empty(), "ALL={all}");
+    }
+}
+
+#[test]
+fn the_socket_always_gets_host_localhost() {
+    let s = setup(&[]);
+    let resp = send(
+        s.proxy.addr,
+        b"GET /v1/agent/health HTTP/1.1\r\nHost: evil.example:6120\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+    // HTTP/1.0 with no Host at all: Go's server would answer 400 to a
+    // Host-less HTTP/1.1 request, which is what Pingora sends upstream.
+    let resp = send(s.proxy.addr, b"GET /v1/agent/health HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+    let requests = s.standin.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(r.header_values("host"), vec!["localhost"], "{r:?}");
+    }
+}
+
+#[test]
+fn two_host_headers_get_400_and_are_not_forwarded() {
+    let s = setup(&[]);
+    let resp = send(
+        s.proxy.addr,
+        b"GET /v1/metrics HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // Pingora's parser refuses it before the decision sees it (RFC 9112,
+    // section 3.2); the decision refuses it too, should that ever change.
+    assert_eq!(resp.status, 400);
+    assert!(s.standin.requests().is_empty());
+}
+
+fn tls_setup(extra: &[(&str, &str)]) -> (Proxy, StandIn, TempDir) {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let dir = TempDir::new();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::copy(format!("{fixtures}/a.crt"), &cert).unwrap();
+    std::fs::copy(format!("{fixtures}/a.key"), &key).unwrap();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let mut env = vec![
+        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap().to_string()),
+        ("NOMAD_TOKEN", TOKEN.to_string()),
+        (
+            "HOLEPUNCH_TLS_CERT_FILE",
+            cert.to_str().unwrap().to_string(),
+        ),
+        ("HOLEPUNCH_TLS_KEY_FILE", key.to_str().unwrap().to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = Proxy::spawn(&env, &[], support::free_port());
+    // Up once the port accepts a TCP connection (the health check is plain HTTP).
+    eventually("the TLS listener accepts", || {
+        TcpStream::connect(proxy.addr).is_ok()
+    });
+    (proxy, standin, dir)
+}
+
+#[test]
+fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
+    let (proxy, standin, _dir) = tls_setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
+    // Pingora alone would keep it for 60 s; IO_TIMEOUT is 10 s.
+    let mut silent = TcpStream::connect(proxy.addr).unwrap();
+    assert!(
+        closed_by_proxy(&mut silent),
+        "a silent TLS client is still connected"
+    );
+    // Half a ClientHello, then nothing.
+    let mut partial = TcpStream::connect(proxy.addr).unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    assert!(
+        closed_by_proxy(&mut partial),
+        "a stalled handshake is still connected"
+    );
+    assert!(standin.requests().is_empty());
+    assert!(!proxy.log().contains("panicked"));
+}
+
+#[test]
+fn a_client_that_reads_nothing_is_closed_at_the_write_timeout() {
+    // Larger than what is shared (8 MiB), so it is streamed from the socket.
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = 24 << 20;
+    let s = setup_with(
+        options,
+        &[
+            ("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "1s"),
+            ("RUST_LOG", "info"),
+        ],
+        &[],
+    );
+    let mut c = TcpStream::connect(s.proxy.addr).unwrap();
+    c.write_all(b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The proxy says when it gave up on this client; only then read.
+    eventually("the proxy closes the client that reads nothing", || {
+        s.proxy
+            .log()
+            .contains("the client took no bytes for HOLEPUNCH_CLIENT_WRITE_TIMEOUT: closed")
+    });
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(
+        got.len() < prometheus_body(24 << 20).len(),
+        "the whole body arrived: the connection was not closed"
+    );
+    // Others are served meanwhile.
+    let resp = get(s.proxy.addr, "/v1/agent/health", "");
+    assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+}
+
+// ---- 2. Coalescing: one client never affects another ----------------------
+
+#[test]
+fn a_scraper_that_reads_nothing_holds_up_no_identical_scrape() {
+    const FOLLOWERS: usize = 10;
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = 4 << 20;
+    options.hold_metrics = true;
+    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
+    let addr = s.proxy.addr;
+    // The first scraper sends its request and never reads a byte.
+    let mut stuck = TcpStream::connect(addr).unwrap();
+    stuck
+        .write_all(b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(s.standin.wait_for_requests(1, IO_TIMEOUT));
+    let followers: Vec<_> = (0..FOLLOWERS)
+        .map(|_| std::thread::spawn(move || get(addr, "/v1/metrics?format=prometheus", "")))
+        .collect();
+    let own = telemetry.parse().unwrap();
+    eventually("every follower waits for the one fetch", || {
+        let text = get(own, "/metrics", "").text();
+        series(&text, "holepunch_metrics_scrapes_waiting") == FOLLOWERS as f64
+    });
+    s.standin.release_metrics();
+    let expected = prometheus_body(4 << 20);
+    for f in followers {
+        let resp = f.join().unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(
+            resp.body == expected,
+            "a follower got {} bytes",
+            resp.body.len()
+        );
+    }
+    assert_eq!(s.standin.requests().len(), 1, "one fetch served everyone");
+    drop(stuck);
+}
+
+#[test]
+fn followers_of_a_leader_that_got_no_200_make_their_own_requests() {
+    const FOLLOWERS: usize = 5;
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let mut options = Options::new(TOKEN);
+    options.hold_metrics = true;
+    options.metrics_status = 415;
+    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
+    let addr = s.proxy.addr;
+    let scrape = move || get(addr, "/v1/metrics?format=prometheus", "");
+    let leader = std::thread::spawn(scrape);
+    assert!(s.standin.wait_for_requests(1, IO_TIMEOUT));
+    let followers: Vec<_> = (0..FOLLOWERS).map(|_| std::thread::spawn(scrape)).collect();
+    let own = telemetry.parse().unwrap();
+    eventually("the followers wait for the leader", || {
+        let text = get(own, "/metrics", "").text();
+        series(&text, "holepunch_metrics_scrapes_waiting") == FOLLOWERS as f64
+    });
+    s.standin.release_metrics();
+    for t in std::iter::once(leader).chain(followers) {
+        let resp = t.join().unwrap();
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (415, "Prometheus is not enabled")
+        );
+    }
+    assert_eq!(s.standin.requests().len(), 1 + FOLLOWERS);
+}
+
+// ---- 3. Requests from web pages --------------------------------------------
+
+#[test]
+fn requests_from_web_pages_get_403_and_are_not_forwarded() {
+    let s = setup(&[]);
+    for header in [
+        "Origin: https://intranet.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Sec-Fetch-Site: same-site\r\n",
+        "Sec-Fetch-Site: same-origin\r\n",
+    ] {
+        let resp = get(s.proxy.addr, "/v1/metrics", header);
+        assert_eq!(resp.status, 403, "{header}");
+        assert!(
+            resp.text().contains("requests from web pages"),
+            "{}",
+            resp.text()
+        );
+    }
+    assert!(s.standin.requests().is_empty());
+    // A person who typed the URL.
+    let resp = get(s.proxy.addr, "/v1/agent/health", "Sec-Fetch-Site: none\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(s.standin.requests().len(), 1);
+}
+
+#[test]
+fn under_all_a_web_page_cannot_register_a_job() {
+    let s = setup(&[("HOLEPUNCH_ALLOW_ALL", "true")]);
+    let body = r#"{"Job":{"ID":"evil"}}"#;
+    let raw = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:6120\r\nOrigin: https://evil.example\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = send(s.proxy.addr, raw.as_bytes()).unwrap();
+    assert_eq!(resp.status, 403);
+    assert!(resp.text().contains("requests from web pages"));
+    assert!(s.standin.requests().is_empty());
+}
+
+#[test]
+fn allowed_hosts_refuses_other_names_with_421() {
+    let s = setup(&[(
+        "HOLEPUNCH_ALLOWED_HOSTS",
+        "nomad-1.example.com,*.nodes.example",
+    )]);
+    let host = |h: &str| {
+        send(
+            s.proxy.addr,
+            format!("GET /v1/agent/health HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    for bad in [
+        "rebound.evil.example",
+        "nodes.example:6120",
+        "nomad-1.example.com.evil",
+    ] {
+        let resp = host(bad);
+        assert_eq!(resp.status, 421, "{bad}");
+        assert_eq!(
+            resp.text(),
+            "misdirected request: this Host is not one HOLEPUNCH_ALLOWED_HOSTS allows"
+        );
+    }
+    assert!(s.standin.requests().is_empty());
+    for ok in [
+        "nomad-1.example.com:6120",
+        "a.nodes.example",
+        "10.1.2.3:6120",
+        "[::1]:6120",
+        "localhost",
+    ] {
+        assert_eq!(host(ok).status, 200, "{ok}");
+    }
+    assert_eq!(s.standin.requests().len(), 5);
+}
+
+// ---- 4. ALL needs authentication off loopback -------------------------------
+
+#[test]
+fn all_off_loopback_without_client_tokens_refuses_to_start() {
+    let exit = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
+            ("HOLEPUNCH_ALLOW_ALL", "true"),
+            ("HOLEPUNCH_BIND", "0.0.0.0"),
+        ],
+        &[],
+    );
+    assert_eq!(exit.status.code(), Some(2), "{}", exit.stderr);
+    let first = exit.stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("HOLEPUNCH_CLIENT_TOKEN_FILE"), "{first}");
+    assert!(first.contains("HOLEPUNCH_BIND"), "{first}");
+    assert!(!exit.stderr.contains("listening on"));
+    // With client tokens it may; on loopback it may without.
+    let dir = TempDir::new();
+    let tokens = dir.join("clients");
+    std::fs::write(&tokens, "a-client-token-of-enough-length\n").unwrap();
+    for extra in [
+        vec![
+            ("HOLEPUNCH_BIND", "0.0.0.0"),
+            ("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap()),
+        ],
+        vec![("HOLEPUNCH_BIND", "127.0.0.1")],
+    ] {
+        let mut env = vec![
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
+            ("HOLEPUNCH_ALLOW_ALL", "true"),
+        ];
+        env.extend(extra);
+        let exit = run_to_exit(&env, &["--check"]);
+        assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+    }
+}
+
+// ---- 5. Queries stay on this node and in this region ------------------------
+
+#[test]
+fn another_region_gets_403_naming_both_regions() {
+    let s = setup(&[
+        ("NOMAD_REGION", "europe"),
+        ("HOLEPUNCH_ALLOW_SERVICES", "true"),
+    ]);
+    let resp = get(s.proxy.addr, "/v1/services?region=global&stale=", "");
+    assert_eq!(resp.status, 403);
+    let text = resp.text();
+    for part in ["\"europe\"", "\"global\"", "nomad_sd_configs"] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+    let resp = get(s.proxy.addr, "/v1/metrics?reg%69on=asia", "");
+    assert_eq!(resp.status, 403);
+    assert!(s.standin.requests().is_empty());
+    let resp = get(s.proxy.addr, "/v1/services?region=europe", "");
+    assert_eq!(resp.status, 200);
+    let requests = s.standin.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].target, "/v1/services?region=europe");
+}
+
+#[test]
+fn node_id_and_server_id_on_agent_groups_get_403() {
+    let s = setup(&[("HOLEPUNCH_ALLOW_AGENT_HOST", "true")]);
+    for target in [
+        "/v1/agent/host?node_id=f7476465-4d6e-c0de-26d0-e383c49be941",
+        "/v1/agent/host?server_id=leader",
+        "/v1/agent/health?node_id=x",
+        "/v1/agent/host?n%6fde_id=x",
+    ] {
+        let resp = get(s.proxy.addr, target, "");
+        assert_eq!(resp.status, 403, "{target}");
+        assert!(
+            resp.text().contains("another agent's data"),
+            "{}",
+            resp.text()
+        );
+    }
+    assert!(s.standin.requests().is_empty());
+    assert_eq!(get(s.proxy.addr, "/v1/agent/host", "").status, 200);
+}
+
+// ---- 6. Limits that protect the Nomad servers ---------------------------------
+
+#[test]
+fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let s = setup(&[
+        ("HOLEPUNCH_MAX_IN_FLIGHT", "2"),
+        ("HOLEPUNCH_ALLOW_NODES", "true"),
+        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
+    ]);
+    let addr = s.proxy.addr;
+    // Two blocking queries hold both places until the index moves.
+    let blocking: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(addr, "/v1/nodes?index=42&wait=60s", "")))
+        .collect();
+    assert!(s.standin.wait_for_requests(2, IO_TIMEOUT));
+    let resp = get(addr, "/v1/agent/health", "");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert!(
+        resp.text().contains("HOLEPUNCH_MAX_IN_FLIGHT"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(get(addr, "/health", "").status, 200);
+    assert_eq!(s.standin.requests().len(), 2, "nothing more was forwarded");
+    let text = get(telemetry.parse().unwrap(), "/metrics", "").text();
+    assert_eq!(
+        series(
+            &text,
+            "holepunch_requests_total{code=\"5xx\",decision=\"limited\",group=\"agent_health\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    s.standin.bump_index();
+    for b in blocking {
+        assert_eq!(b.join().unwrap().status, 200);
+    }
+    assert_eq!(get(addr, "/v1/agent/health", "").status, 200);
+}
+
+#[test]
+fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
+    let s = setup(&[("HOLEPUNCH_RATE_LIMIT", "3/h")]);
+    for _ in 0..3 {
+        assert_eq!(get(s.proxy.addr, "/v1/agent/health", "").status, 200);
+    }
+    let resp = get(s.proxy.addr, "/v1/agent/health", "");
+    assert_eq!(resp.status, 429);
+    let retry: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert!(resp.text().contains("HOLEPUNCH_RATE_LIMIT"));
+    assert_eq!(s.standin.requests().len(), 3);
+    // Exempt: the local routes.
+    for path in ["/health", "/ready"] {
+        assert_eq!(get(s.proxy.addr, path, "").status, 200, "{path}");
+    }
+}
+
+#[test]
+fn limits_are_validated_strictly() {
+    for (var, bad) in [
+        ("HOLEPUNCH_MAX_IN_FLIGHT", "0"),
+        ("HOLEPUNCH_RATE_LIMIT", "20"),
+        ("HOLEPUNCH_RATE_LIMIT", "20/day"),
+        ("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "30"),
+    ] {
+        let exit = run_to_exit(
+            &[
+                ("NOMAD_TOKEN", TOKEN),
+                ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
+                (var, bad),
+            ],
+            &["--check"],
+        );
+        assert_eq!(exit.status.code(), Some(2), "{var}={bad}");
+        assert!(
+            exit.stderr
+                .starts_with(&format!("nomad-holepunch: {var}={bad:?}: expected")),
+            "{}",
+            exit.stderr
+        );
+    }
+}
+
+// ---- 7. Who may connect, by address ------------------------------------------
+
+#[test]
+fn allow_from_refuses_other_addresses_but_not_health() {
+    let s = setup(&[("HOLEPUNCH_ALLOW_FROM", "10.0.0.0/8, fd00::/8")]);
+    let resp = get(s.proxy.addr, "/v1/metrics", "");
+    assert_eq!(resp.status, 403);
+    assert_eq!(
+        resp.text(),
+        "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM"
+    );
+    for path in ["/health", "/ready"] {
+        assert_eq!(get(s.proxy.addr, path, "").status, 200, "{path}");
+    }
+    assert!(s.standin.requests().is_empty());
+    let s = setup(&[("HOLEPUNCH_ALLOW_FROM", "10.0.0.0/8,127.0.0.1")]);
+    assert_eq!(get(s.proxy.addr, "/v1/agent/health", "").status, 200);
+    let exit = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_ALLOW_FROM", "10.0.0.1/8,nowhere"),
+        ],
+        &["--check"],
+    );
+    assert_eq!(exit.status.code(), Some(2));
+    assert!(
+        exit.stderr.contains("HOLEPUNCH_ALLOW_FROM"),
+        "{}",
+        exit.stderr
+    );
+    assert!(exit.stderr.contains("10.0.0.0/8"), "{}", exit.stderr);
+}
+
+// ---- 8. A failed start is loud and final ---------------------------------------
+
+fn start_must_fail(env: &[(&str, &str)], var: &str, why: &str) {
+    let mut full = vec![
+        ("NOMAD_TOKEN", TOKEN),
+        ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
+    ];
+    full.extend_from_slice(env);
+    let exit = run_to_exit(&full, &[]);
+    assert!(!exit.status.success(), "{}", exit.stderr);
+    let problem: Vec<&str> = exit
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("nomad-holepunch: "))
+        .collect();
+    assert_eq!(problem.len(), 1, "{}", exit.stderr);
+    assert!(problem[0].contains(var), "{}", problem[0]);
+    assert!(problem[0].contains(why), "{}", problem[0]);
+    assert!(!exit.stderr.contains("listening on"), "{}", exit.stderr);
+    assert!(!exit.stderr.contains("panicked"), "{}", exit.stderr);
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_with_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    start_must_fail(
+        &[("HOLEPUNCH_BIND", "127.0.0.1"), ("HOLEPUNCH_PORT", &port)],
+        "HOLEPUNCH_PORT",
+        &format!("127.0.0.1:{port}: the port is in use"),
+    );
+    let free = support::free_port().to_string();
+    let telemetry = format!("127.0.0.1:{port}");
+    start_must_fail(
+        &[
+            ("HOLEPUNCH_BIND", "127.0.0.1"),
+            ("HOLEPUNCH_PORT", &free),
+            ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
+        ],
+        "HOLEPUNCH_TELEMETRY_BIND",
+        "the port is in use",
+    );
+    // TEST-NET-1 is on no host.
+    start_must_fail(
+        &[("HOLEPUNCH_BIND", "192.0.2.1"), ("HOLEPUNCH_PORT", &free)],
+        "HOLEPUNCH_BIND",
+        "not on this host",
+    );
+    drop(taken);
+}
+
+#[test]
+fn listening_is_logged_once_bound_and_the_proxy_serves() {
+    let s = setup(&[]);
+    assert!(s
+        .proxy
+        .log()
+        .contains(&format!("listening on http://{}", s.proxy.addr)));
+    let mut c = Conn::open(s.proxy.addr).unwrap();
+    let resp = c
+        .request(b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(resp.status, 200);
+}
