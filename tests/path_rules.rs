@@ -309,3 +309,168 @@ fn the_generator_reaches_forwarded_targets() {
         "only {absolute} forwarded targets were absolute-form"
     );
 }
+
+// ---- The whole head: random requests against an independent model ----------
+
+use holepunch::cidr::AddrSet;
+use holepunch::head::{decide_request, Head, HostList, Rules};
+
+/// Nomad's routes for each group, written out apart from the code under
+/// test: (path, group flag suffix, is an agent endpoint).
+const ROUTES: &[(&str, &str, bool)] = &[
+    ("/v1/metrics", "METRICS", false),
+    ("/v1/agent/health", "AGENT_HEALTH", true),
+    ("/v1/agent/self", "AGENT_SELF", true),
+    ("/v1/agent/host", "AGENT_HOST", true),
+    ("/v1/nodes", "NODES", false),
+    ("/v1/node/abc/allocations", "NODES", false),
+    ("/v1/services", "SERVICES", false),
+    ("/v1/service/web", "SERVICES", false),
+    ("/v1/status/leader", "STATUS", false),
+];
+
+/// Paths outside every group.
+const OTHER_PATHS: &[&str] = &[
+    "/v1/jobs",
+    "/v1/var/a",
+    "/v1/agent/monitor",
+    "/health",
+    "/ready",
+];
+
+const QUERIES: &[&str] = &[
+    "",
+    "?format=prometheus",
+    "?region=europe",
+    "?region=global",
+    "?reg%69on=asia",
+    "?region=asia;x=1",
+    "?node_id=abc",
+    "?server_id=s",
+    "?index=5&wait=1s",
+];
+
+const HEADERS: &[(&str, &str)] = &[
+    ("Origin", "https://evil.example"),
+    ("Sec-Fetch-Site", "none"),
+    ("Sec-Fetch-Site", "cross-site"),
+    ("Upgrade", "websocket"),
+    ("Content-Length", "0"),
+    ("Content-Length", "5"),
+    ("Transfer-Encoding", "chunked"),
+    ("Host", "evil.example"),
+    ("Host", "10.0.0.9:6120"),
+    ("Accept", "text/plain"),
+];
+
+fn flag_of(name: &str) -> Group {
+    *Group::ALL
+        .iter()
+        .find(|g| g.flag() == format!("HOLEPUNCH_ALLOW_{name}"))
+        .expect("a flag for every group in ROUTES")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// For random heads and rules: whatever the model says must not go to
+    /// the socket is never forwarded, and a clean request to an open group
+    /// is always forwarded.
+    #[test]
+    fn no_refused_head_is_forwarded(
+        path in 0..(ROUTES.len() + OTHER_PATHS.len()),
+        query in 0..QUERIES.len(),
+        method in prop::sample::select(vec!["GET", "HEAD", "POST", "DELETE"]),
+        headers in prop::collection::vec(0..HEADERS.len(), 0..4),
+        open in prop::collection::vec(any::<bool>(), ROUTES.len()),
+        all in any::<bool>(),
+        from_ten in any::<bool>(),
+        client in prop::sample::select(vec!["10.1.2.3", "192.0.2.1", "::ffff:10.0.0.1"]),
+        hosts_limited in any::<bool>(),
+        region_known in any::<bool>(),
+    ) {
+        let (path, route) = match ROUTES.get(path) {
+            Some(r) => (r.0, Some(*r)),
+            None => (OTHER_PATHS[path - ROUTES.len()], None),
+        };
+        let target = format!("{path}{}", QUERIES[query]);
+        let mut allow = Allowlist::none().with_all(all);
+        for (i, r) in ROUTES.iter().enumerate() {
+            if open[i] {
+                allow = allow.with(flag_of(r.1), true);
+            }
+        }
+        let rules = Rules {
+            allow,
+            allow_from: from_ten.then(|| AddrSet::parse("10.0.0.0/8").unwrap()),
+            allowed_hosts: hosts_limited.then(|| HostList::parse("nomad.example").unwrap()),
+            region: region_known.then(|| "europe".to_string()),
+        };
+        let mut map = http::HeaderMap::new();
+        let mut seen = Vec::new();
+        for &h in &headers {
+            let (k, v) = HEADERS[h];
+            // One Host at most: two are refused by Pingora's parser first.
+            if k == "Host" && seen.iter().any(|(k, _): &(&str, &str)| *k == "Host") {
+                continue;
+            }
+            seen.push((k, v));
+            map.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_static(v),
+            );
+        }
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let ip: std::net::IpAddr = client.parse().unwrap();
+        let d = decide_request(&rules, &Head {
+            method: &method,
+            target: target.as_bytes(),
+            headers: &map,
+            client: Some(ip),
+        });
+
+        // The model, from the words.
+        let has = |k: &str, v: &str| seen.iter().any(|(hk, hv)| *hk == k && *hv == v);
+        let local = path == "/health" || path == "/ready";
+        let read_only = method == Method::GET || method == Method::HEAD;
+        let q = QUERIES[query];
+        let mut must_not = Vec::new();
+        if !local {
+            if from_ten && !client.contains("10.") { must_not.push("address"); }
+            if seen.iter().any(|(k, _)| *k == "Origin") || has("Sec-Fetch-Site", "cross-site") {
+                must_not.push("web page");
+            }
+            if hosts_limited && has("Host", "evil.example") { must_not.push("host"); }
+            match route {
+                None if !all => must_not.push("outside the groups"),
+                None => {}
+                Some((_, flag, agent)) => {
+                    let group_open = ROUTES
+                        .iter()
+                        .zip(&open)
+                        .any(|(r, &o)| o && r.1 == flag);
+                    if has("Upgrade", "websocket") { must_not.push("upgrade"); }
+                    if !all {
+                        if !group_open { must_not.push("closed group"); }
+                        if !read_only { must_not.push("method"); }
+                        if has("Content-Length", "5") || has("Transfer-Encoding", "chunked") {
+                            must_not.push("body");
+                        }
+                        if region_known && (q == "?region=global" || q == "?reg%69on=asia") {
+                            must_not.push("region");
+                        }
+                        if agent && (q == "?node_id=abc" || q == "?server_id=s") {
+                            must_not.push("other agent");
+                        }
+                    }
+                }
+            }
+        }
+        let forwarded = matches!(d, Decision::Forward { .. });
+        if !must_not.is_empty() {
+            prop_assert!(!forwarded, "{method} {target} {seen:?} from {client}: {must_not:?} but {d:?}");
+        } else if !local {
+            prop_assert!(forwarded, "{method} {target} {seen:?} from {client}: clean but {d:?}");
+        }
+    }
+}
