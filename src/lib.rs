@@ -6,14 +6,18 @@
 //! - [`cli`]: the command-line flags (pure);
 //! - [`config`]: the environment variables, parsed strictly (pure);
 //! - [`target`]: the request-target rule, one function (pure);
-//! - [`allowlist`]: endpoint groups and the per-request decision (pure);
+//! - [`allowlist`]: endpoint groups and the path decision (pure);
+//! - [`head`]: the whole request decision, from the request head (pure);
+//! - [`cidr`]: address ranges for `HOLEPUNCH_ALLOW_FROM` (pure);
+//! - [`limits`]: requests in flight on the socket, and per-client rates;
 //! - [`token`]: the workload token;
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
 //! - [`watch`]: re-reading those files when they change;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
-//! - [`guard`]: the request-header deadline and size limit in front of it;
+//! - [`guard`]: TLS, the request-header deadline and size limit, and the
+//!   client write timeout, in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
