@@ -621,6 +621,8 @@ impl Holepunch {
         let target = session.req_header().raw_path().to_vec();
         match self.fetch(&target, accept, leader, ctx).await {
             Ok(shared) => {
+                // Off the socket: the client's own pace holds no place there.
+                ctx.permit = None;
                 respond_shared(session, &shared, None).await?;
                 Ok(true)
             }

@@ -228,6 +228,37 @@ fn tls_setup(extra: &[(&str, &str)]) -> (Proxy, StandIn, TempDir) {
     (proxy, standin, dir)
 }
 
+/// A TLS client (trusting the fixture's self-signed certificate) whose
+/// handshake is complete.
+fn tls_client(
+    addr: std::net::SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    pingora::tls::install_default_crypto_provider();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tls/a.crt"
+    ))
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
 #[test]
 fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
     let (proxy, standin, _dir) = tls_setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
@@ -246,6 +277,17 @@ fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
         closed_by_proxy(&mut partial),
         "a stalled handshake is still connected"
     );
+    // A whole handshake, then no request header.
+    let mut idle = tls_client(proxy.addr);
+    let mut buf = [0; 64];
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "a TLS client that sent no header is still connected: {e}"
+        ),
+    }
     assert!(standin.requests().is_empty());
     assert!(!proxy.log().contains("panicked"));
 }
@@ -563,7 +605,11 @@ fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
 
 #[test]
 fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
-    let s = setup(&[("HOLEPUNCH_RATE_LIMIT", "3/h")]);
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let s = setup(&[
+        ("HOLEPUNCH_RATE_LIMIT", "3/h"),
+        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
+    ]);
     for _ in 0..3 {
         assert_eq!(get(s.proxy.addr, "/v1/agent/health", "").status, 200);
     }
@@ -573,6 +619,15 @@ fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
     assert!((1..=3600).contains(&retry), "{retry}");
     assert!(resp.text().contains("HOLEPUNCH_RATE_LIMIT"));
     assert_eq!(s.standin.requests().len(), 3);
+    let text = get(telemetry.parse().unwrap(), "/metrics", "").text();
+    assert_eq!(
+        series(
+            &text,
+            "holepunch_requests_total{code=\"4xx\",decision=\"limited\",group=\"agent_health\"}"
+        ),
+        1.0,
+        "{text}"
+    );
     // Exempt: the local routes.
     for path in ["/health", "/ready"] {
         assert_eq!(get(s.proxy.addr, path, "").status, 200, "{path}");
