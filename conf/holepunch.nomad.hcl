@@ -1,25 +1,46 @@
-# nomad-holepunch as a system job: one proxy on every node, serving that
-# node's Nomad agent API (metrics and agent health by default) on port 6120.
+# nomad-holepunch as a system job: one proxy on every Linux node, serving that
+# node's Nomad agent API (metrics and agent health by default) on port 6120,
+# and its own metrics on port 6121.
 #
-#   nomad job run conf/holepunch.nomad.hcl
-#   nomad job run -var 'allow=["METRICS","AGENT_HEALTH","NODES"]' conf/holepunch.nomad.hcl
+#   nomad job run -var image=<your registry>/nomad-holepunch:<version> conf/holepunch.nomad.hcl
+#   nomad job run -var image=<your registry>/nomad-holepunch:<version> \
+#     -var 'allow=["METRICS","AGENT_HEALTH","NODES"]' conf/holepunch.nomad.hcl
+#
+# Needs Nomad 1.6.0 or later: `node_pool` came in 1.6.0, the Task API socket
+# and `identity { env, file }` in 1.5.0 (hashicorp/nomad CHANGELOG-unsupported.md).
+# A named identity with a `ttl`, renewed and rewritten in its file, needs 1.7.0.
+# With ACLs on, avoid Nomad 2.0.1: it refused client RPCs for allocations of
+# jobs in node_pool "all" (acl/acl.go AllowClientOp; GH-27973, fixed in 2.0.2).
+#
+# `image` has no default on purpose. The docker driver pulls an image that is
+# not on the node (and always a `latest` tag) from the registry its name
+# points at: Docker Hub's library/ for a bare name such as
+# nomad-holepunch:0.2.0, which has no such image, so every allocation would
+# fail and retry (hashicorp/nomad drivers/docker/driver.go, createImage).
+# Without -var image, Nomad refuses the job with `Unset variable "image"`
+# (jobspec2/types.variables.go).
 #
 # Groups beyond METRICS, AGENT_HEALTH and STATUS need an ACL policy attached
-# to the job: see conf/holepunch-policy.hcl and the README.
+# to this job, named after it: see conf/holepunch-policy.hcl and the README.
 #
 # The Nomad agents must have `telemetry { prometheus_metrics = true }`, or
 # /v1/metrics?format=prometheus answers 415.
 
 variable "image" {
   type        = string
-  description = "The nomad-holepunch container image (build it from the Containerfile and push it to your registry)."
-  default     = "nomad-holepunch:0.2.0"
+  description = "The nomad-holepunch container image in your registry, such as registry.example.com/nomad-holepunch:0.2.0 (build it from the Containerfile and push it)."
 }
 
 variable "port" {
   type        = number
   description = "The static port the proxy listens on, on every node."
   default     = 6120
+}
+
+variable "telemetry_port" {
+  type        = number
+  description = "The static port of the proxy's own metrics (HOLEPUNCH_TELEMETRY_BIND), on every node."
+  default     = 6121
 }
 
 variable "allow" {
@@ -32,11 +53,28 @@ job "holepunch" {
   type      = "system"
   node_pool = "all"
 
+  # node_pool = "all" includes Windows clients, where this Linux image cannot
+  # run; Nomad's own e2e system jobs pin the kernel the same way
+  # (e2e/metrics/input/nomadagent.hcl).
+  constraint {
+    attribute = "${attr.kernel.name}"
+    value     = "linux"
+  }
+
   group "holepunch" {
+    # The group network is in host mode (Nomad's default), so the docker
+    # driver puts the container on Docker's own bridge and publishes each
+    # port on the node's address (NOMAD_IP_http), the address Nomad allocated
+    # the port on (drivers/docker/driver.go, PortBindings). Inside the
+    # container that address does not exist: the proxy binds 0.0.0.0 there.
     network {
       port "http" {
         static = var.port
         to     = var.port
+      }
+      port "telemetry" {
+        static = var.telemetry_port
+        to     = var.telemetry_port
       }
     }
 
@@ -54,12 +92,14 @@ job "holepunch" {
 
       config {
         image = var.image
-        ports = ["http"]
+        ports = ["http", "telemetry"]
       }
 
       # The workload token: env for the Go original's NOMAD_TOKEN, the file
-      # because Nomad rewrites it when it rotates the token and the proxy
-      # re-reads it.
+      # for HOLEPUNCH_TOKEN_FILE, which the proxy re-reads whenever Nomad
+      # rewrites it (at each task start, and at each renewal of an identity
+      # with a ttl, Nomad 1.7+). A one-line block holds only one argument in
+      # HCL2, so the two go on separate lines.
       identity {
         env  = true
         file = true
@@ -69,10 +109,12 @@ job "holepunch" {
       # value stops the task with a message instead of running half-configured.
       env = merge(
         {
-          HOLEPUNCH_BIND       = "0.0.0.0"
-          HOLEPUNCH_PORT       = "${var.port}"
-          HOLEPUNCH_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/nomad_token"
-          RUST_LOG             = "info"
+          # 0.0.0.0 inside the container: see the network block.
+          HOLEPUNCH_BIND           = "0.0.0.0"
+          HOLEPUNCH_PORT           = "${var.port}"
+          HOLEPUNCH_TELEMETRY_BIND = "0.0.0.0:${var.telemetry_port}"
+          HOLEPUNCH_TOKEN_FILE     = "${NOMAD_SECRETS_DIR}/nomad_token"
+          RUST_LOG                 = "info"
         },
         # Groups left out of var.allow are off, METRICS and AGENT_HEALTH included.
         {
@@ -110,6 +152,19 @@ job "holepunch" {
           interval = "10s"
           timeout  = "2s"
         }
+      }
+
+      # The proxy's own metrics, for conf/holepunch.rules.yml. The relabelling
+      # in conf/prometheus-nomad-sd.yml gives them job="holepunch", the job
+      # name conf/prometheus.yml uses, so the rules work with either.
+      service {
+        provider = "nomad"
+        name     = "holepunch-telemetry"
+        port     = "telemetry"
+        tags = [
+          "prometheus",
+          "metrics_path=/metrics",
+        ]
       }
     }
   }

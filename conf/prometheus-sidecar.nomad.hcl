@@ -1,22 +1,35 @@
 # Prometheus with nomad-holepunch as a prestart sidecar, so that Prometheus
 # discovers services with nomad_sd_configs through the Task API, holding no
-# Nomad token of its own. Nomad's own end-to-end suite runs the Go original
-# this way.
+# Nomad token of its own.
 #
-#   nomad job run conf/prometheus-sidecar.nomad.hcl
+#   nomad job run -var holepunch_image=<your registry>/nomad-holepunch:<version> \
+#     conf/prometheus-sidecar.nomad.hcl
+#
+# Needs Nomad 1.5.0 or later (the Task API socket and `identity`; hashicorp/nomad
+# CHANGELOG-unsupported.md), and Prometheus 2.37 or later for nomad_sd_configs.
 #
 # The sidecar binds 127.0.0.1 and allows only SERVICES (/v1/services and
-# /v1/service/:name, GET only). A workload identity may read the services of
-# its own namespace with no policy at all; other namespaces need the SERVICES
-# block of conf/holepunch-policy.hcl, applied to this job.
+# /v1/service/:name, GET only). This job needs no ACL policy: a workload
+# identity may list and read the service registrations of any namespace it
+# names (hashicorp/nomad acl/acl.go AllowServiceRegistrationReadList, whose
+# isWorkload argument nomad/service_registration_endpoint.go sets). Only a
+# wildcard `namespace=*` list needs read-job, and Prometheus cannot use one:
+# it looks each listed service up in the namespace it was configured with.
+# For more namespaces, add one nomad_sd_configs entry per namespace.
 #
 # The group's bridge network gives both tasks one loopback (the CNI plugins
-# must be installed on the clients, as for any bridge-mode job).
+# must be installed on the clients, as for any bridge-mode job), so 127.0.0.1
+# is right here under the docker driver.
+#
+# Nomad's own e2e suite runs the Go original in a job of the same shape
+# (e2e/metrics/input/prometheus.hcl), with differences: podman, the sidecar
+# allowing everything (HOLEPUNCH_ALLOW_ALL = true), `identity { env = true }`
+# only, and the same templated region as below.
 
+# No default: see the `image` variable of conf/holepunch.nomad.hcl.
 variable "holepunch_image" {
   type        = string
-  description = "The nomad-holepunch container image."
-  default     = "nomad-holepunch:0.2.0"
+  description = "The nomad-holepunch container image in your registry, such as registry.example.com/nomad-holepunch:0.2.0."
 }
 
 variable "prometheus_image" {
@@ -27,6 +40,12 @@ variable "prometheus_image" {
 
 job "prometheus" {
   type = "service"
+
+  # The images are Linux images (as in e2e/metrics/input/prometheus.hcl).
+  constraint {
+    attribute = "${attr.kernel.name}"
+    value     = "linux"
+  }
 
   group "prometheus" {
     count = 1
@@ -97,8 +116,9 @@ job "prometheus" {
         ]
       }
 
-      # The same configuration as conf/prometheus-nomad-sd.yml (make test
-      # checks that the two agree).
+      # The same configuration as conf/prometheus-nomad-sd.yml, except that
+      # the region comes from the task's environment (make test checks that
+      # the two agree).
       template {
         destination   = "local/prometheus.yml"
         change_mode   = "signal"
@@ -112,9 +132,15 @@ job "prometheus" {
           - job_name: nomad-services
             nomad_sd_configs:
               - server: http://127.0.0.1:6120
+                # The task's own region, as Nomad's e2e does
+                # (e2e/metrics/input/prometheus.hcl). Prometheus sends "global"
+                # when unset, and the Task API checks the token in the region
+                # the request names: in any other region, 500 and no targets.
+                region: '{{ env "NOMAD_REGION" }}'
                 # The "default" namespace. For others, add one entry per namespace
-                # (namespace: NAME), and let the job read them (the SERVICES part of
-                # conf/holepunch-policy.hcl).
+                # (namespace: NAME), each with its region; no ACL policy is needed.
+                # namespace: "*" would not work: Prometheus looks each listed service
+                # up by name in that namespace, and "*" matches none there.
                 refresh_interval: 30s
             relabel_configs:
               # Only services tagged "prometheus". Tags arrive joined with commas,
@@ -138,6 +164,14 @@ job "prometheus" {
                 target_label: node_id
               - source_labels: [__meta_nomad_dc]
                 target_label: datacenter
+              # The proxy's own metrics (the holepunch-telemetry service of
+              # conf/holepunch.nomad.hcl) as job="holepunch", the job name
+              # conf/prometheus.yml gives them, so conf/holepunch.rules.yml works the
+              # same with either.
+              - source_labels: [__meta_nomad_service]
+                regex: holepunch-telemetry
+                target_label: job
+                replacement: holepunch
 EOT
       }
 

@@ -100,9 +100,17 @@ fn the_files_in_conf_pass_the_programs_that_read_them() {
     for line in [
         "conf/prometheus.yml: promtool check config",
         "conf/holepunch.yaml: nomad-holepunch --check accepts it",
-        "its Prometheus configuration is conf/prometheus-nomad-sd.yml",
+        "its Prometheus configuration is conf/prometheus-nomad-sd.yml, region from NOMAD_REGION",
         "(every group of var.allow on): nomad-holepunch --check accepts it",
         "(sidecar environment): nomad-holepunch --check accepts it",
+        "Linux only, image without default, Nomad 1.6.0+",
+        "every nomad_sd_configs entry sets region",
+        "agent, node and plugin rules, no namespace rule",
+        "each policy named after its job",
+        "hcl blocks parse (python-hcl2); no one-line block with several arguments",
+        "conf/holepunch.rules.yml: promtool check rules",
+        "each firing and clearing in",
+        "conf/holepunch.rules.test.yml: promtool test rules",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
