@@ -587,15 +587,15 @@ fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
     );
     assert_eq!(get(addr, "/health", "").status, 200);
     assert_eq!(s.standin.requests().len(), 2, "nothing more was forwarded");
-    let text = get(telemetry.parse().unwrap(), "/metrics", "").text();
-    assert_eq!(
+    // Counted as the request ends, just after its answer: wait for it.
+    let own = telemetry.parse().unwrap();
+    eventually("the refusal is counted as limited", || {
+        let text = get(own, "/metrics", "").text();
         series(
             &text,
-            "holepunch_requests_total{code=\"5xx\",decision=\"limited\",group=\"agent_health\"}"
-        ),
-        1.0,
-        "{text}"
-    );
+            "holepunch_requests_total{code=\"5xx\",decision=\"limited\",group=\"agent_health\"}",
+        ) == 1.0
+    });
     s.standin.bump_index();
     for b in blocking {
         assert_eq!(b.join().unwrap().status, 200);
@@ -619,15 +619,15 @@ fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
     assert!((1..=3600).contains(&retry), "{retry}");
     assert!(resp.text().contains("HOLEPUNCH_RATE_LIMIT"));
     assert_eq!(s.standin.requests().len(), 3);
-    let text = get(telemetry.parse().unwrap(), "/metrics", "").text();
-    assert_eq!(
+    // Counted as the request ends, just after its answer: wait for it.
+    let own = telemetry.parse().unwrap();
+    eventually("the refusal is counted as limited", || {
+        let text = get(own, "/metrics", "").text();
         series(
             &text,
-            "holepunch_requests_total{code=\"4xx\",decision=\"limited\",group=\"agent_health\"}"
-        ),
-        1.0,
-        "{text}"
-    );
+            "holepunch_requests_total{code=\"4xx\",decision=\"limited\",group=\"agent_health\"}",
+        ) == 1.0
+    });
     // Exempt: the local routes.
     for path in ["/health", "/ready"] {
         assert_eq!(get(s.proxy.addr, path, "").status, 200, "{path}");
