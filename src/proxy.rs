@@ -8,7 +8,7 @@
 
 use crate::allowlist::{Decision, Group};
 use crate::client_auth::ClientTokens;
-use crate::coalesce::{Coalescer, Join, Leader, Shared};
+use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
 use crate::head::{decide_request, Head, Rules};
 use crate::limits::{InFlightLimit, Permit, RateLimiter};
 use crate::shutdown::{InFlight, InFlightGuard};
@@ -37,10 +37,6 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// How long `/ready` waits for the socket to accept a connection.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// gzip level for metrics responses: level 1 already shrinks Prometheus text
-/// about tenfold, at a fraction of the CPU of the higher levels.
-const METRICS_COMPRESSION_LEVEL: u32 = 1;
 
 /// The Host every request carries on the socket. Nomad does not route on
 /// Host, so the client's would only be a risk there; Go's server answers 400
@@ -540,17 +536,12 @@ impl Holepunch {
         }
         if group == Some(Group::Metrics) {
             // The Task API never compresses; a scrape is 50-500 KB of text.
-            // The module skipped reading Accept-Encoding while it was off,
-            // so it gets the request header again once it is on.
-            let req = session.downstream_session.req_header();
-            let modules = &mut session.downstream_modules_ctx;
-            if let Some(c) = modules.get_mut::<ResponseCompression>() {
-                c.adjust_level(METRICS_COMPRESSION_LEVEL);
-                c.request_filter(req);
-            }
+            // A shared response is gzipped once by `respond_shared`; any
+            // other goes through the compression module.
             if session.req_header().method == http::Method::GET {
                 return self.coalesce(session, ctx).await;
             }
+            enable_compression(session);
         }
         self.admit(session, ctx).await
     }
@@ -606,10 +597,12 @@ impl Holepunch {
                     return Ok(true);
                 }
                 scrapes.with_label_values(&["upstream"]).inc();
+                enable_compression(session);
                 return self.admit(session, ctx).await;
             }
             Join::Bypass => {
                 scrapes.with_label_values(&["upstream"]).inc();
+                enable_compression(session);
                 return self.admit(session, ctx).await;
             }
             Join::Leader(leader) => leader,
@@ -627,7 +620,10 @@ impl Holepunch {
                 Ok(true)
             }
             // Too large to share: this one is streamed as any other request.
-            Err(None) => Ok(false),
+            Err(None) => {
+                enable_compression(session);
+                Ok(false)
+            }
             Err(Some(e)) => {
                 count_upstream_error(&e);
                 let (code, body) = error_response(&e);
@@ -771,17 +767,46 @@ impl Holepunch {
 
 /// Answers with a response another request fetched; `age` when it came
 /// from the micro-cache.
+/// The body is gzipped once per response, not once per client: a client
+/// that accepts gzip gets the shared compressed bytes.
 async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>) -> Result<()> {
     let mut header = shared.header.clone();
     if let Some(age) = age {
         header.insert_header("Age", age)?;
     }
+    header.append_header(http::header::VARY, "Accept-Encoding")?;
+    let accept: Vec<&[u8]> = session
+        .req_header()
+        .headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let gzipped = accepts_gzip(&accept).then(|| shared.gzipped()).flatten();
+    let body = match gzipped {
+        Some(gz) => {
+            header.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
+            header.insert_header(http::header::CONTENT_LENGTH, gz.len())?;
+            gz.clone()
+        }
+        None => shared.body.clone(),
+    };
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(shared.body.clone()), true)
-        .await
+    session.write_response_body(Some(body), true).await
+}
+
+/// Turns on the compression module for this response: a metrics response
+/// streamed from the socket rather than shared. The module skipped reading
+/// `Accept-Encoding` while it was off, so it gets the request header again.
+fn enable_compression(session: &mut Session) {
+    let req = session.downstream_session.req_header();
+    let modules = &mut session.downstream_modules_ctx;
+    if let Some(c) = modules.get_mut::<ResponseCompression>() {
+        c.adjust_level(GZIP_LEVEL);
+        c.request_filter(req);
+    }
 }
 
 /// The request's `Content-Length`, when it has a valid one.

@@ -38,12 +38,18 @@ fn a_hundred_concurrent_scrapes_make_at_most_two_upstream_requests() {
         })
         .collect();
     let expected = prometheus_body(90_000);
-    for scrape in scrapes {
+    for (i, scrape) in scrapes.into_iter().enumerate() {
         let resp = scrape.join().unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(
             resp.header("content-type"),
             Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        // gzip for the clients that asked, plain for the others.
+        assert_eq!(
+            resp.header("content-encoding"),
+            (i % 2 == 0).then_some("gzip"),
+            "scrape {i}"
         );
         let body = if resp.header("content-encoding") == Some("gzip") {
             let mut unzipped = Vec::new();
@@ -136,4 +142,53 @@ fn without_a_ttl_sequential_scrapes_each_reach_nomad() {
         assert_eq!((resp.status, resp.header("age")), (200, None));
     }
     assert_eq!(s.standin.requests().len(), 3);
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut plain)
+        .expect("valid gzip");
+    plain
+}
+
+#[test]
+fn one_cached_entry_serves_gzip_and_plain_clients_each_the_right_bytes() {
+    let s = setup_with(
+        slow_metrics(0),
+        &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")],
+        &[],
+    );
+    let expected = prometheus_body(90_000);
+    let mut gzipped: Option<Vec<u8>> = None;
+    for i in 0..6 {
+        let gzip = i % 2 == 1;
+        let extra = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", extra);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{i}");
+        // Content-Length is exact: the harness reads exactly that many bytes.
+        assert_eq!(
+            resp.header("content-length"),
+            Some(resp.body.len().to_string().as_str()),
+            "{i}"
+        );
+        if gzip {
+            assert_eq!(resp.header("content-encoding"), Some("gzip"), "{i}");
+            assert_eq!(gunzip(&resp.body), expected, "{i}");
+            // The same compressed bytes every time: compressed once.
+            match &gzipped {
+                Some(first) => assert_eq!(&resp.body, first, "{i}"),
+                None => gzipped = Some(resp.body.clone()),
+            }
+        } else {
+            assert_eq!(resp.header("content-encoding"), None, "{i}");
+            assert_eq!(resp.body, expected, "{i}");
+        }
+    }
+    assert_eq!(s.standin.requests().len(), 1);
 }
