@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Load benchmark: nomad-holepunch against nginx and HAProxy configured as the
-# same proxy, all in front of one fast upstream on a Unix socket.
+# Load benchmark: nomad-holepunch against the floor (the smallest Pingora
+# proxy doing the same job, examples/floor.rs), and against nginx and HAProxy
+# configured as the same proxy, all in front of one fast upstream on a Unix
+# socket.
 #
 #   benches/load.sh            (or: make bench)
 #   DURATION=20 benches/load.sh
@@ -47,6 +49,10 @@ if [ -z "${BIN:-}" ]; then
         cargo build --release --locked --bin nomad-holepunch
     BIN="$root/target/release/nomad-holepunch"
 fi
+# The floor, built from the same lock file and profile.
+cargo build --release --locked --example floor >/dev/null 2>&1 ||
+    cargo build --release --locked --example floor
+FLOOR="$root/target/release/examples/floor"
 
 work=$(mktemp -d /tmp/holepunch-load.XXXXXX)
 # nginx started as root hands its workers to an unprivileged user, which could
@@ -124,14 +130,24 @@ pids+=($!)
 wait_for "http://127.0.0.1:$up_port/v1/agent/health" -H "X-Nomad-Token: $TOKEN"
 
 # --- the proxies under test, each alone on the proxy core ---------------
+# nomad-holepunch runs with its defaults (no -c); its pid file and upgrade
+# socket go to NOMAD_TASK_DIR, here the work directory.
 hp_port=$(free_port)
-printf -- '---\nversion: 1\nthreads: 1\nupgrade_sock: %s\npid_file: %s\n' \
-    "$work/hp_upgrade.sock" "$work/hp.pid" > "$work/holepunch.yaml"
 env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$hp_port" \
-    HOLEPUNCH_SOCKET_PATH="$work/api.sock" \
-    taskset -c "$PROXY_CORE" "$BIN" -c "$work/holepunch.yaml" 2>"$work/holepunch.log" &
+    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" ${HP_ENV:-} \
+    taskset -c "$PROXY_CORE" "$BIN" 2>"$work/holepunch.log" &
 hp_pid=$!
 pids+=($hp_pid)
+
+# The floor with the best Pingora settings for one thread.
+fl_port=$(free_port)
+printf -- '---\nversion: 1\nthreads: 1\nwork_stealing: false\nupgrade_sock: %s\npid_file: %s\n' \
+    "$work/fl_upgrade.sock" "$work/fl.pid" > "$work/floor.yaml"
+env -i PATH="$PATH" RUST_LOG=warn \
+    taskset -c "$PROXY_CORE" "$FLOOR" "127.0.0.1:$fl_port" "$work/api.sock" "$TOKEN" -c "$work/floor.yaml" \
+    2>"$work/floor.log" &
+fl_pid=$!
+pids+=($fl_pid)
 
 ng_port=$(free_port)
 mkdir -p "$work/nginx"
@@ -197,7 +213,7 @@ ha_pid=$!
 pids+=($ha_pid)
 
 # The proxies must add the token themselves: the upstream answers 401 without it.
-for port in $hp_port $ng_port $ha_port; do
+for port in $hp_port $fl_port $ng_port $ha_port; do
     wait_for "http://127.0.0.1:$port/v1/agent/health"
 done
 
@@ -285,6 +301,7 @@ for path in "${paths[@]}"; do
         [ "$path" != /v1/agent/health ] && distinct=(-s "$work/distinct.lua")
         measure "upstream (TCP, ceiling)" 0 "$up_port" "$path" "$conns" "${distinct[@]}"
         measure nomad-holepunch $hp_pid "$hp_port" "$path" "$conns" "${distinct[@]}"
+        measure "pingora floor" $fl_pid "$fl_port" "$path" "$conns" "${distinct[@]}"
         measure nginx $ng_pid "$ng_port" "$path" "$conns" "${distinct[@]}"
         measure haproxy $ha_pid "$ha_port" "$path" "$conns" "${distinct[@]}"
         if [ "$path" != /v1/agent/health ]; then
@@ -296,17 +313,20 @@ done
 
 # --- the table -----------------------------------------------------------
 echo
-echo "| target | path | conns | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MB | errors | req/s vs nginx | p99 vs nginx | CPU vs nginx |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| target | path | conns | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MB | errors | req/s vs nginx | p99 vs nginx | CPU vs nginx | CPU vs floor |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
-    { row[NR] = $0; if ($1 == "nginx") { ng_rps[$2, $3] = $4; ng_p99[$2, $3] = $6; ng_cpu[$2, $3] = $7 } }
+    { row[NR] = $0
+      if ($1 == "nginx") { ng_rps[$2, $3] = $4; ng_p99[$2, $3] = $6; ng_cpu[$2, $3] = $7 }
+      if ($1 == "pingora floor") { fl_cpu[$2, $3] = $7 } }
     END {
         for (i = 1; i <= NR; i++) {
             split(row[i], f, "\t")
             r = f[4] / ng_rps[f[2], f[3]]
             p = (ng_p99[f[2], f[3]] > 0) ? f[6] / ng_p99[f[2], f[3]] : 0
             c = (f[7] != "-" && ng_cpu[f[2], f[3]] > 0) ? sprintf("%.2fx", f[7] / ng_cpu[f[2], f[3]]) : "-"
-            printf "| %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], r, p, c
+            l = (f[7] != "-" && fl_cpu[f[2], f[3]] > 0) ? sprintf("%.2fx", f[7] / fl_cpu[f[2], f[3]]) : "-"
+            printf "| %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], r, p, c, l
         }
     }' "$results"
 echo

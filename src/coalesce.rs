@@ -187,7 +187,11 @@ impl Coalescer {
             _ => {}
         }
         if self.budget.full() {
-            return Join::Bypass;
+            // Expired responses still hold memory until someone lets go.
+            evict_expired(&mut entries, self.ttl);
+            if self.budget.full() {
+                return Join::Bypass;
+            }
         }
         let (tx, rx) = watch::channel(State::Fetching);
         entries.insert(key.clone(), Entry::InFlight(rx));
@@ -216,6 +220,16 @@ impl Coalescer {
 
 fn lock(entries: &Entries) -> MutexGuard<'_, HashMap<Box<[u8]>, Entry>> {
     entries.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops the cached responses older than `ttl`.
+fn evict_expired(entries: &mut HashMap<Box<[u8]>, Entry>, ttl: Option<Duration>) {
+    let ttl = ttl.unwrap_or_default();
+    let now = Instant::now();
+    entries.retain(|_, e| match e {
+        Entry::Cached(s) => now.duration_since(s.created) < ttl,
+        Entry::InFlight(_) => true,
+    });
 }
 
 /// The global memory cap.
@@ -283,8 +297,14 @@ impl Leader {
     /// forwards on its own, and the followers fetch their own.
     pub fn push(&mut self, chunk: Bytes) -> Result<(), TooLarge> {
         let n = chunk.len();
-        if self.held.bytes + n > MAX_SHARED_BYTES || !self.held.budget.try_take(n) {
+        if self.held.bytes + n > MAX_SHARED_BYTES {
             return Err(TooLarge);
+        }
+        if !self.held.budget.try_take(n) {
+            evict_expired(&mut lock(&self.entries), self.ttl);
+            if !self.held.budget.try_take(n) {
+                return Err(TooLarge);
+            }
         }
         self.held.bytes += n;
         self.chunks.push(chunk);
@@ -323,12 +343,7 @@ impl Leader {
         let mut entries = lock(&self.entries);
         let cache = ok && self.ttl.is_some();
         if cache {
-            let ttl = self.ttl.unwrap_or_default();
-            let now = Instant::now();
-            entries.retain(|_, e| match e {
-                Entry::Cached(s) => now.duration_since(s.created) < ttl,
-                Entry::InFlight(_) => true,
-            });
+            evict_expired(&mut entries, self.ttl);
             let cached = entries
                 .values()
                 .filter(|e| matches!(e, Entry::Cached(_)))
@@ -608,6 +623,24 @@ mod tests {
         ));
         drop(third);
         assert_eq!(c.memory(), 60);
+
+        // Expired cache entries give their memory back when it is needed.
+        let c = Coalescer::with_budget(Some(Duration::from_millis(1)), 100);
+        let Join::Leader(mut old) = c.join(key()) else {
+            panic!()
+        };
+        old.push(Bytes::from(vec![b'x'; 100])).unwrap();
+        let old = old.finish(header(200));
+        while old.created.elapsed() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        drop(old);
+        assert_eq!(c.memory(), 100, "held by the expired cache entry");
+        let Join::Leader(mut next) = c.join(Coalescer::key(b"/v1/metrics?y", None)) else {
+            panic!("the full budget is freed of expired entries, not bypassed")
+        };
+        assert_eq!(next.push(Bytes::from(vec![b'y'; 100])), Ok(()));
+        drop(next);
 
         // One response past MAX_SHARED_BYTES is never shared.
         let c = Coalescer::new(None);

@@ -20,6 +20,7 @@
 //! section 2.2), count toward the deadline and the size limit, and are
 //! dropped before Pingora sees the request.
 
+use crate::deadline::WriteDeadline;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -208,7 +209,8 @@ where
     ) -> Option<Stream> {
         let header_timeout = self.settings.header_timeout;
         let deadline = Instant::now() + header_timeout;
-        let mut stream = self.handshake(stream, deadline).await?;
+        let stream = self.handshake(stream, deadline).await?;
+        let mut stream = WriteDeadline::wrap(stream, self.settings.write_timeout);
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
@@ -237,7 +239,9 @@ where
                 HeaderRead::Closed => return None,
             }
             let mut session = ServerSession::new_http1(stream);
-            session.set_write_timeout(Some(self.settings.write_timeout));
+            // Pingora's own write timeout would cut off a large body that
+            // the client is still reading: the stream's deadline does it.
+            session.set_write_timeout(None);
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {

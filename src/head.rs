@@ -102,9 +102,11 @@ pub fn decide_request(rules: &Rules, head: &Head<'_>) -> Decision {
     decision
 }
 
-/// Browsers send `Origin` on every cross-origin request (and on same-origin
-/// ones other than GET and HEAD), and `Sec-Fetch-Site` on every request;
-/// `none` means the user typed the URL. Machine clients send neither.
+/// Browsers send `Origin` on every cross-origin `fetch` and on every
+/// request other than GET and HEAD, and `Sec-Fetch-Site` on every request to
+/// an HTTPS or localhost origin (`none`: the user typed the URL). Machine
+/// clients send neither. A plain-HTTP cross-site GET without either can't
+/// be read by the page; rebinding is `HOLEPUNCH_ALLOWED_HOSTS`'s job.
 fn from_web_page(headers: &HeaderMap) -> bool {
     headers.contains_key(ORIGIN)
         || headers

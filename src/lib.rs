@@ -16,6 +16,7 @@
 //! - [`watch`]: re-reading those files when they change;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
+//! - [`deadline`]: the client write deadline, on the client's stream;
 //! - [`guard`]: TLS, the request-header deadline and size limit, and the
 //!   client write timeout, in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod client_auth;
 pub mod coalesce;
 pub mod config;
+pub mod deadline;
 pub mod guard;
 pub mod head;
 pub mod limits;

@@ -5,8 +5,10 @@
 //!   socket at once, blocking queries included. A request holds a [`Permit`]
 //!   from just before it is sent until it is done.
 //! - [`RateLimiter`]: at most `HOLEPUNCH_RATE_LIMIT` requests per client
-//!   address in each window, counted with Pingora's own estimator
-//!   (`pingora_limits::rate::Rate`).
+//!   address (IPv6: per /64) in each window, counted with Pingora's own
+//!   estimator (`pingora_limits::rate::Rate`). Only requests that would be
+//!   forwarded count, so refused ones cannot spend another client's share of
+//!   the estimator.
 //!
 //! `/health` and `/ready` never reach either: the proxy checks them first.
 
@@ -65,6 +67,16 @@ impl Drop for Permit {
     }
 }
 
+/// The address a client is counted under: an IPv4 address as it is, an
+/// IPv6 one by its /64 (one host usually holds a whole /64, and could
+/// otherwise take a new address for every request).
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 /// Requests per client address in fixed windows.
 pub struct RateLimiter {
     rate: Rate,
@@ -83,7 +95,7 @@ impl RateLimiter {
     /// the limit in this window: the whole seconds until the window ends
     /// (at least 1).
     pub fn check(&self, client: IpAddr) -> Result<(), u64> {
-        let client = client.to_canonical();
+        let client = rate_key(client);
         let seen = self.rate.observe(&client, 1);
         if seen <= self.limit.requests as isize {
             return Ok(());
@@ -135,5 +147,14 @@ mod tests {
         // Another client has its own budget; the same client over IPv6-mapped is the same.
         assert_eq!(limiter.check(b), Ok(()));
         assert!(limiter.check("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        // IPv6 counts per /64.
+        for host in 1..=3 {
+            let ip = format!("2001:db8:1:2::{host}").parse().unwrap();
+            assert_eq!(limiter.check(ip), Ok(()));
+        }
+        assert!(limiter
+            .check("2001:db8:1:2:ffff::9".parse().unwrap())
+            .is_err());
+        assert_eq!(limiter.check("2001:db8:1:3::1".parse().unwrap()), Ok(()));
     }
 }

@@ -185,7 +185,8 @@ impl ProxyHttp for Holepunch {
             }
             _ => {}
         }
-        if let (Some(rate), Some(ip)) = (&self.rate, client_ip) {
+        let forward = matches!(decision, Decision::Forward { .. });
+        if let (true, Some(rate), Some(ip)) = (forward, &self.rate, client_ip) {
             if let Err(retry_after) = rate.check(ip) {
                 ctx.outcome = LIMITED;
                 info!(

@@ -225,7 +225,12 @@ fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
             value: Some(path.clone()),
             expected: format!("cannot load the Pingora configuration file: {e}"),
         })?,
-        None => ServerConf::default(),
+        // One thread with no work stealing: the cheapest request path the
+        // floor benchmark found (examples/floor.rs, benches/load.sh).
+        None => ServerConf {
+            work_stealing: false,
+            ..ServerConf::default()
+        },
     };
     conf.grace_period_seconds
         .get_or_insert(DEFAULT_GRACE_SECONDS);
