@@ -226,9 +226,14 @@ fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
             expected: format!("cannot load the Pingora configuration file: {e}"),
         })?,
         // One thread with no work stealing: the cheapest request path the
-        // floor benchmark found (examples/floor.rs, benches/load.sh).
+        // floor benchmark found (examples/floor.rs, benches/load.sh). And
+        // tokio's timer for every timeout of a second or more: Pingora's
+        // fast timers run a clock thread that wakes every 10 ms for the life
+        // of the process (pingora-timeout 0.9 `timer.rs`, `clock_thread`), a
+        // fixed cost that dominates between the scrapes of a quiet node.
         None => ServerConf {
             work_stealing: false,
+            fast_timeout_to_tokio_threshold_seconds: Some(0),
             ..ServerConf::default()
         },
     };
