@@ -84,11 +84,13 @@ fmt:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: criterion benches (decision, round trip), then the load benchmark
-## against nginx and HAProxy (installs wrk, nginx, haproxy if missing)
+## bench: criterion benches (decision, round trip), the load benchmark
+## against the Pingora floor, nginx and HAProxy, then the scrape-storm
+## benchmark (installs wrk, nginx, haproxy if missing)
 bench: setup
 	$(CARGO) bench --locked --bench decision --bench roundtrip
 	bash benches/load.sh
+	bash benches/storm.sh
 
 clean:
 	$(CARGO) clean

@@ -141,7 +141,7 @@ pids+=($hp_pid)
 
 # The floor with the best Pingora settings for one thread.
 fl_port=$(free_port)
-printf -- '---\nversion: 1\nthreads: 1\nwork_stealing: false\nupgrade_sock: %s\npid_file: %s\n' \
+printf -- '---\nversion: 1\nthreads: 1\nwork_stealing: false\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nupgrade_sock: %s\npid_file: %s\n' \
     "$work/fl_upgrade.sock" "$work/fl.pid" > "$work/floor.yaml"
 env -i PATH="$PATH" RUST_LOG=warn \
     taskset -c "$PROXY_CORE" "$FLOOR" "127.0.0.1:$fl_port" "$work/api.sock" "$TOKEN" -c "$work/floor.yaml" \

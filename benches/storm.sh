@@ -170,7 +170,8 @@ http {
     gzip on;
     gzip_comp_level 1;
     gzip_proxied any;
-    gzip_types text/plain;
+    # "text/plain" does not match the agent's "text/plain; version=0.0.4" here.
+    gzip_types *;
     $cache_http
     upstream nomad {
         server unix:$work/api.sock;
