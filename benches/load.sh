@@ -32,45 +32,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # --- what the benchmark needs -------------------------------------------
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    echo "load.sh: installing ${need[*]}"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-# BIN=path/to/nomad-holepunch measures that build instead (an A/B run).
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --bin nomad-holepunch >/dev/null 2>&1 ||
-        cargo build --release --locked --bin nomad-holepunch
-    BIN="$root/target/release/nomad-holepunch"
-fi
+. benches/common.sh
+install_missing load.sh wrk=wrk nginx=nginx-light haproxy=haproxy taskset=util-linux
 # The floor, built from the same lock file and profile.
-cargo build --release --locked --example floor >/dev/null 2>&1 ||
-    cargo build --release --locked --example floor
+release_build --example floor
 FLOOR="$root/target/release/examples/floor"
-
-work=$(mktemp -d /tmp/holepunch-load.XXXXXX)
-# nginx started as root hands its workers to an unprivileged user, which could
-# neither read this private directory nor use the root-owned socket.
-nginx_user=$([ "$(id -u)" = 0 ] && echo "user root;" || true)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000)); }
+make_work load
 
 # wait_for URL [curl args]: until it answers 200 (10 s at most).
 wait_for() {

@@ -28,39 +28,12 @@ LOAD_CORE=${LOAD_CORE:-1}
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    echo "storm.sh: installing ${need[*]}"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --bin nomad-holepunch >/dev/null 2>&1 ||
-        cargo build --release --locked --bin nomad-holepunch
-    BIN="$root/target/release/nomad-holepunch"
-fi
-cargo build --release --locked --example storm_agent >/dev/null 2>&1 ||
-    cargo build --release --locked --example storm_agent
+. benches/common.sh
+install_missing storm.sh wrk=wrk nginx=nginx-light taskset=util-linux
+release_build --example storm_agent
 AGENT="$root/target/release/examples/storm_agent"
+make_work storm
 
-work=$(mktemp -d /tmp/holepunch-storm.XXXXXX)
-nginx_user=$([ "$(id -u)" = 0 ] && echo "user root;" || true)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() {
     for _ in $(seq 100); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
