@@ -85,7 +85,7 @@ fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
 
 /// Whether an `Accept-Encoding` value accepts gzip (`gzip`, `x-gzip` or
 /// `*`, with no `q=0`).
-pub fn accepts_gzip(values: &[&[u8]]) -> bool {
+pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
     let mut gzip = None;
     let mut star = None;
     for v in values {
@@ -418,6 +418,7 @@ fn join_chunks(chunks: Vec<Bytes>, len: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_on;
 
     fn header(status: u16) -> ResponseHeader {
         ResponseHeader::build(status, None).unwrap()
@@ -425,14 +426,6 @@ mod tests {
 
     fn key() -> Box<[u8]> {
         Coalescer::key(b"/v1/metrics?format=prometheus", Some(b"text/plain"))
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]
@@ -472,7 +465,7 @@ mod tests {
             b"x-gzip",
             b"br,*;q=0.1",
         ] {
-            assert!(accepts_gzip(&[yes]), "{}", String::from_utf8_lossy(yes));
+            assert!(accepts_gzip([yes]), "{}", String::from_utf8_lossy(yes));
         }
         for no in [
             &b""[..],
@@ -483,10 +476,10 @@ mod tests {
             b"br",
             b"gzip;q=0, *",
         ] {
-            assert!(!accepts_gzip(&[no]), "{}", String::from_utf8_lossy(no));
+            assert!(!accepts_gzip([no]), "{}", String::from_utf8_lossy(no));
         }
-        assert!(accepts_gzip(&[b"br", b"gzip"]));
-        assert!(!accepts_gzip(&[]));
+        assert!(accepts_gzip([&b"br"[..], b"gzip"]));
+        assert!(!accepts_gzip([]));
     }
 
     #[test]

@@ -191,15 +191,8 @@ impl Peek for WriteDeadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_on;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     #[test]
     fn a_peer_that_takes_nothing_fails_the_write_at_the_timeout() {

@@ -32,6 +32,10 @@ use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+// tokio's timer, not Pingora's fast one: a deadline under a second would
+// start Pingora's clock thread, which then wakes every 10 ms for good (see
+// `fast_timeout_to_tokio_threshold_seconds` in `crate::startup`).
+use tokio::time::timeout;
 
 /// The largest request header accepted: the request line and every field.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -98,27 +102,25 @@ pub async fn read_header(
     header_timeout: Duration,
     shutdown: &ShutdownWatch,
 ) -> HeaderRead {
-    let mut shutdown = shutdown.clone();
-    let mut deadline = match start {
-        Start::New(deadline) => Some(deadline),
-        Start::KeptAlive(_) => None,
+    let deadline = match start {
+        Start::New(deadline) => deadline,
+        Start::KeptAlive(idle) => {
+            // A shutdown that began earlier would not wake `changed()` below.
+            let mut shutdown = shutdown.clone();
+            if *shutdown.borrow() {
+                return HeaderRead::Closed;
+            }
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return HeaderRead::Closed,
+                read = timeout(idle, stream.read_buf(buf)) => read,
+            };
+            match first {
+                Ok(Ok(n)) if n > 0 => Instant::now() + header_timeout,
+                _ => return HeaderRead::Closed,
+            }
+        }
     };
-    if let Start::KeptAlive(idle) = start {
-        // A shutdown that began earlier would not wake `changed()` below.
-        if *shutdown.borrow() {
-            return HeaderRead::Closed;
-        }
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return HeaderRead::Closed,
-            read = pingora::time::timeout(idle, stream.read_buf(buf)) => read,
-        };
-        match first {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return HeaderRead::Closed,
-        }
-    }
-    let deadline = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
     let mut searched = 0;
     loop {
         if let Some(end) = header_end(buf, searched) {
@@ -137,7 +139,7 @@ pub async fn read_header(
             return HeaderRead::TimedOut;
         };
         buf.reserve(4096);
-        match pingora::time::timeout(left, stream.read_buf(buf)).await {
+        match timeout(left, stream.read_buf(buf)).await {
             Err(_) => return HeaderRead::TimedOut,
             Ok(Ok(0)) | Ok(Err(_)) => return HeaderRead::Closed,
             Ok(Ok(_)) => {}
@@ -180,7 +182,7 @@ impl<A> HeaderGuard<A> {
             Err(_) => return None,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match pingora::time::timeout(left, acceptor.tls_handshake(tcp)).await {
+        match timeout(left, acceptor.tls_handshake(tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
                 log::debug!("TLS handshake failed: {e}");

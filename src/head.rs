@@ -70,6 +70,9 @@ pub fn decide_request(rules: &Rules, head: &Head<'_>) -> Decision {
     if from_web_page(head.headers) {
         return Decision::Forbid(Forbidden::CrossSite);
     }
+    // Pingora's parser refuses two Host fields before this runs (pingora-core
+    // 0.9 `protocols/http/authority.rs`, `validate_request_authority_fields`);
+    // the decision refuses them too, so that it holds on its own.
     let mut hosts = head.headers.get_all(HOST).iter();
     let host = hosts.next().map(|v| v.as_bytes());
     if hosts.next().is_some() {

@@ -43,3 +43,14 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod watch;
+
+/// Runs a future to completion on a one-thread runtime with a timer: the
+/// unit tests' way into async code.
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a test runtime")
+        .block_on(f)
+}

@@ -22,6 +22,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::borrow::Cow;
@@ -171,20 +172,7 @@ impl ProxyHttp for Holepunch {
             _ => None,
         };
         ctx.outcome = outcome(&decision);
-        match decision {
-            Decision::Health => return answer(session, 200, "ok".into(), &[]).await,
-            Decision::Ready => {
-                let (status, body) = match self.ready().await {
-                    Ok(()) => (200, "ready".into()),
-                    Err(why) => {
-                        info!("not ready: {why}");
-                        (503, format!("not ready: {why}").into())
-                    }
-                };
-                return answer(session, status, body, &[]).await;
-            }
-            _ => {}
-        }
+        let local = matches!(decision, Decision::Health | Decision::Ready);
         let forward = matches!(decision, Decision::Forward { .. });
         if let (true, Some(rate), Some(ip)) = (forward, &self.rate, client_ip) {
             if let Err(retry_after) = rate.check(ip) {
@@ -201,7 +189,7 @@ impl ProxyHttp for Holepunch {
                 return answer(session, 429, body.into(), &[("Retry-After", &retry)]).await;
             }
         }
-        if !self.client_allowed(session) {
+        if !local && !self.client_allowed(session) {
             ctx.outcome = "denied";
             let req = session.req_header();
             info!(
@@ -223,7 +211,14 @@ impl ProxyHttp for Holepunch {
                 group,
                 origin_offset,
             } => return self.forward(session, ctx, group, origin_offset).await,
-            Decision::Health | Decision::Ready => return Ok(true), // answered above
+            Decision::Health => (200, "ok".into()),
+            Decision::Ready => match self.ready().await {
+                Ok(()) => (200, "ready".into()),
+                Err(why) => {
+                    info!("not ready: {why}");
+                    (503, format!("not ready: {why}").into())
+                }
+            },
             Decision::NotFound => (404, "not found".into()),
             Decision::MethodNotAllowed => {
                 return answer(
@@ -301,7 +296,7 @@ impl ProxyHttp for Holepunch {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
+        _upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent.take() {
@@ -310,7 +305,6 @@ impl ProxyHttp for Holepunch {
                 .with_label_values(&[group_label(ctx.group)])
                 .observe(sent.elapsed().as_secs_f64());
         }
-        let _ = upstream_response;
         Ok(())
     }
 
@@ -325,9 +319,7 @@ impl ProxyHttp for Holepunch {
         // sees only the workload's.
         upstream_request.remove_header("Authorization");
         upstream_request.remove_header("Proxy-Authorization");
-        upstream_request.insert_header("X-Nomad-Token", self.token.header_value())?;
-        upstream_request.insert_header(http::header::HOST, UPSTREAM_HOST)?;
-        Ok(())
+        self.for_the_socket(upstream_request)
     }
 
     async fn fail_to_proxy(
@@ -348,8 +340,6 @@ impl ProxyHttp for Holepunch {
         );
         if code >= 500 {
             warn!("{line}");
-        } else if e.etype() == &WriteTimedout && e.esource() == &ErrorSource::Downstream {
-            info!("{line} (the client took no bytes for HOLEPUNCH_CLIENT_WRITE_TIMEOUT: closed)");
         } else {
             debug!("{line}");
         }
@@ -586,11 +576,10 @@ impl Holepunch {
                 return Ok(true);
             }
             Join::Follower(follower) => {
-                // The leader's own timeouts bound this; the margin is a backstop.
-                let wait = self.upstream_timeout + CONNECT_TIMEOUT;
+                // As long as the leader's fetch may take.
                 let waiting = &telemetry::metrics().scrapes_waiting;
                 waiting.inc();
-                let shared = follower.wait(wait).await;
+                let shared = follower.wait(self.shared_wait()).await;
                 waiting.dec();
                 if let Some(shared) = shared {
                     scrapes.with_label_values(&["coalesced"]).inc();
@@ -613,7 +602,7 @@ impl Holepunch {
             return Ok(true); // Dropping the leader releases the followers.
         }
         let target = session.req_header().raw_path().to_vec();
-        match self.fetch(&target, accept, leader, ctx).await {
+        match self.fetch(&target, accept, leader).await {
             Ok(shared) => {
                 // Off the socket: the client's own pace holds no place there.
                 ctx.permit = None;
@@ -647,84 +636,84 @@ impl Holepunch {
         target: &[u8],
         accept: Option<http::HeaderValue>,
         mut leader: Leader,
-        ctx: &mut RequestCtx,
     ) -> std::result::Result<Arc<Shared>, Option<Box<Error>>> {
         let mut request = RequestHeader::build(http::Method::GET, target, Some(4)).map_err(Some)?;
-        request
-            .insert_header("X-Nomad-Token", self.token.header_value())
-            .map_err(Some)?;
-        request
-            .insert_header(http::header::HOST, UPSTREAM_HOST)
-            .map_err(Some)?;
+        self.for_the_socket(&mut request).map_err(Some)?;
         if let Some(accept) = accept {
             request
                 .insert_header(http::header::ACCEPT, accept)
                 .map_err(Some)?;
         }
+        // One deadline for the whole fetch, header and body, the same a
+        // follower waits: a trickling agent cannot hold it longer.
         let fetch = async {
-            // A pooled connection the agent closed meanwhile is tried again
-            // once, on a new one, as the proxy does for other requests.
-            for attempt in 0..2 {
-                let (mut upstream, reused) = self.connector.get_http_session(&self.peer).await?;
-                upstream.set_read_timeout(Some(self.upstream_timeout));
-                upstream.set_write_timeout(Some(self.upstream_timeout));
-                ctx.upstream_sent = Some(Instant::now());
-                let sent = async {
-                    upstream
-                        .write_request_header(Box::new(request.clone()))
-                        .await?;
-                    upstream.finish_request_body().await?;
-                    upstream.read_response_header().await
-                }
-                .await;
-                if let Err(e) = sent {
-                    if reused && attempt == 0 {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                if let Some(sent) = ctx.upstream_sent.take() {
-                    telemetry::metrics()
-                        .upstream_duration
-                        .with_label_values(&[group_label(Some(Group::Metrics))])
-                        .observe(sent.elapsed().as_secs_f64());
-                }
-                let header = upstream
-                    .response_header()
-                    .cloned()
-                    .ok_or_else(|| Error::explain(ReadError, "no response header"))?;
-                return Ok((upstream, header));
+            let (mut upstream, header) = self.send(&request).await.map_err(Some)?;
+            while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
+                leader.push(chunk).map_err(|_| None)?;
             }
-            Error::e_explain(ConnectError, "no connection to the Task API socket")
+            let idle = self.peer.options.idle_timeout;
+            self.connector
+                .release_http_session(upstream, &self.peer, idle)
+                .await;
+            Ok(header)
         };
-        let within = self.upstream_timeout + CONNECT_TIMEOUT;
-        let (mut upstream, header) = match pingora::time::timeout(within, fetch).await {
-            Ok(result) => result.map_err(|e| Some(e.into_up()))?,
+        let header = match pingora::time::timeout(self.shared_wait(), fetch).await {
+            Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
             Err(_) => {
                 return Err(Some(
                     Error::explain(ReadTimedout, "fetching the metrics").into_up(),
                 ))
             }
         };
-        let read_body = async {
-            while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
-                leader.push(chunk).map_err(|_| None)?;
-            }
-            Ok(())
-        };
-        match pingora::time::timeout(within, read_body).await {
-            Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
-            Err(_) => {
-                return Err(Some(
-                    Error::explain(ReadTimedout, "reading the metrics").into_up(),
-                ))
-            }
-        }
-        let idle = self.peer.options.idle_timeout;
-        self.connector
-            .release_http_session(upstream, &self.peer, idle)
-            .await;
         Ok(leader.finish(header))
+    }
+
+    /// Sends a shared fetch's request through this proxy's pool and reads
+    /// the response header. A pooled connection the agent closed meanwhile is
+    /// tried again once, on a new one, as the proxy does for other requests.
+    async fn send(&self, request: &RequestHeader) -> Result<(HttpSession, ResponseHeader)> {
+        for attempt in 0..2 {
+            let (mut upstream, reused) = self.connector.get_http_session(&self.peer).await?;
+            upstream.set_read_timeout(Some(self.upstream_timeout));
+            upstream.set_write_timeout(Some(self.upstream_timeout));
+            let sent_at = Instant::now();
+            let sent = async {
+                upstream
+                    .write_request_header(Box::new(request.clone()))
+                    .await?;
+                upstream.finish_request_body().await?;
+                upstream.read_response_header().await
+            }
+            .await;
+            if let Err(e) = sent {
+                if reused && attempt == 0 {
+                    continue;
+                }
+                return Err(e);
+            }
+            telemetry::metrics()
+                .upstream_duration
+                .with_label_values(&[group_label(Some(Group::Metrics))])
+                .observe(sent_at.elapsed().as_secs_f64());
+            let header = upstream
+                .response_header()
+                .cloned()
+                .ok_or_else(|| Error::explain(ReadError, "no response header"))?;
+            return Ok((upstream, header));
+        }
+        Error::e_explain(ConnectError, "no connection to the Task API socket")
+    }
+
+    /// How long a shared fetch may take, and a follower waits for it.
+    fn shared_wait(&self) -> Duration {
+        self.upstream_timeout + CONNECT_TIMEOUT
+    }
+
+    /// What every request on the socket carries, whoever built it: the
+    /// workload token, and the one fixed Host.
+    fn for_the_socket(&self, request: &mut RequestHeader) -> Result<()> {
+        request.insert_header("X-Nomad-Token", self.token.header_value())?;
+        request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
     /// Whether the proxy can serve: a workload token is loaded and the
@@ -767,23 +756,21 @@ impl Holepunch {
 }
 
 /// Answers with a response another request fetched; `age` when it came
-/// from the micro-cache.
-/// The body is gzipped once per response, not once per client: a client
-/// that accepts gzip gets the shared compressed bytes.
+/// from the micro-cache. The body is gzipped once per response, not once
+/// per client: a client that accepts gzip gets the shared compressed bytes.
 async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>) -> Result<()> {
     let mut header = shared.header.clone();
     if let Some(age) = age {
         header.insert_header("Age", age)?;
     }
     header.append_header(http::header::VARY, "Accept-Encoding")?;
-    let accept: Vec<&[u8]> = session
+    let accept = session
         .req_header()
         .headers
-        .get_all(http::header::ACCEPT_ENCODING)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let gzipped = accepts_gzip(&accept).then(|| shared.gzipped()).flatten();
+        .get_all(http::header::ACCEPT_ENCODING);
+    let gzipped = accepts_gzip(accept.iter().map(|v| v.as_bytes()))
+        .then(|| shared.gzipped())
+        .flatten();
     let body = match gzipped {
         Some(gz) => {
             header.insert_header(http::header::CONTENT_ENCODING, "gzip")?;

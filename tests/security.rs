@@ -196,7 +196,8 @@ fn two_host_headers_get_400_and_are_not_forwarded() {
     )
     .unwrap();
     // Pingora's parser refuses it before the decision sees it (RFC 9112,
-    // section 3.2); the decision refuses it too, should that ever change.
+    // section 3.2; pingora-core `protocols/http/authority.rs`); the decision
+    // refuses it too, should that ever change.
     assert_eq!(resp.status, 400);
     assert!(s.standin.requests().is_empty());
 }
