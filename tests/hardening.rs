@@ -170,59 +170,69 @@ fn a_pooled_connection_the_agent_dropped_is_retried_for_get_only() {
 fn slow_header_clients_are_cut_off_while_others_are_served() {
     const SLOW: usize = 300;
     let s = setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
-    let request = b"GET /v1/metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Each slow client sends one byte per round, a round every 100 ms or
+    // more: no single read waits long, far inside any per-read timeout. The
+    // whole header takes over 300 rounds, so at least 30 s, thirty times the
+    // 1 s deadline: a client the total deadline cuts off is still sending.
+    let header = format!(
+        "GET /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(260)
+    );
     let mut slow: Vec<Option<TcpStream>> = (0..SLOW)
         .map(|_| {
             let c = TcpStream::connect(s.proxy.addr).expect("connect a slow client");
-            c.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+            c.set_nonblocking(true).unwrap();
             Some(c)
         })
         .collect();
-    // Every 100 ms each slow client sends one more byte: no single read
-    // waits long, but the whole header would take 3.7 s.
-    let start = Instant::now();
+    // How many bytes each slow client had sent when it saw its connection closed.
+    let mut sent_when_closed: Vec<Option<usize>> = vec![None; SLOW];
     let mut normal = None;
-    for byte in request.iter().take(30) {
-        for c in slow.iter_mut() {
-            if let Some(stream) = c {
-                if stream.write_all(&[*byte]).is_err() {
-                    *c = None;
+    for (round, byte) in header.bytes().enumerate() {
+        for (i, c) in slow.iter_mut().enumerate() {
+            let Some(stream) = c else { continue };
+            let mut closed = stream.write_all(&[byte]).is_err();
+            if !closed {
+                let mut buf = [0; 64];
+                match stream.read(&mut buf) {
+                    Ok(0) => closed = true,
+                    Ok(n) => panic!("a slow client got {:?}", String::from_utf8_lossy(&buf[..n])),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => closed = true, // reset
                 }
             }
+            if closed {
+                // The byte of this round may have been written, or not.
+                sent_when_closed[i] = Some(round + 1);
+                *c = None;
+            }
         }
-        if normal.is_none() && start.elapsed() > Duration::from_millis(300) {
-            // A normal client, while all of them are held open.
+        if normal.is_none() {
+            // A normal client, once every slow one holds a connection.
             normal = Some(get(s.proxy.addr, "/v1/agent/health", ""));
+        }
+        if slow.iter().all(Option::is_none) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let normal = normal.expect("the normal client ran");
     assert_eq!((normal.status, normal.text().as_str()), (200, HEALTH_BODY));
 
-    // Every slow client was disconnected (its writes failed, or it reads
-    // the end of the stream), and none was answered.
-    let write_failed = slow.iter().filter(|c| c.is_none()).count();
-    let mut closed = 0;
-    for stream in slow.into_iter().flatten() {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let mut buf = [0; 64];
-        match (&stream).read(&mut buf) {
-            Ok(0) => closed += 1,
-            Ok(n) => panic!("a slow client got {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("a slow client is still connected")
-            }
-            Err(_) => closed += 1, // reset
-        }
+    // Every slow client was disconnected while it was still sending: none
+    // got to send its whole header, and none was answered.
+    let open = slow.iter().filter(|c| c.is_some()).count();
+    assert_eq!(
+        open, 0,
+        "{open} slow clients sent their whole header and are still open"
+    );
+    for (i, sent) in sent_when_closed.iter().enumerate() {
+        let sent = sent.expect("closed");
+        assert!(
+            sent < header.len(),
+            "slow client {i} was closed only after its last byte"
+        );
     }
-    assert_eq!(write_failed + closed, SLOW);
     let requests = s.standin.requests();
     assert_eq!(
         requests.len(),
