@@ -6,25 +6,64 @@ mod support;
 use std::io::Read;
 use std::time::{Duration, Instant};
 use support::standin::{prometheus_body, Options};
-use support::{get, setup_with, TOKEN};
+use support::{get, setup_with, Response, TOKEN};
 
-fn slow_metrics(delay_ms: u64) -> Options {
+fn metrics_90k() -> Options {
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = 90_000;
-    options.delay = Duration::from_millis(delay_ms);
     options
 }
 
-#[test]
-fn a_hundred_concurrent_scrapes_make_at_most_two_upstream_requests() {
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
-    let s = setup_with(
-        slow_metrics(200),
-        &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)],
-        &[],
+/// Asserts the encoding a client should get: `Content-Encoding: gzip`
+/// exactly when it asked for gzip, and a body that decodes to the
+/// upstream's body byte for byte.
+fn assert_encoded_for(resp: &Response, asked_gzip: bool, what: &str) {
+    assert_eq!(resp.status, 200, "{what}");
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{what}"
     );
+    let expected = prometheus_body(90_000);
+    if asked_gzip {
+        assert_eq!(resp.header("content-encoding"), Some("gzip"), "{what}");
+        assert!(gunzip(&resp.body) == expected, "{what}: wrong body");
+    } else {
+        assert_eq!(resp.header("content-encoding"), None, "{what}");
+        assert!(resp.body == expected, "{what}: wrong body");
+    }
+}
+
+/// The value of `holepunch_metrics_scrapes_total{served="how"}`, or 0.
+fn served(own: &str, how: &str) -> usize {
+    own.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "holepunch_metrics_scrapes_total{{served=\"{how}\"}} "
+            ))
+        })
+        .map_or(0, |v| v.parse::<usize>().unwrap())
+}
+
+/// The value of the `holepunch_metrics_scrapes_waiting` gauge, or 0.
+fn waiting(own: &str) -> usize {
+    own.lines()
+        .find_map(|l| l.strip_prefix("holepunch_metrics_scrapes_waiting "))
+        .map_or(0, |v| v.parse::<usize>().unwrap())
+}
+
+#[test]
+fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
+    const SCRAPES: usize = 100;
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
+    let own: std::net::SocketAddr = telemetry.parse().unwrap();
+    // The stand-in holds the metrics response until the test lets it go,
+    // so every scrape arrives while the first one's fetch is in flight.
+    let mut options = metrics_90k();
+    options.hold_metrics = true;
+    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
     let addr = s.proxy.addr;
-    let scrapes: Vec<_> = (0..100)
+    let scrapes: Vec<_> = (0..SCRAPES)
         .map(|i| {
             std::thread::spawn(move || {
                 // Half of them ask for gzip, as Prometheus does.
@@ -37,96 +76,102 @@ fn a_hundred_concurrent_scrapes_make_at_most_two_upstream_requests() {
             })
         })
         .collect();
-    let expected = prometheus_body(90_000);
-    for (i, scrape) in scrapes.into_iter().enumerate() {
-        let resp = scrape.join().unwrap();
-        assert_eq!(resp.status, 200);
-        assert_eq!(
-            resp.header("content-type"),
-            Some("text/plain; version=0.0.4; charset=utf-8")
-        );
-        // gzip for the clients that asked, plain for the others.
-        assert_eq!(
-            resp.header("content-encoding"),
-            (i % 2 == 0).then_some("gzip"),
-            "scrape {i}"
-        );
-        let body = if resp.header("content-encoding") == Some("gzip") {
-            let mut unzipped = Vec::new();
-            flate2::read::GzDecoder::new(&resp.body[..])
-                .read_to_end(&mut unzipped)
-                .unwrap();
-            unzipped
-        } else {
-            resp.body
-        };
-        assert_eq!(body, expected);
-    }
-    let upstream = s.standin.requests().len();
-    assert!(
-        upstream <= 2,
-        "{upstream} upstream requests for 100 scrapes"
-    );
-    assert!(s
-        .standin
-        .requests()
-        .iter()
-        .all(|r| r.header("x-nomad-token") == Some(TOKEN)));
-
-    // The proxy's own metrics say the same. A scrape is counted as it is
-    // decided, before its response; still, give the last ones a moment.
-    let served = |own: &str, how: &str| {
-        own.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "holepunch_metrics_scrapes_total{{served=\"{how}\"}} "
-                ))
-            })
-            .map_or(0, |v| v.parse::<usize>().unwrap())
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Released only once one fetch is at the socket and every other scrape
+    // waits for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let own = get(telemetry.parse().unwrap(), "/metrics", "").text();
-        let counts = (served(&own, "upstream"), served(&own, "coalesced"));
-        if counts == (upstream, 100 - upstream) {
+        let text = get(own, "/metrics", "").text();
+        if waiting(&text) == SCRAPES - 1 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "scrapes by how they were served: {counts:?}, expected ({upstream}, {}):\n{own}",
-            100 - upstream
+            "never {} scrapes waiting:\n{text}",
+            SCRAPES - 1
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(s.standin.requests().len(), 1);
+    s.standin.release_metrics();
+    for (i, scrape) in scrapes.into_iter().enumerate() {
+        let resp = scrape.join().unwrap();
+        // gzip for the clients that asked, plain for the others.
+        assert_encoded_for(&resp, i % 2 == 0, &format!("scrape {i}"));
+    }
+    let requests = s.standin.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "one upstream request for {SCRAPES} scrapes"
+    );
+    assert_eq!(requests[0].header("x-nomad-token"), Some(TOKEN));
+
+    // The proxy's own metrics say the same. Each scrape is counted as it
+    // is decided, before its response goes out, so the counts are final.
+    let own = get(own, "/metrics", "").text();
+    assert_eq!(
+        (served(&own, "upstream"), served(&own, "coalesced")),
+        (1, SCRAPES - 1),
+        "{own}"
+    );
+    assert_eq!(waiting(&own), 0, "{own}");
 }
 
 #[test]
 fn the_micro_cache_serves_repeats_within_the_ttl_with_age() {
-    let s = setup_with(
-        slow_metrics(0),
-        &[("HOLEPUNCH_METRICS_CACHE_TTL", "1500ms")],
-        &[],
-    );
+    // A TTL no run of this test comes near.
+    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")], &[]);
+    let start = Instant::now();
     let first = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
-    assert_eq!(first.status, 200);
+    assert_encoded_for(&first, false, "first");
     assert_eq!(first.header("age"), None);
-    let second = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
-    assert_eq!((second.status, &second.body), (200, &first.body));
-    assert_eq!(second.header("age"), Some("0"));
+    // Repeats come from memory, with an Age no larger than the time since
+    // the first was fetched, each in the encoding its client asked for.
+    for (i, gzip) in [false, true, false, true].into_iter().enumerate() {
+        let extra = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", extra);
+        let bound = start.elapsed().as_secs();
+        assert_encoded_for(&resp, gzip, &format!("repeat {i}"));
+        let age: u64 = resp
+            .header("age")
+            .unwrap_or_else(|| panic!("repeat {i} has no Age"))
+            .parse()
+            .unwrap();
+        assert!(age <= bound, "Age {age} after {bound} s");
+    }
     assert_eq!(s.standin.requests().len(), 1);
     // Another query string, or another Accept, is another response.
     assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(s.standin.requests().len(), 2);
-    // After the TTL the next scrape goes upstream again.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = get(
+        s.proxy.addr,
+        "/v1/metrics?format=prometheus",
+        "Accept: text/plain\r\n",
+    );
+    assert_eq!((resp.status, resp.header("age")), (200, None));
+    assert_eq!(s.standin.requests().len(), 3);
+}
+
+#[test]
+fn the_micro_cache_expires_after_the_ttl() {
+    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1s")], &[]);
+    let first = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
+    assert_eq!((first.status, first.header("age")), (200, None));
+    // Sooner or later (the TTL is 1 s) the next scrape goes upstream again.
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
         let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
         assert_eq!(resp.status, 200);
-        if s.standin.requests().len() == 3 {
+        if s.standin.requests().len() == 2 {
             assert_eq!(resp.header("age"), None);
             break;
         }
+        assert!(resp.header("age").is_some(), "a cached answer without Age");
         assert!(
             Instant::now() < deadline,
             "the cached response never expired"
@@ -136,7 +181,7 @@ fn the_micro_cache_serves_repeats_within_the_ttl_with_age() {
 
 #[test]
 fn without_a_ttl_sequential_scrapes_each_reach_nomad() {
-    let s = setup_with(slow_metrics(0), &[], &[]);
+    let s = setup_with(metrics_90k(), &[], &[]);
     for _ in 0..3 {
         let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
         assert_eq!((resp.status, resp.header("age")), (200, None));
@@ -154,11 +199,7 @@ fn gunzip(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn one_cached_entry_serves_gzip_and_plain_clients_each_the_right_bytes() {
-    let s = setup_with(
-        slow_metrics(0),
-        &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")],
-        &[],
-    );
+    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")], &[]);
     let expected = prometheus_body(90_000);
     let mut gzipped: Option<Vec<u8>> = None;
     for i in 0..6 {
