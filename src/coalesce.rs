@@ -482,28 +482,99 @@ mod tests {
         assert!(!accepts_gzip([]));
     }
 
+    /// A follower's wait, polled by hand: [`Parked::park`] polls it once
+    /// (it must be pending, so it has registered to be woken), and
+    /// [`Parked::woken`] tells whether anything has woken it since.
+    struct Parked {
+        wait: std::pin::Pin<Box<dyn std::future::Future<Output = Option<Arc<Shared>>>>>,
+        flag: Arc<WakeFlag>,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    struct WakeFlag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for WakeFlag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Parked {
+        fn park(follower: Follower) -> Parked {
+            // A runtime for the wait's timer (never driven: the timeout is
+            // an hour, and only the leader's message may end the wait).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a test runtime");
+            let mut parked = Parked {
+                wait: {
+                    let _in = runtime.enter();
+                    Box::pin(follower.wait(Duration::from_secs(3600)))
+                },
+                flag: Arc::new(WakeFlag(false.into())),
+                runtime,
+            };
+            assert!(
+                parked.poll().is_pending(),
+                "the follower must wait while the leader fetches"
+            );
+            assert!(!parked.woken());
+            parked
+        }
+
+        fn poll(&mut self) -> std::task::Poll<Option<Arc<Shared>>> {
+            let _in = self.runtime.enter();
+            let waker = std::task::Waker::from(Arc::clone(&self.flag));
+            self.wait
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+        }
+
+        fn woken(&self) -> bool {
+            self.flag.0.load(Ordering::SeqCst)
+        }
+
+        /// Woken, and done: the wait's result.
+        fn result(mut self) -> Option<Arc<Shared>> {
+            assert!(self.woken(), "the waiting follower was never woken");
+            match self.poll() {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => panic!("woken, but still waiting"),
+            }
+        }
+    }
+
     #[test]
     fn followers_are_woken_with_the_leaders_200() {
         let c = Coalescer::new(None);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!("first is the leader")
         };
-        let Join::Follower(follower) = c.join(key()) else {
+        let Join::Follower(first) = c.join(key()) else {
             panic!("second follows")
+        };
+        let Join::Follower(second) = c.join(key()) else {
+            panic!("third follows")
         };
         // A different Accept is a different request.
         assert!(matches!(
             c.join(Coalescer::key(b"/v1/metrics?format=prometheus", None)),
             Join::Leader(_)
         ));
+        // Both followers are parked, waiting, before the leader has anything.
+        let (first, second) = (Parked::park(first), Parked::park(second));
         leader.push(Bytes::from_static(b"metrics ")).unwrap();
         leader.push(Bytes::from_static(b"text")).unwrap();
-        let waiting = std::thread::spawn(move || block_on(follower.wait(Duration::from_secs(10))));
+        assert!(!first.woken() && !second.woken(), "woken before the end");
         let mine = leader.finish(header(200));
         assert_eq!(&mine.body[..], b"metrics text");
         assert_eq!(mine.header.headers.get("content-length").unwrap(), "12");
-        let theirs = waiting.join().unwrap().expect("woken with the response");
-        assert!(Arc::ptr_eq(&mine, &theirs));
+        // Finishing woke them, and each gets the very response the leader has.
+        for parked in [first, second] {
+            let theirs = parked.result().expect("woken with the response");
+            assert!(Arc::ptr_eq(&mine, &theirs));
+        }
         // No TTL: the next request leads again.
         assert!(matches!(c.join(key()), Join::Leader(_)));
     }
@@ -517,12 +588,14 @@ mod tests {
         let Join::Follower(follower) = c.join(key()) else {
             panic!()
         };
+        let follower = Parked::park(follower);
         leader
             .push(Bytes::from_static(b"Prometheus is not enabled"))
             .unwrap();
         let mine = leader.finish(header(415));
         assert_eq!(mine.header.status, 415);
-        assert!(block_on(follower.wait(Duration::from_secs(10))).is_none());
+        // Woken, told to fetch its own.
+        assert!(follower.result().is_none());
         // Not cached either; and the followers may lead again among themselves.
         let Join::Leader(_again) = c.join(key()) else {
             panic!("a new leader")
@@ -539,8 +612,10 @@ mod tests {
         let Join::Follower(follower) = c.join(key()) else {
             panic!()
         };
+        let follower = Parked::park(follower);
         drop(leader);
-        assert!(block_on(follower.wait(Duration::from_secs(10))).is_none());
+        // Woken, told to fetch its own.
+        assert!(follower.result().is_none());
         assert!(matches!(c.join(key()), Join::Leader(_)));
     }
 
