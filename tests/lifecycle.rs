@@ -4,6 +4,7 @@
 mod support;
 
 use std::net::TcpStream;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use support::standin::{Options, StandIn, START_INDEX};
 use support::{get, run_to_exit, send, setup, setup_with, Exit, Proxy, Setup, TempDir, TOKEN};
@@ -35,8 +36,19 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
     }
     assert!(!stderr.contains(TOKEN));
 
-    // No token from any source.
-    let Exit { status, stderr, .. } = run_to_exit(&[("HOLEPUNCH_PORT", &port)], &[]);
+    // No token from any source. The process is held in its first write to
+    // stderr, the report of its problems, and while it is alive there,
+    // nothing listens on the port it was given.
+    let port_n: u16 = port.parse().unwrap();
+    let (status, stderr) = run_held_at_stderr(
+        &[("HOLEPUNCH_BIND", "127.0.0.1"), ("HOLEPUNCH_PORT", &port)],
+        || {
+            assert!(
+                TcpStream::connect(("127.0.0.1", port_n)).is_err(),
+                "something listens on the port while the problems are reported"
+            );
+        },
+    );
     assert_eq!(status.code(), Some(2));
     assert!(
         stderr.starts_with("nomad-holepunch: NOMAD_TOKEN: no workload token"),
@@ -71,8 +83,100 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
         stderr.starts_with("nomad-holepunch: -c=\"/nonexistent/holepunch.yaml\": cannot load the Pingora configuration file"),
         "{stderr}"
     );
-    // Nothing ever listened.
-    assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
+}
+
+/// Runs the binary with a clean environment plus `env`, its stderr on a
+/// pipe that is already full, so that its first write there blocks. Once
+/// the process is seen blocked in that write (`/proc/PID/syscall`: write(2)
+/// on fd 2), `while_held` runs while it is alive there; then the pipe is
+/// drained and the process runs on. Returns how it exited and what it wrote.
+fn run_held_at_stderr(env: &[(&str, &str)], while_held: impl FnOnce()) -> (ExitStatus, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const FILL: u8 = b'#';
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w = write_end.as_raw_fd();
+    // Fill it: the smallest pipe the kernel gives (if it lets us resize), non-blocking
+    // writes until it refuses, then blocking again for the child.
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        libc::fcntl(w, libc::F_SETPIPE_SZ, 4096);
+        let flags = libc::fcntl(w, libc::F_GETFL);
+        assert_eq!(libc::fcntl(w, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+    }
+    let mut pipe = std::fs::File::from(write_end);
+    let mut filled = 0;
+    for _ in 0..1_000_000 {
+        match pipe.write(&[FILL]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the pipe: {e}"),
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        let flags = libc::fcntl(w, libc::F_GETFL);
+        assert_eq!(libc::fcntl(w, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
+    }
+    let mut child = std::process::Command::new(support::binary())
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(pipe)
+        .spawn()
+        .expect("spawn nomad-holepunch");
+    let syscall = format!("/proc/{}/syscall", child.id());
+    let deadline = Instant::now() + support::IO_TIMEOUT;
+    loop {
+        let now = std::fs::read_to_string(&syscall).unwrap_or_default();
+        let mut fields = now.split_whitespace();
+        // x86_64 and aarch64 number write(2) differently.
+        let write = if cfg!(target_arch = "aarch64") {
+            "64"
+        } else {
+            "1"
+        };
+        if fields.next() == Some(write) && fields.next() == Some("0x2") {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited ({status}) without writing to stderr");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never blocked writing to stderr: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while_held();
+    // Let it go: read everything it writes, until it exits and the pipe closes.
+    let mut out = Vec::new();
+    let mut reader = std::fs::File::from(read_end);
+    let drained = std::thread::spawn(move || {
+        let _ = reader.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + support::IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nomad-holepunch did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = drained.join().unwrap();
+    assert!(out.len() >= filled && out[..filled].iter().all(|&b| b == FILL));
+    (status, String::from_utf8_lossy(&out[filled..]).into_owned())
 }
 
 #[test]
