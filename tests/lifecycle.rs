@@ -193,27 +193,73 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
         ("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap()),
         // The file wins over the environment.
         ("NOMAD_TOKEN", "token-from-env"),
+        // The most verbose level: Pingora logs upstream request headers,
+        // X-Nomad-Token included, at debug and trace (src/logging.rs).
+        ("RUST_LOG", "trace"),
     ]);
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(
-        standin.requests()[0].header("x-nomad-token"),
-        Some("token-one")
+        standin.requests()[0].header_values("x-nomad-token"),
+        vec!["token-one"]
     );
 
     // Nomad renews the identity: a new file renamed over the old one.
     let tmp = dir.join("nomad_token.tmp");
     std::fs::write(&tmp, "token-two").unwrap();
     std::fs::rename(&tmp, &token_file).unwrap();
+    // Requests until the new token appears (it must within 10 s; the file
+    // is re-read every half second), then 50 more.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut after_first_new = None;
+    for _ in 0..1_000 {
         assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
         let last = standin.requests().pop().unwrap();
-        if last.header("x-nomad-token") == Some("token-two") {
-            break;
+        if after_first_new.is_none() && last.header("x-nomad-token") == Some("token-two") {
+            after_first_new = Some(0);
         }
-        assert!(Instant::now() < deadline, "the new token was never used");
-        std::thread::sleep(Duration::from_millis(50));
+        match &mut after_first_new {
+            Some(n) if *n == 50 => break,
+            Some(n) => *n += 1,
+            None => {
+                assert!(Instant::now() < deadline, "the new token was never used");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
+    assert_eq!(
+        after_first_new,
+        Some(50),
+        "never 50 requests after the new token"
+    );
+    // Every request carried one token: the old one up to some request, the
+    // new one from then on, never the old one again.
+    let tokens: Vec<Vec<String>> = standin
+        .requests()
+        .iter()
+        .map(|r| {
+            r.header_values("x-nomad-token")
+                .into_iter()
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    let first_new = tokens
+        .iter()
+        .position(|t| t == &["token-two"])
+        .expect("the new token was used");
+    for (i, t) in tokens.iter().enumerate() {
+        let want = if i < first_new {
+            "token-one"
+        } else {
+            "token-two"
+        };
+        assert_eq!(
+            t,
+            &[want],
+            "request {i} (the new token first at {first_new})"
+        );
+    }
+    assert!(tokens.len() > first_new + 50);
 
     // A broken rewrite keeps the last good token.
     std::fs::write(&token_file, "   \n").unwrap();
@@ -227,11 +273,17 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
     }
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(
-        standin.requests().pop().unwrap().header("x-nomad-token"),
-        Some("token-two")
+        standin
+            .requests()
+            .pop()
+            .unwrap()
+            .header_values("x-nomad-token"),
+        vec!["token-two"]
     );
     let log = proxy.log();
     assert!(log.contains("workload token reloaded"), "{log}");
+    // The headers were logged, with both tokens: redacted every time.
+    assert!(log.contains("X-Nomad-Token: <redacted>"), "{log}");
     for secret in ["token-one", "token-two", "token-from-env"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
