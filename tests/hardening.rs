@@ -446,11 +446,13 @@ fn tls_serves_the_certificate_and_picks_up_a_new_one() {
     let standin = StandIn::start(&sock, Options::new(TOKEN));
     // The harness's health check is plain HTTP, so start it by hand.
     let port = support::free_port();
+    let telemetry = format!("127.0.0.1:{}", support::free_port());
     let env = [
         ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
         ("NOMAD_TOKEN", TOKEN),
         ("HOLEPUNCH_TLS_CERT_FILE", cert.to_str().unwrap()),
         ("HOLEPUNCH_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
     ];
     let proxy = support::Proxy::spawn(&env, &[], port);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -490,18 +492,49 @@ fn tls_serves_the_certificate_and_picks_up_a_new_one() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A half-written pair (new cert, old key) is refused; the last good one stays.
-    std::fs::write(&cert, read("a.crt")).unwrap();
+    // A half-written pair (new cert, old key) is refused; the last good one
+    // stays. The rotation above may itself have been read half done (and
+    // counted, and logged), so what proves this pair was read is the
+    // proxy's failure count going up from here. The certificate is renamed
+    // into place whole, so the pair it reads is exactly this one.
+    let own: std::net::SocketAddr = telemetry.parse().unwrap();
+    let failures = || {
+        // The telemetry listener starts with the proxy; wait for it if need be.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let text = loop {
+            match send(own, raw) {
+                Ok(resp) => break resp.text(),
+                Err(e) => assert!(Instant::now() < deadline, "no telemetry: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("holepunch_reload_failures_total{file=\"tls_certificate\"} ")
+            })
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let before = failures();
+    let tmp = dir.join("tls.crt.tmp");
+    std::fs::write(&tmp, read("a.crt")).unwrap();
+    std::fs::rename(&tmp, &cert).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy
-        .log()
-        .contains("keeping the last good TLS certificate")
-    {
-        assert!(Instant::now() < deadline, "no warning:\n{}", proxy.log());
+    while failures() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the mismatched pair was never refused:\n{}",
+            proxy.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (served, _) = tls_get(proxy.addr, &read("b.crt"), "/health");
+    assert_eq!(failures(), before + 1, "counted once");
+    assert!(proxy
+        .log()
+        .contains("keeping the last good TLS certificate"));
+    let (served, response) = tls_get(proxy.addr, &read("b.crt"), "/health");
     assert_eq!(served, der(&read("b.crt")));
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
 }
 
 #[test]
