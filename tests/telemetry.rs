@@ -42,12 +42,31 @@ fn telemetry_addr() -> (SocketAddr, String) {
 #[test]
 fn own_metrics_count_requests_by_group_decision_and_status() {
     let (taddr, tvalue) = telemetry_addr();
-    let s = setup(&[("HOLEPUNCH_TELEMETRY_BIND", &tvalue)]);
-    let addr = s.proxy.addr;
-    // The harness's own /health checks while the proxy started. A request
-    // is counted just after its response goes out, so let the count settle.
+    let dir = TempDir::new();
+    let sock = dir.join("api.sock");
+    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    // Started without the harness's /health checks, which would be counted
+    // too: up once its port accepts a connection, which sends no request.
+    let proxy = Proxy::spawn(
+        &[
+            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_TELEMETRY_BIND", &tvalue),
+        ],
+        &[],
+        free_port(),
+    );
+    let addr = proxy.addr;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "never listened:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let local = r#"holepunch_requests_total{code="2xx",decision="local",group="none"}"#;
-    let health_checks = settled(taddr, local);
     assert_eq!(get(addr, "/v1/metrics?format=prometheus", "").status, 200);
     assert_eq!(get(addr, "/v1/agent/health", "").status, 200);
     assert_eq!(get(addr, "/v1/agent/self", "").status, 403);
@@ -76,7 +95,7 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
             r#"holepunch_requests_total{code="4xx",decision="refused",group="none"}"#,
             1.0,
         ),
-        (local, health_checks + 1.0),
+        (local, 1.0),
         (
             r#"holepunch_upstream_duration_seconds_count{group="metrics"}"#,
             1.0,
@@ -95,7 +114,7 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
         ),
     ];
     let text = wait_for_all(taddr, &expect);
-    assert_eq!(s.standin.requests().len(), 2);
+    assert_eq!(standin.requests().len(), 2);
     // The latency histogram has the buckets a blocking query needs.
     assert!(
         text.contains(r#"holepunch_upstream_duration_seconds_bucket{group="metrics",le="340"}"#)
@@ -169,20 +188,35 @@ fn token_reloads_are_counted() {
     let mut options = Options::new("token-one");
     options.tokens.push("token-two".into());
     let _standin = StandIn::start(&sock, options);
+    // Client tokens, watched with the token file: each change to them
+    // marks a pass of the watcher the test can see.
+    let clients = dir.join("clients");
+    std::fs::write(&clients, "client-token-0\n").unwrap();
     let (taddr, tvalue) = telemetry_addr();
     let _proxy = Proxy::start(&[
         ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
         ("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("HOLEPUNCH_CLIENT_TOKEN_FILE", clients.to_str().unwrap()),
         ("HOLEPUNCH_TELEMETRY_BIND", &tvalue),
     ]);
     let reloads = r#"holepunch_reloads_total{file="workload_token"}"#;
     let failures = r#"holepunch_reload_failures_total{file="workload_token"}"#;
+    let client_reloads = r#"holepunch_reloads_total{file="client_tokens"}"#;
     assert_eq!(sample(&telemetry(taddr), reloads), None);
 
     // An unusable token (empty) is a failure, counted once however long it lasts.
     std::fs::write(&token_file, "").unwrap();
     wait_for(taddr, failures, 1.0);
-    std::thread::sleep(Duration::from_millis(1200));
+    // However many passes re-read it. Three client-token changes, each
+    // written once the one before is seen reloaded, take three distinct
+    // passes of the watcher; the second begins after the pass that counted
+    // the failure, and is over once the third is seen. So at least one
+    // whole later pass has read the empty token file again.
+    assert_eq!(sample(&telemetry(taddr), client_reloads), None);
+    for i in 1..=3 {
+        std::fs::write(&clients, format!("client-token-{i}\n")).unwrap();
+        wait_for(taddr, client_reloads, f64::from(i));
+    }
     assert_eq!(sample(&telemetry(taddr), failures), Some(1.0));
 
     std::fs::write(&token_file, "token-two").unwrap();
@@ -213,20 +247,6 @@ fn wait_for_all(taddr: SocketAddr, expect: &[(&str, f64)]) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The value of `series` once two reads 200 ms apart agree (0 if absent).
-fn settled(taddr: SocketAddr, series: &str) -> f64 {
-    let mut last = sample(&telemetry(taddr), series);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = sample(&telemetry(taddr), series);
-        if now == last {
-            return now.unwrap_or(0.0);
-        }
-        last = now;
-    }
-    panic!("{series} kept changing");
 }
 
 #[test]
