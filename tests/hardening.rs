@@ -557,7 +557,8 @@ fn the_socket_going_away_under_load_fails_only_the_gap_with_502() {
     let phase = Arc::new(AtomicUsize::new(BEFORE));
     let stop = Arc::new(AtomicBool::new(false));
     // (phase when sent, phase when answered, status): 0 for no answer.
-    let outcomes = Arc::new(Mutex::new(Vec::<(usize, usize, u16)>::new()));
+    type Outcome = (usize, usize, u16);
+    let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (phase, stop, outcomes) =
@@ -584,7 +585,7 @@ fn the_socket_going_away_under_load_fails_only_the_gap_with_502() {
             })
         })
         .collect();
-    let wait_until = |what: &str, done: &dyn Fn(&[(usize, usize, u16)]) -> bool| {
+    let wait_until = |what: &str, done: &dyn Fn(&[Outcome]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done(&outcomes.lock().unwrap()) {
             assert!(Instant::now() < deadline, "never happened: {what}");
