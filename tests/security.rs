@@ -780,22 +780,24 @@ fn small_receive_buffer(stream: &TcpStream, bytes: libc::c_int) {
 #[test]
 fn a_slow_reader_of_a_large_shared_response_gets_all_of_it() {
     // The deadline is on progress, not on the whole write. A 7 MB shared
-    // body is one write; past the proxy's 4 MB send buffer, this client takes
-    // 32 KB every 20 ms, so the write lasts about 2 s, past the 1 s timeout,
-    // while no wait for the client comes near it.
+    // body is one write; past the proxy's 4 MB send buffer, this client
+    // takes at most 16 KB per 20 ms, so the write lasts at least 3.8 s
+    // however fast the machine, well past the 2 s timeout, while each wait
+    // for the client is a hundredth of it.
     const SIZE: usize = 7 << 20;
+    const CHUNK: usize = 16 * 1024;
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = SIZE;
-    let s = setup_with(options, &[("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "1s")], &[]);
+    let s = setup_with(options, &[("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "2s")], &[]);
     let mut c = TcpStream::connect(s.proxy.addr).unwrap();
-    small_receive_buffer(&c, 32 * 1024);
+    small_receive_buffer(&c, CHUNK as libc::c_int);
     c.write_all(
         b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut got = Vec::new();
-    let mut buf = vec![0; 32 * 1024];
+    let mut buf = vec![0; CHUNK];
     for _ in 0..100_000 {
         match c.read(&mut buf) {
             Ok(0) => break,
