@@ -50,3 +50,65 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
     echo $((20000 + RANDOM % 20000)); }
+
+# wait_for URL [curl args]: until it answers 200 (10 s at most).
+wait_for() {
+    local url=$1
+    shift
+    for _ in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")" = 200 ] && return 0
+        sleep 0.1
+    done
+    echo "$(basename "$0"): $url did not answer 200" >&2
+    exit 1
+}
+
+# start_upstream CORE: the Task API's answers, fast: an nginx on CORE serving
+# $work/api.sock (and 127.0.0.1:$up_port, for the ceiling row), with a
+# 37-byte /v1/agent/health and a 90 KB Prometheus /v1/metrics, answering 401
+# unless the caller sent X-Nomad-Token: $TOKEN.
+start_upstream() {
+    mkdir -p "$work/www/v1/agent"
+    printf '{"client":{"ok":true,"message":"ok"}}' > "$work/www/v1/agent/health"
+    awk 'BEGIN {
+        print "# HELP nomad_client_allocs_running Number of running allocations"
+        print "# TYPE nomad_client_allocs_running gauge"
+        print "nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3"
+        n = 0; size = 0
+        while (size < 90000) {
+            line = sprintf("nomad_client_host_cpu_idle{cpu=\"cpu%d\",datacenter=\"dc1\",node_id=\"f7476465-4d6e-c0de-26d0-e383c49be941\"} 97.%d", n, n)
+            print line; size += length(line) + 1; n++
+        }
+    }' > "$work/www/v1/metrics"
+    up_port=$(free_port)
+    mkdir -p "$work/upstream"
+    cat > "$work/upstream.conf" <<EOF
+    $nginx_user
+    worker_processes 1;
+    pid $work/upstream/nginx.pid;
+    error_log $work/upstream/error.log;
+    events { worker_connections 4096; }
+    http {
+        access_log off;
+        sendfile on;
+        keepalive_requests 1000000;
+        client_body_temp_path $work/upstream;
+        proxy_temp_path $work/upstream;
+        fastcgi_temp_path $work/upstream;
+        uwsgi_temp_path $work/upstream;
+        scgi_temp_path $work/upstream;
+        server {
+            listen unix:$work/api.sock;
+            listen 127.0.0.1:$up_port;
+            root $work/www;
+            add_header X-Nomad-Index 42;
+            if (\$http_x_nomad_token != "$TOKEN") { return 401; }
+            location = /v1/agent/health { default_type application/json; }
+            location = /v1/metrics { default_type "text/plain; version=0.0.4; charset=utf-8"; }
+        }
+    }
+EOF
+    taskset -c "$1" nginx -e "$work/upstream/error.log" -c "$work/upstream.conf" -g 'daemon off;' &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$up_port/v1/agent/health" -H "X-Nomad-Token: $TOKEN"
+}
