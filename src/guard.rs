@@ -19,8 +19,26 @@
 //! Empty lines before a request line, which HTTP parsers skip (RFC 9112,
 //! section 2.2), count toward the deadline and the size limit, and are
 //! dropped before Pingora sees the request.
+//!
+//! A request target with a raw space, control byte or `#` is refused here,
+//! with 400, before Pingora parses it, because Pingora would change it before
+//! anything else sees it:
+//! - httparse stops a target at a space or control byte, and Pingora then
+//!   percent-encodes the target (spaces, control bytes, `"`, `<`, `>`) and
+//!   parses it again (pingora-core 0.9 `protocols/http/v1/server.rs`,
+//!   `read_request` and `escape_illegal_request_line`): the proxy would
+//!   decide on, and forward, `/v1/service/a%20b` for `/v1/service/a b`;
+//! - Pingora drops a `#` and everything after it (pingora-http 0.9
+//!   `parse_request_target`): `/v1/service/web#x` would be forwarded as
+//!   `/v1/service/web`.
+//!
+//! The path rules refuse those bytes ([`crate::target::parse_target`]); the
+//! guard applies them to the bytes the client sent, with the same reason.
+//! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
+//! its `URI_MAP`) reaches the path rules unchanged.
 
 use crate::deadline::WriteDeadline;
+use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -80,6 +98,43 @@ pub fn header_end(buf: &[u8], from: usize) -> Option<usize> {
             b"\n\r" if buf.get(start + i + 2) == Some(&b'\n') => Some(start + i + 3),
             _ => None,
         })
+}
+
+/// Why the request line in `header` (a complete request header, empty
+/// lines before it removed) must be refused before Pingora parses it: its
+/// target breaks the path rules ([`parse_target`]), or has a `"`, `<` or `>`
+/// in its query, and holds a byte Pingora would not pass on unchanged. The
+/// target is what lies between the first space and the last one on the line,
+/// as Pingora's rewrite takes it (the method before, `HTTP/1.1` after).
+/// `None` for every other line, well-formed or not: the proxy's decision, or
+/// Pingora's parser, judges those.
+pub fn refused_target(header: &[u8]) -> Option<Refusal> {
+    let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = line.iter().position(|&b| b == b' ')? + 1;
+    let end = line.iter().rposition(|&b| b == b' ')?;
+    let target = line.get(start..end)?;
+    // The common case: nothing Pingora would change, and the proxy decides.
+    if target.iter().all(|&b| plain(b)) {
+        return None;
+    }
+    if let Err(refusal) = parse_target(target) {
+        return Some(refusal);
+    }
+    // The path rules let a query hold any visible ASCII byte but `#`; the
+    // `http` crate's URI parser refuses these three in a query, and Pingora
+    // would answer 400 with no reason (http 1 `uri/path.rs`, `QUERY_MAP`).
+    let query = target.iter().position(|&b| b == b'?').map(|q| &target[q..]);
+    query
+        .is_some_and(|q| q.iter().any(|b| b"\"<>".contains(b)))
+        .then_some(Refusal::DisallowedQueryByte)
+}
+
+/// Bytes of a request target that every parser on the way (httparse,
+/// Pingora, the `http` crate) passes on unchanged: RFC 3986's unreserved
+/// and sub-delims, and `:`, `@`, `/`, `?`, `%`.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
 /// When the header deadline starts.
@@ -240,6 +295,10 @@ where
                 }
                 HeaderRead::Closed => return None,
             }
+            if let Some(refusal) = refused_target(&buf) {
+                refuse(&mut stream, &buf, refusal).await;
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             // Pingora's own write timeout would cut off a large body that
             // the client is still reading: the stream's deadline does it.
@@ -272,6 +331,40 @@ where
     }
 }
 
+/// Answers 400 to a request whose target [`refused_target`] refused, and
+/// counts and logs it as the proxy does its own refusals. The connection is
+/// closed after it.
+async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
+    let reason = refusal.reason();
+    let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
+    log::info!(
+        "refused {} {}: {reason}",
+        stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_else(|| "-".to_string()),
+        line.escape_ascii()
+    );
+    crate::telemetry::metrics()
+        .requests
+        .with_label_values(&["none", "refused", "4xx"])
+        .inc();
+    let body = format!("bad request: {reason}");
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if line.starts_with(b"HEAD ") {
+            ""
+        } else {
+            &body
+        }
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.flush().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +386,64 @@ mod tests {
         let buf = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         for from in 0..buf.len() {
             assert_eq!(header_end(buf, from), Some(27), "from {from}");
+        }
+    }
+
+    #[test]
+    fn targets_pingora_would_change_are_refused_as_sent() {
+        use Refusal::{DisallowedByte, DisallowedQueryByte, DotSegment, NotOriginForm};
+        let cases: &[(&[u8], Option<Refusal>)] = &[
+            // Pingora would percent-encode these, or cut a fragment off.
+            (
+                b"GET /v1/service/a b HTTP/1.1\r\nHost: x\r\n\r\n",
+                Some(DisallowedByte),
+            ),
+            (
+                b"GET /v1/metrics?a=b c HTTP/1.1\r\n\r\n",
+                Some(DisallowedQueryByte),
+            ),
+            (
+                b"GET /v1/me\x01trics HTTP/1.1\r\n\r\n",
+                Some(DisallowedByte),
+            ),
+            (
+                b"GET /v1/me\x7ftrics HTTP/1.1\r\n\r\n",
+                Some(DisallowedByte),
+            ),
+            (b"GET /v1/me\ttrics HTTP/1.1\r\n\r\n", Some(DisallowedByte)),
+            (b"GET /v1/metrics  HTTP/1.1\r\n\r\n", Some(DisallowedByte)),
+            (b"GET  /v1/metrics HTTP/1.1\r\n\r\n", Some(NotOriginForm)),
+            (b"GET /v1/m\rx HTTP/1.1\n\n", Some(DisallowedByte)),
+            (b"GET /v1/metrics#x HTTP/1.1\r\n\r\n", Some(DisallowedByte)),
+            (
+                b"GET /v1/metrics?a=b#x HTTP/1.1\r\n\r\n",
+                Some(DisallowedQueryByte),
+            ),
+            // The `http` crate would refuse these with no reason.
+            (
+                b"GET /v1/service/<a> HTTP/1.1\r\n\r\n",
+                Some(DisallowedByte),
+            ),
+            (
+                b"GET /v1/metrics?q=\"a\" HTTP/1.1\r\n\r\n",
+                Some(DisallowedQueryByte),
+            ),
+            (
+                b"GET /v1/metrics?q=<a> HTTP/1.1\r\n\r\n",
+                Some(DisallowedQueryByte),
+            ),
+            (b"GET /v1/../b<c> HTTP/1.1\r\n\r\n", Some(DotSegment)),
+            // Raw, these reach the path rules unchanged, or are plain.
+            (b"GET /v1/metrics HTTP/1.1\r\nHost: a b\r\n\r\n", None),
+            (b"GET /v1/metrics?q={a}|[b]^`c` HTTP/1.1\r\n\r\n", None),
+            (b"GET /v1/metrics/../x HTTP/1.1\r\n\r\n", None),
+            // Malformed lines are Pingora's to refuse.
+            (b"GET /v1/metrics\r\n\r\n", None),
+            (b"GET\r\n\r\n", None),
+            (b"", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(refused_target(line), *want, "{}", line.escape_ascii());
         }
     }
 

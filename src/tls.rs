@@ -2,7 +2,7 @@
 //! their files change: new connections get the new certificate with no
 //! restart, which is what certificates rendered by a Nomad `template` need.
 
-use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE};
+use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
 use crate::watch::Reload;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::ALPN;
@@ -30,19 +30,28 @@ impl fmt::Debug for CertReloader {
 }
 
 impl CertReloader {
-    /// Reads and checks both files at startup; errors are fatal there.
+    /// Reads and checks both files at startup; errors are fatal there. Each
+    /// names the variable whose file is at fault; a certificate and key that
+    /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
-        let read = |p: &PathBuf| {
+        let read = |var: &str, p: &PathBuf| {
             std::fs::read(p).map_err(|e| ConfigError {
-                var: TLS_CERT_FILE.to_string(),
+                var: var.to_string(),
                 value: Some(p.display().to_string()),
                 expected: format!("cannot read: {e}"),
             })
         };
-        let key = certified_key(files, &read(&files.cert)?, &read(&files.key)?).map_err(|e| {
+        let cert = read(TLS_CERT_FILE, &files.cert)?;
+        let key = read(TLS_KEY_FILE, &files.key)?;
+        let key = certified_key(files, &cert, &key).map_err(|(var, e)| {
+            let path = if var == TLS_KEY_FILE {
+                &files.key
+            } else {
+                &files.cert
+            };
             ConfigError {
-                var: TLS_CERT_FILE.to_string(),
-                value: Some(files.cert.display().to_string()),
+                var: var.to_string(),
+                value: Some(path.display().to_string()),
                 expected: e,
             }
         })?;
@@ -85,7 +94,7 @@ impl Reload for CertReloader {
         let [cert, key] = contents else {
             return Ok(false);
         };
-        let new = certified_key(&self.files, cert, key)?;
+        let new = certified_key(&self.files, cert, key).map_err(|(_, e)| e)?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.cert == new.cert {
             return Ok(false);
@@ -95,27 +104,41 @@ impl Reload for CertReloader {
     }
 }
 
-/// Parses a PEM certificate chain and private key, and checks that they match.
-fn certified_key(files: &TlsFiles, cert: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+/// Parses a PEM certificate chain and private key, and checks that they
+/// match. An error says which variable's file is at fault, and why.
+fn certified_key(
+    files: &TlsFiles,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<CertifiedKey, (&'static str, String)> {
     pingora::tls::install_default_crypto_provider();
     let chain = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+        .map_err(|e| {
+            let e = format!("{}: not a PEM certificate chain: {e}", files.cert.display());
+            (TLS_CERT_FILE, e)
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in it",
-            files.cert.display()
-        ));
+        let e = format!("{}: no PEM certificate in it", files.cert.display());
+        return Err((TLS_CERT_FILE, e));
     }
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
-    let provider = CryptoProvider::get_default()
-        .ok_or_else(|| "no TLS crypto provider installed".to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+        let e = format!("{}: not a PEM private key: {e}", files.key.display());
+        (TLS_KEY_FILE, e)
+    })?;
+    let provider = CryptoProvider::get_default().ok_or_else(|| {
+        (
+            TLS_CERT_FILE,
+            "no TLS crypto provider installed".to_string(),
+        )
+    })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        format!(
-            "{} and {} do not make a usable certificate: {e}",
+        let e = format!(
+            "the certificate in {} and the private key in {TLS_KEY_FILE}=\"{}\" do not \
+             belong together ({e})",
             files.cert.display(),
             files.key.display()
-        )
+        );
+        (TLS_CERT_FILE, e)
     })
 }

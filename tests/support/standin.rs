@@ -66,6 +66,10 @@ pub struct Options {
     /// The status of `?format=prometheus` responses (Nomad answers 415
     /// `Prometheus is not enabled` when its telemetry does not export them).
     pub metrics_status: u16,
+    /// Stall every response body longer than this many bytes once that many
+    /// are sent, until [`StandIn::release_body`] (the rest follows) or
+    /// [`StandIn::cut_body`] (the connection is closed instead).
+    pub stall_body_after: Option<usize>,
 }
 
 impl Options {
@@ -77,6 +81,7 @@ impl Options {
             drop_reused: false,
             hold_metrics: false,
             metrics_status: 200,
+            stall_body_after: None,
         }
     }
 }
@@ -100,6 +105,19 @@ struct State {
     metrics_gate: Mutex<bool>,
     metrics_opened: Condvar,
     metrics_status: u16,
+    stall_body_after: Option<usize>,
+    /// Where stalled bodies stand: released, cut, and how many have stalled.
+    body_gate: Mutex<BodyGate>,
+    body_moved: Condvar,
+    /// Requests still to be closed unanswered ([`StandIn::drop_next`]).
+    drop_next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct BodyGate {
+    released: bool,
+    cut: bool,
+    stalled: usize,
 }
 
 /// A running stand-in. Stops (closing every connection and removing the
@@ -155,6 +173,7 @@ impl StandIn {
             drop_reused: options.drop_reused,
             metrics_gate: Mutex::new(!options.hold_metrics),
             metrics_status: options.metrics_status,
+            stall_body_after: options.stall_body_after,
             ..State::default()
         });
         // Non-blocking accept, polled: stop() must work even when the socket
@@ -312,6 +331,9 @@ fn serve(conn: &UnixStream, state: &State) {
         if state.drop_reused && served > 0 {
             return;
         }
+        if take_one(&state.drop_next) {
+            return;
+        }
         if !state.delay.is_zero() {
             std::thread::sleep(state.delay);
         }
@@ -448,11 +470,18 @@ fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<
             route(req, state)
         }
     };
-    write_reply(w, &req.method, reply)
+    match state.stall_body_after {
+        Some(n) if req.method != "HEAD" && reply.body.len() > n => {
+            write_stalled(w, reply, n, state)
+        }
+        _ => write_reply(w, &req.method, reply),
+    }
 }
 
 fn route(req: &Request, state: &State) -> Reply {
-    let path = req.path();
+    // Nomad routes on the path with its escapes decoded once (Go's URL.Path).
+    let path = req.routed_path();
+    let path = path.as_str();
     let get = req.method == "GET";
     let index = state.index.load(Ordering::SeqCst);
     match (req.method.as_str(), path) {
@@ -692,5 +721,120 @@ fn reason(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         500 => "Internal Server Error",
         _ => "Unknown",
+    }
+}
+
+// ---- Added for the timeout, retry and target tests -------------------------
+
+impl StandIn {
+    /// Closes the next `n` requests unanswered, on whatever connection they
+    /// arrive (they are still recorded): an agent dropping connections.
+    pub fn drop_next(&self, n: usize) {
+        self.state.drop_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Lets every stalled body (see `Options::stall_body_after`) go on, now
+    /// and from now on.
+    pub fn release_body(&self) {
+        self.state.body_gate.lock().unwrap().released = true;
+        self.state.body_moved.notify_all();
+    }
+
+    /// Ends every stalled body, now and from now on, by closing its
+    /// connection without the rest.
+    pub fn cut_body(&self) {
+        self.state.body_gate.lock().unwrap().cut = true;
+        self.state.body_moved.notify_all();
+    }
+
+    /// How many response bodies have stalled so far.
+    pub fn bodies_stalled(&self) -> usize {
+        self.state.body_gate.lock().unwrap().stalled
+    }
+
+    /// Waits until `n` bodies have stalled, up to `timeout`.
+    pub fn wait_for_stalled(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut gate = self.state.body_gate.lock().unwrap();
+        while gate.stalled < n {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            gate = self
+                .state
+                .body_moved
+                .wait_timeout(gate, deadline - now)
+                .unwrap()
+                .0;
+        }
+        true
+    }
+}
+
+/// Takes one from a count of things still to do; false when none are left.
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Writes the header and the first `n` body bytes, then waits (up to 60 s,
+/// or until the stand-in stops) for the test to release or cut the body.
+fn write_stalled(w: &mut UnixStream, reply: Reply, n: usize, state: &State) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", reply.body.len()));
+    w.write_all(head.as_bytes())?;
+    w.write_all(&reply.body[..n])?;
+    w.flush()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut gate = state.body_gate.lock().unwrap();
+    gate.stalled += 1;
+    state.body_moved.notify_all();
+    // Bounded: 60 s in slices, so that a stop is seen.
+    while !gate.released && !gate.cut {
+        let now = Instant::now();
+        if now >= deadline || state.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let slice = (deadline - now).min(Duration::from_millis(50));
+        gate = state.body_moved.wait_timeout(gate, slice).unwrap().0;
+    }
+    if !gate.released {
+        return Err(std::io::ErrorKind::ConnectionAborted.into());
+    }
+    drop(gate);
+    w.write_all(&reply.body[n..])?;
+    w.flush()
+}
+
+impl Request {
+    /// The path with its percent escapes decoded once, as Go's server
+    /// routes it (invalid UTF-8 replaced).
+    fn routed_path(&self) -> String {
+        let raw = self.path().as_bytes();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (raw[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
