@@ -7,15 +7,28 @@
 //! and registered with the log redaction like the workload token.
 
 use crate::config::{ConfigError, CLIENT_TOKEN_FILE};
-use crate::logging;
-use crate::watch::Reload;
+use crate::reload::{self, Current, Name, Reloadable};
+use crate::token::is_token_text;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+
+/// The accepted client tokens, as a client token file lists them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenList(Vec<Box<[u8]>>);
+
+impl reload::Value for TokenList {
+    fn same(&self, new: &TokenList) -> bool {
+        self == new
+    }
+
+    fn secrets(&self) -> Vec<&[u8]> {
+        self.0.iter().map(|t| &t[..]).collect()
+    }
+}
 
 /// The accepted client tokens.
 pub struct ClientTokens {
     path: PathBuf,
-    tokens: RwLock<Vec<Box<[u8]>>>,
+    tokens: Current<TokenList>,
 }
 
 impl ClientTokens {
@@ -29,10 +42,9 @@ impl ClientTokens {
         let raw = std::fs::read(path)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
         let tokens = parse_tokens(&raw).map_err(error)?;
-        register(&tokens);
         Ok(ClientTokens {
             path: path.to_path_buf(),
-            tokens: RwLock::new(tokens),
+            tokens: Current::new(tokens),
         })
     }
 
@@ -42,55 +54,47 @@ impl ClientTokens {
         let Some(presented) = authorization.and_then(bearer) else {
             return false;
         };
-        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens
+        self.tokens
+            .load()
+            .0
             .iter()
             .fold(false, |found, t| found | constant_time_eq(t, presented))
     }
 }
 
-impl Reload for ClientTokens {
-    fn what(&self) -> &'static str {
-        "client tokens"
-    }
+impl Reloadable for ClientTokens {
+    type Value = TokenList;
+    const NAME: Name = Name {
+        what: "client tokens",
+        label: "client_tokens",
+    };
 
     fn paths(&self) -> Vec<PathBuf> {
         vec![self.path.clone()]
     }
 
-    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+    fn parse(&self, contents: &[Vec<u8>]) -> Result<TokenList, String> {
         let [raw] = contents else {
-            return Ok(false);
+            return Err(format!("{}: expected one file", self.path.display()));
         };
-        let tokens = parse_tokens(raw).map_err(|why| format!("{}: {why}", self.path.display()))?;
-        let mut current = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        if *current == tokens {
-            return Ok(false);
-        }
-        register(&tokens);
-        *current = tokens;
-        Ok(true)
+        parse_tokens(raw).map_err(|why| format!("{}: {why}", self.path.display()))
     }
-}
 
-fn register(tokens: &[Box<[u8]>]) {
-    for t in tokens {
-        if let Ok(s) = std::str::from_utf8(t) {
-            logging::add_secret(s);
-        }
+    fn current(&self) -> &Current<TokenList> {
+        &self.tokens
     }
 }
 
 /// The tokens in a client token file: one per line, surrounding whitespace
 /// trimmed, blank lines and lines starting with `#` skipped. Pure.
-pub fn parse_tokens(raw: &[u8]) -> Result<Vec<Box<[u8]>>, String> {
+pub fn parse_tokens(raw: &[u8]) -> Result<TokenList, String> {
     let mut tokens = Vec::new();
     for (n, line) in raw.split(|&b| b == b'\n').enumerate() {
         let line = line.trim_ascii();
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
-        if !line.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        if !is_token_text(line) {
             return Err(format!(
                 "line {} holds characters a token cannot contain (expected printable ASCII with no spaces)",
                 n + 1
@@ -101,7 +105,7 @@ pub fn parse_tokens(raw: &[u8]) -> Result<Vec<Box<[u8]>>, String> {
     if tokens.is_empty() {
         return Err("the client token file has no tokens (one per line)".to_string());
     }
-    Ok(tokens)
+    Ok(TokenList(tokens))
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive).
@@ -126,18 +130,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reload::Reload;
 
     fn tokens(list: &[&str]) -> ClientTokens {
         ClientTokens {
             path: "/dev/null".into(),
-            tokens: RwLock::new(list.iter().map(|t| t.as_bytes().into()).collect()),
+            tokens: Current::new(TokenList(
+                list.iter().map(|t| t.as_bytes().into()).collect(),
+            )),
         }
     }
 
     #[test]
     fn parse_skips_comments_and_blank_lines() {
         let parsed = parse_tokens(b"# scrapers\nalpha\n\n  beta  \r\n#gamma\n").unwrap();
-        assert_eq!(parsed, vec![b"alpha"[..].into(), b"beta"[..].into()]);
+        assert_eq!(
+            parsed,
+            TokenList(vec![b"alpha"[..].into(), b"beta"[..].into()])
+        );
         assert!(parse_tokens(b"\n# nothing\n")
             .unwrap_err()
             .contains("no tokens"));

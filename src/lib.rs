@@ -13,6 +13,7 @@
 //! - [`token`]: the workload token;
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
+//! - [`reload`]: the value each of those files makes, swapped when it changes;
 //! - [`watch`]: re-reading those files when they change;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
@@ -36,6 +37,7 @@ pub mod head;
 pub mod limits;
 pub mod logging;
 pub mod proxy;
+pub mod reload;
 pub mod shutdown;
 pub mod startup;
 pub mod target;

@@ -174,15 +174,13 @@ impl Startup {
         service.add_tcp(&self.config.listen.to_string());
         server.add_service(service);
 
-        let watcher = Watcher::default();
-        if self.token.file().is_some() {
-            watcher.add(self.token);
-        }
+        let mut watcher = Watcher::default();
+        watcher.watch(self.token);
         if let Some(client_tokens) = self.client_tokens {
-            watcher.add(client_tokens);
+            watcher.watch(client_tokens);
         }
         if let Some(tls) = self.tls {
-            watcher.add(tls);
+            watcher.watch(tls);
         }
         if !watcher.is_empty() {
             server.add_service(background_service("file watcher", watcher));

@@ -3,7 +3,7 @@
 //! restart, which is what certificates rendered by a Nomad `template` need.
 
 use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
-use crate::watch::Reload;
+use crate::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::ALPN;
 use pingora::tls::sign::CertifiedKey;
@@ -12,12 +12,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Serves the current certificate to every handshake.
 pub struct CertReloader {
     files: TlsFiles,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: Current<CertifiedKey>,
 }
 
 impl fmt::Debug for CertReloader {
@@ -57,7 +57,7 @@ impl CertReloader {
         })?;
         Ok(CertReloader {
             files: files.clone(),
-            current: RwLock::new(Arc::new(key)),
+            current: Current::new(key),
         })
     }
 
@@ -75,32 +75,43 @@ impl CertReloader {
 
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.current.read().unwrap_or_else(|e| e.into_inner()),
-        ))
+        Some(self.current.load_full())
     }
 }
 
-impl Reload for CertReloader {
-    fn what(&self) -> &'static str {
-        "TLS certificate"
+/// A new certificate is one with another chain: a new key alone would not
+/// belong to the same certificate, and `CertifiedKey::from_der` refuses a
+/// pair whose public keys differ (rustls 0.23 `crypto/signer.rs`).
+impl reload::Value for CertifiedKey {
+    fn same(&self, new: &CertifiedKey) -> bool {
+        self.cert == new.cert
     }
+}
+
+impl Reloadable for CertReloader {
+    type Value = CertifiedKey;
+    const NAME: Name = Name {
+        what: "TLS certificate",
+        label: "tls_certificate",
+    };
 
     fn paths(&self) -> Vec<PathBuf> {
         vec![self.files.cert.clone(), self.files.key.clone()]
     }
 
-    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+    fn parse(&self, contents: &[Vec<u8>]) -> Result<CertifiedKey, String> {
         let [cert, key] = contents else {
-            return Ok(false);
+            return Err(format!(
+                "{} and {}: expected two files",
+                self.files.cert.display(),
+                self.files.key.display()
+            ));
         };
-        let new = certified_key(&self.files, cert, key).map_err(|(_, e)| e)?;
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.cert == new.cert {
-            return Ok(false);
-        }
-        *current = Arc::new(new);
-        Ok(true)
+        certified_key(&self.files, cert, key).map_err(|(_, e)| e)
+    }
+
+    fn current(&self) -> &Current<CertifiedKey> {
+        &self.current
     }
 }
 

@@ -4,16 +4,21 @@
 //!
 //! Nomad renews an identity that has a `ttl` at about half its lifetime and
 //! rewrites the token file, often by writing a new file and renaming it over
-//! the old one. A token from a file is a [`Reload`]: `crate::watch` re-reads
+//! the old one. A token from a file is [`Reloadable`]: `crate::watch` re-reads
 //! it every half second and the next requests carry the new token, with no
 //! restart. An empty, malformed or unreadable file keeps the last good token.
 
-use crate::config::{ConfigError, TokenSource, NOMAD_TOKEN};
-use crate::logging;
-use crate::watch::Reload;
+use crate::config::{ConfigError, TokenSource, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
+use crate::reload::{self, Current, Name, Reloadable};
 use http::HeaderValue;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::PathBuf;
+
+/// Whether `bytes` can be a token, workload or client: printable ASCII with
+/// no spaces (a JWT, a UUID, base64). Such bytes are a valid header value
+/// and stand whole in a log line, so the redaction can find them.
+pub fn is_token_text(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+}
 
 /// Why some bytes are not a usable token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +49,7 @@ pub fn parse_token(raw: &[u8]) -> Result<HeaderValue, TokenProblem> {
     if token.is_empty() {
         return Err(TokenProblem::Empty);
     }
-    if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+    if !is_token_text(token) {
         return Err(TokenProblem::Malformed);
     }
     let mut value = HeaderValue::from_bytes(token).map_err(|_| TokenProblem::Malformed)?;
@@ -52,9 +57,19 @@ pub fn parse_token(raw: &[u8]) -> Result<HeaderValue, TokenProblem> {
     Ok(value)
 }
 
+impl reload::Value for HeaderValue {
+    fn same(&self, new: &HeaderValue) -> bool {
+        self == new
+    }
+
+    fn secrets(&self) -> Vec<&[u8]> {
+        vec![self.as_bytes()]
+    }
+}
+
 /// The current token, shared by the proxy and the watcher.
 pub struct Token {
-    value: RwLock<HeaderValue>,
+    value: Current<HeaderValue>,
     file: Option<PathBuf>,
 }
 
@@ -79,16 +94,11 @@ impl Token {
                 };
                 let raw = std::fs::read(path).map_err(|e| {
                     error(match e.kind() {
-                        std::io::ErrorKind::NotFound
-                            if *var == crate::config::NOMAD_SECRETS_DIR =>
-                        {
-                            format!(
-                                "no workload token: {} does not exist; give the task identity \
-                                 {{ file = true }} or {{ env = true }}, or set {}",
-                                path.display(),
-                                crate::config::TOKEN_FILE
-                            )
-                        }
+                        std::io::ErrorKind::NotFound if *var == NOMAD_SECRETS_DIR => format!(
+                            "no workload token: {} does not exist; give the task identity \
+                             {{ file = true }} or {{ env = true }}, or set {TOKEN_FILE}",
+                            path.display(),
+                        ),
                         _ => format!("cannot read the token file: {e}"),
                     })
                 })?;
@@ -101,57 +111,47 @@ impl Token {
 
     /// A token with a fixed value, or one to be re-read from `file`.
     pub fn new(value: HeaderValue, file: Option<PathBuf>) -> Token {
-        register(&value);
         Token {
-            value: RwLock::new(value),
+            value: Current::new(value),
             file,
         }
     }
 
     /// The current `X-Nomad-Token` value (a reference-counted clone).
     pub fn header_value(&self) -> HeaderValue {
-        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The file the token is re-read from, if any.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        HeaderValue::clone(&self.value.load())
     }
 }
 
-impl Reload for Token {
-    fn what(&self) -> &'static str {
-        "workload token"
-    }
+impl Reloadable for Token {
+    type Value = HeaderValue;
+    const NAME: Name = Name {
+        what: "workload token",
+        label: "workload_token",
+    };
 
+    /// The token file; none for a token from the environment, which Nomad
+    /// changes only by restarting the task.
     fn paths(&self) -> Vec<PathBuf> {
         self.file.iter().cloned().collect()
     }
 
-    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+    fn parse(&self, contents: &[Vec<u8>]) -> Result<HeaderValue, String> {
         let (Some(path), [raw]) = (&self.file, contents) else {
-            return Ok(false);
+            return Err(format!("the {} has no file to reload", Self::NAME.what));
         };
-        let value = parse_token(raw).map_err(|p| format!("{} {}", path.display(), p.describe()))?;
-        let mut current = self.value.write().unwrap_or_else(|e| e.into_inner());
-        if *current == value {
-            return Ok(false);
-        }
-        register(&value);
-        *current = value;
-        Ok(true)
+        parse_token(raw).map_err(|p| format!("{} {}", path.display(), p.describe()))
     }
-}
 
-fn register(value: &HeaderValue) {
-    if let Ok(s) = value.to_str() {
-        logging::add_secret(s);
+    fn current(&self) -> &Current<HeaderValue> {
+        &self.value
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reload::Reload;
 
     #[test]
     fn parse_trims_and_validates() {
@@ -197,7 +197,7 @@ mod tests {
         };
         let token = Token::load(&source).unwrap();
         assert_eq!(token.header_value(), "first");
-        assert_eq!(token.paths(), vec![path.clone()]);
+        assert_eq!(Reloadable::paths(&token), vec![path.clone()]);
         assert_eq!(token.reload(&[b"first".to_vec()]), Ok(false));
         assert_eq!(token.reload(&[b" second\n".to_vec()]), Ok(true));
         assert_eq!(token.header_value(), "second");
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(token.header_value(), "second");
         // A token from the environment has no file to reload.
         let fixed = Token::load(&TokenSource::Env("env-token".into())).unwrap();
-        assert!(fixed.paths().is_empty());
+        assert!(Reloadable::paths(&fixed).is_empty());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

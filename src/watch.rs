@@ -1,45 +1,36 @@
 //! Files that are re-read when they change, with no restart: the workload
-//! token, the client tokens, the TLS certificate and key.
+//! token, the client tokens, the TLS certificate and key (each a
+//! `crate::reload::Reloadable`).
 //!
 //! Nomad renews identities and re-renders templates by writing a new file,
 //! often renamed over the old one. [`Watcher`] reads every watched file each
 //! half second, and when the bytes differ from the last good ones it hands
 //! them to the owner ([`Reload`]). A file that is missing, unreadable or
 //! refused by its owner leaves the last good value in place and is logged
-//! once per distinct problem.
+//! once per distinct problem. Log lines use the owner's `Name::what`, the
+//! reload metrics its `Name::label`.
 
+use crate::reload::Reload;
 use crate::telemetry;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often watched files are read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Something built from one or more files, read together.
-pub trait Reload: Send + Sync {
-    /// What it is, for log lines ("workload token", "TLS certificate").
-    fn what(&self) -> &'static str;
-    /// The files, in the order [`Reload::reload`] receives their contents.
-    fn paths(&self) -> Vec<PathBuf>;
-    /// Replaces the value with one built from `contents`, and tells whether
-    /// it differs from the old one. On error the old value stays, and the
-    /// error (which must not contain a secret) is logged.
-    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
-}
-
 /// Reads the files of `item` now.
-pub fn read_all(item: &dyn Reload) -> Result<Vec<Vec<u8>>, String> {
+fn read_all(item: &dyn Reload) -> Result<Vec<Vec<u8>>, String> {
     item.paths()
         .iter()
         .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
         .collect()
 }
 
+/// One watched item and what the watcher remembers of it.
 struct Watched {
     item: Arc<dyn Reload>,
     /// The contents last loaded successfully (none yet: the owner loaded
@@ -50,80 +41,78 @@ struct Watched {
     problem: Option<String>,
 }
 
-/// Re-reads watched files until shutdown. Runs as a Pingora background
-/// service, so it also runs after `-d` daemonizes.
-#[derive(Default)]
-pub struct Watcher {
-    watched: Mutex<Vec<Watched>>,
-}
-
-impl Watcher {
-    /// Watches `item`, which has already loaded its first value.
-    pub fn add(&self, item: Arc<dyn Reload>) {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Watched {
-                item,
-                last: Vec::new(),
-                problem: None,
-            });
+impl Watched {
+    fn new(item: Arc<dyn Reload>) -> Watched {
+        Watched {
+            item,
+            last: Vec::new(),
+            problem: None,
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
-    /// One pass over every watched file.
-    pub fn check(&self) {
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        for w in watched.iter_mut() {
-            let outcome = match read_all(w.item.as_ref()) {
-                Ok(contents) if contents == w.last => Ok(false),
-                Ok(contents) => w.item.reload(&contents).inspect(|_| w.last = contents),
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(true) => {
-                    info!("{} reloaded", w.item.what());
-                    telemetry::metrics()
-                        .reloads
-                        .with_label_values(&[&file_label(w.item.what())])
-                        .inc();
-                    w.problem = None;
+    /// Reads the files once; reloads, logs and counts what changed.
+    fn check(&mut self) {
+        let outcome = match read_all(self.item.as_ref()) {
+            Ok(contents) if contents == self.last => Ok(false),
+            Ok(contents) => self
+                .item
+                .reload(&contents)
+                .inspect(|_| self.last = contents),
+            Err(e) => Err(e),
+        };
+        let name = self.item.name();
+        match outcome {
+            Ok(true) => {
+                info!("{} reloaded", name.what);
+                let reloads = &telemetry::metrics().reloads;
+                reloads.with_label_values(&[name.label]).inc();
+                self.problem = None;
+            }
+            Ok(false) => {
+                if self.problem.take().is_some() {
+                    info!("{} files are usable again", name.what);
                 }
-                Ok(false) => {
-                    if w.problem.take().is_some() {
-                        info!("{} files are usable again", w.item.what());
-                    }
-                }
-                Err(why) => {
-                    if w.problem.as_ref() != Some(&why) {
-                        warn!("{why}; keeping the last good {}", w.item.what());
-                        telemetry::metrics()
-                            .reload_failures
-                            .with_label_values(&[&file_label(w.item.what())])
-                            .inc();
-                        w.problem = Some(why);
-                    }
+            }
+            Err(why) => {
+                if self.problem.as_ref() != Some(&why) {
+                    warn!("{why}; keeping the last good {}", name.what);
+                    let failures = &telemetry::metrics().reload_failures;
+                    failures.with_label_values(&[name.label]).inc();
+                    self.problem = Some(why);
                 }
             }
         }
     }
 }
 
-/// The `file` label of the reload metrics: "workload token" is
-/// `workload_token`.
-fn file_label(what: &str) -> String {
-    what.to_lowercase().replace(' ', "_")
+/// Re-reads watched files until shutdown. Runs as a Pingora background
+/// service, so it also runs after `-d` daemonizes.
+#[derive(Default)]
+pub struct Watcher {
+    items: Vec<Arc<dyn Reload>>,
+}
+
+impl Watcher {
+    /// Watches `item`, which has already loaded its first value; an item
+    /// with no files (a token from the environment) has nothing to watch.
+    pub fn watch(&mut self, item: Arc<dyn Reload>) {
+        if !item.paths().is_empty() {
+            self.items.push(item);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Watcher {
+    /// Pingora calls this once, when the service starts
+    /// (pingora-core 0.9.1 `services/background.rs`), so what the watcher
+    /// remembers between passes lives here, with no lock.
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut watched: Vec<Watched> = self.items.iter().cloned().map(Watched::new).collect();
         loop {
             // Sleep, but wake at once for shutdown.
             if pingora::time::timeout(POLL_INTERVAL, shutdown.changed())
@@ -132,7 +121,7 @@ impl BackgroundService for Watcher {
             {
                 return;
             }
-            self.check();
+            watched.iter_mut().for_each(Watched::check);
         }
     }
 }
@@ -140,30 +129,39 @@ impl BackgroundService for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::RwLock;
+    use crate::reload::{Current, Name, Reloadable, Value};
+    use std::path::PathBuf;
 
-    /// A value that is the file's text, refusing "bad".
+    /// The file's text, refusing "bad".
     struct Text {
         path: PathBuf,
-        value: RwLock<String>,
+        value: Current<String>,
     }
 
-    impl Reload for Text {
-        fn what(&self) -> &'static str {
-            "text"
+    impl Value for String {
+        fn same(&self, new: &String) -> bool {
+            self == new
         }
+    }
+
+    impl Reloadable for Text {
+        type Value = String;
+        const NAME: Name = Name {
+            what: "text",
+            label: "text",
+        };
         fn paths(&self) -> Vec<PathBuf> {
             vec![self.path.clone()]
         }
-        fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+        fn parse(&self, contents: &[Vec<u8>]) -> Result<String, String> {
             let text = String::from_utf8_lossy(&contents[0]).into_owned();
             if text == "bad" {
                 return Err("refused".into());
             }
-            let mut value = self.value.write().unwrap();
-            let changed = *value != text;
-            *value = text;
-            Ok(changed)
+            Ok(text)
+        }
+        fn current(&self) -> &Current<String> {
+            &self.value
         }
     }
 
@@ -175,28 +173,39 @@ mod tests {
         std::fs::write(&path, "one").unwrap();
         let text = Arc::new(Text {
             path: path.clone(),
-            value: RwLock::new(String::new()),
+            value: Current::new(String::new()),
         });
-        let watcher = Watcher::default();
-        watcher.add(text.clone());
-        watcher.check();
-        assert_eq!(*text.value.read().unwrap(), "one");
+        let counted = |m: &pingora_prometheus::prometheus::IntCounterVec| {
+            m.with_label_values(&["text"]).get()
+        };
+        let metrics = telemetry::metrics();
+        let mut watched = Watched::new(text.clone());
+        watched.check();
+        assert_eq!(**text.value.load(), "one");
+        assert_eq!(counted(&metrics.reloads), 1, "counted under its label");
 
         let tmp = dir.join("value.tmp");
         std::fs::write(&tmp, "two").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-        watcher.check();
-        assert_eq!(*text.value.read().unwrap(), "two");
+        watched.check();
+        assert_eq!(**text.value.load(), "two");
 
         std::fs::write(&path, "bad").unwrap();
-        watcher.check();
+        watched.check();
+        assert_eq!(watched.problem.as_deref(), Some("refused"));
+        // The same problem, read again, is counted once.
+        watched.check();
+        assert_eq!(counted(&metrics.reload_failures), 1);
         std::fs::remove_file(&path).unwrap();
-        watcher.check();
-        assert_eq!(*text.value.read().unwrap(), "two");
+        watched.check();
+        assert_eq!(**text.value.load(), "two");
+        assert_eq!(counted(&metrics.reload_failures), 2, "another problem");
 
         std::fs::write(&path, "three").unwrap();
-        watcher.check();
-        assert_eq!(*text.value.read().unwrap(), "three");
+        watched.check();
+        assert_eq!(**text.value.load(), "three");
+        assert_eq!(watched.problem, None);
+        assert_eq!(counted(&metrics.reloads), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

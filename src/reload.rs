@@ -1,0 +1,167 @@
+//! Values built from files and replaced when the files change: the workload
+//! token (`crate::token`), the client tokens (`crate::client_auth`) and the
+//! TLS certificate (`crate::tls`).
+//!
+//! Each is a [`Reloadable`]: it declares its [`Name`] (the words for log
+//! lines and the `file` label of the reload metrics), lists its files and
+//! parses their contents. Its value lives in a [`Current`], one atomic
+//! pointer (`arc-swap`) that the request path and the TLS handshake read
+//! without a lock. What every reloadable shares is written once, here:
+//! parse, compare with the value in use, register the new value's secrets
+//! with the log redaction, swap. A refused or unchanged value leaves the one
+//! in use alone. `crate::watch` decides when to read the files, and logs and
+//! counts what happened.
+
+use crate::logging;
+use arc_swap::{ArcSwap, Guard};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a reloadable thing is named: `what` in log lines ("workload token
+/// reloaded"), `label` as the `file` label of `holepunch_reloads_total` and
+/// `holepunch_reload_failures_total` (alert rules and dashboards match on
+/// it, so it never changes with the wording of a log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Name {
+    pub what: &'static str,
+    pub label: &'static str,
+}
+
+/// A value kept in a [`Current`]: how to tell whether a new one changes
+/// anything, and which secrets in it the logs must never show.
+pub trait Value: Send + Sync + 'static {
+    /// Whether `new` would serve exactly as `self` does.
+    fn same(&self, new: &Self) -> bool;
+    /// Every secret in it, each registered with the log redaction before
+    /// the value is served (so no line logged after can show it).
+    fn secrets(&self) -> Vec<&[u8]> {
+        Vec::new()
+    }
+}
+
+/// The value in use, read without a lock; replaced whole, and only when a
+/// new one differs.
+pub struct Current<T: Value>(ArcSwap<T>);
+
+impl<T: Value> Current<T> {
+    /// Holds `value`, its secrets registered first.
+    pub fn new(value: T) -> Current<T> {
+        register(&value);
+        Current(ArcSwap::from_pointee(value))
+    }
+
+    /// The value in use, for a short read (no reference count is taken).
+    pub fn load(&self) -> Guard<Arc<T>> {
+        self.0.load()
+    }
+
+    /// The value in use, to keep.
+    pub fn load_full(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+
+    /// Puts `new` in use unless it is the [`Value::same`] as the value in
+    /// use, and tells whether it did. Its secrets are registered before it
+    /// is served. Readers see the old value or the new one, whole. The
+    /// compare and the swap are two steps: there is one writer, the watcher.
+    pub fn replace_if_changed(&self, new: T) -> bool {
+        if self.0.load().same(&new) {
+            return false;
+        }
+        register(&new);
+        self.0.store(Arc::new(new));
+        true
+    }
+}
+
+fn register<T: Value>(value: &T) {
+    for secret in value.secrets() {
+        if let Ok(s) = std::str::from_utf8(secret) {
+            logging::add_secret(s);
+        }
+    }
+}
+
+/// Something built from one or more files that are read together.
+pub trait Reloadable: Send + Sync + 'static {
+    type Value: Value;
+    /// Its name in logs and metrics.
+    const NAME: Name;
+    /// The files, in the order [`Reloadable::parse`] receives their
+    /// contents; none when this one is fixed (a token from the environment).
+    fn paths(&self) -> Vec<PathBuf>;
+    /// The value these contents make. An error says what is wrong with
+    /// which file, and must not contain a secret: it is logged.
+    fn parse(&self, contents: &[Vec<u8>]) -> Result<Self::Value, String>;
+    /// Where its value is kept.
+    fn current(&self) -> &Current<Self::Value>;
+}
+
+/// What the watcher sees of a [`Reloadable`], whatever its value.
+pub trait Reload: Send + Sync {
+    fn name(&self) -> Name;
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Parses `contents` and puts the value in use if it differs; tells
+    /// whether it did. On error the value in use stays.
+    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
+}
+
+impl<R: Reloadable> Reload for R {
+    fn name(&self) -> Name {
+        R::NAME
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        Reloadable::paths(self)
+    }
+
+    fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
+        let new = self.parse(contents)?;
+        Ok(self.current().replace_if_changed(new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How many times a [`Text`]'s secrets were asked for.
+    static SECRETS_ASKED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Text whose case does not matter, with a secret after a colon.
+    struct Text(String);
+
+    impl Value for Text {
+        fn same(&self, new: &Text) -> bool {
+            self.0.eq_ignore_ascii_case(&new.0)
+        }
+        fn secrets(&self) -> Vec<&[u8]> {
+            SECRETS_ASKED.fetch_add(1, Ordering::SeqCst);
+            self.0
+                .split_once(':')
+                .map(|(_, s)| s.as_bytes())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    #[test]
+    fn replaces_only_a_value_that_changes_something() {
+        let current = Current::new(Text("a:one".into()));
+        assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 1, "registered");
+        let held = current.load_full();
+        assert!(!current.replace_if_changed(Text("A:ONE".into())));
+        assert_eq!(
+            current.load().0,
+            "a:one",
+            "the same value is not swapped in"
+        );
+        assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 1);
+        assert!(current.replace_if_changed(Text("a:two".into())));
+        assert_eq!(current.load().0, "a:two");
+        assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 2, "registered");
+        // A reader holding the old value keeps it, whole.
+        assert_eq!(held.0, "a:one");
+    }
+}
