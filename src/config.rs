@@ -9,6 +9,7 @@
 use crate::allowlist::{Allowlist, Group};
 use crate::cidr::AddrSet;
 use crate::head::HostList;
+use crate::token::TokenSource;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
@@ -213,34 +214,6 @@ impl LogFormat {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-/// Where the workload token comes from, in the order they are tried.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A file, watched and re-read when it changes. `var` names the variable
-    /// that pointed at it: HOLEPUNCH_TOKEN_FILE, or NOMAD_SECRETS_DIR for
-    /// `$NOMAD_SECRETS_DIR/nomad_token` (used only if it exists).
-    File { path: PathBuf, var: &'static str },
-    /// The value of NOMAD_TOKEN, fixed for the life of the process.
-    Env(String),
-}
-
-impl fmt::Debug for TokenSource {
-    /// Never prints the token itself.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl TokenSource {
-    /// A description for logs: where the token comes from, never its value.
-    pub fn describe(&self) -> String {
-        match self {
-            TokenSource::File { path, var } => format!("file {} (from {var})", path.display()),
-            TokenSource::Env(_) => format!("{NOMAD_TOKEN} (<redacted>)"),
-        }
-    }
 }
 
 /// One problem with one variable.

@@ -1,6 +1,6 @@
-//! The workload token: loaded at startup from the configured source, kept as
-//! a ready-made header value, and, when it comes from a file, re-read as
-//! Nomad rotates it.
+//! The workload token: where it comes from ([`TokenSource`]), loaded at
+//! startup, kept as a ready-made header value, and, when it comes from a
+//! file, re-read as Nomad rotates it.
 //!
 //! Nomad renews an identity that has a `ttl` at about half its lifetime and
 //! rewrites the token file, often by writing a new file and renaming it over
@@ -8,10 +8,39 @@
 //! it every half second and the next requests carry the new token, with no
 //! restart. An empty, malformed or unreadable file keeps the last good token.
 
-use crate::config::{ConfigError, TokenSource, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
+use crate::config::{ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use crate::reload::{self, Current, Name, Reloadable};
 use http::HeaderValue;
+use std::fmt;
 use std::path::PathBuf;
+
+/// Where the workload token comes from, in the order they are tried.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file, watched and re-read when it changes. `var` names the variable
+    /// that pointed at it: HOLEPUNCH_TOKEN_FILE, or NOMAD_SECRETS_DIR for
+    /// `$NOMAD_SECRETS_DIR/nomad_token` (used only if it exists).
+    File { path: PathBuf, var: &'static str },
+    /// The value of NOMAD_TOKEN, fixed for the life of the process.
+    Env(String),
+}
+
+impl fmt::Debug for TokenSource {
+    /// Never prints the token itself.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl TokenSource {
+    /// A description for logs: where the token comes from, never its value.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::File { path, var } => format!("file {} (from {var})", path.display()),
+            TokenSource::Env(_) => format!("{NOMAD_TOKEN} (<redacted>)"),
+        }
+    }
+}
 
 /// Whether `bytes` can be a token, workload or client: printable ASCII with
 /// no spaces (a JWT, a UUID, base64). Such bytes are a valid header value
