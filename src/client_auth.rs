@@ -156,6 +156,23 @@ mod tests {
             .starts_with("line 2 holds"));
     }
 
+    /// The client token file and the workload token accept the same bytes
+    /// inside a token (one check, `token::is_token_text`): printable ASCII,
+    /// no space. A newline only separates two client tokens.
+    #[test]
+    fn client_and_workload_tokens_accept_the_same_bytes() {
+        for b in (0..=255u8).filter(|&b| b != b'\n') {
+            let raw = [b'a', b, b'a'];
+            let printable = (0x21..=0x7e).contains(&b);
+            assert_eq!(parse_tokens(&raw).is_ok(), printable, "byte {b:#04x}");
+            assert_eq!(
+                crate::token::parse_token(&raw).is_ok(),
+                printable,
+                "byte {b:#04x}"
+            );
+        }
+    }
+
     #[test]
     fn bearer_tokens_are_checked() {
         let t = tokens(&["alpha", "beta"]);

@@ -164,4 +164,20 @@ mod tests {
         // A reader holding the old value keeps it, whole.
         assert_eq!(held.0, "a:one");
     }
+
+    /// The `file` label of the reload metrics is what alert rules
+    /// (conf/holepunch.rules.yml) and dashboards match on, and the log
+    /// words are what operators grep for: both stay exactly these.
+    #[test]
+    fn names_in_logs_and_metrics_are_fixed() {
+        use crate::{client_auth::ClientTokens, tls::CertReloader, token::Token};
+        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
+        let labels: Vec<_> = names.iter().map(|n| n.label).collect();
+        assert_eq!(
+            labels,
+            ["workload_token", "client_tokens", "tls_certificate"]
+        );
+        let what: Vec<_> = names.iter().map(|n| n.what).collect();
+        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
+    }
 }

@@ -208,4 +208,13 @@ mod tests {
         assert_eq!(counted(&metrics.reloads), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn an_item_with_no_files_is_not_watched() {
+        let token = crate::token::Token::load(&crate::token::TokenSource::Env("env-token".into()))
+            .expect("a token");
+        let mut watcher = Watcher::default();
+        watcher.watch(Arc::new(token));
+        assert!(watcher.is_empty());
+    }
 }
