@@ -153,3 +153,46 @@ fn certified_key(
         (TLS_CERT_FILE, e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::Reload;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn the_certificate_changes_only_with_its_chain() {
+        let dir = std::env::temp_dir().join(format!("holepunch-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        std::fs::write(&files.cert, fixture("a.crt")).unwrap();
+        std::fs::write(&files.key, fixture("a.key")).unwrap();
+        let tls = CertReloader::load(&files).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let chain = |tls: &CertReloader| tls.current.load().cert.clone();
+        let a = chain(&tls);
+
+        // The same pair, the key file written out again: nothing to swap.
+        let same = [
+            fixture("a.crt"),
+            [fixture("a.key"), b"\n".to_vec()].concat(),
+        ];
+        assert_eq!(tls.reload(&same), Ok(false));
+        assert_eq!(tls.reload(&[fixture("b.crt"), fixture("b.key")]), Ok(true));
+        let b = chain(&tls);
+        assert_ne!(a, b);
+        // Half rotated: refused, the last good pair stays.
+        let err = tls
+            .reload(&[fixture("a.crt"), fixture("b.key")])
+            .unwrap_err();
+        assert!(err.contains("do not belong together"), "{err}");
+        assert_eq!(chain(&tls), b);
+    }
+}
