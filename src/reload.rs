@@ -99,7 +99,9 @@ pub trait Reloadable: Send + Sync + 'static {
 
 /// What the watcher sees of a [`Reloadable`], whatever its value.
 pub trait Reload: Send + Sync {
+    /// [`Reloadable::NAME`].
     fn name(&self) -> Name;
+    /// [`Reloadable::paths`]: none means nothing to watch.
     fn paths(&self) -> Vec<PathBuf>;
     /// Parses `contents` and puts the value in use if it differs; tells
     /// whether it did. On error the value in use stays.
