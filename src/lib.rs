@@ -23,8 +23,10 @@
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
-//! - [`logging`]: env_logger with secrets redacted from every line, text or JSON.
+//! - [`logging`]: env_logger with secrets redacted from every line, text or JSON;
+//! - [`allocator`]: glibc's trim and mmap thresholds, set once at startup.
 
+pub mod allocator;
 pub mod allowlist;
 pub mod cidr;
 pub mod cli;

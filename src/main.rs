@@ -9,6 +9,7 @@ use holepunch::startup::Startup;
 use log::info;
 
 fn main() {
+    holepunch::allocator::tune();
     logging::init(LogFormat::from_env());
     let (mut opt, check) = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(opt)) => (opt, false),
