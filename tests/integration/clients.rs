@@ -4,8 +4,10 @@
 //!
 //! These need what `make setup-test` installs: the `prometheus` package
 //! (prometheus, promtool) and a Python venv at `target/py` with
-//! `tests/clients/requirements.txt` (or set `HOLEPUNCH_TEST_PYTHON`). A test
-//! whose tool is missing fails and says so; it never passes quietly.
+//! `tests/clients/requirements.txt` (or set `HOLEPUNCH_TEST_PYTHON`). So they
+//! are `#[ignore]`d, with the reason, and `make test` runs them
+//! (`--include-ignored`); there a test whose tool is missing fails and says
+//! what to install, it never passes quietly.
 
 use crate::support::standin::{Options, NODE_ID};
 use crate::support::tools::{python, run_bounded, tool, Prometheus};
