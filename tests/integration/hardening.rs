@@ -391,15 +391,27 @@ fn without_a_valid_client_token_everything_but_health_gets_401() {
 #[test]
 fn a_valid_client_token_is_replaced_by_the_workload_token() {
     let s = Harness::new().client_tokens(CLIENT_TOKENS_1_2).start();
-    let resp = get(
-        s.proxy.addr,
-        "/v1/metrics",
-        "Authorization: Bearer prometheus-token-2\r\n",
-    );
-    assert_eq!(resp.status, 200);
-    let forwarded = &s.standin.requests()[0];
-    assert!(forwarded.header_values("authorization").is_empty());
-    assert_eq!(forwarded.header_values("x-nomad-token"), vec![TOKEN]);
+    // A scrape (which the proxy may fetch for several clients at once) and
+    // a request forwarded as it came.
+    for target in ["/v1/metrics", "/v1/agent/health"] {
+        let resp = get(
+            s.proxy.addr,
+            target,
+            "Authorization: Bearer prometheus-token-2\r\n",
+        );
+        assert_eq!(resp.status, 200, "{target}");
+    }
+    let forwarded = s.standin.requests();
+    assert_eq!(forwarded.len(), 2);
+    for r in &forwarded {
+        assert!(r.header_values("authorization").is_empty(), "{}", r.target);
+        assert_eq!(
+            r.header_values("x-nomad-token"),
+            vec![TOKEN],
+            "{}",
+            r.target
+        );
+    }
 }
 
 #[test]

@@ -440,7 +440,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Waits until `/health` answers 200, up to `timeout`; false if the
-    /// process exited or the time ran out.
+    /// process exited, answered something else (no point waiting then), or
+    /// the time ran out.
     pub fn wait_healthy(&mut self, timeout: Duration) -> bool {
         let raw = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         poll_until(timeout, || {
@@ -454,7 +455,11 @@ impl Proxy {
                     conn.request(raw).map(|r| r.status)
                 }),
             };
-            matches!(status, Ok(200)).then_some(true)
+            match status {
+                Ok(200) => Some(true),
+                Ok(_) => Some(false),
+                Err(_) => None,
+            }
         })
         .unwrap_or(false)
     }
