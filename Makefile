@@ -67,9 +67,10 @@ run: setup
 	NOMAD_TOKEN=$(RUN_TOKEN) \
 	target/debug/nomad-holepunch
 
-## test: what CI runs
+## test: what CI runs. Plain `cargo test` skips the tests that need what
+## setup-test installs (#[ignore = "needs ..."]); here they run too.
 test: setup setup-test fmt lint
-	HOLEPUNCH_TEST_PYTHON=$(CURDIR)/$(PY_VENV)/bin/python $(CARGO) test --locked
+	HOLEPUNCH_TEST_PYTHON=$(CURDIR)/$(PY_VENV)/bin/python $(CARGO) test --locked -- --include-ignored
 	@$(MAKE) --no-print-directory container-build
 
 ## container-build: the Containerfile's build step (`make build`), then the

@@ -4,7 +4,10 @@
 //! iteration, for a small answer (`/v1/agent/health`) and a ~90 KB
 //! Prometheus scrape. `cargo bench --bench roundtrip` (part of `make bench`).
 
-#[path = "../tests/support/mod.rs"]
+// The integration tests' support (stand-in, raw client), of which this uses
+// a part: the rest is unused in this target only.
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

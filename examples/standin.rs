@@ -4,7 +4,10 @@
 //! Usage: standin SOCKET_PATH TOKEN [PROMETHEUS_BYTES]
 //! Runs until killed.
 
-#[path = "../tests/support/standin.rs"]
+// The integration tests' stand-in, of which this uses the start and the
+// options: the rest (what tests inspect) is dead code in this target only.
+#[path = "../tests/integration/support/standin.rs"]
+#[allow(dead_code)]
 mod standin;
 
 use standin::{Options, StandIn};

@@ -1,13 +1,12 @@
 //! The real binary against a stand-in Task API socket: what clients get back,
 //! and what reaches the socket.
 
-mod support;
-
-use std::time::Duration;
-use support::standin::{
-    Options, StandIn, EVENTS, HEALTH_BODY, NODE_ID, PROMETHEUS_HEAD, START_INDEX,
+use crate::support;
+use crate::support::standin::{
+    Options, EVENTS, HEALTH_BODY, NODE_ID, PROMETHEUS_HEAD, START_INDEX,
 };
-use support::{get, send, setup, Conn, Proxy, TempDir, TOKEN};
+use crate::support::{get, send, setup, Conn, Harness, TOKEN};
+use std::time::Duration;
 
 #[test]
 fn metrics_go_through_with_the_workload_token_only() {
@@ -220,13 +219,8 @@ fn absolute_form_is_forwarded_as_its_path_or_refused() {
 
 #[test]
 fn health_is_local_and_other_paths_are_404() {
-    let dir = TempDir::new();
     // No socket at all: /health still answers, with no token involved.
-    let sock = dir.join("api.sock");
-    let proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ]);
+    let (proxy, _dir) = Harness::new().start_proxy();
     let resp = get(proxy.addr, "/health", "");
     assert_eq!((resp.status, resp.text().as_str()), (200, "ok"));
     assert_eq!(
@@ -431,44 +425,19 @@ fn upstream_connections_are_pooled() {
 
 #[test]
 fn bind_to_ipv6_loopback() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let port = support::free_port();
-    let port_s = port.to_string();
-    // Proxy::start binds 127.0.0.1 by default; this overrides it.
-    let proxy = std::process::Command::new(support::binary())
-        .env_clear()
-        .env("HOLEPUNCH_BIND", "::1")
-        .env("HOLEPUNCH_PORT", &port_s)
-        .env("HOLEPUNCH_SOCKET_PATH", &sock)
-        .env("NOMAD_TOKEN", TOKEN)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _proxy = Kill(proxy);
-    let addr: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let mut resp = None;
-    for _ in 0..500 {
-        if let Ok(r) = send(
-            addr,
-            b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        ) {
-            resp = Some(r);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let s = Harness::new().bind("::1").start();
+    assert_eq!(
+        s.proxy.addr.to_string(),
+        format!("[::1]:{}", s.proxy.addr.port())
+    );
+    let resp = send(
+        s.proxy.addr,
+        b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .ok();
     let resp = resp.expect("the proxy answers on [::1]");
     assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
-    assert_eq!(standin.requests().len(), 1);
+    assert_eq!(s.standin.requests().len(), 1);
 }
 
 #[test]
@@ -499,15 +468,10 @@ fn all_carries_an_exec_websocket_upgrade_both_ways() {
 #[test]
 fn metrics_are_gzipped_for_clients_that_accept_it() {
     use std::io::Read;
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = 90_000;
-    let _standin = StandIn::start(&sock, options);
-    let proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ]);
+    let s = Harness::new().standin(options).start();
+    let proxy = &s.proxy;
     let plain = get(proxy.addr, "/v1/metrics?format=prometheus", "");
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("content-encoding"), None);

@@ -1,17 +1,18 @@
 //! The process over time: startup checks, token rotation, the socket going
 //! away and coming back, SIGTERM, and what reaches the log.
 
-mod support;
-
+use crate::support;
+use crate::support::standin::{Options, StandIn, START_INDEX};
+use crate::support::{
+    eventually, get, run_to_exit, send, setup, Exit, Harness, Killed, Response, Setup, TempDir,
+    IO_TIMEOUT, SOCKET, TOKEN,
+};
 use std::net::TcpStream;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
-use support::standin::{Options, StandIn, START_INDEX};
-use support::{get, run_to_exit, send, setup, setup_with, Exit, Proxy, Setup, TempDir, TOKEN};
+use std::time::Duration;
 
 #[test]
-fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
-    let port = support::free_port().to_string();
+fn bad_variables_exit_2_with_one_line_per_problem() {
     let Exit { status, stderr, .. } = run_to_exit(
         &[
             ("HOLEPUNCH_PORT", "70000"),
@@ -35,11 +36,15 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
         assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in:\n{stderr}");
     }
     assert!(!stderr.contains(TOKEN));
+}
 
-    // No token from any source. The process is held in its first write to
-    // stderr, the report of its problems, and while it is alive there,
-    // nothing listens on the port it was given.
-    let port_n: u16 = port.parse().unwrap();
+#[test]
+fn no_token_from_any_source_exits_2_and_nothing_listens_meanwhile() {
+    // The process is held in its first write to stderr, the report of its
+    // problems, and while it is alive there, nothing listens on the port it
+    // was given.
+    let port_n = support::free_port();
+    let port = port_n.to_string();
     let (status, stderr) = run_held_at_stderr(
         &[("HOLEPUNCH_BIND", "127.0.0.1"), ("HOLEPUNCH_PORT", &port)],
         || {
@@ -54,9 +59,14 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
         stderr.starts_with("nomad-holepunch: NOMAD_TOKEN: no workload token"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_secrets_dir_without_its_token_file_exits_2() {
     // identity { file = true } expected but the file is not there.
     let dir = TempDir::new();
     let secrets = dir.path().to_str().unwrap();
+    let port = support::free_port().to_string();
     let Exit { status, stderr, .. } = run_to_exit(
         &[("HOLEPUNCH_PORT", &port), ("NOMAD_SECRETS_DIR", secrets)],
         &[],
@@ -66,14 +76,21 @@ fn bad_configuration_exits_2_with_one_line_per_problem_before_listening() {
         stderr.contains("nomad_token\": no workload token"),
         "{stderr}"
     );
-    // An empty token file.
+}
+
+#[test]
+fn an_empty_token_file_exits_2() {
+    let dir = TempDir::new();
     let file = dir.join("token");
     std::fs::write(&file, "\n").unwrap();
     let Exit { status, stderr, .. } =
         run_to_exit(&[("HOLEPUNCH_TOKEN_FILE", file.to_str().unwrap())], &[]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("the token file is empty"), "{stderr}");
-    // A Pingora configuration file that cannot be read.
+}
+
+#[test]
+fn an_unreadable_pingora_settings_file_exits_2() {
     let Exit { status, stderr, .. } = run_to_exit(
         &[("NOMAD_TOKEN", TOKEN)],
         &["-c", "/nonexistent/holepunch.yaml"],
@@ -123,37 +140,38 @@ fn run_held_at_stderr(env: &[(&str, &str)], while_held: impl FnOnce()) -> (ExitS
         let flags = libc::fcntl(w, libc::F_GETFL);
         assert_eq!(libc::fcntl(w, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
     }
-    let mut child = std::process::Command::new(support::binary())
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(pipe)
-        .spawn()
-        .expect("spawn nomad-holepunch");
-    let syscall = format!("/proc/{}/syscall", child.id());
-    let deadline = Instant::now() + support::IO_TIMEOUT;
-    loop {
-        let now = std::fs::read_to_string(&syscall).unwrap_or_default();
-        let mut fields = now.split_whitespace();
-        // x86_64 and aarch64 number write(2) differently.
-        let write = if cfg!(target_arch = "aarch64") {
-            "64"
-        } else {
-            "1"
-        };
-        if fields.next() == Some(write) && fields.next() == Some("0x2") {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("exited ({status}) without writing to stderr");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never blocked writing to stderr: {now}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = Killed::spawn(
+        std::process::Command::new(support::binary())
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(pipe),
+    );
+    let syscall = format!("/proc/{}/syscall", child.pid());
+    // x86_64 and aarch64 number write(2) differently.
+    let write = if cfg!(target_arch = "aarch64") {
+        "64"
+    } else {
+        "1"
+    };
+    eventually(
+        IO_TIMEOUT,
+        || {
+            if let Some(status) = child.exited() {
+                panic!("exited ({status}) without writing to stderr");
+            }
+            let now = std::fs::read_to_string(&syscall).unwrap_or_default();
+            let mut fields = now.split_whitespace();
+            fields.next() == Some(write) && fields.next() == Some("0x2")
+        },
+        || {
+            format!(
+                "never blocked writing to stderr: {}",
+                std::fs::read_to_string(&syscall).unwrap_or_default()
+            )
+        },
+    );
     while_held();
     // Let it go: read everything it writes, until it exits and the pipe closes.
     let mut out = Vec::new();
@@ -162,41 +180,37 @@ fn run_held_at_stderr(env: &[(&str, &str)], while_held: impl FnOnce()) -> (ExitS
         let _ = reader.read_to_end(&mut out);
         out
     });
-    let deadline = Instant::now() + support::IO_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("nomad-holepunch did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child
+        .wait_exit(IO_TIMEOUT)
+        .expect("nomad-holepunch did not exit");
     let out = drained.join().unwrap();
     assert!(out.len() >= filled && out[..filled].iter().all(|&b| b == FILL));
     (status, String::from_utf8_lossy(&out[filled..]).into_owned())
 }
 
-#[test]
-fn token_file_rotation_by_rename_is_picked_up_without_restart() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let token_file = dir.join("nomad_token");
+/// The stand-in accepting `token-one` and `token-two`, and the proxy reading
+/// its token from a file holding `token-one` (which wins over the
+/// `NOMAD_TOKEN` also set), logging at `trace`.
+fn token_file_setup() -> Setup {
+    let h = Harness::new();
+    let token_file = h.path("nomad_token");
     std::fs::write(&token_file, "token-one\n").unwrap();
     let mut options = Options::new("token-one");
     options.tokens.push("token-two".into());
-    let standin = StandIn::start(&sock, options);
-    let proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap()),
+    h.standin(options)
+        .env("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap())
         // The file wins over the environment.
-        ("NOMAD_TOKEN", "token-from-env"),
+        .env("NOMAD_TOKEN", "token-from-env")
         // The most verbose level: Pingora logs upstream request headers,
         // X-Nomad-Token included, at debug and trace (src/logging.rs).
-        ("RUST_LOG", "trace"),
-    ]);
+        .env("RUST_LOG", "trace")
+        .start()
+}
+
+#[test]
+fn token_file_rotation_by_rename_is_picked_up_without_restart() {
+    let s = token_file_setup();
+    let (proxy, standin) = (&s.proxy, &s.standin);
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(
         standin.requests()[0].header_values("x-nomad-token"),
@@ -204,33 +218,23 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
     );
 
     // Nomad renews the identity: a new file renamed over the old one.
-    let tmp = dir.join("nomad_token.tmp");
+    let tmp = s.dir.join("nomad_token.tmp");
     std::fs::write(&tmp, "token-two").unwrap();
-    std::fs::rename(&tmp, &token_file).unwrap();
+    std::fs::rename(&tmp, s.dir.join("nomad_token")).unwrap();
     // Requests until the new token appears (it must within 10 s; the file
     // is re-read every half second), then 50 more.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after_first_new = None;
-    for _ in 0..1_000 {
-        assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
-        let last = standin.requests().pop().unwrap();
-        if after_first_new.is_none() && last.header("x-nomad-token") == Some("token-two") {
-            after_first_new = Some(0);
-        }
-        match &mut after_first_new {
-            Some(n) if *n == 50 => break,
-            Some(n) => *n += 1,
-            None => {
-                assert!(Instant::now() < deadline, "the new token was never used");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    assert_eq!(
-        after_first_new,
-        Some(50),
-        "never 50 requests after the new token"
+    eventually(
+        IO_TIMEOUT,
+        || {
+            assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+            let last = standin.requests().pop().unwrap();
+            last.header("x-nomad-token") == Some("token-two")
+        },
+        || "the new token was never used".into(),
     );
+    for _ in 0..50 {
+        assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    }
     // Every request carried one token: the old one up to some request, the
     // new one from then on, never the old one again.
     let tokens: Vec<Vec<String>> = standin
@@ -260,26 +264,6 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
         );
     }
     assert!(tokens.len() > first_new + 50);
-
-    // A broken rewrite keeps the last good token.
-    std::fs::write(&token_file, "   \n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy
-        .log()
-        .contains("is empty; keeping the last good workload token")
-    {
-        assert!(Instant::now() < deadline, "no warning:\n{}", proxy.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
-    assert_eq!(
-        standin
-            .requests()
-            .pop()
-            .unwrap()
-            .header_values("x-nomad-token"),
-        vec!["token-two"]
-    );
     let log = proxy.log();
     assert!(log.contains("workload token reloaded"), "{log}");
     // The headers were logged, with both tokens: redacted every time.
@@ -290,37 +274,68 @@ fn token_file_rotation_by_rename_is_picked_up_without_restart() {
 }
 
 #[test]
-fn socket_missing_then_restored_then_dying_then_back() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let proxy = Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ]);
-    let bad_gateway = |resp: support::Response| {
-        assert_eq!(resp.status, 502);
-        assert_eq!(
-            resp.text(),
-            "bad gateway: the Nomad Task API socket is not available"
-        );
-        assert_eq!(
-            resp.header("content-type"),
-            Some("text/plain; charset=utf-8")
-        );
-    };
-    // Missing: 502 that does not reveal the socket path.
-    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
-    // A file that is not a socket.
-    std::fs::write(&sock, "").unwrap();
-    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+fn a_broken_token_file_rewrite_keeps_the_last_good_token() {
+    let s = token_file_setup();
+    assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
+    std::fs::write(s.dir.join("nomad_token"), "   \n").unwrap();
+    s.proxy
+        .wait_log(IO_TIMEOUT, "is empty; keeping the last good workload token");
+    assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(
+        s.standin
+            .requests()
+            .pop()
+            .unwrap()
+            .header_values("x-nomad-token"),
+        vec!["token-one"]
+    );
+    let log = s.proxy.log();
+    for secret in ["token-one", "token-from-env"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
 
+fn assert_bad_gateway(resp: Response) {
+    assert_eq!(resp.status, 502);
+    assert_eq!(
+        resp.text(),
+        "bad gateway: the Nomad Task API socket is not available"
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+#[test]
+fn a_missing_socket_or_a_file_that_is_not_one_gets_502() {
+    let (proxy, dir) = Harness::new().start_proxy();
+    // Missing: 502 that does not reveal the socket path.
+    assert_bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+    // A file that is not a socket.
+    std::fs::write(dir.join(SOCKET), "").unwrap();
+    assert_bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+}
+
+#[test]
+fn a_socket_that_appears_is_used_at_once() {
+    let (proxy, dir) = Harness::new().start_proxy();
+    assert_bad_gateway(get(proxy.addr, "/v1/metrics", ""));
     // The socket appears (Nomad client restarted): served at once.
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let standin = StandIn::start(&dir.join(SOCKET), Options::new(TOKEN));
+    assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
+    assert_eq!(standin.requests().len(), 1);
+}
+
+#[test]
+fn an_agent_that_dies_gets_502_until_it_is_back() {
+    let s = Harness::new().start();
+    let (proxy, sock) = (&s.proxy, s.standin.path().to_path_buf());
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     // Warm the pool, then the agent dies, closing its connections.
     assert_eq!(get(proxy.addr, "/v1/agent/health", "").status, 200);
-    drop(standin);
-    bad_gateway(get(proxy.addr, "/v1/metrics", ""));
+    drop(s.standin);
+    assert_bad_gateway(get(proxy.addr, "/v1/metrics", ""));
     // And comes back.
     let standin = StandIn::start(&sock, Options::new(TOKEN));
     for _ in 0..5 {
@@ -343,11 +358,10 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0_at_once() {
         standin,
         mut proxy,
         dir: _dir,
-    } = setup_with(
-        Options::new(TOKEN),
-        &[("HOLEPUNCH_ALLOW_NODES", "true")],
-        &["-c", conf.to_str().unwrap()],
-    );
+    } = Harness::new()
+        .envs(&[("HOLEPUNCH_ALLOW_NODES", "true")])
+        .args(&["-c", conf.to_str().unwrap()])
+        .start();
     let addr = proxy.addr;
     // A blocking query that the stand-in holds until the test moves the index.
     let in_flight = std::thread::spawn(move || {
@@ -357,20 +371,16 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0_at_once() {
     proxy.signal(libc::SIGTERM);
 
     // New connections are refused once the listener has closed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        IO_TIMEOUT,
+        || TcpStream::connect(addr).is_err(),
+        || "still accepting after SIGTERM".into(),
+    );
     // The drain has seen the request, which the stand-in still holds.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy
-        .log()
-        .contains("shutting down: 1 request(s) in flight, waiting up to 600s")
-    {
-        assert!(Instant::now() < deadline, "no drain:\n{}", proxy.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    proxy.wait_log(
+        IO_TIMEOUT,
+        "shutting down: 1 request(s) in flight, waiting up to 600s",
+    );
     // Released: it is answered in full, by the process still draining.
     standin.bump_index();
     let resp = in_flight.join().unwrap();
@@ -415,10 +425,21 @@ fn the_token_never_reaches_the_log_even_at_trace() {
 fn nomad_task_layout_needs_no_holepunch_variables() {
     // What a task with identity { file = true } has: NOMAD_SECRETS_DIR holding
     // api.sock and nomad_token, and nothing else set.
-    let secrets = TempDir::new();
-    std::fs::write(secrets.join("nomad_token"), format!("{TOKEN}\n")).unwrap();
-    let standin = StandIn::start(&secrets.join("api.sock"), Options::new(TOKEN));
-    let proxy = Proxy::start(&[("NOMAD_SECRETS_DIR", secrets.path().to_str().unwrap())]);
+    let h = Harness::new();
+    std::fs::write(h.path("nomad_token"), format!("{TOKEN}\n")).unwrap();
+    let secrets = h
+        .path(SOCKET)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let s = h
+        .unset("HOLEPUNCH_SOCKET_PATH")
+        .unset("NOMAD_TOKEN")
+        .env("NOMAD_SECRETS_DIR", &secrets)
+        .start();
+    let (proxy, standin) = (&s.proxy, &s.standin);
     assert_eq!(get(proxy.addr, "/v1/metrics", "").status, 200);
     assert_eq!(standin.requests()[0].header("x-nomad-token"), Some(TOKEN));
     let log = proxy.log();
@@ -432,7 +453,7 @@ fn nomad_task_layout_needs_no_holepunch_variables() {
 #[test]
 fn the_shipped_pingora_config_loads() {
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch.yaml");
-    let s = setup_with(Options::new(TOKEN), &[], &["-c", conf]);
+    let s = Harness::new().args(&["-c", conf]).start();
     let proxy = &s.proxy;
     assert_eq!(get(proxy.addr, "/v1/agent/health", "").status, 200);
     assert!(
@@ -451,11 +472,10 @@ fn the_grace_period_bounds_shutdown_when_a_request_outlives_it() {
         standin,
         mut proxy,
         dir: _dir,
-    } = setup_with(
-        Options::new(TOKEN),
-        &[("HOLEPUNCH_ALLOW_NODES", "true")],
-        &["-c", conf.to_str().unwrap()],
-    );
+    } = Harness::new()
+        .envs(&[("HOLEPUNCH_ALLOW_NODES", "true")])
+        .args(&["-c", conf.to_str().unwrap()])
+        .start();
     let addr = proxy.addr;
     // Held by the stand-in until it stops (the index never moves): it
     // outlives the 1 s grace period whatever the machine's pace.

@@ -4,45 +4,25 @@
 //! is a different entry; and at most 64 distinct responses are cached.
 //! Observed at the socket (what reached it) and in the proxy's own metrics.
 
-mod support;
-
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-use support::standin::{Options, PROMETHEUS_HEAD};
-use support::{free_port, get, send, setup_with, Setup, IO_TIMEOUT, TOKEN};
+use crate::support::standin::{Options, PROMETHEUS_HEAD};
+use crate::support::{get, sample, send, Harness, Setup, IO_TIMEOUT, TOKEN};
 
 const SCRAPE: &str = "/v1/metrics?format=prometheus";
 
 /// The proxy with the micro-cache on (a TTL no test outlives) and its own
-/// metrics on a free port.
-fn cached(options: Options) -> (Setup, SocketAddr) {
-    let telemetry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let s = setup_with(
-        options,
-        &[
-            ("HOLEPUNCH_METRICS_CACHE_TTL", "10m"),
-            ("HOLEPUNCH_TELEMETRY_BIND", &telemetry.to_string()),
-        ],
-        &[],
-    );
-    (s, telemetry)
+/// metrics on.
+fn cached(options: Options) -> Setup {
+    Harness::new()
+        .standin(options)
+        .env("HOLEPUNCH_METRICS_CACHE_TTL", "10m")
+        .telemetry()
+        .start()
 }
 
 /// `holepunch_metrics_scrapes_total{served=...}`, 0 when not yet exposed.
-fn scrapes(telemetry: SocketAddr, served: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let raw = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        if let Ok(resp) = send(telemetry, raw) {
-            break resp.text();
-        }
-        assert!(Instant::now() < deadline, "telemetry never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let series = format!("holepunch_metrics_scrapes_total{{served=\"{served}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.parse().expect("a count"))
+fn scrapes(s: &Setup, served: &str) -> u64 {
+    let series = format!("holepunch_metrics_scrapes_total{{served=\"{served}\"}}");
+    sample(&s.proxy.own_metrics(), &series).map_or(0, |v| v as u64)
 }
 
 fn methods(s: &Setup) -> Vec<String> {
@@ -57,7 +37,7 @@ fn methods(s: &Setup) -> Vec<String> {
 fn head_is_neither_joined_with_a_get_nor_served_from_the_cache() {
     let mut options = Options::new(TOKEN);
     options.hold_metrics = true;
-    let (s, telemetry) = cached(options);
+    let s = cached(options);
     let addr = s.proxy.addr;
     let head = format!("HEAD {SCRAPE} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
 
@@ -82,18 +62,14 @@ fn head_is_neither_joined_with_a_get_nor_served_from_the_cache() {
 
     let scrape = |m: &str| format!("{m} {SCRAPE}");
     assert_eq!(methods(&s), [scrape("GET"), scrape("HEAD"), scrape("HEAD")]);
-    assert_eq!(
-        scrapes(telemetry, "upstream"),
-        1,
-        "HEAD counted as a scrape"
-    );
-    assert_eq!(scrapes(telemetry, "cached"), 1);
-    assert_eq!(scrapes(telemetry, "coalesced"), 0);
+    assert_eq!(scrapes(&s, "upstream"), 1, "HEAD counted as a scrape");
+    assert_eq!(scrapes(&s, "cached"), 1);
+    assert_eq!(scrapes(&s, "coalesced"), 0);
 }
 
 #[test]
 fn a_different_accept_is_a_different_entry() {
-    let (s, telemetry) = cached(Options::new(TOKEN));
+    let s = cached(Options::new(TOKEN));
     let accepts = [
         "Accept: text/plain;version=0.0.4\r\n",
         "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n",
@@ -129,13 +105,13 @@ fn a_different_accept_is_a_different_entry() {
             None
         ]
     );
-    assert_eq!(scrapes(telemetry, "upstream"), 3);
-    assert_eq!(scrapes(telemetry, "cached"), 3);
+    assert_eq!(scrapes(&s, "upstream"), 3);
+    assert_eq!(scrapes(&s, "cached"), 3);
 }
 
 #[test]
 fn the_cache_holds_at_most_64_responses() {
-    let (s, telemetry) = cached(Options::new(TOKEN));
+    let s = cached(Options::new(TOKEN));
     let target = |i: usize| format!("{SCRAPE}&n={i}");
     for i in 0..70 {
         let resp = get(s.proxy.addr, &target(i), "");
@@ -153,6 +129,6 @@ fn the_cache_holds_at_most_64_responses() {
         .map(|r| r.target.clone())
         .collect();
     assert_eq!(again, (64..70).map(target).collect::<Vec<_>>());
-    assert_eq!(scrapes(telemetry, "cached"), 64);
-    assert_eq!(scrapes(telemetry, "upstream"), 76);
+    assert_eq!(scrapes(&s, "cached"), 64);
+    assert_eq!(scrapes(&s, "upstream"), 76);
 }

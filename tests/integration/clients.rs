@@ -4,81 +4,24 @@
 //!
 //! These need what `make setup-test` installs: the `prometheus` package
 //! (prometheus, promtool) and a Python venv at `target/py` with
-//! `tests/clients/requirements.txt` (or set `HOLEPUNCH_TEST_PYTHON`). A test
-//! whose tool is missing fails and says so; it never passes quietly.
+//! `tests/clients/requirements.txt` (or set `HOLEPUNCH_TEST_PYTHON`). So they
+//! are `#[ignore]`d, with the reason, and `make test` runs them
+//! (`--include-ignored`); there a test whose tool is missing fails and says
+//! what to install, it never passes quietly.
 
-mod support;
-
+use crate::support::standin::{Options, NODE_ID};
+use crate::support::tools::{python, run_bounded, tool, Prometheus};
+use crate::support::{binary, setup, Harness, TempDir, TOKEN};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-use support::standin::{Options, NODE_ID};
-use support::{binary, free_port, setup, setup_with, TempDir, TOKEN};
-
-/// The Python with the test requirements.
-fn python() -> PathBuf {
-    let path = std::env::var_os("HOLEPUNCH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `make setup-test` (or `make test`), which creates it",
-        path.display()
-    );
-    path
-}
-
-/// A program on PATH that `make setup-test` installs.
-fn tool(name: &str) -> &str {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{name} is not installed: run `make setup-test` (Debian's prometheus package)"
-    );
-    name
-}
+use std::process::Command;
+use std::time::Duration;
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-/// Runs a command to completion, killing it after `timeout`.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("collect output");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("collect output");
-    panic!(
-        "{cmd:?} did not finish in {timeout:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A child process stopped (by its PID) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
+#[ignore = "needs the Python venv (HOLEPUNCH_TEST_PYTHON) and Debian's prometheus package (make setup-test)"]
 fn the_files_in_conf_pass_the_programs_that_read_them() {
     tool("promtool");
     let work = TempDir::new();
@@ -117,6 +60,7 @@ fn the_files_in_conf_pass_the_programs_that_read_them() {
 }
 
 #[test]
+#[ignore = "needs the Python venv (HOLEPUNCH_TEST_PYTHON, make setup-test)"]
 fn python_nomad_reads_what_is_allowed_and_gets_a_clear_denial() {
     let s = setup(&[
         ("HOLEPUNCH_ALLOW_NODES", "true"),
@@ -167,46 +111,12 @@ fn python_nomad_reads_what_is_allowed_and_gets_a_clear_denial() {
     );
 }
 
-/// The value of the single sample in a Prometheus instant-query answer.
-fn single_value(body: &str) -> Option<&str> {
-    let results = body.split("\"value\":[").collect::<Vec<_>>();
-    if results.len() != 2 {
-        return None;
-    }
-    let (_, after) = results[1].split_once(",\"")?;
-    after.split_once('"').map(|(v, _)| v)
-}
-
-/// Asks Prometheus an instant query until `want` holds, up to `timeout`.
-fn query_until(prom: std::net::SocketAddr, log: &Path, query: &str, want: &str) -> String {
-    let timeout = Duration::from_secs(60);
-    let target = format!("/api/v1/query?query={query}");
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(resp) = support::send(
-            prom,
-            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        ) {
-            last = resp.text();
-            if resp.status == 200 && single_value(&last) == Some(want) {
-                return last;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "{query} never gave {want:?} within {timeout:?}; last answer: {last}\nprometheus log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 #[test]
+#[ignore = "needs Debian's prometheus package (make setup-test)"]
 fn a_real_prometheus_scrapes_nomad_metrics_through_the_proxy() {
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = 90_000;
-    let s = setup_with(options, &[], &[]);
+    let s = Harness::new().standin(options).start();
 
     // The shipped scrape configuration, pointed at this proxy and sped up,
     // plus a job on an endpoint the proxy denies.
@@ -233,39 +143,17 @@ fn a_real_prometheus_scrapes_nomad_metrics_through_the_proxy() {
             s.proxy.addr
         );
     let dir = TempDir::new();
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let prometheus = Prometheus::start(&dir, &config);
 
-    let port = free_port();
-    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let log = dir.join("prometheus.log");
-    let _prometheus = Running(
-        Command::new(tool("prometheus"))
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start prometheus"),
-    );
-
-    query_until(prom_addr, &log, "up%7Bjob%3D%22nomad%22%7D", "1");
+    prometheus.query_until("up%7Bjob%3D%22nomad%22%7D", "1");
     // A metric of the Nomad agent, scraped through the proxy.
-    let answer = query_until(prom_addr, &log, "nomad_client_allocs_running", "3");
+    let answer = prometheus.query_until("nomad_client_allocs_running", "3");
     assert!(answer.contains(r#""via":"nomad-holepunch""#), "{answer}");
     assert!(answer.contains(r#""job":"nomad""#), "{answer}");
     // The denied endpoint is down for Prometheus; the scrape above is not
     // affected by it.
-    query_until(prom_addr, &log, "up%7Bjob%3D%22denied%22%7D", "0");
-    query_until(prom_addr, &log, "up%7Bjob%3D%22nomad%22%7D", "1");
+    prometheus.query_until("up%7Bjob%3D%22denied%22%7D", "0");
+    prometheus.query_until("up%7Bjob%3D%22nomad%22%7D", "1");
 
     // What reached the socket: metrics scrapes with the workload token and
     // the Prometheus format parameter; the denied path never.

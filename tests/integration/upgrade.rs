@@ -3,13 +3,11 @@
 //! fails across the handover, whether done by hand or by the entrypoint
 //! script on SIGHUP.
 
-mod support;
-
+use crate::support;
+use crate::support::{eventually, Conn, Harness, Ready, Setup, IO_TIMEOUT};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::standin::{Options, StandIn};
-use support::{Conn, Proxy, TempDir, TOKEN};
+use std::time::Duration;
 
 // Agent health, not metrics: concurrent metrics scrapes would be coalesced,
 // and these tests count every request at the socket.
@@ -109,20 +107,17 @@ impl Load {
     /// Waits until `n` more requests have succeeded than `from` (bounded:
     /// a hang guard, not a speed figure). Returns the count then.
     fn wait_ok(&self, from: usize, n: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = self.ok();
-            if ok >= from + n {
-                return ok;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} requests succeeded ({} failed)",
-                ok - from,
-                self.tally.failed.load(Ordering::SeqCst)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(
+            Duration::from_secs(30),
+            || Some(self.ok()).filter(|ok| *ok >= from + n),
+            || {
+                format!(
+                    "only {} of {n} requests succeeded ({} failed)",
+                    self.ok() - from,
+                    self.tally.failed.load(Ordering::SeqCst)
+                )
+            },
+        )
     }
 
     /// Stops the clients; returns (succeeded, failed, retried).
@@ -140,16 +135,17 @@ impl Load {
     }
 }
 
-/// A Pingora config in `dir`, with the upgrade socket and pid file there too.
-fn conf_in(dir: &TempDir) -> (String, std::path::PathBuf) {
-    let upgrade_sock = dir.join("upgrade.sock");
-    let conf = dir.join("holepunch.yaml");
+/// A Pingora config in the harness's dir, with the upgrade socket and pid
+/// file there too.
+fn conf_in(h: &Harness) -> (String, std::path::PathBuf) {
+    let upgrade_sock = h.path("upgrade.sock");
+    let conf = h.path("holepunch.yaml");
     std::fs::write(
         &conf,
         format!(
             "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\n",
             upgrade_sock.display(),
-            dir.join("holepunch.pid").display()
+            h.path("holepunch.pid").display()
         ),
     )
     .unwrap();
@@ -158,15 +154,13 @@ fn conf_in(dir: &TempDir) -> (String, std::path::PathBuf) {
 
 #[test]
 fn an_upgrade_under_load_fails_no_request() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let (conf, upgrade_sock) = conf_in(&dir);
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ];
-    let mut old = Proxy::start_with_args(&env, &["-c", &conf]);
+    let h = Harness::new();
+    let (conf, upgrade_sock) = conf_in(&h);
+    let Setup {
+        standin,
+        proxy: mut old,
+        dir: _dir,
+    } = h.args(&["-c", &conf]).start();
     let addr = old.addr;
     let load = Load::start(addr);
     // Load on the old process before the handover, and on the new one
@@ -175,16 +169,17 @@ fn an_upgrade_under_load_fails_no_request() {
 
     // The new binary waits on the upgrade socket; SIGQUIT makes the old one
     // hand over its listening socket, drain, and exit.
-    let mut new = Proxy::spawn(&env, &["-u", "-c", &conf], addr.port());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !upgrade_sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no upgrade socket:\n{}",
-            new.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut new, _) = Harness::new()
+        .env("HOLEPUNCH_SOCKET_PATH", standin.path().to_str().unwrap())
+        .args(&["-u", "-c", &conf])
+        .port(addr.port())
+        .ready(Ready::Spawned)
+        .start_proxy();
+    eventually(
+        IO_TIMEOUT,
+        || upgrade_sock.exists(),
+        || format!("no upgrade socket:\n{}", new.log()),
+    );
     old.signal(libc::SIGQUIT);
     let status = old
         .wait_exit(Duration::from_secs(15))
@@ -207,36 +202,23 @@ fn an_upgrade_under_load_fails_no_request() {
 
 #[test]
 fn the_entrypoint_reloads_on_sighup_without_failing_a_request() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let (conf, _) = conf_in(&dir);
+    let h = Harness::new();
+    let (conf, _) = conf_in(&h);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ];
-    let args = [support::binary(), "-c", &conf];
-    let mut wrapper = Proxy::spawn_program(script, &env, &args, support::free_port());
-    assert!(
-        wrapper.wait_healthy(Duration::from_secs(20)),
-        "{}",
-        wrapper.log()
-    );
+    let Setup {
+        standin,
+        proxy: mut wrapper,
+        dir: _dir,
+    } = h
+        .program(script)
+        .args(&[support::binary(), "-c", &conf])
+        .start();
     let load = Load::start(wrapper.addr);
     load.wait_ok(0, 100);
 
     // A template re-rendered the config: Nomad sends the task SIGHUP.
     wrapper.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !wrapper.log().contains("shutdown complete") {
-        assert!(
-            Instant::now() < deadline,
-            "the old process never finished:\n{}",
-            wrapper.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wrapper.wait_log(Duration::from_secs(15), "shutdown complete");
     // Load on the new process, after the old one finished.
     load.wait_ok(load.ok(), 100);
     let (ok, failed, retried) = load.finish();

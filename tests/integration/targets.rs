@@ -4,10 +4,8 @@
 //! and a target with percent escapes reaches the socket exactly as the
 //! client sent it, decided on as Nomad decodes it.
 
-mod support;
-
-use support::standin::{HEALTH_BODY, PROMETHEUS_HEAD};
-use support::{setup, Conn, Response};
+use crate::support::standin::{HEALTH_BODY, PROMETHEUS_HEAD};
+use crate::support::{setup, Conn, Response};
 
 const PATH_BYTE: &str = "bad request: the path contains a byte that is not allowed there";
 const QUERY_BYTE: &str = "bad request: the query contains a byte that is not allowed there";

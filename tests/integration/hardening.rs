@@ -1,25 +1,29 @@
 //! Running unattended: a hung or restarting agent, hostile and broken
 //! clients, client tokens, TLS, and the command line.
 
-mod support;
-
+use crate::support::standin::{Options, StandIn, HEALTH_BODY};
+use crate::support::{
+    eventually, get, run_to_exit, sample, send, setup, Conn, Exit, Harness, Response, Setup,
+    CLIENT_TOKENS, FIXTURES, IO_TIMEOUT, TLS_CERT, TLS_KEY, TOKEN,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use support::standin::{Options, StandIn, HEALTH_BODY};
-use support::{get, run_to_exit, send, setup, setup_with, Conn, Exit, TempDir, TOKEN};
+use std::time::Duration;
 
 #[test]
-fn command_line_help_version_and_check() {
+fn version_prints_the_package_version() {
     let Exit { status, stdout, .. } = run_to_exit(&[], &["--version"]);
     assert_eq!(status.code(), Some(0));
     assert_eq!(
         stdout,
         format!("nomad-holepunch {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
 
+#[test]
+fn help_lists_every_flag() {
     let Exit { status, stdout, .. } = run_to_exit(&[], &["--help"]);
     assert_eq!(status.code(), Some(0));
     for flag in [
@@ -31,14 +35,20 @@ fn command_line_help_version_and_check() {
     ] {
         assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
     }
+}
 
+#[test]
+fn an_unknown_argument_exits_2_naming_it() {
     let Exit { status, stderr, .. } = run_to_exit(&[], &["--bind"]);
     assert_eq!(status.code(), Some(2));
     assert_eq!(
         stderr,
         "nomad-holepunch: unknown argument \"--bind\"; see --help\n"
     );
+}
 
+#[test]
+fn check_prints_the_effective_settings_with_the_token_redacted() {
     // --check: the effective settings, token redacted, exit 0.
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch.yaml");
     let Exit {
@@ -74,7 +84,10 @@ fn command_line_help_version_and_check() {
         );
     }
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+}
 
+#[test]
+fn check_reports_bad_variables_before_reading_the_files_they_name() {
     // --check with problems: every one, exit 2, nothing listens.
     let Exit {
         status,
@@ -102,6 +115,10 @@ fn command_line_help_version_and_check() {
         stderr.ends_with("not starting: 1 configuration problem(s)\n"),
         "{stderr}"
     );
+}
+
+#[test]
+fn check_reports_every_file_it_cannot_read() {
     let Exit { status, stderr, .. } = run_to_exit(
         &[
             ("NOMAD_TOKEN", TOKEN),
@@ -130,7 +147,10 @@ fn command_line_help_version_and_check() {
 fn an_agent_that_never_answers_gives_504_after_the_upstream_timeout() {
     let mut options = Options::new(TOKEN);
     options.delay = Duration::from_secs(30);
-    let s = setup_with(options, &[("HOLEPUNCH_UPSTREAM_TIMEOUT", "500ms")], &[]);
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[("HOLEPUNCH_UPSTREAM_TIMEOUT", "500ms")])
+        .start();
     let resp = get(s.proxy.addr, "/v1/metrics", "");
     assert_eq!(resp.status, 504);
     assert_eq!(
@@ -144,7 +164,10 @@ fn an_agent_that_never_answers_gives_504_after_the_upstream_timeout() {
 fn a_pooled_connection_the_agent_dropped_is_retried_for_get_only() {
     let mut options = Options::new(TOKEN);
     options.drop_reused = true;
-    let s = setup_with(options, &[("HOLEPUNCH_ALLOW_ALL", "true")], &[]);
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[("HOLEPUNCH_ALLOW_ALL", "true")])
+        .start();
     // Each GET after the first lands on a pooled connection that the agent
     // drops unanswered; the proxy retries it once on a new connection.
     for _ in 0..5 {
@@ -242,12 +265,17 @@ fn slow_header_clients_are_cut_off_while_others_are_served() {
     assert_eq!(requests[0].target, "/v1/agent/health");
 }
 
-#[test]
-fn header_and_body_limits() {
-    let s = setup(&[
+/// ALL on (bodies are forwarded) with a 1 KiB body limit.
+fn body_limited() -> Setup {
+    setup(&[
         ("HOLEPUNCH_ALLOW_ALL", "true"),
         ("HOLEPUNCH_MAX_BODY", "1KiB"),
-    ]);
+    ])
+}
+
+#[test]
+fn a_header_under_64_kib_is_served_and_one_over_gets_431() {
+    let s = body_limited();
     // Just under 64 KiB of header: served.
     let filler = "a".repeat(60 * 1024);
     let resp = get(
@@ -269,7 +297,11 @@ fn header_and_body_limits() {
         "request header fields too large: the limit is 65536 bytes"
     );
     assert_eq!(s.standin.requests().len(), 1);
+}
 
+#[test]
+fn a_declared_body_over_max_body_gets_413_and_is_not_forwarded() {
+    let s = body_limited();
     // A declared body over HOLEPUNCH_MAX_BODY: 413 before anything is forwarded.
     let raw = format!(
         "PUT /v1/var/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n{}",
@@ -281,15 +313,23 @@ fn header_and_body_limits() {
         resp.text(),
         "payload too large: the limit is 1024 bytes (HOLEPUNCH_MAX_BODY)"
     );
-    assert_eq!(s.standin.requests().len(), 1);
-    // A chunked body that grows past it: 413 too.
+    assert!(s.standin.requests().is_empty());
+}
+
+#[test]
+fn a_chunked_body_growing_past_max_body_gets_413() {
+    let s = body_limited();
     let chunk = "x".repeat(600);
     let raw = format!(
         "POST /v1/var/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
     );
     let resp = send(s.proxy.addr, raw.as_bytes()).unwrap();
     assert_eq!(resp.status, 413);
-    // Exactly the limit is fine.
+}
+
+#[test]
+fn a_body_of_exactly_max_body_is_forwarded_whole() {
+    let s = body_limited();
     let raw = format!(
         "PUT /v1/var/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{}",
         "x".repeat(1024)
@@ -322,16 +362,11 @@ fn malformed_http_gets_400_and_the_proxy_stays_up() {
     assert!(!s.proxy.log().contains("panicked"));
 }
 
+const CLIENT_TOKENS_1_2: &str = "# scrapers\nprometheus-token-1\nprometheus-token-2\n";
+
 #[test]
-fn client_tokens_are_required_everywhere_but_health() {
-    let dir = TempDir::new();
-    let tokens = dir.join("clients");
-    std::fs::write(
-        &tokens,
-        "# scrapers\nprometheus-token-1\nprometheus-token-2\n",
-    )
-    .unwrap();
-    let s = setup(&[("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap())]);
+fn without_a_valid_client_token_everything_but_health_gets_401() {
+    let s = Harness::new().client_tokens(CLIENT_TOKENS_1_2).start();
     for (target, auth) in [
         ("/v1/metrics", ""),
         ("/v1/metrics", "Authorization: Bearer wrong\r\n"),
@@ -351,47 +386,67 @@ fn client_tokens_are_required_everywhere_but_health() {
     }
     assert!(s.standin.requests().is_empty());
     assert_eq!(get(s.proxy.addr, "/health", "").status, 200);
+}
 
-    let resp = get(
-        s.proxy.addr,
-        "/v1/metrics",
-        "Authorization: Bearer prometheus-token-2\r\n",
-    );
-    assert_eq!(resp.status, 200);
-    let forwarded = &s.standin.requests()[0];
-    assert!(forwarded.header_values("authorization").is_empty());
-    assert_eq!(forwarded.header_values("x-nomad-token"), vec![TOKEN]);
-    // With a valid token, the allowlist still applies.
+#[test]
+fn a_valid_client_token_is_replaced_by_the_workload_token() {
+    let s = Harness::new().client_tokens(CLIENT_TOKENS_1_2).start();
+    // A scrape (which the proxy may fetch for several clients at once) and
+    // a request forwarded as it came.
+    for target in ["/v1/metrics", "/v1/agent/health"] {
+        let resp = get(
+            s.proxy.addr,
+            target,
+            "Authorization: Bearer prometheus-token-2\r\n",
+        );
+        assert_eq!(resp.status, 200, "{target}");
+    }
+    let forwarded = s.standin.requests();
+    assert_eq!(forwarded.len(), 2);
+    for r in &forwarded {
+        assert!(r.header_values("authorization").is_empty(), "{}", r.target);
+        assert_eq!(
+            r.header_values("x-nomad-token"),
+            vec![TOKEN],
+            "{}",
+            r.target
+        );
+    }
+}
+
+#[test]
+fn a_valid_client_token_does_not_open_a_denied_path() {
+    let s = Harness::new().client_tokens(CLIENT_TOKENS_1_2).start();
+    // With a valid token (the scheme case-insensitive), the allowlist still applies.
     let resp = get(
         s.proxy.addr,
         "/v1/agent/self",
         "Authorization: bearer prometheus-token-1\r\n",
     );
     assert_eq!(resp.status, 403);
+    assert!(s.standin.requests().is_empty());
+}
 
+#[test]
+fn client_tokens_reload_without_restart_and_never_reach_the_log() {
+    let s = Harness::new().client_tokens(CLIENT_TOKENS_1_2).start();
+    let bearer = |token: &str| {
+        get(
+            s.proxy.addr,
+            "/v1/metrics",
+            &format!("Authorization: Bearer {token}\r\n"),
+        )
+        .status
+    };
+    assert_eq!(bearer("prometheus-token-1"), 200);
     // Revoke token 1, add token 3, with no restart.
-    std::fs::write(&tokens, "prometheus-token-3\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(
-        s.proxy.addr,
-        "/v1/metrics",
-        "Authorization: Bearer prometheus-token-3\r\n",
-    )
-    .status
-        != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the new client token was never accepted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let resp = get(
-        s.proxy.addr,
-        "/v1/metrics",
-        "Authorization: Bearer prometheus-token-1\r\n",
+    std::fs::write(s.dir.join(CLIENT_TOKENS), "prometheus-token-3\n").unwrap();
+    eventually(
+        IO_TIMEOUT,
+        || bearer("prometheus-token-3") == 200,
+        || "the new client token was never accepted".into(),
     );
-    assert_eq!(resp.status, 401);
+    assert_eq!(bearer("prometheus-token-1"), 401);
     let log = s.proxy.log();
     assert!(log.contains("client tokens reloaded"), "{log}");
     for secret in [
@@ -403,138 +458,93 @@ fn client_tokens_are_required_everywhere_but_health() {
     }
 }
 
-/// A TLS client that trusts only `ca` (a self-signed fixture).
-fn tls_get(addr: std::net::SocketAddr, ca: &[u8], target: &str) -> (Vec<u8>, String) {
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+fn der(pem: &[u8]) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    pingora::tls::install_default_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(support::IO_TIMEOUT)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response);
-    let served = tls.conn.peer_certificates().unwrap()[0].to_vec();
-    (served, String::from_utf8_lossy(&response).into_owned())
+    rustls::pki_types::CertificateDer::from_pem_slice(pem)
+        .unwrap()
+        .to_vec()
+}
+
+/// A GET over TLS trusting `ca`: the certificate served, and the response.
+fn tls_get(addr: std::net::SocketAddr, ca: &[u8], target: &str) -> (Vec<u8>, Response) {
+    let mut conn = Conn::tls(addr, ca).expect("a TLS connection");
+    let served = conn.peer_certificate().expect("a certificate");
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    (served, conn.request(raw.as_bytes()).expect("a response"))
 }
 
 #[test]
-fn tls_serves_the_certificate_and_picks_up_a_new_one() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-    let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
-    let der = |pem: &[u8]| {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_slice(pem)
-            .unwrap()
-            .to_vec()
-    };
-    let dir = TempDir::new();
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, read("a.crt")).unwrap();
-    std::fs::write(&key, read("a.key")).unwrap();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    // The harness's health check is plain HTTP, so start it by hand.
-    let port = support::free_port();
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-        ("HOLEPUNCH_TLS_CERT_FILE", cert.to_str().unwrap()),
-        ("HOLEPUNCH_TLS_KEY_FILE", key.to_str().unwrap()),
-        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
-    ];
-    let proxy = support::Proxy::spawn(&env, &[], port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(proxy.addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no TLS listener:\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (served, response) = tls_get(proxy.addr, &read("a.crt"), "/v1/agent/health");
-    assert_eq!(served, der(&read("a.crt")));
-    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.ends_with(HEALTH_BODY), "{response}");
-    assert_eq!(standin.requests().len(), 1);
-    // Plain HTTP on the TLS port gets nothing useful.
-    let plain = send(proxy.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(!matches!(plain, Ok(r) if r.status == 200));
+fn tls_serves_the_configured_certificate() {
+    let s = Harness::new().tls().start();
+    let (served, response) = tls_get(s.proxy.addr, &fixture("a.crt"), "/v1/agent/health");
+    assert_eq!(served, der(&fixture("a.crt")));
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, HEALTH_BODY)
+    );
+    assert_eq!(s.standin.requests().len(), 1);
+}
 
+#[test]
+fn plain_http_on_the_tls_port_is_not_served() {
+    let s = Harness::new().tls().start();
+    let plain = send(s.proxy.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!matches!(plain, Ok(r) if r.status == 200));
+    assert!(s.standin.requests().is_empty());
+}
+
+#[test]
+fn tls_picks_up_a_rotated_certificate_for_new_connections() {
+    let s = Harness::new().tls().start();
     // A template re-renders both files: new connections get the new certificate.
-    std::fs::write(&cert, read("b.crt")).unwrap();
-    std::fs::write(&key, read("b.key")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (served, _) = tls_get(
-            proxy.addr,
-            &[read("a.crt"), read("b.crt")].concat(),
-            "/health",
-        );
-        if served == der(&read("b.crt")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still serving the old certificate"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    std::fs::write(s.dir.join(TLS_CERT), fixture("b.crt")).unwrap();
+    std::fs::write(s.dir.join(TLS_KEY), fixture("b.key")).unwrap();
+    let both = [fixture("a.crt"), fixture("b.crt")].concat();
+    eventually(
+        IO_TIMEOUT,
+        || tls_get(s.proxy.addr, &both, "/health").0 == der(&fixture("b.crt")),
+        || "still serving the old certificate".into(),
+    );
+    let (served, response) = tls_get(s.proxy.addr, &fixture("b.crt"), "/health");
+    assert_eq!(served, der(&fixture("b.crt")));
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+}
+
+#[test]
+fn a_certificate_that_does_not_match_the_key_is_refused_and_the_last_good_pair_stays() {
+    let s = Harness::new().tls().telemetry().start();
     // A half-written pair (new cert, old key) is refused; the last good one
-    // stays. The rotation above may itself have been read half done (and
-    // counted, and logged), so what proves this pair was read is the
-    // proxy's failure count going up from here. The certificate is renamed
-    // into place whole, so the pair it reads is exactly this one.
-    let own: std::net::SocketAddr = telemetry.parse().unwrap();
+    // stays. What proves this pair was read is the proxy's failure count
+    // going up. The certificate is renamed into place whole, so the pair it
+    // reads is exactly this one.
     let failures = || {
-        // The telemetry listener starts with the proxy; wait for it if need be.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let raw = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        let text = loop {
-            match send(own, raw) {
-                Ok(resp) => break resp.text(),
-                Err(e) => assert!(Instant::now() < deadline, "no telemetry: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix("holepunch_reload_failures_total{file=\"tls_certificate\"} ")
-            })
-            .map_or(0, |v| v.parse::<u64>().unwrap())
+        sample(
+            &s.proxy.own_metrics(),
+            "holepunch_reload_failures_total{file=\"tls_certificate\"}",
+        )
+        .unwrap_or(0.0)
     };
     let before = failures();
-    let tmp = dir.join("tls.crt.tmp");
-    std::fs::write(&tmp, read("a.crt")).unwrap();
-    std::fs::rename(&tmp, &cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failures() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the mismatched pair was never refused:\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(failures(), before + 1, "counted once");
-    assert!(proxy
+    let tmp = s.dir.join("tls.crt.tmp");
+    std::fs::write(&tmp, fixture("b.crt")).unwrap();
+    std::fs::rename(&tmp, s.dir.join(TLS_CERT)).unwrap();
+    eventually(
+        IO_TIMEOUT,
+        || failures() > before,
+        || format!("the mismatched pair was never refused:\n{}", s.proxy.log()),
+    );
+    assert_eq!(failures(), before + 1.0, "counted once");
+    assert!(s
+        .proxy
         .log()
         .contains("keeping the last good TLS certificate"));
-    let (served, response) = tls_get(proxy.addr, &read("b.crt"), "/health");
-    assert_eq!(served, der(&read("b.crt")));
-    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let (served, response) = tls_get(s.proxy.addr, &fixture("a.crt"), "/health");
+    assert_eq!(served, der(&fixture("a.crt")));
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
 }
 
 #[test]
@@ -546,13 +556,9 @@ fn the_socket_going_away_under_load_fails_only_the_gap_with_502() {
     const AFTER: usize = 2;
     /// Requests to see in each phase before moving on.
     const ENOUGH: usize = 40;
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let mut standin = Some(StandIn::start(&sock, Options::new(TOKEN)));
-    let proxy = support::Proxy::start(&[
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ]);
+    let s = Harness::new().start();
+    let (proxy, sock) = (s.proxy, s.standin.path().to_path_buf());
+    let mut standin = Some(s.standin);
     let addr = proxy.addr;
     let phase = Arc::new(AtomicUsize::new(BEFORE));
     let stop = Arc::new(AtomicBool::new(false));
@@ -586,11 +592,11 @@ fn the_socket_going_away_under_load_fails_only_the_gap_with_502() {
         })
         .collect();
     let wait_until = |what: &str, done: &dyn Fn(&[Outcome]) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(&outcomes.lock().unwrap()) {
-            assert!(Instant::now() < deadline, "never happened: {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(
+            Duration::from_secs(20),
+            || done(&outcomes.lock().unwrap()),
+            || format!("never happened: {what}"),
+        )
     };
     wait_until("requests served before the gap", &|o| {
         o.iter().filter(|(_, _, s)| *s == 200).count() >= ENOUGH

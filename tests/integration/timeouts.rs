@@ -11,13 +11,12 @@
 //! at least that long has passed. Every bound asserted is a lower bound
 //! (a timeout never fires early) or a generous guard against a hang.
 
-mod support;
-
+use crate::support;
+use crate::support::standin::{Options, NODE_ID, START_INDEX};
+use crate::support::{setup, Conn, Harness, Response, IO_TIMEOUT, TOKEN};
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::standin::{Options, NODE_ID, START_INDEX};
-use support::{setup, setup_with, Conn, Response, IO_TIMEOUT, TOKEN};
 
 const GATEWAY_TIMEOUT: &str = "gateway timeout: the Nomad Task API did not answer in time";
 
@@ -149,14 +148,13 @@ fn head_and_length(conn: &mut Conn) -> usize {
 
 #[test]
 fn a_body_that_stalls_midway_is_cut_after_the_upstream_timeout() {
-    let s = setup_with(
-        stalling(20),
-        &[
+    let s = Harness::new()
+        .standin(stalling(20))
+        .envs(&[
             ("HOLEPUNCH_ALLOW_AGENT_SELF", "true"),
             ("HOLEPUNCH_UPSTREAM_TIMEOUT", "3s"),
-        ],
-        &[],
-    );
+        ])
+        .start();
     let started = Instant::now();
     let mut conn = stalled_agent_self(&s);
     // The header was sent: the proxy can only end the connection short,
@@ -184,15 +182,14 @@ fn a_body_that_stalls_midway_is_cut_after_the_upstream_timeout() {
 
 #[test]
 fn a_body_that_pauses_for_less_than_the_upstream_timeout_goes_through() {
-    let s = setup_with(
-        stalling(20),
-        &[
+    let s = Harness::new()
+        .standin(stalling(20))
+        .envs(&[
             ("HOLEPUNCH_ALLOW_AGENT_SELF", "true"),
             ("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s"),
             ("HOLEPUNCH_UPSTREAM_TIMEOUT", "5s"),
-        ],
-        &[],
-    );
+        ])
+        .start();
     let mut conn = stalled_agent_self(&s);
     probe_header_timeout(s.proxy.addr);
     probe_header_timeout(s.proxy.addr);
@@ -216,7 +213,10 @@ fn a_body_that_pauses_for_less_than_the_upstream_timeout_goes_through() {
 fn a_metrics_scrape_that_stalls_midway_gets_504() {
     let mut options = stalling(100);
     options.metrics_bytes = 10_000;
-    let s = setup_with(options, &[("HOLEPUNCH_UPSTREAM_TIMEOUT", "2s")], &[]);
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[("HOLEPUNCH_UPSTREAM_TIMEOUT", "2s")])
+        .start();
     let started = Instant::now();
     // A scrape is fetched whole before anything is written, so the client
     // still gets a status.

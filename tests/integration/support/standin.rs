@@ -8,8 +8,6 @@
 //! stopped and restarted on the same path. Standard library only: one thread
 //! per connection, every wait bounded.
 
-#![allow(dead_code)] // Each test binary uses a different part of it.
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -90,6 +88,8 @@ impl Options {
 struct State {
     tokens: Mutex<Vec<String>>,
     requests: Mutex<Vec<Recorded>>,
+    /// Notified at each request recorded: the latch of [`StandIn::wait_for_requests`].
+    recorded: Condvar,
     connections: AtomicUsize,
     stop: AtomicBool,
     /// Open connections by number, so that stop() can close them.
@@ -247,16 +247,16 @@ impl StandIn {
         self.state.index.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Waits until `n` requests have been recorded, up to `timeout`.
+    /// Waits until `n` requests have been recorded, up to `timeout` (a
+    /// latch: woken by each request recorded, no polling).
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.requests().len() >= n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        let requests = self.state.requests.lock().unwrap();
+        let (requests, _) = self
+            .state
+            .recorded
+            .wait_timeout_while(requests, timeout, |r| r.len() < n)
+            .unwrap();
+        requests.len() >= n
     }
 
     fn stop_now(&mut self) {
@@ -328,6 +328,7 @@ fn serve(conn: &UnixStream, state: &State) {
             headers: req.headers.clone(),
             body: req.body.clone(),
         });
+        state.recorded.notify_all();
         if state.drop_reused && served > 0 {
             return;
         }
@@ -752,23 +753,15 @@ impl StandIn {
         self.state.body_gate.lock().unwrap().stalled
     }
 
-    /// Waits until `n` bodies have stalled, up to `timeout`.
+    /// Waits until `n` bodies have stalled, up to `timeout` (a latch).
     pub fn wait_for_stalled(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut gate = self.state.body_gate.lock().unwrap();
-        while gate.stalled < n {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            gate = self
-                .state
-                .body_moved
-                .wait_timeout(gate, deadline - now)
-                .unwrap()
-                .0;
-        }
-        true
+        let gate = self.state.body_gate.lock().unwrap();
+        let (gate, _) = self
+            .state
+            .body_moved
+            .wait_timeout_while(gate, timeout, |g| g.stalled < n)
+            .unwrap();
+        gate.stalled >= n
     }
 }
 

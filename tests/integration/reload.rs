@@ -3,16 +3,14 @@
 //! By hand with a different environment (a group opened), and through the
 //! entrypoint's SIGHUP with a different Pingora settings file.
 
-mod support;
-
+use crate::support;
+use crate::support::{eventually, get, Harness, Ready, Setup, IO_TIMEOUT};
 use std::path::Path;
-use std::time::{Duration, Instant};
-use support::standin::{Options, StandIn};
-use support::{get, Proxy, TempDir, TOKEN};
+use std::time::Duration;
 
 /// Writes a Pingora settings file with the upgrade socket and pid file in
 /// `dir`, plus `extra` lines; returns its path.
-fn write_conf(dir: &TempDir, extra: &str) -> String {
+fn write_conf(dir: &Path, extra: &str) -> String {
     let conf = dir.join("holepunch.yaml");
     std::fs::write(
         &conf,
@@ -26,30 +24,16 @@ fn write_conf(dir: &TempDir, extra: &str) -> String {
     conf.to_str().unwrap().to_string()
 }
 
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> bool,
-    log: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn an_upgrade_with_a_new_environment_applies_it() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
+    let h = Harness::new();
+    let dir = h.path("");
     let conf = write_conf(&dir, "");
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ];
-    let mut old = Proxy::start_with_args(&env, &["-c", &conf]);
+    let Setup {
+        standin,
+        proxy: mut old,
+        dir: _dir,
+    } = h.args(&["-c", &conf]).start();
     let resp = get(old.addr, "/v1/nodes", "");
     assert_eq!(
         (resp.status, resp.text().as_str()),
@@ -58,14 +42,18 @@ fn an_upgrade_with_a_new_environment_applies_it() {
 
     // The new process opens NODES; it waits on the upgrade socket until the
     // old one hands over.
-    let new_env = [env[0], env[1], ("HOLEPUNCH_ALLOW_NODES", "true")];
-    let mut new = Proxy::spawn(&new_env, &["-u", "-c", &conf], old.addr.port());
+    let (mut new, _) = Harness::new()
+        .env("HOLEPUNCH_SOCKET_PATH", standin.path().to_str().unwrap())
+        .env("HOLEPUNCH_ALLOW_NODES", "true")
+        .args(&["-u", "-c", &conf])
+        .port(old.addr.port())
+        .ready(Ready::Spawned)
+        .start_proxy();
     let upgrade_sock = dir.join("upgrade.sock");
-    wait_for(
-        "no upgrade socket",
-        Duration::from_secs(10),
+    eventually(
+        IO_TIMEOUT,
         || upgrade_sock.exists(),
-        || new.log(),
+        || format!("no upgrade socket:\n{}", new.log()),
     );
     old.signal(libc::SIGQUIT);
     let status = old
@@ -88,23 +76,18 @@ fn an_upgrade_with_a_new_environment_applies_it() {
 
 #[test]
 fn a_sighup_to_the_entrypoint_applies_a_changed_settings_file() {
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let _standin = StandIn::start(&sock, Options::new(TOKEN));
+    let h = Harness::new();
+    let dir = h.path("");
     let conf = write_conf(&dir, "threads: 1\ngrace_period_seconds: 5\n");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/holepunch-entrypoint.sh");
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-    ];
-    let args = [support::binary(), "-c", &conf];
-    let mut wrapper =
-        Proxy::spawn_program(script.to_str().unwrap(), &env, &args, support::free_port());
-    assert!(
-        wrapper.wait_healthy(Duration::from_secs(20)),
-        "{}",
-        wrapper.log()
-    );
+    let Setup {
+        standin: _standin,
+        proxy: mut wrapper,
+        dir: _dir,
+    } = h
+        .program(script.to_str().unwrap())
+        .args(&[support::binary(), "-c", &conf])
+        .start();
     let first = wrapper.log();
     assert!(
         first.contains("threads: 1\n") && first.contains("shutdown grace period: 5s"),
@@ -114,12 +97,7 @@ fn a_sighup_to_the_entrypoint_applies_a_changed_settings_file() {
     // A template re-renders the file, then Nomad sends SIGHUP.
     write_conf(&dir, "threads: 2\ngrace_period_seconds: 1\n");
     wrapper.signal(libc::SIGHUP);
-    wait_for(
-        "the old process never finished",
-        Duration::from_secs(15),
-        || wrapper.log().contains("shutdown complete"),
-        || wrapper.log(),
-    );
+    wrapper.wait_log(Duration::from_secs(15), "shutdown complete");
     assert!(
         wrapper.wait_healthy(Duration::from_secs(5)),
         "{}",

@@ -10,11 +10,10 @@
 //! response byte. Connect errors are never retried (pingora-core
 //! `connectors/` marks none).
 
-mod support;
-
+use crate::support;
+use crate::support::standin::{Options, HEALTH_BODY};
+use crate::support::{get, send, setup, Conn, Harness, IO_TIMEOUT, TOKEN};
 use std::io::ErrorKind;
-use support::standin::{Options, HEALTH_BODY};
-use support::{get, send, setup, setup_with, Conn, IO_TIMEOUT, TOKEN};
 
 const HEAD_HEALTH: &[u8] =
     b"HEAD /v1/agent/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
@@ -99,7 +98,10 @@ fn a_get_is_never_retried_once_response_bytes_went_out() {
     let mut options = Options::new(TOKEN);
     // Agent health (37 bytes) goes through; agent self (164) stalls.
     options.stall_body_after = Some(100);
-    let s = setup_with(options, &[("HOLEPUNCH_ALLOW_AGENT_SELF", "true")], &[]);
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[("HOLEPUNCH_ALLOW_AGENT_SELF", "true")])
+        .start();
     let resp = get(s.proxy.addr, "/v1/agent/health", "");
     assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
 

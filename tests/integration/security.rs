@@ -3,13 +3,15 @@
 //! addresses, and a loud failed start. Each test names the promise, asserts
 //! the status and the reason, and what reached the socket.
 
-mod support;
-
+use crate::support;
+use crate::support::standin::{prometheus_body, Options, HEALTH_BODY};
+use crate::support::{
+    eventually, get, run_to_exit, sample, send, setup, Conn, Exit, Harness, Setup, TempDir,
+    FIXTURES, IO_TIMEOUT, TOKEN,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
-use support::standin::{prometheus_body, Options, StandIn, HEALTH_BODY};
-use support::{get, run_to_exit, send, setup, setup_with, Conn, Proxy, TempDir, IO_TIMEOUT, TOKEN};
+use std::time::Duration;
 
 /// Reads until the proxy closes the connection: `true` when it did (end of
 /// stream or reset), `false` when it was still open after `IO_TIMEOUT`.
@@ -27,22 +29,6 @@ fn closed_by_proxy(stream: &mut TcpStream) -> bool {
         }
     }
     false
-}
-
-/// Polls `check` every 20 ms until it holds, for at most `IO_TIMEOUT`.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The value of one series in the proxy's own metrics text, or 0.
-fn series(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 // ---- 1. Request hygiene ----------------------------------------------------
@@ -202,75 +188,41 @@ fn two_host_headers_get_400_and_are_not_forwarded() {
     assert!(s.standin.requests().is_empty());
 }
 
-fn tls_setup(extra: &[(&str, &str)]) -> (Proxy, StandIn, TempDir) {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-    let dir = TempDir::new();
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::copy(format!("{fixtures}/a.crt"), &cert).unwrap();
-    std::fs::copy(format!("{fixtures}/a.key"), &key).unwrap();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let mut env = vec![
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap().to_string()),
-        ("NOMAD_TOKEN", TOKEN.to_string()),
-        (
-            "HOLEPUNCH_TLS_CERT_FILE",
-            cert.to_str().unwrap().to_string(),
-        ),
-        ("HOLEPUNCH_TLS_KEY_FILE", key.to_str().unwrap().to_string()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = Proxy::spawn(&env, &[], support::free_port());
-    // Up once the port accepts a TCP connection (the health check is plain HTTP).
-    eventually("the TLS listener accepts", || {
-        TcpStream::connect(proxy.addr).is_ok()
-    });
-    (proxy, standin, dir)
-}
-
 /// A TLS client (trusting the fixture's self-signed certificate) whose
 /// handshake is complete.
 fn tls_client(
     addr: std::net::SocketAddr,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    pingora::tls::install_default_crypto_provider();
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/tls/a.crt"
-    ))
-    .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
-    tls
+    let ca = std::fs::read(format!("{FIXTURES}/a.crt")).unwrap();
+    support::tls_client(addr, &ca).expect("a TLS handshake")
+}
+
+/// TLS on, and a 1 s client header timeout (which covers the handshake).
+fn tls_with_header_timeout() -> Setup {
+    Harness::new()
+        .tls()
+        .env("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")
+        .start()
 }
 
 #[test]
-fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
-    let (proxy, standin, _dir) = tls_setup(&[("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s")]);
+fn a_tls_client_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let s = tls_with_header_timeout();
     // Pingora alone would keep it for 60 s; IO_TIMEOUT is 10 s.
-    let mut silent = TcpStream::connect(proxy.addr).unwrap();
+    let mut silent = TcpStream::connect(s.proxy.addr).unwrap();
     assert!(
         closed_by_proxy(&mut silent),
         "a silent TLS client is still connected"
     );
+    assert!(s.standin.requests().is_empty());
+    assert!(!s.proxy.log().contains("panicked"));
+}
+
+#[test]
+fn a_tls_handshake_that_stalls_is_closed_at_the_header_timeout() {
+    let s = tls_with_header_timeout();
     // Half a ClientHello, then nothing.
-    let mut partial = TcpStream::connect(proxy.addr).unwrap();
+    let mut partial = TcpStream::connect(s.proxy.addr).unwrap();
     partial
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
@@ -278,8 +230,15 @@ fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
         closed_by_proxy(&mut partial),
         "a stalled handshake is still connected"
     );
+    assert!(s.standin.requests().is_empty());
+    assert!(!s.proxy.log().contains("panicked"));
+}
+
+#[test]
+fn a_tls_client_that_sends_no_header_after_the_handshake_is_closed_at_the_header_timeout() {
+    let s = tls_with_header_timeout();
     // A whole handshake, then no request header.
-    let mut idle = tls_client(proxy.addr);
+    let mut idle = tls_client(s.proxy.addr);
     let mut buf = [0; 64];
     match idle.read(&mut buf) {
         Ok(0) => {}
@@ -289,8 +248,8 @@ fn a_tls_connection_that_never_handshakes_is_closed_at_the_header_timeout() {
             "a TLS client that sent no header is still connected: {e}"
         ),
     }
-    assert!(standin.requests().is_empty());
-    assert!(!proxy.log().contains("panicked"));
+    assert!(s.standin.requests().is_empty());
+    assert!(!s.proxy.log().contains("panicked"));
 }
 
 #[test]
@@ -298,23 +257,26 @@ fn a_client_that_reads_nothing_is_closed_at_the_write_timeout() {
     // Larger than what is shared (8 MiB), so it is streamed from the socket.
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = 24 << 20;
-    let s = setup_with(
-        options,
-        &[
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[
             ("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "1s"),
             ("RUST_LOG", "info"),
-        ],
-        &[],
-    );
+        ])
+        .start();
     let mut c = TcpStream::connect(s.proxy.addr).unwrap();
     c.write_all(b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     // The proxy says when it gave up on this client; only then read.
-    eventually("the proxy closes the client that reads nothing", || {
-        s.proxy
-            .log()
-            .contains("closing a client that took no bytes for 1s")
-    });
+    eventually(
+        IO_TIMEOUT,
+        || {
+            s.proxy
+                .log()
+                .contains("closing a client that took no bytes for 1s")
+        },
+        || "the proxy closes the client that reads nothing".into(),
+    );
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut got = Vec::new();
     let _ = c.read_to_end(&mut got);
@@ -332,11 +294,10 @@ fn a_client_that_reads_nothing_is_closed_at_the_write_timeout() {
 #[test]
 fn a_scraper_that_reads_nothing_holds_up_no_identical_scrape() {
     const FOLLOWERS: usize = 10;
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = 4 << 20;
     options.hold_metrics = true;
-    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
+    let s = Harness::new().standin(options).telemetry().start();
     let addr = s.proxy.addr;
     // The first scraper sends its request and never reads a byte.
     let mut stuck = TcpStream::connect(addr).unwrap();
@@ -347,11 +308,14 @@ fn a_scraper_that_reads_nothing_holds_up_no_identical_scrape() {
     let followers: Vec<_> = (0..FOLLOWERS)
         .map(|_| std::thread::spawn(move || get(addr, "/v1/metrics?format=prometheus", "")))
         .collect();
-    let own = telemetry.parse().unwrap();
-    eventually("every follower waits for the one fetch", || {
-        let text = get(own, "/metrics", "").text();
-        series(&text, "holepunch_metrics_scrapes_waiting") == FOLLOWERS as f64
-    });
+    eventually(
+        IO_TIMEOUT,
+        || {
+            let text = s.proxy.own_metrics();
+            sample(&text, "holepunch_metrics_scrapes_waiting").unwrap_or(0.0) == FOLLOWERS as f64
+        },
+        || "every follower waits for the one fetch".into(),
+    );
     s.standin.release_metrics();
     let expected = prometheus_body(4 << 20);
     for f in followers {
@@ -370,21 +334,23 @@ fn a_scraper_that_reads_nothing_holds_up_no_identical_scrape() {
 #[test]
 fn followers_of_a_leader_that_got_no_200_make_their_own_requests() {
     const FOLLOWERS: usize = 5;
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
     let mut options = Options::new(TOKEN);
     options.hold_metrics = true;
     options.metrics_status = 415;
-    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
+    let s = Harness::new().standin(options).telemetry().start();
     let addr = s.proxy.addr;
     let scrape = move || get(addr, "/v1/metrics?format=prometheus", "");
     let leader = std::thread::spawn(scrape);
     assert!(s.standin.wait_for_requests(1, IO_TIMEOUT));
     let followers: Vec<_> = (0..FOLLOWERS).map(|_| std::thread::spawn(scrape)).collect();
-    let own = telemetry.parse().unwrap();
-    eventually("the followers wait for the leader", || {
-        let text = get(own, "/metrics", "").text();
-        series(&text, "holepunch_metrics_scrapes_waiting") == FOLLOWERS as f64
-    });
+    eventually(
+        IO_TIMEOUT,
+        || {
+            let text = s.proxy.own_metrics();
+            sample(&text, "holepunch_metrics_scrapes_waiting").unwrap_or(0.0) == FOLLOWERS as f64
+        },
+        || "the followers wait for the leader".into(),
+    );
     s.standin.release_metrics();
     for t in std::iter::once(leader).chain(followers) {
         let resp = t.join().unwrap();
@@ -495,26 +461,35 @@ fn all_off_loopback_without_client_tokens_refuses_to_start() {
     assert!(first.contains("HOLEPUNCH_CLIENT_TOKEN_FILE"), "{first}");
     assert!(first.contains("HOLEPUNCH_BIND"), "{first}");
     assert!(!exit.stderr.contains("listening on"));
-    // With client tokens it may; on loopback it may without.
+}
+
+/// `--check` of ALL on with `extra`: its exit status and stderr.
+fn check_all_with(extra: &[(&str, &str)]) -> Exit {
+    let mut env = vec![
+        ("NOMAD_TOKEN", TOKEN),
+        ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
+        ("HOLEPUNCH_ALLOW_ALL", "true"),
+    ];
+    env.extend_from_slice(extra);
+    run_to_exit(&env, &["--check"])
+}
+
+#[test]
+fn all_off_loopback_with_client_tokens_may_start() {
     let dir = TempDir::new();
     let tokens = dir.join("clients");
     std::fs::write(&tokens, "a-client-token-of-enough-length\n").unwrap();
-    for extra in [
-        vec![
-            ("HOLEPUNCH_BIND", "0.0.0.0"),
-            ("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap()),
-        ],
-        vec![("HOLEPUNCH_BIND", "127.0.0.1")],
-    ] {
-        let mut env = vec![
-            ("NOMAD_TOKEN", TOKEN),
-            ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
-            ("HOLEPUNCH_ALLOW_ALL", "true"),
-        ];
-        env.extend(extra);
-        let exit = run_to_exit(&env, &["--check"]);
-        assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
-    }
+    let exit = check_all_with(&[
+        ("HOLEPUNCH_BIND", "0.0.0.0"),
+        ("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap()),
+    ]);
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+}
+
+#[test]
+fn all_on_loopback_may_start_without_client_tokens() {
+    let exit = check_all_with(&[("HOLEPUNCH_BIND", "127.0.0.1")]);
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
 }
 
 // ---- 5. Queries stay on this node and in this region ------------------------
@@ -566,12 +541,11 @@ fn node_id_and_server_id_on_agent_groups_get_403() {
 
 #[test]
 fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
-    let s = setup(&[
-        ("HOLEPUNCH_MAX_IN_FLIGHT", "2"),
-        ("HOLEPUNCH_ALLOW_NODES", "true"),
-        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
-    ]);
+    let s = Harness::new()
+        .env("HOLEPUNCH_MAX_IN_FLIGHT", "2")
+        .env("HOLEPUNCH_ALLOW_NODES", "true")
+        .telemetry()
+        .start();
     let addr = s.proxy.addr;
     // Two blocking queries hold both places until the index moves.
     let blocking: Vec<_> = (0..2)
@@ -589,14 +563,14 @@ fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
     assert_eq!(get(addr, "/health", "").status, 200);
     assert_eq!(s.standin.requests().len(), 2, "nothing more was forwarded");
     // Counted as the request ends, just after its answer: wait for it.
-    let own = telemetry.parse().unwrap();
-    eventually("the refusal is counted as limited", || {
-        let text = get(own, "/metrics", "").text();
-        series(
-            &text,
-            "holepunch_requests_total{code=\"5xx\",decision=\"limited\",group=\"agent_health\"}",
-        ) == 1.0
-    });
+    eventually(
+        IO_TIMEOUT,
+        || {
+            let text = s.proxy.own_metrics();
+            sample(&text, "holepunch_requests_total{code=\"5xx\",decision=\"limited\",group=\"agent_health\"}").unwrap_or(0.0) == 1.0
+        },
+        || "the refusal is counted as limited".into(),
+    );
     s.standin.bump_index();
     for b in blocking {
         assert_eq!(b.join().unwrap().status, 200);
@@ -606,11 +580,10 @@ fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
 
 #[test]
 fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
-    let s = setup(&[
-        ("HOLEPUNCH_RATE_LIMIT", "3/h"),
-        ("HOLEPUNCH_TELEMETRY_BIND", &telemetry),
-    ]);
+    let s = Harness::new()
+        .env("HOLEPUNCH_RATE_LIMIT", "3/h")
+        .telemetry()
+        .start();
     for _ in 0..3 {
         assert_eq!(get(s.proxy.addr, "/v1/agent/health", "").status, 200);
     }
@@ -621,14 +594,14 @@ fn past_the_rate_limit_a_client_gets_429_with_retry_after() {
     assert!(resp.text().contains("HOLEPUNCH_RATE_LIMIT"));
     assert_eq!(s.standin.requests().len(), 3);
     // Counted as the request ends, just after its answer: wait for it.
-    let own = telemetry.parse().unwrap();
-    eventually("the refusal is counted as limited", || {
-        let text = get(own, "/metrics", "").text();
-        series(
-            &text,
-            "holepunch_requests_total{code=\"4xx\",decision=\"limited\",group=\"agent_health\"}",
-        ) == 1.0
-    });
+    eventually(
+        IO_TIMEOUT,
+        || {
+            let text = s.proxy.own_metrics();
+            sample(&text, "holepunch_requests_total{code=\"4xx\",decision=\"limited\",group=\"agent_health\"}").unwrap_or(0.0) == 1.0
+        },
+        || "the refusal is counted as limited".into(),
+    );
     // Exempt: the local routes.
     for path in ["/health", "/ready"] {
         assert_eq!(get(s.proxy.addr, path, "").status, 200, "{path}");
@@ -725,8 +698,14 @@ fn a_port_in_use_stops_the_start_with_one_line() {
         "HOLEPUNCH_PORT",
         &format!("127.0.0.1:{port}: the port is in use"),
     );
+    drop(taken);
+}
+
+#[test]
+fn a_telemetry_port_in_use_stops_the_start_with_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let telemetry = taken.local_addr().unwrap().to_string();
     let free = support::free_port().to_string();
-    let telemetry = format!("127.0.0.1:{port}");
     start_must_fail(
         &[
             ("HOLEPUNCH_BIND", "127.0.0.1"),
@@ -736,13 +715,18 @@ fn a_port_in_use_stops_the_start_with_one_line() {
         "HOLEPUNCH_TELEMETRY_BIND",
         "the port is in use",
     );
+    drop(taken);
+}
+
+#[test]
+fn a_bind_address_not_on_this_host_stops_the_start_with_one_line() {
+    let free = support::free_port().to_string();
     // TEST-NET-1 is on no host.
     start_must_fail(
         &[("HOLEPUNCH_BIND", "192.0.2.1"), ("HOLEPUNCH_PORT", &free)],
         "HOLEPUNCH_BIND",
         "not on this host",
     );
-    drop(taken);
 }
 
 #[test]
@@ -788,7 +772,10 @@ fn a_slow_reader_of_a_large_shared_response_gets_all_of_it() {
     const CHUNK: usize = 16 * 1024;
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = SIZE;
-    let s = setup_with(options, &[("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "2s")], &[]);
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "2s")])
+        .start();
     let mut c = TcpStream::connect(s.proxy.addr).unwrap();
     small_receive_buffer(&c, CHUNK as libc::c_int);
     c.write_all(

@@ -4,22 +4,17 @@
 //! certificate and key that do not belong together stopping the start with
 //! exit status 2 and a message naming both variables.
 
-mod support;
-
+use crate::support::standin::{Options, StandIn};
+use crate::support::tools::{self, Prometheus};
+use crate::support::{
+    free_port, get, poll_until, run_to_exit, send, Harness, TempDir, FIXTURES, TOKEN,
+};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::standin::{Options, StandIn};
-use support::{free_port, get, run_to_exit, send, setup, TempDir, TOKEN};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+use std::time::Duration;
 
 #[test]
 fn ready_and_health_need_no_client_token() {
-    let dir = TempDir::new();
-    let tokens = dir.join("clients");
-    std::fs::write(&tokens, "scraper-token\n").unwrap();
-    let s = setup(&[("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap())]);
+    let s = Harness::new().client_tokens("scraper-token\n").start();
     for (request, status, body) in [
         ("GET /ready", 200, "ready"),
         ("HEAD /ready", 200, ""),
@@ -80,10 +75,14 @@ fn a_certificate_and_key_that_do_not_belong_together_stop_the_start() {
         "{}",
         exit.stderr
     );
-    // A key file that holds no key is blamed on its own variable.
+}
+
+#[test]
+fn a_key_file_that_holds_no_key_is_blamed_on_its_own_variable() {
+    let cert = format!("{FIXTURES}/a.crt");
     let exit = run_to_exit(
         &[
-            ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
+            ("HOLEPUNCH_SOCKET_PATH", "/run/api.sock"),
             ("NOMAD_TOKEN", TOKEN),
             ("HOLEPUNCH_TLS_CERT_FILE", &cert),
             ("HOLEPUNCH_TLS_KEY_FILE", &cert),
@@ -98,16 +97,6 @@ fn a_certificate_and_key_that_do_not_belong_together_stop_the_start() {
         "{}",
         exit.stderr
     );
-}
-
-/// A child process stopped (by its PID) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The README's block of Prometheus settings for TLS and client tokens.
@@ -125,35 +114,14 @@ fn readme_example() -> String {
 }
 
 #[test]
+#[ignore = "needs Debian's prometheus package (make setup-test)"]
 fn prometheus_scrapes_over_tls_with_a_client_token_as_the_readme_shows() {
-    let prometheus = "prometheus";
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prometheus).is_file()));
-    assert!(
-        on_path,
-        "prometheus is not installed: run `make setup-test` (Debian's prometheus package)"
-    );
-    let dir = TempDir::new();
-    let sock = dir.join("api.sock");
-    let standin = StandIn::start(&sock, Options::new(TOKEN));
-    let tokens = dir.join("client-tokens");
-    std::fs::write(&tokens, "# scrapers\nprometheus-secret\n").unwrap();
-    let port = free_port();
-    let env = [
-        ("HOLEPUNCH_SOCKET_PATH", sock.to_str().unwrap()),
-        ("NOMAD_TOKEN", TOKEN),
-        ("HOLEPUNCH_TLS_CERT_FILE", &format!("{FIXTURES}/a.crt")),
-        ("HOLEPUNCH_TLS_KEY_FILE", &format!("{FIXTURES}/a.key")),
-        ("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap()),
-    ];
-    // The harness's health check is plain HTTP: start it by hand.
-    let proxy = support::Proxy::spawn(&env, &[], port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(proxy.addr).is_err() {
-        assert!(Instant::now() < deadline, "no listener:\n{}", proxy.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
+    tools::tool("prometheus");
+    let s = Harness::new()
+        .tls()
+        .client_tokens("# scrapers\nprometheus-secret\n")
+        .start();
+    let (proxy, standin, dir) = (&s.proxy, &s.standin, &s.dir);
     // The example as printed, with its files and targets made real, and a
     // short interval; plus the same job without the token, to see it refused.
     let token_file = dir.join("holepunch-token");
@@ -186,53 +154,24 @@ fn prometheus_scrapes_over_tls_with_a_client_token_as_the_readme_shows() {
         proxy.addr
     );
     let config = format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{job}{no_token}");
-    std::fs::write(dir.join("prometheus.yml"), &config).unwrap();
-
-    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let log = dir.join("prometheus.log");
-    let _prometheus = Running(
-        Command::new(prometheus)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start prometheus"),
-    );
-
+    let prometheus = Prometheus::start(dir, &config);
     // Bounded: about 60 s of queries.
-    let query = |q: &str| -> String {
-        let raw = format!(
-            "GET /api/v1/query?query={q} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    let mut last = (String::new(), String::new());
+    let scraped = poll_until(Duration::from_secs(60), || {
+        last = (
+            prometheus.query("nomad_client_allocs_running%7Bjob%3D%22nomad-clients%22%7D"),
+            prometheus.query("up%7Bjob%3D%22no-token%22%7D"),
         );
-        send(prom_addr, raw.as_bytes())
-            .map(|r| r.text())
-            .unwrap_or_default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let scraped = query("nomad_client_allocs_running%7Bjob%3D%22nomad-clients%22%7D");
-        let refused = query("up%7Bjob%3D%22no-token%22%7D");
-        if scraped.contains(r#""3"]"#) && refused.contains(r#""0"]"#) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scrape over TLS: {scraped} / {refused}\nprometheus log:\n{}\nproxy log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        last.0.contains(r#""3"]"#) && last.1.contains(r#""0"]"#)
+    });
+    assert!(
+        scraped.is_some(),
+        "no scrape over TLS: {} / {}\nprometheus log:\n{}\nproxy log:\n{}",
+        last.0,
+        last.1,
+        prometheus.log(),
+        proxy.log()
+    );
 
     // What reached the socket: the scrapes with the token, with the workload
     // token only; the token-less job's never.

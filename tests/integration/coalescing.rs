@@ -1,12 +1,10 @@
 //! Scrape coalescing and the metrics micro-cache: the Nomad servers pay one
 //! ACL RPC per upstream request, so identical scrapes share one.
 
-mod support;
-
+use crate::support::standin::{prometheus_body, Options};
+use crate::support::{eventually, get, poll_until, Harness, Response, TOKEN};
 use std::io::Read;
 use std::time::{Duration, Instant};
-use support::standin::{prometheus_body, Options};
-use support::{get, setup_with, Response, TOKEN};
 
 fn metrics_90k() -> Options {
     let mut options = Options::new(TOKEN);
@@ -55,13 +53,11 @@ fn waiting(own: &str) -> usize {
 #[test]
 fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
     const SCRAPES: usize = 100;
-    let telemetry = format!("127.0.0.1:{}", support::free_port());
-    let own: std::net::SocketAddr = telemetry.parse().unwrap();
     // The stand-in holds the metrics response until the test lets it go,
     // so every scrape arrives while the first one's fetch is in flight.
     let mut options = metrics_90k();
     options.hold_metrics = true;
-    let s = setup_with(options, &[("HOLEPUNCH_TELEMETRY_BIND", &telemetry)], &[]);
+    let s = Harness::new().standin(options).telemetry().start();
     let addr = s.proxy.addr;
     let scrapes: Vec<_> = (0..SCRAPES)
         .map(|i| {
@@ -78,19 +74,16 @@ fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
         .collect();
     // Released only once one fetch is at the socket and every other scrape
     // waits for it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = get(own, "/metrics", "").text();
-        if waiting(&text) == SCRAPES - 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {} scrapes waiting:\n{text}",
-            SCRAPES - 1
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut text = String::new();
+    let all_waiting = poll_until(Duration::from_secs(20), || {
+        text = s.proxy.own_metrics();
+        waiting(&text) == SCRAPES - 1
+    });
+    assert!(
+        all_waiting.is_some(),
+        "never {} scrapes waiting:\n{text}",
+        SCRAPES - 1
+    );
     assert_eq!(s.standin.requests().len(), 1);
     s.standin.release_metrics();
     for (i, scrape) in scrapes.into_iter().enumerate() {
@@ -108,7 +101,7 @@ fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
 
     // The proxy's own metrics say the same. Each scrape is counted as it
     // is decided, before its response goes out, so the counts are final.
-    let own = get(own, "/metrics", "").text();
+    let own = s.proxy.own_metrics();
     assert_eq!(
         (served(&own, "upstream"), served(&own, "coalesced")),
         (1, SCRAPES - 1),
@@ -120,7 +113,10 @@ fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
 #[test]
 fn the_micro_cache_serves_repeats_within_the_ttl_with_age() {
     // A TTL no run of this test comes near.
-    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")], &[]);
+    let s = Harness::new()
+        .standin(metrics_90k())
+        .envs(&[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")])
+        .start();
     let start = Instant::now();
     let first = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
     assert_encoded_for(&first, false, "first");
@@ -158,30 +154,33 @@ fn the_micro_cache_serves_repeats_within_the_ttl_with_age() {
 
 #[test]
 fn the_micro_cache_expires_after_the_ttl() {
-    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1s")], &[]);
+    let s = Harness::new()
+        .standin(metrics_90k())
+        .envs(&[("HOLEPUNCH_METRICS_CACHE_TTL", "1s")])
+        .start();
     let first = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
     assert_eq!((first.status, first.header("age")), (200, None));
-    // Sooner or later (the TTL is 1 s) the next scrape goes upstream again.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
-        assert_eq!(resp.status, 200);
-        if s.standin.requests().len() == 2 {
-            assert_eq!(resp.header("age"), None);
-            break;
-        }
-        assert!(resp.header("age").is_some(), "a cached answer without Age");
-        assert!(
-            Instant::now() < deadline,
-            "the cached response never expired"
-        );
-    }
+    // Sooner or later (the TTL is 1 s) the next scrape goes upstream again;
+    // until then each one is cached, with Age.
+    eventually(
+        Duration::from_secs(20),
+        || {
+            let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
+            assert_eq!(resp.status, 200);
+            if s.standin.requests().len() == 2 {
+                assert_eq!(resp.header("age"), None);
+                return true;
+            }
+            assert!(resp.header("age").is_some(), "a cached answer without Age");
+            false
+        },
+        || "the cached response never expired".into(),
+    );
 }
 
 #[test]
 fn without_a_ttl_sequential_scrapes_each_reach_nomad() {
-    let s = setup_with(metrics_90k(), &[], &[]);
+    let s = Harness::new().standin(metrics_90k()).start();
     for _ in 0..3 {
         let resp = get(s.proxy.addr, "/v1/metrics?format=prometheus", "");
         assert_eq!((resp.status, resp.header("age")), (200, None));
@@ -199,7 +198,10 @@ fn gunzip(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn one_cached_entry_serves_gzip_and_plain_clients_each_the_right_bytes() {
-    let s = setup_with(metrics_90k(), &[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")], &[]);
+    let s = Harness::new()
+        .standin(metrics_90k())
+        .envs(&[("HOLEPUNCH_METRICS_CACHE_TTL", "1h")])
+        .start();
     let expected = prometheus_body(90_000);
     let mut gzipped: Option<Vec<u8>> = None;
     for i in 0..6 {

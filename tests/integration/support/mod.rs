@@ -1,0 +1,559 @@
+//! Shared by the integration tests: the process harness (a builder that
+//! starts the stand-in Task API socket and the real `nomad-holepunch`
+//! binary in a temp dir), the one bounded wait ([`eventually`]), the one
+//! kill-on-drop child ([`Killed`]), and through [`http`] a raw HTTP/1.1
+//! client (so tests control the exact bytes of a request target) and a TLS
+//! client. The programs the real-client tests need are in [`tools`].
+//!
+//! Every test module reaches this as `crate::support`: the integration
+//! tests are one binary (`tests/integration/main.rs`), so the compiler sees
+//! every use and any helper no test uses is reported as dead code.
+
+pub mod http;
+pub mod standin;
+pub mod tools;
+
+pub use http::{get, send, tls_client, Conn, Response};
+
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The workload token the tests give the proxy and the stand-in.
+pub const TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJub21hZF90YXNrIjoiaG9sZXB1bmNoIn0.c2lnbmF0dXJl";
+
+/// How long any single read or write in a test may block, and how long a
+/// condition a test waits for with [`eventually`] may take unless it says
+/// otherwise. A guard against hangs, never a speed figure.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS fixtures: self-signed certificates for `localhost`, test-only.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+
+/// The proxy binary Cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_nomad-holepunch")
+}
+
+// ---- Waiting ---------------------------------------------------------------
+
+/// What a condition polled by [`eventually`] returns: `true`/`Some` once it
+/// holds.
+pub trait Outcome {
+    type Value;
+    fn value(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn value(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn value(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` until it holds, for at most `timeout`; `None` if it never
+/// did. The interval starts at 5 ms and doubles up to 200 ms, so a quick
+/// condition is seen quickly and a slow one is not polled hard. For what has
+/// no latch to wait on (another process's state); the stand-in's latches
+/// ([`standin::StandIn::wait_for_requests`]) come first where they apply.
+pub fn poll_until<R: Outcome>(timeout: Duration, mut check: impl FnMut() -> R) -> Option<R::Value> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    // Bounded by the deadline, and by count in case the clock stalls.
+    for _ in 0..1_000_000 {
+        if let Some(value) = check().value() {
+            return Some(value);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    None
+}
+
+/// [`poll_until`], panicking with `why()` (evaluated then, so it can carry a
+/// log) when `check` never held within `timeout`.
+pub fn eventually<R: Outcome>(
+    timeout: Duration,
+    check: impl FnMut() -> R,
+    why: impl FnOnce() -> String,
+) -> R::Value {
+    poll_until(timeout, check).unwrap_or_else(|| panic!("not within {timeout:?}: {}", why()))
+}
+
+// ---- Files and processes ---------------------------------------------------
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "hp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The path of `name` in the dir, as a string (for an environment variable).
+    pub fn file(&self, name: &str) -> String {
+        self.join(name)
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (by its PID, through `Child::kill`) and reaped
+/// when dropped: no test leaves a process behind, even when it panics.
+pub struct Killed(pub Child);
+
+impl Killed {
+    pub fn spawn(cmd: &mut Command) -> Killed {
+        Killed(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        poll_until(timeout, || self.exited())
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, ...) to this child, by its PID.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the PID is our
+        // own child's, which has not been waited for yet, so it is not reused.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A free port on `ip` (free when asked; the proxy binds it right after).
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    free_port_on(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// A free loopback address (for `HOLEPUNCH_TELEMETRY_BIND`, say).
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+// ---- The harness -----------------------------------------------------------
+
+/// When [`Harness::start`] considers the proxy up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ready {
+    /// `/health` answers 200 (over TLS when TLS is on). The default.
+    Health,
+    /// Its port accepts a TCP connection: no request is sent, so none is
+    /// counted in its own metrics.
+    Listening,
+    /// Started, not waited for (a `-u` upgrade waiting for its turn, say).
+    Spawned,
+}
+
+/// The file names [`Harness`] uses in its temp dir.
+pub const SOCKET: &str = "api.sock";
+pub const CLIENT_TOKENS: &str = "client-tokens";
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+
+/// Starts the stand-in Task API socket and the real binary in front of it.
+///
+/// By default: a fresh temp dir, the stand-in on `api.sock` there accepting
+/// [`TOKEN`], and the proxy on a free `127.0.0.1` port with a clean
+/// environment of `HOLEPUNCH_BIND`, `HOLEPUNCH_PORT`,
+/// `HOLEPUNCH_SOCKET_PATH` (that socket) and `NOMAD_TOKEN` ([`TOKEN`]),
+/// considered up once `/health` answers. Each setter changes one of these.
+pub struct Harness {
+    dir: TempDir,
+    standin: standin::Options,
+    /// Variables in order; `None` unsets one set earlier (or by default).
+    env: Vec<(String, Option<String>)>,
+    args: Vec<String>,
+    bind: IpAddr,
+    port: Option<u16>,
+    tls: bool,
+    telemetry: bool,
+    program: Option<String>,
+    ready: Ready,
+}
+
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = TempDir::new();
+        let socket = dir.file(SOCKET);
+        Harness {
+            dir,
+            standin: standin::Options::new(TOKEN),
+            env: vec![
+                ("HOLEPUNCH_SOCKET_PATH".into(), Some(socket)),
+                ("NOMAD_TOKEN".into(), Some(TOKEN.into())),
+            ],
+            args: Vec::new(),
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: None,
+            tls: false,
+            telemetry: false,
+            program: None,
+            ready: Ready::Health,
+        }
+    }
+
+    /// The stand-in's options (its tokens, delays, gates).
+    pub fn standin(mut self, options: standin::Options) -> Harness {
+        self.standin = options;
+        self
+    }
+
+    /// Sets a variable (replacing an earlier or default value).
+    pub fn env(mut self, name: &str, value: &str) -> Harness {
+        self.env.push((name.into(), Some(value.into())));
+        self
+    }
+
+    /// Sets several variables.
+    pub fn envs(self, vars: &[(&str, &str)]) -> Harness {
+        vars.iter().fold(self, |h, (k, v)| h.env(k, v))
+    }
+
+    /// Leaves a variable out (one of the defaults, say).
+    pub fn unset(mut self, name: &str) -> Harness {
+        self.env.push((name.into(), None));
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Harness {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// The address to listen on (`HOLEPUNCH_BIND`), 127.0.0.1 by default.
+    pub fn bind(mut self, ip: &str) -> Harness {
+        self.bind = ip.parse().expect("an IP address");
+        self
+    }
+
+    /// This port instead of a free one (a `-u` upgrade takes over the old
+    /// process's port).
+    pub fn port(mut self, port: u16) -> Harness {
+        self.port = Some(port);
+        self
+    }
+
+    /// TLS on the listener: the fixture `a.crt`/`a.key`, copied to
+    /// [`TLS_CERT`]/[`TLS_KEY`] in the dir (so a test can rewrite them).
+    pub fn tls(mut self) -> Harness {
+        let (cert, key) = (self.dir.file(TLS_CERT), self.dir.file(TLS_KEY));
+        std::fs::copy(format!("{FIXTURES}/a.crt"), &cert).expect("copy a.crt");
+        std::fs::copy(format!("{FIXTURES}/a.key"), &key).expect("copy a.key");
+        self.tls = true;
+        self.env("HOLEPUNCH_TLS_CERT_FILE", &cert)
+            .env("HOLEPUNCH_TLS_KEY_FILE", &key)
+    }
+
+    /// Client tokens: `lines` written to [`CLIENT_TOKENS`] in the dir, named
+    /// by `HOLEPUNCH_CLIENT_TOKEN_FILE`.
+    pub fn client_tokens(self, lines: &str) -> Harness {
+        let file = self.dir.file(CLIENT_TOKENS);
+        std::fs::write(&file, lines).expect("write the client tokens");
+        self.env("HOLEPUNCH_CLIENT_TOKEN_FILE", &file)
+    }
+
+    /// The proxy's own metrics on a free loopback port ([`Proxy::own_metrics`]).
+    pub fn telemetry(mut self) -> Harness {
+        self.telemetry = true;
+        self
+    }
+
+    /// Runs `program` (a wrapper such as the entrypoint script, given the
+    /// binary in its arguments) instead of the binary.
+    pub fn program(mut self, program: &str) -> Harness {
+        self.program = Some(program.into());
+        self
+    }
+
+    pub fn ready(mut self, ready: Ready) -> Harness {
+        self.ready = ready;
+        self
+    }
+
+    /// A file in the harness's temp dir (to write before the start).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Starts the stand-in, then the proxy.
+    pub fn start(self) -> Setup {
+        let standin = standin::StandIn::start(&self.dir.join(SOCKET), self.standin.clone());
+        let (proxy, dir) = self.start_proxy();
+        Setup {
+            standin,
+            proxy,
+            dir,
+        }
+    }
+
+    /// Starts the proxy only: its socket is whatever its environment names
+    /// (by default `api.sock` in the dir, where nothing listens yet).
+    pub fn start_proxy(self) -> (Proxy, TempDir) {
+        let mut last_log = String::new();
+        // A port found free can be taken before the proxy binds it; try
+        // again on another then. A port given is used once.
+        let tries = if self.port.is_some() { 1 } else { 3 };
+        for _ in 0..tries {
+            let port = self.port.unwrap_or_else(|| free_port_on(self.bind));
+            let mut proxy = self.spawn(port);
+            let up = match self.ready {
+                Ready::Spawned => true,
+                Ready::Health => proxy.wait_healthy(Duration::from_secs(20)),
+                Ready::Listening => poll_until(Duration::from_secs(20), || {
+                    proxy.exited().is_none() && TcpStream::connect(proxy.addr).is_ok()
+                })
+                .is_some(),
+            };
+            if up {
+                return (proxy, self.dir);
+            }
+            last_log = proxy.log();
+        }
+        panic!("nomad-holepunch did not come up; its log:\n{last_log}");
+    }
+
+    fn spawn(&self, port: u16) -> Proxy {
+        let log_dir = TempDir::new();
+        let log = log_dir.join("proxy.log");
+        let addr = SocketAddr::new(self.bind, port);
+        let telemetry = self.telemetry.then(free_addr);
+        let mut cmd = Command::new(self.program.as_deref().unwrap_or(binary()));
+        cmd.env_clear()
+            .env("HOLEPUNCH_BIND", self.bind.to_string())
+            .env("HOLEPUNCH_PORT", port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log"));
+        if let Some(t) = telemetry {
+            cmd.env("HOLEPUNCH_TELEMETRY_BIND", t.to_string());
+        }
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        Proxy {
+            child: Killed::spawn(&mut cmd),
+            addr,
+            tls: self.tls.then(|| self.dir.join(TLS_CERT)),
+            telemetry,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+}
+
+/// A stand-in socket in a fresh temp dir and the proxy in front of it.
+pub struct Setup {
+    pub standin: standin::StandIn,
+    pub proxy: Proxy,
+    pub dir: TempDir,
+}
+
+/// The default [`Harness`] with `env` added.
+pub fn setup(env: &[(&str, &str)]) -> Setup {
+    Harness::new().envs(env).start()
+}
+
+/// The real binary, run with a clean environment plus what [`Harness`] set.
+pub struct Proxy {
+    child: Killed,
+    pub addr: SocketAddr,
+    /// The certificate its TLS listener serves at the start, when TLS is on.
+    tls: Option<PathBuf>,
+    telemetry: Option<SocketAddr>,
+    log: PathBuf,
+    _log_dir: TempDir,
+}
+
+impl Proxy {
+    /// Waits until `/health` answers 200, up to `timeout`; false if the
+    /// process exited, answered something else (no point waiting then), or
+    /// the time ran out.
+    pub fn wait_healthy(&mut self, timeout: Duration) -> bool {
+        let raw = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        poll_until(timeout, || {
+            if self.child.exited().is_some() {
+                return Some(false);
+            }
+            let status = match &self.tls {
+                None => send(self.addr, raw).map(|r| r.status),
+                Some(cert) => std::fs::read(cert).and_then(|ca| {
+                    let mut conn = Conn::tls(self.addr, &ca)?;
+                    conn.request(raw).map(|r| r.status)
+                }),
+            };
+            match status {
+                Ok(200) => Some(true),
+                Ok(_) => Some(false),
+                Err(_) => None,
+            }
+        })
+        .unwrap_or(false)
+    }
+
+    /// Everything the proxy has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `text`, up to `timeout`; panics with the
+    /// log if it never does.
+    pub fn wait_log(&self, timeout: Duration, text: &str) -> String {
+        eventually(
+            timeout,
+            || {
+                let log = self.log();
+                log.contains(text).then_some(log)
+            },
+            || format!("{text:?} never logged:\n{}", self.log()),
+        )
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        self.child.signal(sig);
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.exited()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_exit(timeout)
+    }
+
+    /// The address of its own metrics ([`Harness::telemetry`]).
+    pub fn telemetry_addr(&self) -> SocketAddr {
+        self.telemetry.expect("started with Harness::telemetry()")
+    }
+
+    /// Its own metrics text, once the telemetry listener answers (it starts
+    /// with the proxy, not necessarily before `/health` does).
+    pub fn own_metrics(&self) -> String {
+        let addr = self.telemetry_addr();
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let resp = eventually(
+            IO_TIMEOUT,
+            || send(addr, raw).ok(),
+            || format!("its telemetry never answered on {addr}:\n{}", self.log()),
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        resp.text()
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed) in
+/// a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// How a run of the binary ended.
+pub struct Exit {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary to completion with a clean environment plus `env`, or
+/// panics after `IO_TIMEOUT`. For runs that must stop by themselves
+/// (`--check`, `--help`, a bad configuration).
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> Exit {
+    let dir = TempDir::new();
+    let (out, log) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Killed::spawn(
+        Command::new(binary())
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create stdout"))
+            .stderr(std::fs::File::create(&log).expect("create stderr")),
+    );
+    let status = child.wait_exit(IO_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "nomad-holepunch did not exit; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    Exit {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
