@@ -519,6 +519,73 @@ mod tests {
         );
     }
 
+    /// The names are the `group` label values of the proxy's metrics and
+    /// the access log (README, "Its own metrics"): a dashboard depends on them.
+    #[test]
+    fn group_names_and_flags() {
+        let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "metrics",
+                "agent_health",
+                "agent_self",
+                "agent_members",
+                "agent_servers",
+                "agent_host",
+                "agent_schedulers",
+                "nodes",
+                "plugins",
+                "services",
+                "status"
+            ]
+        );
+        for g in Group::ALL {
+            assert_eq!(
+                g.flag(),
+                format!("HOLEPUNCH_ALLOW_{}", g.name().to_ascii_uppercase()),
+                "{g:?}"
+            );
+        }
+    }
+
+    /// The 400 and 403 texts the README's request table quotes.
+    #[test]
+    fn refusal_texts() {
+        assert_eq!(
+            BadHead::Body.reason(),
+            "this endpoint takes no request body: send no Transfer-Encoding and no \
+             Content-Length other than 0"
+        );
+        assert_eq!(
+            BadHead::Upgrade.reason(),
+            "protocol upgrades (Upgrade) are not forwarded on this endpoint"
+        );
+        assert_eq!(BadHead::DuplicateHost.reason(), "more than one Host header");
+        assert_eq!(
+            Forbidden::Address.reason(),
+            "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM"
+        );
+        assert!(Forbidden::CrossSite
+            .reason()
+            .starts_with("forbidden: requests from web pages (with an Origin header, or"));
+        assert_eq!(
+            Forbidden::OtherRegion {
+                asked: "global".into(),
+                here: "europe".into()
+            }
+            .reason(),
+            "forbidden: this proxy serves region \"europe\" (NOMAD_REGION) and the request \
+             asks for region \"global\"; set region: europe in nomad_sd_configs, or the \
+             client's region setting"
+        );
+        assert_eq!(
+            Forbidden::OtherAgent("server_id").reason(),
+            "forbidden: server_id makes this agent fetch another agent's data; this proxy \
+             serves its own node only"
+        );
+    }
+
     #[test]
     fn absolute_form() {
         let a = Allowlist::default();

@@ -1097,6 +1097,11 @@ mod tests {
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
         assert_eq!(parse_size("2MB"), Some(2_000_000));
+        assert_eq!(parse_size("3KB"), Some(3_000));
+        assert_eq!(parse_size("3kB"), Some(3_000));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("7B"), Some(7));
         assert_eq!(parse_size("0"), Some(0));
         for bad in ["", "1.5MiB", "1 MiB", "MiB", "1mib", "-1", "99999999999GiB"] {
             assert_eq!(parse_size(bad), None, "{bad}");
@@ -1264,6 +1269,60 @@ mod tests {
                 "{var}={bad}: {}",
                 errs[0]
             );
+        }
+    }
+
+    #[test]
+    fn rate_limits_print_as_they_are_written() {
+        for v in ["20/s", "600/m", "7/h", "1/s", "4294967295/h"] {
+            assert_eq!(RateLimit::parse(v).unwrap().to_string(), v);
+        }
+        assert_eq!(RateLimit::parse("4294967296/s"), None);
+    }
+
+    /// The logger starts before the configuration is checked, from the
+    /// process environment. Only "json" is set here: a value every other
+    /// test reading the environment also accepts.
+    #[test]
+    fn log_format_from_the_process_environment() {
+        std::env::set_var(LOG_FORMAT, "json");
+        let format = LogFormat::from_env();
+        std::env::remove_var(LOG_FORMAT);
+        assert_eq!(format, LogFormat::Json);
+        assert_eq!(LogFormat::Json.name(), "json");
+        assert_eq!(LogFormat::Text.name(), "text");
+    }
+
+    #[test]
+    fn token_sources_describe_themselves_without_the_token() {
+        let env = TokenSource::Env(TOKEN.1.to_string());
+        assert_eq!(format!("{env:?}"), "NOMAD_TOKEN (<redacted>)");
+        let file = TokenSource::File {
+            path: "/secrets/nomad_token".into(),
+            var: NOMAD_SECRETS_DIR,
+        };
+        assert_eq!(
+            format!("{file:?}"),
+            "file /secrets/nomad_token (from NOMAD_SECRETS_DIR)"
+        );
+    }
+
+    /// "Did you mean" rests on these distances.
+    #[test]
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("", "abc", 3),
+            ("abc", "", 3),
+            ("abc", "abc", 0),
+            ("kitten", "sitting", 3),
+            ("ab", "ba", 2),
+            ("HOLEPUNCH_ALOW_NODES", "HOLEPUNCH_ALLOW_NODES", 1),
+            ("HOLEPUNCH_PORTS", "HOLEPUNCH_PORT", 1),
+            ("XHOLEPUNCH_PORT", "HOLEPUNCH_PORT", 1),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a:?} {b:?}");
+            assert_eq!(edit_distance(b, a), d, "{b:?} {a:?}");
         }
     }
 

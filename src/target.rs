@@ -283,6 +283,10 @@ mod tests {
         assert_eq!(path_of("/v1/m%65trics"), Ok("/v1/metrics".into()));
         assert_eq!(path_of("/v1/job/a%2541"), Ok("/v1/job/a%41".into()));
         assert_eq!(path_of("/v1/job/a%25"), Ok("/v1/job/a%".into()));
+        // A space is not a control byte: encoded, it is an ordinary byte of
+        // a name, as Nomad decodes it. 0x1f, the last control byte, is refused.
+        assert_eq!(path_of("/v1/service/a%20b"), Ok("/v1/service/a b".into()));
+        assert_eq!(path_of("/v1/service/a%1fb"), Err(Refusal::EncodedDelimiter));
         assert_eq!(
             path_of("/v1/service/caf%C3%A9"),
             Ok("/v1/service/café".into())
@@ -356,6 +360,55 @@ mod tests {
         ];
         for (raw, want) in table {
             assert_eq!(path_of(raw), Err(*want), "{raw:?}");
+        }
+    }
+
+    /// A bad byte is blamed on the part it is in: the path before the
+    /// first `?`, the query after it.
+    #[test]
+    fn path_and_query_are_split_at_the_first_question_mark() {
+        assert_eq!(path_of("/v1/metrics ?a"), Err(Refusal::DisallowedByte));
+        assert_eq!(path_of("/v1/metrics#?a"), Err(Refusal::DisallowedByte));
+        assert_eq!(path_of("/v1/metrics? a"), Err(Refusal::DisallowedQueryByte));
+        assert_eq!(path_of("/v1/metrics??a?"), Ok("/v1/metrics".into()));
+    }
+
+    /// The 400 texts: each names what was wrong, and no two are alike.
+    #[test]
+    fn refusal_texts() {
+        use Refusal::*;
+        let table = [
+            (
+                NotOriginForm,
+                "the request target must be a path starting with /",
+            ),
+            (BadAbsoluteForm, "malformed absolute-form request target"),
+            (
+                AbsoluteFormNotForwarded,
+                "absolute-form request target for a path that is not forwarded",
+            ),
+            (
+                DotSegment,
+                "dot segments (. or ..) are not allowed in the path",
+            ),
+            (EmptySegment, "empty path segments (//) are not allowed"),
+            (Backslash, "backslashes are not allowed in the path"),
+            (InvalidEscape, "invalid percent escape in the path"),
+            (
+                EncodedDelimiter,
+                "percent-encoded /, \\, . or control bytes are not allowed in the path",
+            ),
+            (
+                DisallowedByte,
+                "the path contains a byte that is not allowed there",
+            ),
+            (
+                DisallowedQueryByte,
+                "the query contains a byte that is not allowed there",
+            ),
+        ];
+        for (refusal, text) in table {
+            assert_eq!(refusal.reason(), text, "{refusal:?}");
         }
     }
 

@@ -1,9 +1,15 @@
 //! Property tests of the request decision: no refused variant of a path is
 //! ever forwarded, and nothing that is forwarded under a group can be read
 //! by the Task API as a path outside that group.
+//!
+//! Group membership is judged here with [`NOMAD_ROUTES`], Nomad's own route
+//! table written out by hand, and what a forwarded target means with a model
+//! of Go's URL parsing and ServeMux ([`go_path`], [`nomad_mux`]) applied to
+//! the bytes the proxy would send, never with `Group::of_path` or the path
+//! `parse_target` returns.
 
 use holepunch::allowlist::{decide, Allowlist, Decision, Group};
-use holepunch::target::parse_target;
+use holepunch::target::{parse_target, Refusal};
 use http::Method;
 use proptest::prelude::*;
 
@@ -12,6 +18,255 @@ fn every_group() -> Allowlist {
     Group::ALL
         .iter()
         .fold(Allowlist::none(), |a, &g| a.with(g, true))
+}
+
+// ---- Nomad's routes, apart from the code under test -------------------------
+
+/// Every pattern Nomad's HTTP server registers, which is also what the Task
+/// API socket serves (hashicorp/nomad command/agent/http.go,
+/// `registerHandlers`, in order, and the community edition's stubs in
+/// command/agent/http_ce.go, `registerEnterpriseHandlers`), each with the
+/// endpoint group the README's "Endpoint groups" table puts it in, by the
+/// suffix of its `HOLEPUNCH_ALLOW_*` flag. A pattern ending in `/` is a
+/// subtree, as Go's ServeMux reads it.
+const NOMAD_ROUTES: &[(&str, Option<&str>)] = &[
+    ("/v1/jobs", None),
+    ("/v1/jobs/parse", None),
+    ("/v1/jobs/statuses", None),
+    ("/v1/job/", None),
+    ("/v1/nodes", Some("NODES")),
+    ("/v1/node/", Some("NODES")),
+    // Node pools live under /v1/node/ too, and the README's NODES is
+    // "/v1/nodes and everything under /v1/node/": they open with NODES.
+    ("/v1/node/pools", Some("NODES")),
+    ("/v1/node/pool/", Some("NODES")),
+    ("/v1/allocations", None),
+    ("/v1/allocation/", None),
+    ("/v1/evaluations", None),
+    ("/v1/evaluations/count", None),
+    ("/v1/evaluation/", None),
+    ("/v1/deployments", None),
+    ("/v1/deployment/", None),
+    ("/v1/volumes", None),
+    ("/v1/volumes/external", None),
+    ("/v1/volumes/snapshot", None),
+    ("/v1/volume/csi/", None),
+    ("/v1/plugins", Some("PLUGINS")),
+    ("/v1/plugin/csi/", Some("PLUGINS")),
+    ("/v1/volume/host/", None),
+    ("/v1/volumes/claims", None),
+    ("/v1/volumes/claim/", None),
+    ("/v1/acl/policies", None),
+    ("/v1/acl/policy/", None),
+    ("/v1/acl/token/onetime", None),
+    ("/v1/acl/token/onetime/exchange", None),
+    ("/v1/acl/bootstrap", None),
+    ("/v1/acl/tokens", None),
+    ("/v1/acl/token", None),
+    ("/v1/acl/token/", None),
+    ("/v1/acl/roles", None),
+    ("/v1/acl/role", None),
+    ("/v1/acl/role/", None),
+    ("/v1/acl/auth-methods", None),
+    ("/v1/acl/auth-method", None),
+    ("/v1/acl/auth-method/", None),
+    ("/v1/acl/binding-rules", None),
+    ("/v1/acl/binding-rule", None),
+    ("/v1/acl/binding-rule/", None),
+    ("/v1/acl/oidc/auth-url", None),
+    ("/v1/acl/oidc/complete-auth", None),
+    ("/v1/acl/login", None),
+    ("/v1/acl/identity/client-introduction-token", None),
+    ("/v1/client/fs/", None),
+    ("/v1/client/gc", None),
+    ("/v1/client/stats", None),
+    ("/v1/client/allocation/", None),
+    ("/v1/client/metadata", None),
+    ("/v1/client/identity", None),
+    ("/v1/client/identity/renew", None),
+    ("/v1/client/allocations/prometheus-sd", None),
+    ("/v1/agent/self", Some("AGENT_SELF")),
+    ("/v1/agent/join", None),
+    ("/v1/agent/members", Some("AGENT_MEMBERS")),
+    ("/v1/agent/force-leave", None),
+    ("/v1/agent/servers", Some("AGENT_SERVERS")),
+    ("/v1/agent/schedulers", Some("AGENT_SCHEDULERS")),
+    ("/v1/agent/schedulers/config", Some("AGENT_SCHEDULERS")),
+    ("/v1/agent/keyring/", None),
+    ("/v1/agent/health", Some("AGENT_HEALTH")),
+    ("/v1/agent/host", Some("AGENT_HOST")),
+    ("/v1/agent/reload", None),
+    ("/v1/services", Some("SERVICES")),
+    ("/v1/service/", Some("SERVICES")),
+    ("/v1/agent/monitor", None),
+    ("/v1/agent/monitor/export", None),
+    ("/v1/agent/pprof/", None),
+    ("/v1/metrics", Some("METRICS")),
+    ("/v1/validate/job", None),
+    ("/v1/regions", None),
+    ("/v1/scaling/policies", None),
+    ("/v1/scaling/policy/", None),
+    ("/v1/status/leader", Some("STATUS")),
+    ("/v1/status/peers", Some("STATUS")),
+    ("/v1/search/fuzzy", None),
+    ("/v1/search", None),
+    ("/v1/operator/license", None),
+    ("/v1/operator/raft/", None),
+    ("/v1/operator/keyring/", None),
+    ("/v1/operator/autopilot/configuration", None),
+    ("/v1/operator/autopilot/health", None),
+    ("/v1/operator/snapshot", None),
+    ("/v1/operator/upgrade-check/", None),
+    ("/v1/operator/utilization", None),
+    ("/v1/system/gc", None),
+    ("/v1/system/reconcile/summaries", None),
+    ("/v1/operator/scheduler/configuration", None),
+    ("/v1/event/stream", None),
+    ("/v1/namespaces", None),
+    ("/v1/namespace", None),
+    ("/v1/namespace/", None),
+    ("/v1/vars", None),
+    ("/v1/var/", None),
+    ("/.well-known/jwks.json", None),
+    ("/.well-known/openid-configuration", None),
+    ("/ui/", None),
+    // registerEnterpriseHandlers (community edition: 501 stubs).
+    ("/v1/sentinel/policies", None),
+    ("/v1/sentinel/policy/", None),
+    ("/v1/quotas", None),
+    ("/v1/quota-usages", None),
+    ("/v1/quota/", None),
+    ("/v1/quota", None),
+    ("/v1/recommendation", None),
+    ("/v1/recommendations", None),
+    ("/v1/recommendations/apply", None),
+    ("/v1/recommendation/", None),
+];
+
+/// The group whose flag is `HOLEPUNCH_ALLOW_<suffix>`.
+fn flag_of(suffix: &str) -> Group {
+    *Group::ALL
+        .iter()
+        .find(|g| g.flag() == format!("HOLEPUNCH_ALLOW_{suffix}"))
+        .expect("a flag for every group named in NOMAD_ROUTES")
+}
+
+/// What Nomad's mux does with the path it decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nomad {
+    /// The handler of `NOMAD_ROUTES[i]` runs.
+    Handler(usize),
+    /// No handler reads anything: 404 from the root fallthrough (Nomad's
+    /// `handleRootFallthrough`), or a 301 from Go's ServeMux to the cleaned
+    /// path or from `/tree` to `/tree/`, which comes back through the proxy
+    /// if the client follows it.
+    Nothing,
+}
+
+/// Go's ServeMux over [`NOMAD_ROUTES`]: a path that cleaning would change is
+/// redirected; otherwise the longest pattern that matches wins (an exact
+/// pattern matches only itself, a subtree pattern every path it prefixes).
+fn nomad_mux(path: &[u8]) -> Nomad {
+    if clean(path) != path {
+        return Nomad::Nothing;
+    }
+    NOMAD_ROUTES
+        .iter()
+        .enumerate()
+        .filter(|(_, (pattern, _))| {
+            let pattern = pattern.as_bytes();
+            if pattern.ends_with(b"/") {
+                path.starts_with(pattern)
+            } else {
+                path == pattern
+            }
+        })
+        .max_by_key(|(_, (pattern, _))| pattern.len())
+        .map_or(Nomad::Nothing, |(i, _)| Nomad::Handler(i))
+}
+
+/// The group Nomad's route for `path` belongs to, and whether `path` is a
+/// subtree pattern itself (`/v1/node/`), which names no object and which
+/// the README leaves out ("everything under" means one more byte at least).
+fn route_group(path: &[u8]) -> Option<(Option<Group>, bool)> {
+    match nomad_mux(path) {
+        Nomad::Handler(i) => {
+            let (pattern, group) = NOMAD_ROUTES[i];
+            let root = pattern.ends_with('/') && pattern.as_bytes() == path;
+            Some((group.map(flag_of), root))
+        }
+        Nomad::Nothing => None,
+    }
+}
+
+/// The path Nomad's Go server routes a forwarded origin-form target to
+/// (`url.ParseRequestURI`, then `URL.Path`): the part before the first `?`,
+/// every `%XX` decoded once. `None` where Go answers 400 instead: a `%`
+/// without two hex digits, or a control byte.
+fn go_path(origin: &[u8]) -> Option<Vec<u8>> {
+    let raw = origin.split(|&b| b == b'?').next()?;
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let (h, l) = (hex(*raw.get(i + 1)?)?, hex(*raw.get(i + 2)?)?);
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Judges a `Forward { group, origin_offset }` of `target` by the bytes the
+/// proxy would send and what Nomad would do with them.
+fn check_forward(target: &[u8], origin_offset: usize, group: Option<Group>) -> Result<(), String> {
+    let shown = String::from_utf8_lossy(target);
+    let sent = target
+        .get(origin_offset..)
+        .filter(|s| s.first() == Some(&b'/'))
+        .ok_or_else(|| format!("{shown:?}: what is sent is not a path"))?;
+    let escaped = sent.split(|&b| b == b'?').next().unwrap_or_default();
+    let path = go_path(sent).ok_or_else(|| format!("{shown:?}: Nomad would answer 400"))?;
+    // Go's ServeMux cleans the escaped path and then routes on the decoded
+    // segments: neither may change, or Nomad would read another path.
+    if clean(escaped) != escaped || clean(&path) != path {
+        return Err(format!("{shown:?}: Nomad would redirect to a cleaned path"));
+    }
+    // The proxy decided on the path Nomad routes.
+    let decided = parse_target(target)
+        .map_err(|r| format!("{shown:?}: forwarded but parse_target says {r:?}"))?;
+    if *decided.path != *path {
+        return Err(format!("{shown:?}: decided on another path than Nomad's"));
+    }
+    match route_group(&path) {
+        Some((g, root)) if g != group && !(root && group.is_none()) => {
+            return Err(format!(
+                "{shown:?}: forwarded as {group:?}, Nomad's route is {g:?}"
+            ));
+        }
+        _ => {}
+    }
+    // Even a second, wrong decoding plus any normalisation cannot reach a
+    // route of another group.
+    if let Some(group) = group {
+        let twice = clean(&percent_decode(&path));
+        if let Some((g, _)) = route_group(&twice) {
+            if g != Some(group) {
+                return Err(format!(
+                    "{shown:?}: decoded twice, {:?} is Nomad's route for {g:?}",
+                    String::from_utf8_lossy(&twice)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 const GROUP_PATHS: &[&str] = &[
@@ -108,6 +363,15 @@ fn target_strategy() -> impl Strategy<Value = String> {
         "status",
         "leader",
         "peers",
+        "pools",
+        "pool",
+        "csi",
+        "schedulers",
+        "config",
+        "members",
+        "keyring",
+        "allocations",
+        "jobs",
         "x",
         ".",
         "..",
@@ -123,6 +387,10 @@ fn target_strategy() -> impl Strategy<Value = String> {
         "%00",
         "%25",
         "%252e",
+        // Whole climbs out of a subtree, for a component that decodes twice.
+        "/%252e%252e/%252e%252e/metrics",
+        "/%252E%252E/agent/self",
+        "%252f..%252f..%252fagent%252fself",
         "%6d",
         "%65",
         "%41",
@@ -198,25 +466,17 @@ proptest! {
         prop_assert!(matches!(d, Decision::Refuse(_)), "{target:?} -> {d:?}");
     }
 
-    /// Whatever is forwarded under a group stays in that group however hard
-    /// the far side normalises it, and the decided path is exactly what a
-    /// single decoding of the forwarded target gives.
+    /// Whatever is forwarded under a group is, by Nomad's route table and
+    /// Go's parsing of the bytes sent, a route of that group (or no route at
+    /// all), however hard the far side normalises it.
     #[test]
     fn forwarded_targets_cannot_leave_their_group(target in target_strategy()) {
         let allow = every_group();
         if let Decision::Forward { group, origin_offset } = decide(&allow, &Method::GET, target.as_bytes()) {
-            let group = group.expect("no ALL, so a group matched");
-            let forwarded = &target.as_bytes()[origin_offset..];
-            prop_assert_eq!(forwarded[0], b'/');
-            let path_part = forwarded.split(|&b| b == b'?').next().unwrap();
-            let decoded = percent_decode(path_part);
-            let decided = parse_target(target.as_bytes()).unwrap().path.into_owned();
-            prop_assert_eq!(&decoded, &decided, "{:?}", target);
-            // One decoding (what Nomad does) plus any normalisation: unchanged.
-            prop_assert_eq!(&clean(&decoded), &decoded, "{:?}", target);
-            // Even a second, wrong decoding cannot leave the group.
-            let twice = clean(&percent_decode(&decoded));
-            prop_assert_eq!(Group::of_path(&twice), Some(group), "{:?} -> {:?}", target, String::from_utf8_lossy(&twice));
+            prop_assert!(group.is_some(), "{target:?}: forwarded without ALL and without a group");
+            if let Err(e) = check_forward(target.as_bytes(), origin_offset, group) {
+                return Err(TestCaseError::fail(e));
+            }
         }
     }
 
@@ -241,13 +501,22 @@ proptest! {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let read_only = method == Method::GET || method == Method::HEAD;
         match decide(&allow, &method, target.as_bytes()) {
-            Decision::Forward { group: Some(g), origin_offset } => {
-                prop_assert!(all || (allow.allows(g) && read_only), "{target:?} {method} -> {g:?}");
-                let path = parse_target(target.as_bytes()).unwrap().path.into_owned();
-                prop_assert_eq!(Group::of_path(&path), Some(g));
-                prop_assert_eq!(target.as_bytes()[origin_offset], b'/');
+            Decision::Forward { group, origin_offset } => {
+                match group {
+                    Some(g) => prop_assert!(all || (allow.allows(g) && read_only), "{target:?} {method} -> {g:?}"),
+                    None => prop_assert!(all, "{target:?} forwarded without ALL"),
+                }
+                if let Err(e) = check_forward(target.as_bytes(), origin_offset, group) {
+                    return Err(TestCaseError::fail(e));
+                }
             }
-            Decision::Forward { group: None, .. } => prop_assert!(all, "{target:?} forwarded without ALL"),
+            Decision::Deny { group } => {
+                // The 403 names the flag of Nomad's route, when it has one.
+                let path = go_path(target.as_bytes()).unwrap_or_default();
+                if let Some((g, false)) = route_group(&path) {
+                    prop_assert_eq!(group, g, "{:?}", target);
+                }
+            }
             _ => {}
         }
     }
@@ -270,6 +539,115 @@ proptest! {
         prefixed.extend_from_slice(&raw);
         let _ = decide(&allow, &method, &prefixed);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Every route of Nomad's table (random ids under a subtree, random
+    /// escapes, origin or absolute form, a query), under random allowlists
+    /// and methods, gets exactly the decision the README gives the group of
+    /// Nomad's route for that path; and what is forwarded, Nomad reads as
+    /// that route.
+    #[test]
+    fn every_nomad_route_gets_its_groups_decision(
+        route in 0..NOMAD_ROUTES.len(),
+        tail in prop::collection::vec("[A-Za-z0-9_~!$&'()*+,;=:@-]{1,6}", 1..3),
+        escape in prop::collection::vec(0u8..4, 48),
+        absolute in prop::sample::select(vec!["", "", "http://nomad.local:6120", "HTTPS://[::1]"]),
+        query in prop::sample::select(vec!["", "?index=7&wait=1s", "?format=prometheus", "?"]),
+        open in prop::collection::vec(any::<bool>(), Group::ALL.len()),
+        all in prop::bool::weighted(0.2),
+        method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE"]),
+    ) {
+        let pattern = NOMAD_ROUTES[route].0;
+        let path = match pattern.ends_with('/') {
+            true => format!("{pattern}{}", tail.join("/")),
+            false => pattern.to_string(),
+        };
+        // Some letters and digits percent-encoded, as any client may.
+        let mut target = absolute.to_string();
+        for (i, c) in path.chars().enumerate() {
+            match escape.get(i) {
+                Some(1) if c.is_ascii_alphanumeric() => target.push_str(&format!("%{:02x}", c as u8)),
+                Some(2) if c.is_ascii_alphanumeric() => target.push_str(&format!("%{:02X}", c as u8)),
+                _ => target.push(c),
+            }
+        }
+        target.push_str(query);
+        let allow = Group::ALL
+            .iter()
+            .zip(&open)
+            .fold(Allowlist::none().with_all(all), |a, (&g, &o)| a.with(g, o));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let read_only = method == Method::GET || method == Method::HEAD;
+
+        // The README's rules, on the group of Nomad's route.
+        let (group, root) = route_group(path.as_bytes()).expect("every table path is routed");
+        prop_assert!(!root);
+        let forward = Decision::Forward { group, origin_offset: absolute.len() };
+        let want = match group {
+            _ if !path.starts_with("/v1/") => Decision::NotFound,
+            _ if all => forward,
+            Some(g) if allow.allows(g) && read_only => forward,
+            Some(g) if allow.allows(g) => Decision::MethodNotAllowed,
+            g => Decision::Deny { group: g },
+        };
+        let want = match want {
+            Decision::Forward { .. } => want,
+            _ if !absolute.is_empty() => Decision::Refuse(Refusal::AbsoluteFormNotForwarded),
+            other => other,
+        };
+        let got = decide(&allow, &method, target.as_bytes());
+        prop_assert_eq!(&got, &want, "{} {:?}", method, target);
+        if let Decision::Forward { group, origin_offset } = got {
+            if let Err(e) = check_forward(target.as_bytes(), origin_offset, group) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+    }
+}
+
+/// The route model itself: Go's ServeMux picks the longest pattern, redirects
+/// what cleaning changes, and a subtree's bare root is marked.
+#[test]
+fn the_route_model_routes_as_go_does() {
+    let group = |p: &str| route_group(p.as_bytes());
+    assert_eq!(group("/v1/metrics"), Some((Some(Group::Metrics), false)));
+    assert_eq!(group("/v1/node/pools"), Some((Some(Group::Nodes), false)));
+    assert_eq!(
+        group("/v1/node/x/allocations"),
+        Some((Some(Group::Nodes), false))
+    );
+    assert_eq!(group("/v1/node/"), Some((Some(Group::Nodes), true)));
+    assert_eq!(
+        group("/v1/plugin/csi/ebs"),
+        Some((Some(Group::Plugins), false))
+    );
+    assert_eq!(
+        group("/v1/agent/schedulers/config"),
+        Some((Some(Group::AgentSchedulers), false))
+    );
+    assert_eq!(group("/v1/acl/token/onetime"), Some((None, false)));
+    assert_eq!(group("/v1/agent/keyring/list"), Some((None, false)));
+    // Not routed: 404s and redirects.
+    for nothing in [
+        "/v1/plugin/other",
+        "/v1/metrics/",
+        "/v1/node",
+        "/v1//metrics",
+        "/v1/x/../metrics",
+        "/v2/metrics",
+    ] {
+        assert_eq!(nomad_mux(nothing.as_bytes()), Nomad::Nothing, "{nothing}");
+    }
+    assert_eq!(
+        go_path(b"/v1/m%65trics?x=%zz"),
+        Some(b"/v1/metrics".to_vec())
+    );
+    assert_eq!(go_path(b"/v1/a%2"), None);
+    assert_eq!(go_path(b"/v1/a%+1"), None);
+    assert_eq!(go_path(b"/v1/a\x01"), None);
 }
 
 #[test]
@@ -315,19 +693,20 @@ fn the_generator_reaches_forwarded_targets() {
 use holepunch::cidr::AddrSet;
 use holepunch::head::{decide_request, Head, HostList, Rules};
 
-/// Nomad's routes for each group, written out apart from the code under
-/// test: (path, group flag suffix, is an agent endpoint).
-const ROUTES: &[(&str, &str, bool)] = &[
-    ("/v1/metrics", "METRICS", false),
-    ("/v1/agent/health", "AGENT_HEALTH", true),
-    ("/v1/agent/self", "AGENT_SELF", true),
-    ("/v1/agent/host", "AGENT_HOST", true),
-    ("/v1/nodes", "NODES", false),
-    ("/v1/node/abc/allocations", "NODES", false),
-    ("/v1/services", "SERVICES", false),
-    ("/v1/service/web", "SERVICES", false),
-    ("/v1/status/leader", "STATUS", false),
-];
+/// A path for each group route of [`NOMAD_ROUTES`] (an id filled in under a
+/// subtree): (path, group flag suffix, is an agent endpoint).
+fn group_routes() -> Vec<(String, &'static str, bool)> {
+    NOMAD_ROUTES
+        .iter()
+        .filter_map(|&(pattern, group)| {
+            let path = match pattern.strip_suffix('/') {
+                Some(_) => format!("{pattern}abc"),
+                None => pattern.to_string(),
+            };
+            Some((path, group?, pattern.starts_with("/v1/agent/")))
+        })
+        .collect()
+}
 
 /// Paths outside every group.
 const OTHER_PATHS: &[&str] = &[
@@ -363,13 +742,6 @@ const HEADERS: &[(&str, &str)] = &[
     ("Accept", "text/plain"),
 ];
 
-fn flag_of(name: &str) -> Group {
-    *Group::ALL
-        .iter()
-        .find(|g| g.flag() == format!("HOLEPUNCH_ALLOW_{name}"))
-        .expect("a flag for every group in ROUTES")
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
@@ -378,24 +750,25 @@ proptest! {
     /// is always forwarded.
     #[test]
     fn no_refused_head_is_forwarded(
-        path in 0..(ROUTES.len() + OTHER_PATHS.len()),
+        path in 0..(group_routes().len() + OTHER_PATHS.len()),
         query in 0..QUERIES.len(),
         method in prop::sample::select(vec!["GET", "HEAD", "POST", "DELETE"]),
         headers in prop::collection::vec(0..HEADERS.len(), 0..4),
-        open in prop::collection::vec(any::<bool>(), ROUTES.len()),
+        open in prop::collection::vec(any::<bool>(), group_routes().len()),
         all in any::<bool>(),
         from_ten in any::<bool>(),
         client in prop::sample::select(vec!["10.1.2.3", "192.0.2.1", "::ffff:10.0.0.1"]),
         hosts_limited in any::<bool>(),
         region_known in any::<bool>(),
     ) {
-        let (path, route) = match ROUTES.get(path) {
-            Some(r) => (r.0, Some(*r)),
-            None => (OTHER_PATHS[path - ROUTES.len()], None),
+        let routes = group_routes();
+        let (path, route) = match routes.get(path) {
+            Some(r) => (r.0.as_str(), Some(r.clone())),
+            None => (OTHER_PATHS[path - routes.len()], None),
         };
         let target = format!("{path}{}", QUERIES[query]);
         let mut allow = Allowlist::none().with_all(all);
-        for (i, r) in ROUTES.iter().enumerate() {
+        for (i, r) in routes.iter().enumerate() {
             if open[i] {
                 allow = allow.with(flag_of(r.1), true);
             }
@@ -445,7 +818,7 @@ proptest! {
                 None if !all => must_not.push("outside the groups"),
                 None => {}
                 Some((_, flag, agent)) => {
-                    let group_open = ROUTES
+                    let group_open = routes
                         .iter()
                         .zip(&open)
                         .any(|(r, &o)| o && r.1 == flag);
