@@ -93,6 +93,9 @@ impl Holepunch {
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(settings.upstream_timeout);
         peer.options.write_timeout = Some(settings.upstream_timeout);
+        // A shared fetch may take as long as a request's connection and
+        // response; its followers wait as long.
+        let shared_wait = settings.upstream_timeout + CONNECT_TIMEOUT;
         Ok(Holepunch {
             rules: settings.rules,
             peer,
@@ -102,7 +105,7 @@ impl Holepunch {
             client_tokens: settings.client_tokens,
             max_body: settings.max_body,
             upstream_timeout: settings.upstream_timeout,
-            coalescer: Coalescer::new(settings.metrics_cache_ttl),
+            coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
             limit: InFlightLimit::new(settings.max_in_flight),
             rate: settings.rate_limit.map(RateLimiter::new),
@@ -580,10 +583,9 @@ impl Holepunch {
                 return Ok(true);
             }
             Join::Follower(follower) => {
-                // As long as the leader's fetch may take.
                 let waiting = &telemetry::metrics().scrapes_waiting;
                 waiting.inc();
-                let shared = follower.wait(self.shared_wait()).await;
+                let shared = follower.wait().await;
                 waiting.dec();
                 if let Some(shared) = shared {
                     scrapes.with_label_values(&["coalesced"]).inc();
@@ -650,6 +652,7 @@ impl Holepunch {
         }
         // One deadline for the whole fetch, header and body, the same a
         // follower waits: a trickling agent cannot hold it longer.
+        let deadline = leader.deadline();
         let fetch = async {
             let (mut upstream, header) = self.send(&request).await.map_err(Some)?;
             while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
@@ -661,7 +664,7 @@ impl Holepunch {
                 .await;
             Ok(header)
         };
-        let header = match pingora::time::timeout(self.shared_wait(), fetch).await {
+        let header = match pingora::time::timeout(deadline, fetch).await {
             Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
             Err(_) => {
                 return Err(Some(
@@ -706,11 +709,6 @@ impl Holepunch {
             return Ok((upstream, header));
         }
         Error::e_explain(ConnectError, "no connection to the Task API socket")
-    }
-
-    /// How long a shared fetch may take, and a follower waits for it.
-    fn shared_wait(&self) -> Duration {
-        self.upstream_timeout + CONNECT_TIMEOUT
     }
 
     /// What every request on the socket carries, whoever built it: the
