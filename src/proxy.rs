@@ -8,6 +8,8 @@
 //! API socket, and `upstream_request_filter` swaps the client's credentials
 //! for the workload token and its Host for `localhost`. Responses stream
 //! back untouched, headers included.
+//!
+//! The [`ProxyHttp`] methods are in the order Pingora calls them.
 
 mod answer;
 
@@ -144,6 +146,17 @@ pub struct RequestCtx {
 /// locally (every request's filter among them) stay small.
 type Answering<'a> = Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>;
 
+// The methods follow Pingora's phases (pingora-proxy 0.9.1): once, when the
+// service is built, `init_downstream_modules` (lib.rs, `handle_init_modules`);
+// per request `new_ctx` (lib.rs, `process_new_http`), `request_filter`
+// (lib.rs, `process_request`), `upstream_peer` (lib.rs, `proxy_to_upstream`),
+// `upstream_request_filter` (proxy_h1.rs, `proxy_1to1`, before the header is
+// written), `request_body_filter` as the body streams after it (proxy_h1.rs,
+// `send_body_to_pipe`), `upstream_response_filter` (lib.rs,
+// `upstream_filter`); on a failure `error_while_proxy` (lib.rs,
+// `proxy_to_upstream`), then `fail_to_proxy` and right after it
+// `suppress_error_log` (lib.rs, `process_request`, `handle_error`); and
+// `logging` last (lib.rs, `finish`).
 #[async_trait]
 impl ProxyHttp for Holepunch {
     type CTX = RequestCtx;
@@ -188,6 +201,28 @@ impl ProxyHttp for Holepunch {
         self.answer(session, ctx, local).await
     }
 
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
+        // The client's own credentials are for this proxy at most; Nomad
+        // sees only the workload's.
+        upstream_request.remove_header("Authorization");
+        upstream_request.remove_header("Proxy-Authorization");
+        self.for_the_socket(upstream_request)
+    }
+
     /// Counts the body as it streams and stops it past the limit, for
     /// bodies whose length was not declared up front.
     async fn request_body_filter(
@@ -209,14 +244,6 @@ impl ProxyHttp for Holepunch {
         Ok(())
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
-    }
-
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -232,18 +259,28 @@ impl ProxyHttp for Holepunch {
         Ok(())
     }
 
-    async fn upstream_request_filter(
+    /// A request is retried once, on another connection, when the failure
+    /// came from a pooled connection the agent had closed, the method is GET
+    /// or HEAD, and nothing of the response has reached the client yet.
+    /// Nothing else is retried: under ALL a write may already have happened.
+    fn error_while_proxy(
         &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
         ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.upstream_sent = Some(Instant::now());
-        // The client's own credentials are for this proxy at most; Nomad
-        // sees only the workload's.
-        upstream_request.remove_header("Authorization");
-        upstream_request.remove_header("Proxy-Authorization");
-        self.for_the_socket(upstream_request)
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let method = &session.req_header().method;
+        let safe = *method == http::Method::GET || *method == http::Method::HEAD;
+        if safe && !ctx.retried && session.response_written().is_none() {
+            e.retry.decide_reuse(client_reused);
+            ctx.retried = e.retry();
+        } else {
+            e.set_retry(false);
+        }
+        e
     }
 
     async fn fail_to_proxy(
@@ -277,30 +314,6 @@ impl ProxyHttp for Holepunch {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-
-    /// A request is retried once, on another connection, when the failure
-    /// came from a pooled connection the agent had closed, the method is GET
-    /// or HEAD, and nothing of the response has reached the client yet.
-    /// Nothing else is retried: under ALL a write may already have happened.
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut RequestCtx,
-        client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let method = &session.req_header().method;
-        let safe = *method == http::Method::GET || *method == http::Method::HEAD;
-        if safe && !ctx.retried && session.response_written().is_none() {
-            e.retry.decide_reuse(client_reused);
-            ctx.retried = e.retry();
-        } else {
-            e.set_retry(false);
-        }
-        e
     }
 
     /// `fail_to_proxy` logs every failure once, at a level that fits it.
