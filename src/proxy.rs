@@ -1,7 +1,7 @@
 //! The Pingora proxy. `request_filter` reads in order: decide
 //! ([`crate::head`]), check the client (the rate limit and the client
 //! tokens), then forward or answer. Every answer the proxy gives itself,
-//! with its status, body, header and outcome, is [`answer::Local::answer`]
+//! with its status, body, header and outcome, is [`Local::answer`]
 //! (pure). A forwarded request gets the body limit, its absolute form cut
 //! to the path, compression and coalescing for metrics ([`crate::coalesce`]),
 //! and a place under `HOLEPUNCH_MAX_IN_FLIGHT`. `upstream_peer` is the Task
