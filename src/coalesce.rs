@@ -13,6 +13,10 @@
 //! Only a 200 is shared. A follower whose leader got anything else, or
 //! nothing, makes its own request.
 //!
+//! One deadline, set when the [`Coalescer`] is made, bounds both sides: a
+//! leader's whole fetch ([`Leader::deadline`]) and a follower's wait for it
+//! ([`Follower::wait`]). A follower still waiting then makes its own request.
+//!
 //! Memory: one response is shared only up to [`MAX_SHARED_BYTES`], and all
 //! shared responses together, in flight and cached, hold at most
 //! [`MAX_SHARED_TOTAL`]. Past either, requests are forwarded without sharing.
@@ -141,21 +145,25 @@ pub enum Join {
 /// The coalescing table, one per proxy.
 pub struct Coalescer {
     ttl: Option<Duration>,
+    /// How long a leader's fetch may take, and a follower waits for it.
+    wait: Duration,
     entries: Entries,
     budget: Arc<Budget>,
 }
 
 impl Coalescer {
     /// `ttl`: how long a 200 response is served from memory; `None` to share
-    /// only between concurrent requests.
-    pub fn new(ttl: Option<Duration>) -> Self {
-        Coalescer::with_budget(ttl, MAX_SHARED_TOTAL)
+    /// only between concurrent requests. `wait`: how long a leader's fetch
+    /// may take, header and body, and so how long its followers wait for it.
+    pub fn new(ttl: Option<Duration>, wait: Duration) -> Self {
+        Coalescer::with_budget(ttl, wait, MAX_SHARED_TOTAL)
     }
 
     /// As [`Coalescer::new`], with another memory cap (for tests).
-    pub fn with_budget(ttl: Option<Duration>, total: usize) -> Self {
+    pub fn with_budget(ttl: Option<Duration>, wait: Duration, total: usize) -> Self {
         Coalescer {
             ttl,
+            wait,
             entries: Arc::default(),
             budget: Arc::new(Budget {
                 used: AtomicUsize::new(0),
@@ -182,7 +190,10 @@ impl Coalescer {
                 return Join::Cached(Arc::clone(shared));
             }
             Some(Entry::InFlight(rx)) if matches!(*rx.borrow(), State::Fetching) => {
-                return Join::Follower(Follower { rx: rx.clone() });
+                return Join::Follower(Follower {
+                    rx: rx.clone(),
+                    wait: self.wait,
+                });
             }
             _ => {}
         }
@@ -199,6 +210,7 @@ impl Coalescer {
             key,
             tx: Some(tx),
             ttl: self.ttl,
+            wait: self.wait,
             entries: Arc::clone(&self.entries),
             chunks: Vec::new(),
             held: Reservation {
@@ -286,12 +298,19 @@ pub struct Leader {
     key: Box<[u8]>,
     tx: Option<watch::Sender<State>>,
     ttl: Option<Duration>,
+    wait: Duration,
     entries: Entries,
     chunks: Vec<Bytes>,
     held: Reservation,
 }
 
 impl Leader {
+    /// How long the whole fetch, header and body, may take: as long as the
+    /// followers wait for it, so a trickling agent cannot hold them longer.
+    pub fn deadline(&self) -> Duration {
+        self.wait
+    }
+
     /// A piece of the body, kept by reference. `Err` when the response
     /// grows past [`MAX_SHARED_BYTES`] or the global cap: the caller then
     /// forwards on its own, and the followers fetch their own.
@@ -384,14 +403,16 @@ impl Drop for Leader {
 /// A follower's wait.
 pub struct Follower {
     rx: watch::Receiver<State>,
+    /// The leader's [`Leader::deadline`].
+    wait: Duration,
 }
 
 impl Follower {
     /// The leader's 200, or `None` when it had none to share or did not
-    /// finish within `timeout`: fetch your own then.
-    pub async fn wait(mut self, timeout: Duration) -> Option<Arc<Shared>> {
+    /// finish within its deadline: fetch your own then.
+    pub async fn wait(mut self) -> Option<Arc<Shared>> {
         let ready = self.rx.wait_for(|s| !matches!(s, State::Fetching));
-        match pingora::time::timeout(timeout, ready).await {
+        match pingora::time::timeout(self.wait, ready).await {
             Ok(Ok(state)) => match &*state {
                 State::Ready(shared) => Some(Arc::clone(shared)),
                 _ => None,
@@ -420,6 +441,10 @@ mod tests {
     use super::*;
     use crate::block_on;
 
+    /// The deadline of the tests' fetches: long, so that only the leader's
+    /// message ends a follower's wait (the timer is never driven).
+    const WAIT: Duration = Duration::from_secs(3600);
+
     fn header(status: u16) -> ResponseHeader {
         ResponseHeader::build(status, None).unwrap()
     }
@@ -431,7 +456,7 @@ mod tests {
     #[test]
     fn gzip_is_made_once_and_decodes_to_the_body() {
         use std::io::Read;
-        let c = Coalescer::new(None);
+        let c = Coalescer::new(None, WAIT);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!()
         };
@@ -501,8 +526,8 @@ mod tests {
 
     impl Parked {
         fn park(follower: Follower) -> Parked {
-            // A runtime for the wait's timer (never driven: the timeout is
-            // an hour, and only the leader's message may end the wait).
+            // A runtime for the wait's timer (never driven: the deadline is
+            // WAIT, and only the leader's message may end the wait).
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
@@ -510,7 +535,7 @@ mod tests {
             let mut parked = Parked {
                 wait: {
                     let _in = runtime.enter();
-                    Box::pin(follower.wait(Duration::from_secs(3600)))
+                    Box::pin(follower.wait())
                 },
                 flag: Arc::new(WakeFlag(false.into())),
                 runtime,
@@ -547,7 +572,7 @@ mod tests {
 
     #[test]
     fn followers_are_woken_with_the_leaders_200() {
-        let c = Coalescer::new(None);
+        let c = Coalescer::new(None, WAIT);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!("first is the leader")
         };
@@ -581,7 +606,7 @@ mod tests {
 
     #[test]
     fn only_a_200_is_shared() {
-        let c = Coalescer::new(Some(Duration::from_secs(60)));
+        let c = Coalescer::new(Some(Duration::from_secs(60)), WAIT);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!()
         };
@@ -605,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_failed_leader_releases_its_followers() {
-        let c = Coalescer::new(Some(Duration::from_secs(60)));
+        let c = Coalescer::new(Some(Duration::from_secs(60)), WAIT);
         let Join::Leader(leader) = c.join(key()) else {
             panic!()
         };
@@ -620,20 +645,29 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_stops_waiting_at_its_timeout() {
-        let c = Coalescer::new(None);
-        let Join::Leader(_leader) = c.join(key()) else {
+    fn a_follower_stops_waiting_at_the_leaders_deadline() {
+        let deadline = Duration::from_millis(1);
+        let c = Coalescer::new(None, deadline);
+        let Join::Leader(leader) = c.join(key()) else {
             panic!()
         };
+        assert_eq!(leader.deadline(), deadline, "the fetch's deadline");
         let Join::Follower(follower) = c.join(key()) else {
             panic!()
         };
-        assert!(block_on(follower.wait(Duration::from_millis(1))).is_none());
+        // The leader is still fetching: only the deadline can end the wait
+        // (the outer minute only keeps a broken deadline from hanging).
+        let waited = block_on(pingora::time::timeout(
+            Duration::from_secs(60),
+            follower.wait(),
+        ));
+        assert_eq!(waited.ok().map(|w| w.is_none()), Some(true));
+        drop(leader);
     }
 
     #[test]
     fn the_micro_cache_keeps_200s_for_the_ttl_and_at_most_max_cached() {
-        let c = Coalescer::new(Some(Duration::from_secs(3600)));
+        let c = Coalescer::new(Some(Duration::from_secs(3600)), WAIT);
         for i in 0..MAX_CACHED + 5 {
             let k = Coalescer::key(format!("/v1/metrics?i={i}").as_bytes(), None);
             let Join::Leader(mut leader) = c.join(k) else {
@@ -650,7 +684,7 @@ mod tests {
             .count();
         assert_eq!(cached, MAX_CACHED);
         // An expired entry is fetched again.
-        let c = Coalescer::new(Some(Duration::from_millis(1)));
+        let c = Coalescer::new(Some(Duration::from_millis(1)), WAIT);
         let Join::Leader(leader) = c.join(key()) else {
             panic!()
         };
@@ -663,7 +697,7 @@ mod tests {
 
     #[test]
     fn memory_is_capped_per_response_and_in_total() {
-        let c = Coalescer::with_budget(Some(Duration::from_secs(3600)), 100);
+        let c = Coalescer::with_budget(Some(Duration::from_secs(3600)), WAIT, 100);
         let Join::Leader(mut big) = c.join(key()) else {
             panic!()
         };
@@ -693,7 +727,7 @@ mod tests {
         assert_eq!(c.memory(), 60);
 
         // Expired cache entries give their memory back when it is needed.
-        let c = Coalescer::with_budget(Some(Duration::from_millis(1)), 100);
+        let c = Coalescer::with_budget(Some(Duration::from_millis(1)), WAIT, 100);
         let Join::Leader(mut old) = c.join(key()) else {
             panic!()
         };
@@ -711,7 +745,7 @@ mod tests {
         drop(next);
 
         // One response past MAX_SHARED_BYTES is never shared.
-        let c = Coalescer::new(None);
+        let c = Coalescer::new(None, WAIT);
         let Join::Leader(mut leader) = c.join(key()) else {
             panic!()
         };

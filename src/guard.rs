@@ -347,7 +347,7 @@ async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
     );
     crate::telemetry::metrics()
         .requests
-        .with_label_values(&["none", "refused", "4xx"])
+        .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])
         .inc();
     let body = format!("bad request: {reason}");
     let response = format!(

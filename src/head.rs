@@ -539,6 +539,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn host_rules_beyond_the_list() {
+        let r = Rules {
+            allowed_hosts: Some(HostList::parse("nomad.example.com, *.nodes.example").unwrap()),
+            ..rules()
+        };
         // The authority of an absolute-form target is a Host too.
         assert_eq!(
             get(

@@ -1,10 +1,19 @@
-//! The Pingora proxy: `request_filter` decides ([`crate::head`]), applies
-//! the rate limit and the client tokens, and answers everything that is not
-//! forwarded; a forwarded request then takes a place under
-//! `HOLEPUNCH_MAX_IN_FLIGHT`, and a metrics GET is coalesced. `upstream_peer`
-//! is the Task API socket, and `upstream_request_filter` swaps the client's
-//! credentials for the workload token and its Host for `localhost`.
-//! Responses stream back untouched, headers included.
+//! The Pingora proxy. `request_filter` reads in order: decide
+//! ([`crate::head`]), check the client (the rate limit and the client
+//! tokens), then forward or answer. Every answer the proxy gives itself,
+//! with its status, body, header and outcome, is [`Local::answer`]
+//! (pure). A forwarded request gets the body limit, its absolute form cut
+//! to the path, compression and coalescing for metrics ([`crate::coalesce`]),
+//! and a place under `HOLEPUNCH_MAX_IN_FLIGHT`. `upstream_peer` is the Task
+//! API socket, and `upstream_request_filter` swaps the client's credentials
+//! for the workload token and its Host for `localhost`. Responses stream
+//! back untouched, headers included.
+//!
+//! The [`ProxyHttp`] methods are in the order Pingora calls them.
+
+mod answer;
+
+pub use answer::{Answer, Local, Next, Outcome};
 
 use crate::allowlist::{Decision, Group};
 use crate::client_auth::ClientTokens;
@@ -26,7 +35,10 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,9 +55,6 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Host, so the client's would only be a risk there; Go's server answers 400
 /// to a malformed one and, on HTTP/1.1, to none.
 const UPSTREAM_HOST: &str = "localhost";
-
-/// The `decision` label of requests refused by a limit (429 or 503).
-const LIMITED: &str = "limited";
 
 /// The proxy. One per process, shared by every request.
 pub struct Holepunch {
@@ -93,6 +102,9 @@ impl Holepunch {
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(settings.upstream_timeout);
         peer.options.write_timeout = Some(settings.upstream_timeout);
+        // A shared fetch may take as long as a request's connection and
+        // response; its followers wait as long.
+        let shared_wait = settings.upstream_timeout + CONNECT_TIMEOUT;
         Ok(Holepunch {
             rules: settings.rules,
             peer,
@@ -102,7 +114,7 @@ impl Holepunch {
             client_tokens: settings.client_tokens,
             max_body: settings.max_body,
             upstream_timeout: settings.upstream_timeout,
-            coalescer: Coalescer::new(settings.metrics_cache_ttl),
+            coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
             limit: InFlightLimit::new(settings.max_in_flight),
             rate: settings.rate_limit.map(RateLimiter::new),
@@ -117,9 +129,8 @@ pub struct RequestCtx {
     /// The group the path belongs to, for a forwarded or denied request
     /// (`None` for paths outside every group).
     pub group: Option<Group>,
-    /// What was decided, for the metrics and the access log: allowed,
-    /// denied, refused, or local (`/health`, `/ready`).
-    outcome: &'static str,
+    /// What was decided, for the metrics and the access log.
+    outcome: Outcome,
     /// When the request was sent on the socket.
     upstream_sent: Option<Instant>,
     /// Request body bytes forwarded so far.
@@ -131,6 +142,21 @@ pub struct RequestCtx {
     permit: Option<Permit>,
 }
 
+/// A local answer being written: boxed, so that the futures that may answer
+/// locally (every request's filter among them) stay small.
+type Answering<'a> = Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>;
+
+// The methods follow Pingora's phases (pingora-proxy 0.9.1): once, when the
+// service is built, `init_downstream_modules` (lib.rs, `handle_init_modules`);
+// per request `new_ctx` (lib.rs, `process_new_http`), `request_filter`
+// (lib.rs, `process_request`), `upstream_peer` (lib.rs, `proxy_to_upstream`),
+// `upstream_request_filter` (proxy_h1.rs, `proxy_1to1`, before the header is
+// written), `request_body_filter` as the body streams after it (proxy_h1.rs,
+// `send_body_to_pipe`), `upstream_response_filter` (lib.rs,
+// `upstream_filter`); on a failure `error_while_proxy` (lib.rs,
+// `proxy_to_upstream`), then `fail_to_proxy` and right after it
+// `suppress_error_log` (lib.rs, `process_request`, `handle_error`); and
+// `logging` last (lib.rs, `finish`).
 #[async_trait]
 impl ProxyHttp for Holepunch {
     type CTX = RequestCtx;
@@ -147,7 +173,7 @@ impl ProxyHttp for Holepunch {
             _in_flight: self.in_flight.enter(),
             started: Instant::now(),
             group: None,
-            outcome: "denied",
+            outcome: Outcome::Denied,
             upstream_sent: None,
             body_bytes: 0,
             retried: false,
@@ -155,113 +181,46 @@ impl ProxyHttp for Holepunch {
         }
     }
 
+    /// Decides, checks the client, then forwards or answers.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        let client_ip = client_ip(session);
-        let decision = decide_request(
-            &self.rules,
-            &Head {
-                method: &req.method,
-                target: req.raw_path(),
-                headers: &req.headers,
-                client: client_ip,
+        let client = client_ip(session);
+        let next = Next::of(self.decide(session, client));
+        ctx.group = next.group();
+        let local = match self.check_client(session, client, &next) {
+            Some(refused) => refused,
+            None => match next {
+                Next::Forward {
+                    group,
+                    origin_offset,
+                } => return self.forward(session, ctx, group, origin_offset).await,
+                // Boxed: the socket check is a large future, rare.
+                Next::Ready => return Box::pin(self.answer_ready(session, ctx)).await,
+                Next::Answer(local) => local,
             },
-        );
-        ctx.group = match &decision {
-            Decision::Forward { group, .. } | Decision::Deny { group } => *group,
-            _ => None,
         };
-        ctx.outcome = outcome(&decision);
-        let local = matches!(decision, Decision::Health | Decision::Ready);
-        let forward = matches!(decision, Decision::Forward { .. });
-        if let (true, Some(rate), Some(ip)) = (forward, &self.rate, client_ip) {
-            if let Err(retry_after) = rate.check(ip) {
-                ctx.outcome = LIMITED;
-                info!(
-                    "rate limited {} {}",
-                    client(session),
-                    escaped_target(session.req_header())
-                );
-                let body = format!(
-                    "too many requests: this address is over HOLEPUNCH_RATE_LIMIT; retry in {retry_after}s"
-                );
-                let retry = retry_after.to_string();
-                return answer(session, 429, body.into(), &[("Retry-After", &retry)]).await;
-            }
-        }
-        if !local && !self.client_allowed(session) {
-            ctx.outcome = "denied";
-            let req = session.req_header();
-            info!(
-                "unauthorized {} {} {}",
-                client(session),
-                req.method,
-                escaped_target(req)
-            );
-            return answer(
-                session,
-                401,
-                "unauthorized: send Authorization: Bearer <client token>".into(),
-                &[("WWW-Authenticate", "Bearer realm=\"nomad-holepunch\"")],
-            )
-            .await;
-        }
-        let (status, body): (u16, Cow<'static, str>) = match decision {
-            Decision::Forward {
-                group,
-                origin_offset,
-            } => return self.forward(session, ctx, group, origin_offset).await,
-            Decision::Health => (200, "ok".into()),
-            Decision::Ready => match Box::pin(self.ready()).await {
-                Ok(()) => (200, "ready".into()),
-                Err(why) => {
-                    info!("not ready: {why}");
-                    (503, format!("not ready: {why}").into())
-                }
-            },
-            Decision::NotFound => (404, "not found".into()),
-            Decision::MethodNotAllowed => {
-                return answer(
-                    session,
-                    405,
-                    "method not allowed: this endpoint forwards only GET and HEAD".into(),
-                    &[("Allow", "GET, HEAD")],
-                )
-                .await;
-            }
-            Decision::Deny { group } => {
-                log_refusal(session, "denied", "");
-                (403, deny_body(group))
-            }
-            Decision::Forbid(forbidden) => {
-                let reason = forbidden.reason();
-                log_refusal(session, "forbidden", &reason);
-                (403, reason.into())
-            }
-            Decision::Misdirected => {
-                log_refusal(
-                    session,
-                    "misdirected",
-                    "Host not in HOLEPUNCH_ALLOWED_HOSTS",
-                );
-                (
-                    421,
-                    "misdirected request: this Host is not one HOLEPUNCH_ALLOWED_HOSTS allows"
-                        .into(),
-                )
-            }
-            Decision::BadHead(bad) => {
-                log_refusal(session, "refused", bad.reason());
-                session.set_keepalive(None);
-                (400, format!("bad request: {}", bad.reason()).into())
-            }
-            Decision::Refuse(refusal) => {
-                log_refusal(session, "refused", refusal.reason());
-                session.set_keepalive(None);
-                (400, format!("bad request: {}", refusal.reason()).into())
-            }
-        };
-        answer(session, status, body, &[]).await
+        self.answer(session, ctx, local).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
+        // The client's own credentials are for this proxy at most; Nomad
+        // sees only the workload's.
+        upstream_request.remove_header("Authorization");
+        upstream_request.remove_header("Proxy-Authorization");
+        self.for_the_socket(upstream_request)
     }
 
     /// Counts the body as it streams and stops it past the limit, for
@@ -285,14 +244,6 @@ impl ProxyHttp for Holepunch {
         Ok(())
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
-    }
-
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -306,53 +257,6 @@ impl ProxyHttp for Holepunch {
                 .observe(sent.elapsed().as_secs_f64());
         }
         Ok(())
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.upstream_sent = Some(Instant::now());
-        // The client's own credentials are for this proxy at most; Nomad
-        // sees only the workload's.
-        upstream_request.remove_header("Authorization");
-        upstream_request.remove_header("Proxy-Authorization");
-        self.for_the_socket(upstream_request)
-    }
-
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        _ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let (code, body) = error_response(e);
-        count_upstream_error(e);
-        // The error's context names the socket: that is for the operator's
-        // log, never for the client's body.
-        let line = format!(
-            "{} {} {}: {code}: {e}",
-            client(session),
-            session.req_header().method,
-            escaped_target(session.req_header())
-        );
-        if code >= 500 {
-            warn!("{line}");
-        } else {
-            debug!("{line}");
-        }
-        if code > 0 && session.response_written().is_none() {
-            session.set_keepalive(None);
-            if let Err(write_err) = respond(session, code, body.into(), &[]).await {
-                debug!("could not send the {code} response: {write_err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
     }
 
     /// A request is retried once, on another connection, when the failure
@@ -379,6 +283,39 @@ impl ProxyHttp for Holepunch {
         e
     }
 
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body) = error_response(e);
+        count_upstream_error(e);
+        // The error's context names the socket: that is for the operator's
+        // log, never for the client's body.
+        let line = format!(
+            "{} {} {}: {code}: {e}",
+            client(session),
+            session.req_header().method,
+            escaped_target(session.req_header())
+        );
+        if code >= 500 {
+            warn!("{line}");
+        } else {
+            debug!("{line}");
+        }
+        if code > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
+            if let Err(write_err) = respond(session, code, body.into(), None).await {
+                debug!("could not send the {code} response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     /// `fail_to_proxy` logs every failure once, at a level that fits it.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         true
@@ -390,9 +327,10 @@ impl ProxyHttp for Holepunch {
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
         let group = group_label(ctx.group);
+        let outcome = ctx.outcome.label();
         telemetry::metrics()
             .requests
-            .with_label_values(&[group, ctx.outcome, status_class(status)])
+            .with_label_values(&[group, outcome, status_class(status)])
             .inc();
         if log::log_enabled!(target: "access", log::Level::Debug) {
             debug!(
@@ -402,7 +340,7 @@ impl ProxyHttp for Holepunch {
                 session.req_header().method,
                 escaped_target(session.req_header()),
                 status,
-                ctx.outcome,
+                outcome,
                 group,
                 ctx.started.elapsed().as_secs_f64() * 1000.0
             );
@@ -410,97 +348,54 @@ impl ProxyHttp for Holepunch {
     }
 }
 
-/// The status and body for a request that failed after it was allowed.
-/// Status 0 means the client is gone and gets nothing.
-fn error_response(e: &Error) -> (u16, &'static str) {
-    match (e.etype(), e.esource()) {
-        (HTTPStatus(413), _) => (413, "payload too large (HOLEPUNCH_MAX_BODY)"),
-        (HTTPStatus(code), _) => (*code, ""),
-        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
-            504,
-            "gateway timeout: the Nomad Task API did not answer in time",
-        ),
-        (_, ErrorSource::Upstream) => (
-            502,
-            "bad gateway: the Nomad Task API socket is not available",
-        ),
-        (
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
-            ErrorSource::Downstream,
-        ) => (0, ""),
-        (_, ErrorSource::Downstream) => (400, "bad request"),
-        _ => (500, "internal error"),
-    }
-}
-
-/// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
-fn count_upstream_error(e: &Error) {
-    if e.esource() != &ErrorSource::Upstream {
-        return;
-    }
-    let kind = match e.etype() {
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | SocketError | BindError | InvalidCert => "connect",
-        ReadTimedout | WriteTimedout => "timeout",
-        ConnectionClosed | ReadError | WriteError => "closed",
-        _ => "other",
-    };
-    telemetry::metrics()
-        .upstream_errors
-        .with_label_values(&[kind])
-        .inc();
-}
-
-/// The `decision` label and access-log word for a decision (limits and
-/// client tokens may change it afterwards).
-fn outcome(decision: &Decision) -> &'static str {
-    match decision {
-        Decision::Forward { .. } => "allowed",
-        Decision::Health | Decision::Ready => "local",
-        Decision::Refuse(_) | Decision::BadHead(_) | Decision::Misdirected => "refused",
-        Decision::Deny { .. }
-        | Decision::NotFound
-        | Decision::MethodNotAllowed
-        | Decision::Forbid(_) => "denied",
-    }
-}
-
-/// Logs a refused request at info: who, what, and why.
-fn log_refusal(session: &Session, what: &str, why: &str) {
-    let req = session.req_header();
-    info!(
-        "{what} {} {} {}{}{why}",
-        client(session),
-        req.method,
-        escaped_target(req),
-        if why.is_empty() { "" } else { ": " }
-    );
-}
-
-/// The client's IP address, when the socket knows it.
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
-/// The `group` label: the endpoint group, or "none" for paths outside every
-/// group (forwarded under ALL only) and for local answers.
-fn group_label(group: Option<Group>) -> &'static str {
-    group.map_or("none", Group::name)
-}
-
-fn deny_body(group: Option<Group>) -> Cow<'static, str> {
-    match group {
-        Some(g) => format!("forbidden: this path needs {}=true", g.flag()).into(),
-        None => "forbidden: no HOLEPUNCH_ALLOW_* group covers this path \
-                 (only HOLEPUNCH_ALLOW_ALL would allow it)"
-            .into(),
-    }
-}
-
+/// `request_filter`'s steps, in its order.
 impl Holepunch {
+    /// The decision on the request head ([`decide_request`]).
+    fn decide(&self, session: &Session, client: Option<IpAddr>) -> Decision {
+        let req = session.req_header();
+        decide_request(
+            &self.rules,
+            &Head {
+                method: &req.method,
+                target: req.raw_path(),
+                headers: &req.headers,
+                client,
+            },
+        )
+    }
+
+    /// What the decision leaves to the proxy about who asks: the rate limit
+    /// (on requests to forward), then the client tokens (on everything but
+    /// `/health` and `/ready`). `Some` answer when the client is refused.
+    fn check_client(
+        &self,
+        session: &Session,
+        client: Option<IpAddr>,
+        next: &Next,
+    ) -> Option<Local> {
+        if next.open() {
+            return None;
+        }
+        if let (Next::Forward { .. }, Some(rate), Some(ip)) = (next, &self.rate, client) {
+            if let Err(retry_after) = rate.check(ip) {
+                return Some(Local::RateLimited { retry_after });
+            }
+        }
+        (!self.client_allowed(session)).then_some(Local::Unauthorized)
+    }
+
+    /// Whether the client may use the proxy: always, unless client tokens
+    /// are set, and then only with one of them.
+    fn client_allowed(&self, session: &Session) -> bool {
+        self.client_tokens.as_ref().is_none_or(|tokens| {
+            let auth = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION);
+            tokens.allows(auth.map(|v| v.as_bytes()))
+        })
+    }
+
     /// A request the decision forwards: the body limit, absolute form,
     /// compression and coalescing for metrics, then a place on the socket.
     async fn forward(
@@ -510,15 +405,13 @@ impl Holepunch {
         group: Option<Group>,
         origin_offset: usize,
     ) -> Result<bool> {
+        ctx.outcome = Outcome::Allowed;
         let req = session.req_header();
         if declared_length(req).is_some_and(|len| len > self.max_body) {
-            ctx.outcome = "refused";
-            session.set_keepalive(None);
-            let body = format!(
-                "payload too large: the limit is {} bytes (HOLEPUNCH_MAX_BODY)",
-                self.max_body
-            );
-            return answer(session, 413, body.into(), &[]).await;
+            let max_body = self.max_body;
+            return self
+                .answer(session, ctx, Local::TooLarge { max_body })
+                .await;
         }
         if origin_offset > 0 {
             // Absolute-form: forward exactly the path that was decided on.
@@ -541,6 +434,44 @@ impl Holepunch {
         self.admit(session, ctx).await
     }
 
+    /// Answers a request locally: its outcome and log line, then the
+    /// response, all from [`Local::answer`] and [`Local::log_line`].
+    fn answer<'a>(
+        &self,
+        session: &'a mut Session,
+        ctx: &mut RequestCtx,
+        local: Local,
+    ) -> Answering<'a> {
+        if log::log_enabled!(log::Level::Info) {
+            let req = session.req_header();
+            let line = local.log_line(client(session), &req.method, escaped_target(req));
+            if let Some(line) = line {
+                info!("{line}");
+            }
+        }
+        let Answer {
+            status,
+            body,
+            header,
+            outcome,
+            close,
+        } = local.answer();
+        ctx.outcome = outcome;
+        if close {
+            session.set_keepalive(None);
+        }
+        Box::pin(async move {
+            respond(session, status, body, header).await?;
+            Ok(true)
+        })
+    }
+
+    /// Answers `/ready` with what [`Holepunch::ready`] finds.
+    async fn answer_ready(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let ready = self.ready().await;
+        self.answer(session, ctx, Local::Ready(ready)).await
+    }
+
     /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` for a request about to
     /// go to the socket: `Ok(false)` to go on, `Ok(true)` when it was
     /// answered 503 instead.
@@ -551,19 +482,12 @@ impl Holepunch {
         if ctx.permit.is_some() {
             return Ok(false);
         }
-        ctx.outcome = LIMITED;
-        log_refusal(session, "limited", "HOLEPUNCH_MAX_IN_FLIGHT");
-        answer(
-            session,
-            503,
-            "service unavailable: HOLEPUNCH_MAX_IN_FLIGHT requests are already on the Nomad \
-             Task API; retry shortly"
-                .into(),
-            &[("Retry-After", "1")],
-        )
-        .await
+        self.answer(session, ctx, Local::Busy).await
     }
+}
 
+/// Coalescing a metrics GET ([`crate::coalesce`]).
+impl Holepunch {
     /// Joins a metrics GET with identical ones. Returns `Ok(true)` when it
     /// was answered (from a shared response, the micro-cache, or an error of
     /// its own fetch), and `Ok(false)` when it goes upstream on its own.
@@ -572,36 +496,55 @@ impl Holepunch {
         let accept = req.headers.get(http::header::ACCEPT).cloned();
         let key = Coalescer::key(req.raw_path(), accept.as_ref().map(|v| v.as_bytes()));
         let scrapes = &telemetry::metrics().scrapes;
-        let leader = match self.coalescer.join(key) {
+        match self.coalescer.join(key) {
             Join::Cached(shared) => {
                 scrapes.with_label_values(&["cached"]).inc();
                 let age = shared.created.elapsed().as_secs();
                 respond_shared(session, &shared, Some(age)).await?;
-                return Ok(true);
+                Ok(true)
             }
             Join::Follower(follower) => {
-                // As long as the leader's fetch may take.
                 let waiting = &telemetry::metrics().scrapes_waiting;
                 waiting.inc();
-                let shared = follower.wait(self.shared_wait()).await;
+                let shared = follower.wait().await;
                 waiting.dec();
-                if let Some(shared) = shared {
-                    scrapes.with_label_values(&["coalesced"]).inc();
-                    respond_shared(session, &shared, None).await?;
-                    return Ok(true);
-                }
-                scrapes.with_label_values(&["upstream"]).inc();
-                enable_compression(session);
-                return self.admit(session, ctx).await;
+                let Some(shared) = shared else {
+                    return self.alone(session, ctx).await;
+                };
+                scrapes.with_label_values(&["coalesced"]).inc();
+                respond_shared(session, &shared, None).await?;
+                Ok(true)
             }
-            Join::Bypass => {
-                scrapes.with_label_values(&["upstream"]).inc();
-                enable_compression(session);
-                return self.admit(session, ctx).await;
-            }
-            Join::Leader(leader) => leader,
-        };
-        scrapes.with_label_values(&["upstream"]).inc();
+            Join::Bypass => self.alone(session, ctx).await,
+            Join::Leader(leader) => self.lead(session, ctx, leader, accept).await,
+        }
+    }
+
+    /// A metrics GET that goes upstream on its own, streamed (and
+    /// compressed) as any other request.
+    async fn alone(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        telemetry::metrics()
+            .scrapes
+            .with_label_values(&["upstream"])
+            .inc();
+        enable_compression(session);
+        self.admit(session, ctx).await
+    }
+
+    /// The leader: fetches the response whole for itself and its followers,
+    /// then answers its own client from it. A response too large to share
+    /// is streamed instead.
+    async fn lead(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        leader: Leader,
+        accept: Option<http::HeaderValue>,
+    ) -> Result<bool> {
+        telemetry::metrics()
+            .scrapes
+            .with_label_values(&["upstream"])
+            .inc();
         if self.admit(session, ctx).await? {
             return Ok(true); // Dropping the leader releases the followers.
         }
@@ -627,7 +570,8 @@ impl Holepunch {
                     escaped_target(session.req_header())
                 );
                 session.set_keepalive(None);
-                answer(session, code, body.into(), &[]).await
+                Box::pin(respond(session, code, body.into(), None)).await?;
+                Ok(true)
             }
         }
     }
@@ -650,6 +594,7 @@ impl Holepunch {
         }
         // One deadline for the whole fetch, header and body, the same a
         // follower waits: a trickling agent cannot hold it longer.
+        let deadline = leader.deadline();
         let fetch = async {
             let (mut upstream, header) = self.send(&request).await.map_err(Some)?;
             while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
@@ -661,7 +606,7 @@ impl Holepunch {
                 .await;
             Ok(header)
         };
-        let header = match pingora::time::timeout(self.shared_wait(), fetch).await {
+        let header = match pingora::time::timeout(deadline, fetch).await {
             Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
             Err(_) => {
                 return Err(Some(
@@ -707,12 +652,10 @@ impl Holepunch {
         }
         Error::e_explain(ConnectError, "no connection to the Task API socket")
     }
+}
 
-    /// How long a shared fetch may take, and a follower waits for it.
-    fn shared_wait(&self) -> Duration {
-        self.upstream_timeout + CONNECT_TIMEOUT
-    }
-
+/// The Task API socket.
+impl Holepunch {
     /// What every request on the socket carries, whoever built it: the
     /// workload token, and the one fixed Host.
     fn for_the_socket(&self, request: &mut RequestHeader) -> Result<()> {
@@ -744,18 +687,6 @@ impl Holepunch {
             }),
             Err(_) => Err("the Nomad Task API socket did not accept a connection within 1s"),
         }
-    }
-
-    /// Whether the client may use the proxy: always, unless client tokens
-    /// are set, and then only with one of them.
-    fn client_allowed(&self, session: &Session) -> bool {
-        self.client_tokens.as_ref().is_none_or(|tokens| {
-            let auth = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION);
-            tokens.allows(auth.map(|v| v.as_bytes()))
-        })
     }
 }
 
@@ -811,31 +742,60 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
         .ok()
 }
 
-/// Writes a complete plain-text response, and tells Pingora the request
-/// was answered.
-async fn answer(
-    session: &mut Session,
-    status: u16,
-    body: Cow<'static, str>,
-    headers: &[(&'static str, &str)],
-) -> Result<bool> {
-    // Boxed, so that the futures that may answer locally stay small.
-    Box::pin(respond(session, status, body, headers)).await?;
-    Ok(true)
+/// The status and body for a request that failed after it was allowed.
+/// Status 0 means the client is gone and gets nothing.
+fn error_response(e: &Error) -> (u16, &'static str) {
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(413), _) => (413, "payload too large (HOLEPUNCH_MAX_BODY)"),
+        (HTTPStatus(code), _) => (*code, ""),
+        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
+            504,
+            "gateway timeout: the Nomad Task API did not answer in time",
+        ),
+        (_, ErrorSource::Upstream) => (
+            502,
+            "bad gateway: the Nomad Task API socket is not available",
+        ),
+        (
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ErrorSource::Downstream,
+        ) => (0, ""),
+        (_, ErrorSource::Downstream) => (400, "bad request"),
+        _ => (500, "internal error"),
+    }
 }
 
-/// Writes a complete plain-text response.
+/// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
+fn count_upstream_error(e: &Error) {
+    if e.esource() != &ErrorSource::Upstream {
+        return;
+    }
+    let kind = match e.etype() {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | SocketError | BindError | InvalidCert => "connect",
+        ReadTimedout | WriteTimedout => "timeout",
+        ConnectionClosed | ReadError | WriteError => "closed",
+        _ => "other",
+    };
+    telemetry::metrics()
+        .upstream_errors
+        .with_label_values(&[kind])
+        .inc();
+}
+
+/// Writes a complete plain-text response, with at most one header besides
+/// its type and length.
 async fn respond(
     session: &mut Session,
     status: u16,
     body: Cow<'static, str>,
-    headers: &[(&'static str, &str)],
+    header: Option<(&'static str, Cow<'static, str>)>,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("Content-Type", TEXT_PLAIN)?;
     resp.insert_header("Content-Length", body.len())?;
-    for (name, value) in headers {
-        resp.insert_header(*name, *value)?;
+    if let Some((name, value)) = header {
+        resp.insert_header(name, &*value)?;
     }
     // A request body we did not read would be taken for the next request.
     if !session.is_body_empty() {
@@ -849,15 +809,42 @@ async fn respond(
     session.write_response_body(Some(body), true).await
 }
 
-fn client(session: &Session) -> String {
-    session
-        .client_addr()
-        .map_or_else(|| "-".to_string(), |a| a.to_string())
+/// The client's address for a log line, or `-`.
+fn client(session: &Session) -> impl fmt::Display + '_ {
+    Shown(
+        move |f: &mut fmt::Formatter<'_>| match session.client_addr() {
+            Some(addr) => fmt::Display::fmt(addr, f),
+            None => f.write_str("-"),
+        },
+    )
 }
 
 /// The raw target for a log line, with anything unprintable escaped.
-fn escaped_target(req: &RequestHeader) -> String {
-    String::from_utf8_lossy(req.raw_path())
-        .escape_debug()
-        .to_string()
+fn escaped_target(req: &RequestHeader) -> impl fmt::Display + '_ {
+    Shown(move |f: &mut fmt::Formatter<'_>| {
+        fmt::Display::fmt(&String::from_utf8_lossy(req.raw_path()).escape_debug(), f)
+    })
+}
+
+/// Displays with a closure, so that a log line formats in place.
+struct Shown<F>(F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for Shown<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
+/// The client's IP address, when the socket knows it.
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// The `group` label: the endpoint group, or "none" for paths outside every
+/// group (forwarded under ALL only) and for local answers.
+fn group_label(group: Option<Group>) -> &'static str {
+    group.map_or("none", Group::name)
 }
