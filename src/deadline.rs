@@ -9,6 +9,15 @@
 //! Here every write and flush is covered, and the clock restarts whenever
 //! the client takes bytes. The timer is armed only when a write has to wait,
 //! so a client that keeps up costs nothing.
+//!
+//! "Takes bytes" is read from the kernel as well as from our own writes: a
+//! socket with a full send buffer is woken for writing only once about half
+//! of it has drained, which for a client reading steadily at a few hundred
+//! KB/s can take longer than the timeout. So when the timer fires, the
+//! client's acknowledged byte count (`TCP_INFO`'s `tcpi_bytes_acked`, read
+//! through Pingora's `SocketDigest::tcp_info`) is compared with the count
+//! when the wait began: if it grew, the client is reading and the clock
+//! starts again.
 
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -32,6 +41,9 @@ pub struct WriteDeadline {
     timeout: Duration,
     /// Armed while a write or flush is waiting for the client.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The client's acknowledged bytes when the timer was armed, where the
+    /// kernel tells (TCP on Linux).
+    acked: Option<u64>,
 }
 
 impl WriteDeadline {
@@ -40,7 +52,14 @@ impl WriteDeadline {
             inner,
             timeout,
             timer: None,
+            acked: None,
         })
+    }
+
+    /// Bytes the client has acknowledged so far, if the kernel tells.
+    fn acked_bytes(&self) -> Option<u64> {
+        let digest = self.inner.get_socket_digest()?;
+        digest.tcp_info().map(|info| info.tcpi_bytes_acked)
     }
 
     /// After the inner write or flush returned `poll`: disarm on progress,
@@ -51,8 +70,21 @@ impl WriteDeadline {
             return poll;
         }
         let timeout = self.timeout;
+        if self.timer.is_none() {
+            self.acked = self.acked_bytes();
+        }
         let timer = self.timer.get_or_insert_with(|| Box::pin(sleep(timeout)));
         if timer.as_mut().poll(cx).is_ready() {
+            let now = self.acked_bytes();
+            if now > self.acked {
+                // Still reading, behind a send buffer that has not drained
+                // far enough to wake us: a new period, from now.
+                self.acked = now;
+                let mut timer = Box::pin(sleep(timeout));
+                let _ = timer.as_mut().poll(cx);
+                self.timer = Some(timer);
+                return Poll::Pending;
+            }
             self.timer = None;
             log::info!(
                 "closing a client that took no bytes for {timeout:?} (HOLEPUNCH_CLIENT_WRITE_TIMEOUT)"
