@@ -19,11 +19,11 @@ thing available here. Run by tests/clients.rs (so by `make test`):
   configuration inlined in the sidecar job is conf/prometheus-nomad-sd.yml
   with the region taken from NOMAD_REGION;
 - the ACL advice: the policy has no namespace rule, and every
-  `nomad acl policy apply ... -job J NAME` in conf/ and the README names the
-  policy after its job;
-- every ```hcl block of README.md parses, and neither the README nor conf/
-  writes a one-line block with more than one argument (python-hcl2 accepts
-  `identity { env = true file = true }`; HCL2 does not);
+  `nomad acl policy apply ... -job J NAME` in conf/, the README and docs/
+  names the policy after its job;
+- every ```hcl block of README.md and docs/*.md parses, and neither they nor
+  conf/ write a one-line block with more than one argument (python-hcl2
+  accepts `identity { env = true file = true }`; HCL2 does not);
 - the Containerfile (which no container engine here can build) pins its
   bases, builds with `make setup build` as `make test` does, and runs as a
   non-root user with the labels and port operators look for.
@@ -423,23 +423,37 @@ def check_containerfile(root):
     ok(f"{path}: pinned bases, make setup build, non-root, labels, port 6120, version {version}")
 
 
+def markdown_texts(root):
+    """(path, text) of the README and of every docs/*.md page."""
+    docs = os.path.join(root, "docs")
+    paths = [os.path.join(root, "README.md")] + sorted(
+        os.path.join(docs, n) for n in (os.listdir(docs) if os.path.isdir(docs) else []) if n.endswith(".md")
+    )
+    texts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            texts.append((path, fh.read()))
+    return texts
+
+
 def check_readme(root, texts):
-    """Every ```hcl block of the README parses; nothing shows a one-line
-    block with several arguments; no HCL grants read-job on every namespace;
-    the README shows the image variable and the minimum Nomad version."""
-    path = os.path.join(root, "README.md")
-    with open(path, encoding="utf-8") as fh:
-        readme = fh.read()
-    blocks = hcl_blocks(readme)
-    if not blocks:
+    """Every ```hcl block of the README and docs/ parses; nothing shows a
+    one-line block with several arguments; no HCL grants read-job on every
+    namespace; the README shows the image variable and the minimum Nomad
+    version."""
+    pages = markdown_texts(root)
+    path, readme = pages[0]
+    if not hcl_blocks(readme):
         fail(f"{path}: no hcl code blocks")
-    parsed = []
-    for line, code in blocks:
-        try:
-            parsed.append(hcl2.loads(code))
-        except Exception as e:  # the parser raises several types
-            fail(f"{path}: the hcl block at line {line} is not valid HCL2: {e}")
-    for where, text in [t for t in texts if t[0].endswith(".hcl")] + [(path, readme)]:
+    parsed, count = [], 0
+    for where, page in pages:
+        for line, code in hcl_blocks(page):
+            count += 1
+            try:
+                parsed.append(hcl2.loads(code))
+            except Exception as e:  # the parser raises several types
+                fail(f"{where}: the hcl block at line {line} is not valid HCL2: {e}")
+    for where, text in [t for t in texts if t[0].endswith(".hcl")] + pages:
         bad = one_line_blocks(text)
         if bad:
             fail(f"{where}: a one-line block holds only one argument in HCL2: {bad}")
@@ -456,14 +470,14 @@ def check_readme(root, texts):
         return False
 
     if any(wildcard_read_job(doc) for doc in parsed):
-        fail(f'{path}: an hcl block grants namespace "*" (read-job on every job spec)')
+        fail('README.md or docs/: an hcl block grants namespace "*" (read-job on every job spec)')
     for needle in (
         "-var image=<your registry>/nomad-holepunch:<version>",
         "Nomad 1.6.0 or later",
     ):
         if needle not in readme:
             fail(f"{path}: missing {needle}")
-    ok(f"{path}: all {len(blocks)} hcl blocks parse (python-hcl2); no one-line block with several arguments here or in conf/")
+    ok(f"README.md and docs/: all {count} hcl blocks parse (python-hcl2); no one-line block with several arguments there or in conf/")
 
 
 def promql_selectors(expr):
@@ -583,8 +597,7 @@ def main():
     check_holepunch_job(os.path.join(conf, "holepunch.nomad.hcl"), binary, work)
     check_sidecar_job(os.path.join(conf, "prometheus-sidecar.nomad.hcl"), binary, work, sd)
     check_policy(os.path.join(conf, "holepunch-policy.hcl"))
-    with open(os.path.join(root, "README.md"), encoding="utf-8") as fh:
-        check_acl_commands(texts + [("README.md", fh.read())])
+    check_acl_commands(texts + markdown_texts(root))
     check_readme(root, texts)
 
     proc = subprocess.run(
