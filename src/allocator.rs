@@ -5,7 +5,7 @@
 //! of the heap passes its trim threshold, and it raises that threshold (and
 //! its mmap threshold) as it sees large blocks freed. On this proxy that
 //! meant, counted with `strace -c -f` and `/proc/PID/stat` over 5 s of
-//! forwarded 90 KB scrapes (docs in the README's performance section):
+//! forwarded 90 KB scrapes (docs/performance.md, and benches/syscalls.sh):
 //! - defaults: one `madvise` and 22 page faults per plain scrape, as the
 //!   freed body buffers were trimmed and then faulted back in;
 //! - `M_TRIM_THRESHOLD` alone (which also freezes the mmap threshold at

@@ -509,7 +509,7 @@ fn metrics_are_gzipped_for_clients_that_accept_it() {
 
 #[test]
 fn after_warm_up_steady_load_opens_no_new_upstream_connection() {
-    // README (Performance): no new upstream connection after warm-up. A new
+    // docs/performance.md: no new upstream connection after warm-up. A new
     // one opens only when more requests than ever are on the socket at
     // once, so the warm-up puts as many there as the load will: one
     // blocking query per client, held by the stand-in until all are there.

@@ -1,5 +1,5 @@
 //! A stand-in for the Nomad Task API socket, behaving as
-//! `../shared/nomad-facts.md` describes: token checks (401 without, 403 for
+//! `docs/nomad-facts.md` describes: token checks (401 without, 403 for
 //! an unknown one), the endpoints of every allowlist group with Nomad's
 //! response shapes and `X-Nomad-*` headers, blocking queries, Prometheus
 //! text, an NDJSON event stream, and 404 with an empty body for the rest.
