@@ -5,7 +5,8 @@
 #   make test   install what is missing (setup, setup-test), then fmt,
 #               clippy, every test
 #   make build  optimised binary in target/release/nomad-holepunch
-#   make bench  criterion benchmarks and the load benchmark (benches/load.sh)
+#   make bench  criterion benchmarks, then the load, storm, instruction and
+#               system-call benchmarks (benches/*.sh)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -86,12 +87,16 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 ## bench: criterion benches (decision, round trip), the load benchmark
-## against the Pingora floor, nginx and HAProxy, then the scrape-storm
-## benchmark (installs wrk, nginx, haproxy if missing)
+## against the Pingora floor, nginx and HAProxy, the scrape-storm
+## benchmark, instructions per request against the floor (callgrind), and
+## system calls per scrape (installs wrk, nginx, haproxy, valgrind, strace
+## if missing)
 bench: setup
 	$(CARGO) bench --locked --bench decision --bench roundtrip
 	bash benches/load.sh
 	bash benches/storm.sh
+	bash benches/instructions.sh
+	bash benches/syscalls.sh
 
 clean:
 	$(CARGO) clean

@@ -9,7 +9,8 @@
 #   benches/storm.sh            (or: make bench)
 #   SCRAPERS=64 DURATION=30 RENDER_MS=3 benches/storm.sh
 #
-# Compared: nomad-holepunch with its defaults, with HOLEPUNCH_METRICS_CACHE_TTL=1s,
+# Compared: nomad-holepunch with its defaults, with HOLEPUNCH_METRICS_CACHE_TTL=1s
+# and =2s (the longest age nginx's "1s" serves, see below),
 # nginx as a plain proxy, and nginx with proxy_cache and proxy_cache_lock
 # (the best an operator could configure), all with gzip. Reported over a
 # fixed duration: requests reaching the agent per scrape, CPU (proxy plus
@@ -102,7 +103,11 @@ storm() {
 }
 
 # --- nomad-holepunch, defaults and with the micro-cache ------------------
-for ttl in "" 1s; do
+# TTL=2s is nginx's `proxy_cache_valid 200 1s` as it behaves: nginx keeps
+# time in whole seconds, stores valid_sec = now + 1 and serves the entry
+# until `valid_sec < now` (src/http/ngx_http_file_cache.c,
+# ngx_http_file_cache_read), so a "1 s" entry lives 1 to 2 s.
+for ttl in "" 1s 2s; do
     port=$(free_port)
     env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$port" \
         HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" ${ttl:+HOLEPUNCH_METRICS_CACHE_TTL=$ttl} \
