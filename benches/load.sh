@@ -14,6 +14,9 @@
 #   core 1: the load generator (wrk) and the upstream (an nginx serving the
 #           Task API's answers on a Unix socket, and on TCP for the ceiling).
 #
+# A second nomad-holepunch with HOLEPUNCH_METRICS_CACHE_TTL=1s serves the
+# cached gzip scrape row (one target, every client asking for gzip).
+#
 # For each target, path and connection count it prints requests/s, p50 and
 # p99 latency, the proxy's CPU time per request (from /proc/PID/stat), and
 # the proxy's peak RSS, then the ratios to nginx. Every phase is bounded in
@@ -50,6 +53,15 @@ env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 
     taskset -c "$PROXY_CORE" "$BIN" 2>"$work/holepunch.log" &
 hp_pid=$!
 pids+=($hp_pid)
+
+# The same proxy with the micro-cache on, for the cached gzip scrape row.
+hpt_port=$(free_port)
+mkdir -p "$work/ttl"
+env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$hpt_port" \
+    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work/ttl" HOLEPUNCH_METRICS_CACHE_TTL=1s ${HP_ENV:-} \
+    taskset -c "$PROXY_CORE" "$BIN" 2>"$work/holepunch-ttl.log" &
+hpt_pid=$!
+pids+=($hpt_pid)
 
 # The floor with the best Pingora settings for one thread.
 fl_port=$(free_port)
@@ -125,7 +137,7 @@ ha_pid=$!
 pids+=($ha_pid)
 
 # The proxies must add the token themselves: the upstream answers 401 without it.
-for port in $hp_port $fl_port $ng_port $ha_port; do
+for port in $hp_port $hpt_port $fl_port $ng_port $ha_port; do
     wait_for "http://127.0.0.1:$port/v1/agent/health"
 done
 
@@ -219,6 +231,7 @@ for path in "${paths[@]}"; do
         if [ "$path" != /v1/agent/health ]; then
             measure "nomad-holepunch gzip" $hp_pid "$hp_port" "$path" "$conns" -H "Accept-Encoding: gzip" "${distinct[@]}"
             measure "nomad-holepunch coalesced" $hp_pid "$hp_port" "$path" "$conns"
+            measure "nomad-holepunch TTL=1s gzip" $hpt_pid "$hpt_port" "$path" "$conns" -H "Accept-Encoding: gzip"
         fi
     done
 done
