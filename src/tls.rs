@@ -38,7 +38,7 @@ impl CertReloader {
             std::fs::read(p).map_err(|e| ConfigError {
                 var: var.to_string(),
                 value: Some(p.display().to_string()),
-                expected: format!("cannot read: {e}"),
+                problem: format!("cannot read: {e}"),
             })
         };
         let cert = read(TLS_CERT_FILE, &files.cert)?;
@@ -52,7 +52,7 @@ impl CertReloader {
             ConfigError {
                 var: var.to_string(),
                 value: Some(path.display().to_string()),
-                expected: e,
+                problem: e,
             }
         })?;
         Ok(CertReloader {
