@@ -226,7 +226,11 @@ static VARS: [Var; 23] = [
     },
     Var {
         name: SOCKET_PATH,
-        default: DefaultValue::Unset("`$NOMAD_SECRETS_DIR/api.sock`, else `/secrets/api.sock`"),
+        default: DefaultValue::Unset(concat!(
+            "`$",
+            var_name!(NOMAD_SECRETS_DIR),
+            "/api.sock`, else `/secrets/api.sock`"
+        )),
         meaning: "the Task API socket",
         parse: Parse::With(|v, d| set(&mut d.socket_path, Some(v.to_string()))),
         show: Some(|c| {
@@ -239,7 +243,11 @@ static VARS: [Var; 23] = [
     Var {
         name: SOCKET_PATH_ALIAS,
         default: DefaultValue::Unset("unset"),
-        meaning: "the Task API socket, when HOLEPUNCH_SOCKET_PATH is unset",
+        meaning: concat!(
+            "the Task API socket, when ",
+            var_name!(SOCKET_PATH),
+            " is unset"
+        ),
         parse: Parse::With(|v, d| set(&mut d.socket_path_alias, Some(v.to_string()))),
         show: None,
     },
@@ -1208,6 +1216,141 @@ mod tests {
         assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().allow.all());
     }
 
+    /// Problems come in one order whatever the order of the environment:
+    /// each variable's in the table's order, then unknown variables by name,
+    /// then the checks across variables.
+    #[test]
+    fn problems_are_reported_in_a_stable_order() {
+        let vars = [
+            (TLS_CERT_FILE, "/c.pem"),
+            ("HOLEPUNCH_ZZZ", "1"),
+            (LOG_FORMAT, "yaml"),
+            ("HOLEPUNCH_ALLOW_NODES", "yes"),
+            ("HOLEPUNCH_AAA", "1"),
+            (PORT, "0"),
+            (BIND, "nowhere"),
+        ];
+        let want = [
+            BIND,
+            PORT,
+            LOG_FORMAT,
+            "HOLEPUNCH_ALLOW_NODES",
+            "HOLEPUNCH_AAA",
+            "HOLEPUNCH_ZZZ",
+            NOMAD_TOKEN,
+            TLS_KEY_FILE,
+        ];
+        for turn in 0..vars.len() {
+            let mut vars = vars.to_vec();
+            vars.rotate_left(turn);
+            vars.swap(0, turn / 2);
+            let errs = cfg(&vars).unwrap_err();
+            let got: Vec<&str> = errs.iter().map(|e| e.var.as_str()).collect();
+            assert_eq!(got, want, "{vars:?}");
+        }
+    }
+
+    /// NOMAD_SECRETS_DIR gives both the socket path and the token file; a
+    /// value that is not UTF-8 is one problem, reported once, and no "no
+    /// workload token" besides.
+    #[test]
+    fn a_variable_used_twice_is_read_and_reported_once() {
+        let non_utf8 = std::os::unix::ffi::OsStringExt::from_vec(vec![b'/', 0xff]);
+        let errs = Config::from_vars([(OsString::from(NOMAD_SECRETS_DIR), non_utf8)]).unwrap_err();
+        assert_eq!(
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec!["NOMAD_SECRETS_DIR: the value is not valid UTF-8"]
+        );
+    }
+
+    /// One entry per variable, every group's flag among them, and each
+    /// default that is a value gives what setting it to that value gives.
+    #[test]
+    fn the_table_has_each_variable_once_with_the_default_that_applies() {
+        let names: Vec<&str> = table().map(|v| v.name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "{name} twice");
+            assert!(!table().nth(i).unwrap().meaning.is_empty(), "{name}");
+        }
+        for g in Group::ALL {
+            assert!(names.contains(&g.flag()), "{g:?}");
+        }
+        assert_eq!(names.len(), VARS.len() + Group::ALL.len());
+        let unset = cfg(&[TOKEN]).unwrap();
+        for var in table() {
+            if let DefaultValue::Value(v) = var.default {
+                assert_eq!(cfg(&[TOKEN, (var.name, v)]).unwrap(), unset, "{}", var.name);
+            }
+        }
+        let socket = table().find(|v| v.name == SOCKET_PATH).unwrap().default;
+        assert!(socket
+            .readme()
+            .ends_with(&format!("else `{DEFAULT_SOCKET_PATH}`")));
+    }
+
+    /// The README's configuration table, as the variable column and the
+    /// default column of each row. A row may name several variables, and
+    /// `_SUFFIX` stands for the first one's name with its last part(s)
+    /// replaced (`HOLEPUNCH_ALLOW_AGENT_SELF`, `_AGENT_MEMBERS`).
+    fn readme_rows() -> Vec<(Vec<String>, String, String)> {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("a Configuration section");
+        let section = section.split("\n#").next().unwrap_or_default();
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let names: Vec<&str> = cells[0].split('`').skip(1).step_by(2).collect();
+            let first = names[0];
+            let expanded = names.iter().map(|name| match name.strip_prefix('_') {
+                None => name.to_string(),
+                Some(_) => (0..first.len())
+                    .rev()
+                    .filter(|&i| first.as_bytes()[i] == b'_')
+                    .map(|i| format!("{}{name}", &first[..i]))
+                    .find(|full| table().any(|v| v.name == full))
+                    .unwrap_or_else(|| name.to_string()),
+            });
+            let meaning = cells.get(2).unwrap_or(&"").to_string();
+            rows.push((expanded.collect(), cells[1].to_string(), meaning));
+        }
+        rows
+    }
+
+    /// Every variable has a row of the README's configuration table with
+    /// its default as the table here writes it; the two that have no row
+    /// of their own are named in the row that says how they are used.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let rows = readme_rows();
+        assert!(rows.len() > 20, "{rows:?}");
+        let under = [
+            (SOCKET_PATH_ALIAS, SOCKET_PATH),
+            (NOMAD_SECRETS_DIR, SOCKET_PATH),
+        ];
+        for var in table() {
+            let own = rows
+                .iter()
+                .find(|(names, ..)| names.iter().any(|n| n == var.name));
+            match (own, under.iter().find(|(name, _)| *name == var.name)) {
+                (Some((_, default, _)), None) => {
+                    assert_eq!(*default, var.default.readme(), "{}", var.name)
+                }
+                (None, Some((_, row))) => {
+                    let (_, default, meaning) = rows
+                        .iter()
+                        .find(|(names, ..)| names.iter().any(|n| n == row))
+                        .unwrap_or_else(|| panic!("no README row for {row}"));
+                    let text = format!("{default} {meaning}");
+                    assert!(text.contains(var.name), "{} not in the {row} row", var.name);
+                }
+                _ => panic!("{} has no row of its own in the README's table", var.name),
+            }
+        }
+    }
+
     #[test]
     fn every_problem_is_reported_and_nothing_falls_back() {
         let errs = errors_for(&[
@@ -1347,6 +1490,33 @@ mod tests {
         );
         let errs = errors_for(&[TOKEN, (TLS_KEY_FILE, "/k.pem")]);
         assert!(errs[0].starts_with("HOLEPUNCH_TLS_CERT_FILE: HOLEPUNCH_TLS_KEY_FILE is set"));
+        // An empty variable is unset: the certificate is the one missing,
+        // whichever of the two is present in the environment.
+        for (cert, key) in [("", "/k.pem"), ("/c.pem", "")] {
+            let missing = if cert.is_empty() {
+                TLS_CERT_FILE
+            } else {
+                TLS_KEY_FILE
+            };
+            let set = if cert.is_empty() {
+                TLS_KEY_FILE
+            } else {
+                TLS_CERT_FILE
+            };
+            let errs = errors_for(&[TOKEN, (TLS_CERT_FILE, cert), (TLS_KEY_FILE, key)]);
+            assert_eq!(
+                errs,
+                vec![format!(
+                    "{missing}: {set} is set, so TLS needs {missing} too (both PEM files)"
+                )]
+            );
+        }
+        assert_eq!(
+            cfg(&[TOKEN, (TLS_CERT_FILE, ""), (TLS_KEY_FILE, "")])
+                .unwrap()
+                .tls,
+            None
+        );
         let c = cfg(&[TOKEN, (CLIENT_TOKEN_FILE, "/run/clients")]).unwrap();
         assert_eq!(c.client_token_file, Some(PathBuf::from("/run/clients")));
     }

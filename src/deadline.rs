@@ -10,6 +10,7 @@
 //! the client takes bytes. The timer is armed only when a write has to wait,
 //! so a client that keeps up costs nothing.
 
+use crate::config::CLIENT_WRITE_TIMEOUT;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -55,11 +56,14 @@ impl WriteDeadline {
         if timer.as_mut().poll(cx).is_ready() {
             self.timer = None;
             log::info!(
-                "closing a client that took no bytes for {timeout:?} (HOLEPUNCH_CLIENT_WRITE_TIMEOUT)"
+                "closing a client that took no bytes for {timeout:?} ({CLIENT_WRITE_TIMEOUT})"
             );
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the client took no bytes for HOLEPUNCH_CLIENT_WRITE_TIMEOUT",
+                concat!(
+                    "the client took no bytes for ",
+                    crate::var_name!(CLIENT_WRITE_TIMEOUT)
+                ),
             )));
         }
         Poll::Pending
