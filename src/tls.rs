@@ -164,6 +164,28 @@ mod tests {
         std::fs::read(format!("{dir}/{name}")).unwrap()
     }
 
+    /// Each file that cannot be read is reported under its own variable.
+    #[test]
+    fn an_unreadable_file_is_reported_under_its_own_variable() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let missing = PathBuf::from("/nonexistent-holepunch/tls.key");
+        let files = TlsFiles {
+            cert: PathBuf::from(dir).join("a.crt"),
+            key: missing.clone(),
+        };
+        let err = CertReloader::load(&files).unwrap_err();
+        assert_eq!(err.var, TLS_KEY_FILE);
+        assert_eq!(err.value.as_deref(), Some("/nonexistent-holepunch/tls.key"));
+        assert!(err.problem.starts_with("cannot read: "), "{err}");
+        let files = TlsFiles {
+            cert: missing,
+            key: PathBuf::from(dir).join("a.key"),
+        };
+        let err = CertReloader::load(&files).unwrap_err();
+        assert_eq!(err.var, TLS_CERT_FILE);
+        assert!(err.problem.starts_with("cannot read: "), "{err}");
+    }
+
     #[test]
     fn the_certificate_changes_only_with_its_chain() {
         let dir = std::env::temp_dir().join(format!("holepunch-tls-{}", std::process::id()));
