@@ -4,6 +4,7 @@
 //! Pure: no I/O, no allocation unless the path has percent escapes. The
 //! proxy calls [`decide`] once per request, before anything is forwarded.
 
+use crate::config::{ALLOW_FROM, NOMAD_REGION};
 use crate::target::{parse_target, Refusal};
 use http::Method;
 
@@ -254,14 +255,14 @@ impl Forbidden {
     pub fn reason(&self) -> String {
         match self {
             Forbidden::Address => {
-                "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM".to_string()
+                format!("forbidden: your address is not in {ALLOW_FROM}")
             }
             Forbidden::CrossSite => "forbidden: requests from web pages (with an Origin header, \
                                      or Sec-Fetch-Site other than none) are not served: this \
                                      proxy adds a Nomad token to what it forwards"
                 .to_string(),
             Forbidden::OtherRegion { asked, here } => format!(
-                "forbidden: this proxy serves region {here:?} (NOMAD_REGION) and the request \
+                "forbidden: this proxy serves region {here:?} ({NOMAD_REGION}) and the request \
                  asks for region {asked:?}; set region: {here} in nomad_sd_configs, or the \
                  client's region setting"
             ),

@@ -16,12 +16,17 @@ pub enum Command {
     Help,
 }
 
-pub const USAGE: &str = "\
+pub const USAGE: &str = concat!(
+    "\
 Usage: nomad-holepunch [OPTIONS]
 
 Exposes an allowlisted part of the Nomad Task API socket on TCP, with the
 task's Workload Identity token. Configured with environment variables
-(HOLEPUNCH_BIND, HOLEPUNCH_PORT, HOLEPUNCH_ALLOW_*, ...; see the README).
+(",
+    crate::var_name!(BIND),
+    ", ",
+    crate::var_name!(PORT),
+    ", HOLEPUNCH_ALLOW_*, ...; see the README).
 
 Options:
   -c, --conf FILE   Pingora server settings (YAML): threads, grace period,
@@ -36,7 +41,8 @@ Options:
   -h, --help        print this help
 
 Signals: SIGTERM drains requests in flight and exits 0; SIGQUIT hands the
-listening socket to a new instance started with -u; SIGINT exits at once.";
+listening socket to a new instance started with -u; SIGINT exits at once."
+);
 
 /// Parses the arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {

@@ -34,10 +34,10 @@ pub struct ClientTokens {
 impl ClientTokens {
     /// Reads the token file at startup; errors are fatal there.
     pub fn load(path: &Path) -> Result<ClientTokens, ConfigError> {
-        let error = |expected: String| ConfigError {
+        let error = |problem: String| ConfigError {
             var: CLIENT_TOKEN_FILE.to_string(),
             value: Some(path.display().to_string()),
-            expected,
+            problem,
         };
         let raw = std::fs::read(path)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;

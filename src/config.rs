@@ -2,6 +2,14 @@
 //! and defaults, but strict: every bad value is an error naming the variable,
 //! the value and what would be accepted, and nothing falls back silently.
 //!
+//! One table, [`table`], has one entry per variable: its name, its default,
+//! what it means, how its value is parsed and how its effective setting is
+//! described. The table drives the parsing, the unknown-variable check, and
+//! the description printed by `--check` and at startup. Each variable is read
+//! once, in the table's order; settings that depend on several variables
+//! (the socket path, the token's source, the TLS pair, ALL off loopback) are
+//! resolved after, so problems are reported in a stable order, each once.
+//!
 //! Pure: [`Config::from_vars`] takes the variables as a list, so tests and
 //! `--check` see exactly what the server would. Reading the token itself
 //! (a file, maybe) is `crate::token`'s job.
@@ -9,6 +17,7 @@
 use crate::allowlist::{Allowlist, Group};
 use crate::cidr::AddrSet;
 use crate::head::HostList;
+use crate::logging::LogFormat;
 use crate::token::TokenSource;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -17,76 +26,440 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const BIND: &str = "HOLEPUNCH_BIND";
-pub const PORT: &str = "HOLEPUNCH_PORT";
-pub const SOCKET_PATH: &str = "HOLEPUNCH_SOCKET_PATH";
-/// The name the Go original's README gives; read when HOLEPUNCH_SOCKET_PATH is unset.
-pub const SOCKET_PATH_ALIAS: &str = "NOMAD_SOCKET_PATH";
-pub const TOKEN_FILE: &str = "HOLEPUNCH_TOKEN_FILE";
-pub const ALLOW_ALL: &str = "HOLEPUNCH_ALLOW_ALL";
-pub const UPSTREAM_TIMEOUT: &str = "HOLEPUNCH_UPSTREAM_TIMEOUT";
-pub const CLIENT_HEADER_TIMEOUT: &str = "HOLEPUNCH_CLIENT_HEADER_TIMEOUT";
-pub const MAX_BODY: &str = "HOLEPUNCH_MAX_BODY";
-pub const TLS_CERT_FILE: &str = "HOLEPUNCH_TLS_CERT_FILE";
-pub const TLS_KEY_FILE: &str = "HOLEPUNCH_TLS_KEY_FILE";
-pub const CLIENT_TOKEN_FILE: &str = "HOLEPUNCH_CLIENT_TOKEN_FILE";
-pub const METRICS_CACHE_TTL: &str = "HOLEPUNCH_METRICS_CACHE_TTL";
-pub const TELEMETRY_BIND: &str = "HOLEPUNCH_TELEMETRY_BIND";
-pub const LOG_FORMAT: &str = "HOLEPUNCH_LOG_FORMAT";
-pub const CLIENT_WRITE_TIMEOUT: &str = "HOLEPUNCH_CLIENT_WRITE_TIMEOUT";
-pub const ALLOWED_HOSTS: &str = "HOLEPUNCH_ALLOWED_HOSTS";
-pub const ALLOW_FROM: &str = "HOLEPUNCH_ALLOW_FROM";
-pub const MAX_IN_FLIGHT: &str = "HOLEPUNCH_MAX_IN_FLIGHT";
-pub const RATE_LIMIT: &str = "HOLEPUNCH_RATE_LIMIT";
-/// Set by Nomad for every task: the region of the agent.
-pub const NOMAD_REGION: &str = "NOMAD_REGION";
-/// Set by `identity { env = true }`.
-pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
-/// Set by Nomad for every task.
-pub const NOMAD_SECRETS_DIR: &str = "NOMAD_SECRETS_DIR";
+/// The name of each variable, the only place it is written (the endpoint
+/// groups' flags are written in [`Group::flag`]). `var_name!(PORT)` is the
+/// literal, for fixed messages elsewhere (`concat!`); the constants below are
+/// the same names for everything else.
+#[macro_export]
+macro_rules! var_name {
+    (BIND) => {
+        "HOLEPUNCH_BIND"
+    };
+    (PORT) => {
+        "HOLEPUNCH_PORT"
+    };
+    (SOCKET_PATH) => {
+        "HOLEPUNCH_SOCKET_PATH"
+    };
+    (SOCKET_PATH_ALIAS) => {
+        "NOMAD_SOCKET_PATH"
+    };
+    (NOMAD_SECRETS_DIR) => {
+        "NOMAD_SECRETS_DIR"
+    };
+    (TOKEN_FILE) => {
+        "HOLEPUNCH_TOKEN_FILE"
+    };
+    (NOMAD_TOKEN) => {
+        "NOMAD_TOKEN"
+    };
+    (ALLOW_ALL) => {
+        "HOLEPUNCH_ALLOW_ALL"
+    };
+    (UPSTREAM_TIMEOUT) => {
+        "HOLEPUNCH_UPSTREAM_TIMEOUT"
+    };
+    (CLIENT_HEADER_TIMEOUT) => {
+        "HOLEPUNCH_CLIENT_HEADER_TIMEOUT"
+    };
+    (CLIENT_WRITE_TIMEOUT) => {
+        "HOLEPUNCH_CLIENT_WRITE_TIMEOUT"
+    };
+    (ALLOW_FROM) => {
+        "HOLEPUNCH_ALLOW_FROM"
+    };
+    (ALLOWED_HOSTS) => {
+        "HOLEPUNCH_ALLOWED_HOSTS"
+    };
+    (NOMAD_REGION) => {
+        "NOMAD_REGION"
+    };
+    (MAX_IN_FLIGHT) => {
+        "HOLEPUNCH_MAX_IN_FLIGHT"
+    };
+    (RATE_LIMIT) => {
+        "HOLEPUNCH_RATE_LIMIT"
+    };
+    (MAX_BODY) => {
+        "HOLEPUNCH_MAX_BODY"
+    };
+    (TLS_CERT_FILE) => {
+        "HOLEPUNCH_TLS_CERT_FILE"
+    };
+    (TLS_KEY_FILE) => {
+        "HOLEPUNCH_TLS_KEY_FILE"
+    };
+    (CLIENT_TOKEN_FILE) => {
+        "HOLEPUNCH_CLIENT_TOKEN_FILE"
+    };
+    (METRICS_CACHE_TTL) => {
+        "HOLEPUNCH_METRICS_CACHE_TTL"
+    };
+    (TELEMETRY_BIND) => {
+        "HOLEPUNCH_TELEMETRY_BIND"
+    };
+    (LOG_FORMAT) => {
+        "HOLEPUNCH_LOG_FORMAT"
+    };
+}
 
-pub const DEFAULT_BIND: &str = "0.0.0.0";
-pub const DEFAULT_PORT: u16 = 6120;
+pub const BIND: &str = var_name!(BIND);
+pub const PORT: &str = var_name!(PORT);
+pub const SOCKET_PATH: &str = var_name!(SOCKET_PATH);
+/// The name the Go original's README gives; read when HOLEPUNCH_SOCKET_PATH is unset.
+pub const SOCKET_PATH_ALIAS: &str = var_name!(SOCKET_PATH_ALIAS);
+/// Set by Nomad for every task.
+pub const NOMAD_SECRETS_DIR: &str = var_name!(NOMAD_SECRETS_DIR);
+pub const TOKEN_FILE: &str = var_name!(TOKEN_FILE);
+/// Set by `identity { env = true }`.
+pub const NOMAD_TOKEN: &str = var_name!(NOMAD_TOKEN);
+pub const ALLOW_ALL: &str = var_name!(ALLOW_ALL);
+pub const UPSTREAM_TIMEOUT: &str = var_name!(UPSTREAM_TIMEOUT);
+pub const CLIENT_HEADER_TIMEOUT: &str = var_name!(CLIENT_HEADER_TIMEOUT);
+pub const CLIENT_WRITE_TIMEOUT: &str = var_name!(CLIENT_WRITE_TIMEOUT);
+pub const ALLOW_FROM: &str = var_name!(ALLOW_FROM);
+pub const ALLOWED_HOSTS: &str = var_name!(ALLOWED_HOSTS);
+/// Set by Nomad for every task: the region of the agent.
+pub const NOMAD_REGION: &str = var_name!(NOMAD_REGION);
+pub const MAX_IN_FLIGHT: &str = var_name!(MAX_IN_FLIGHT);
+pub const RATE_LIMIT: &str = var_name!(RATE_LIMIT);
+pub const MAX_BODY: &str = var_name!(MAX_BODY);
+pub const TLS_CERT_FILE: &str = var_name!(TLS_CERT_FILE);
+pub const TLS_KEY_FILE: &str = var_name!(TLS_KEY_FILE);
+pub const CLIENT_TOKEN_FILE: &str = var_name!(CLIENT_TOKEN_FILE);
+pub const METRICS_CACHE_TTL: &str = var_name!(METRICS_CACHE_TTL);
+pub const TELEMETRY_BIND: &str = var_name!(TELEMETRY_BIND);
+pub const LOG_FORMAT: &str = var_name!(LOG_FORMAT);
+
+/// Every variable of ours starts with this; any other such variable is an
+/// error, so a typo cannot silently leave a default.
+const PREFIX: &str = "HOLEPUNCH_";
+
 /// The socket path when neither the variables nor NOMAD_SECRETS_DIR say otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/secrets/api.sock";
-/// How long Nomad may take to answer: above the 330 s a blocking query can
-/// last (a 5 min `wait` plus up to 1/16 jitter).
-pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(340);
-pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
-pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Named in its variable's message, so written once here.
+const DEFAULT_MAX_IN_FLIGHT: &str = "256";
 
 /// The longest path a Unix socket address can hold on Linux (`sun_path` is
 /// 108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Every `HOLEPUNCH_*` variable this program reads. Any other variable with
-/// that prefix is an error, so a typo cannot silently leave a default.
-fn known_variables() -> impl Iterator<Item = &'static str> {
-    [
-        BIND,
-        PORT,
-        SOCKET_PATH,
-        TOKEN_FILE,
-        ALLOW_ALL,
-        UPSTREAM_TIMEOUT,
-        CLIENT_HEADER_TIMEOUT,
-        MAX_BODY,
-        TLS_CERT_FILE,
-        TLS_KEY_FILE,
-        CLIENT_TOKEN_FILE,
-        METRICS_CACHE_TTL,
-        TELEMETRY_BIND,
-        LOG_FORMAT,
-        CLIENT_WRITE_TIMEOUT,
-        ALLOWED_HOSTS,
-        ALLOW_FROM,
-        MAX_IN_FLIGHT,
-        RATE_LIMIT,
-    ]
-    .into_iter()
-    .chain(Group::ALL.iter().map(|g| g.flag()))
+/// One variable: everything about it the program knows.
+#[derive(Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    /// What applies when it is unset or empty.
+    pub default: DefaultValue,
+    /// What it is for, in one line.
+    pub meaning: &'static str,
+    parse: Parse,
+    /// Its line in [`Config::describe`]; `None` when another variable's line
+    /// covers it (the port is on the bind address's line).
+    show: Option<fn(&Config) -> String>,
+}
+
+/// A variable's default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// This value, parsed as if it were set (so it is checked like one).
+    Value(&'static str),
+    /// No value: what being unset means, in the README's words.
+    Unset(&'static str),
+}
+
+impl DefaultValue {
+    /// The default as the README's configuration table writes it.
+    pub fn readme(self) -> String {
+        match self {
+            DefaultValue::Value(v) => format!("`{v}`"),
+            DefaultValue::Unset(text) => text.to_string(),
+        }
+    }
+}
+
+/// How a variable's value is taken.
+#[derive(Clone, Copy)]
+enum Parse {
+    /// Stores the value in the draft, or says what is wrong with it.
+    With(fn(&str, &mut Draft) -> Result<(), String>),
+    /// An endpoint group's flag, a boolean.
+    Flag(Group),
+}
+
+const BOOLEAN: &str =
+    "expected a boolean: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false or False";
+const DURATION: &str = "expected a duration above zero with a unit, such as 500ms, 10s, \
+                        1m30s or 1h (units: ns, us, ms, s, m, h)";
+
+/// Every variable this program reads, in the order it reads them and
+/// describes them: the fixed ones, then the endpoint groups' flags.
+pub fn table() -> impl Iterator<Item = Var> {
+    VARS.iter()
+        .copied()
+        .chain(Group::ALL.into_iter().map(|group| Var {
+            name: group.flag(),
+            default: DefaultValue::Value(if group.default_enabled() {
+                "true"
+            } else {
+                "false"
+            }),
+            meaning: "open this endpoint group (see Endpoint groups)",
+            parse: Parse::Flag(group),
+            show: None,
+        }))
+}
+
+static VARS: [Var; 23] = [
+    Var {
+        name: BIND,
+        default: DefaultValue::Value("0.0.0.0"),
+        meaning: "the IP address to listen on",
+        parse: Parse::With(|v, d| parse_bind(v).map(|ip| d.ip = Some(ip))),
+        show: Some(|c| format!("listen address: {}", c.listen)),
+    },
+    Var {
+        name: PORT,
+        default: DefaultValue::Value("6120"),
+        meaning: "the port to listen on",
+        parse: Parse::With(|v, d| parse_port(v).map(|port| d.port = Some(port))),
+        show: None,
+    },
+    Var {
+        name: SOCKET_PATH,
+        default: DefaultValue::Unset(concat!(
+            "`$",
+            var_name!(NOMAD_SECRETS_DIR),
+            "/api.sock`, else `/secrets/api.sock`"
+        )),
+        meaning: "the Task API socket",
+        parse: Parse::With(|v, d| set(&mut d.socket_path, Some(v.to_string()))),
+        show: Some(|c| {
+            format!(
+                "Task API socket: {} (from {})",
+                c.socket_path, c.socket_path_from
+            )
+        }),
+    },
+    Var {
+        name: SOCKET_PATH_ALIAS,
+        default: DefaultValue::Unset("unset"),
+        meaning: concat!(
+            "the Task API socket, when ",
+            var_name!(SOCKET_PATH),
+            " is unset"
+        ),
+        parse: Parse::With(|v, d| set(&mut d.socket_path_alias, Some(v.to_string()))),
+        show: None,
+    },
+    Var {
+        name: NOMAD_SECRETS_DIR,
+        default: DefaultValue::Unset("set by Nomad"),
+        meaning: "the task's secrets directory: the socket and the token file are in it",
+        parse: Parse::With(|v, d| set(&mut d.secrets_dir, Some(v.to_string()))),
+        show: None,
+    },
+    Var {
+        name: TOKEN_FILE,
+        default: DefaultValue::Unset("unset"),
+        meaning: "the file holding the workload token, re-read when it changes",
+        parse: Parse::With(|v, d| set(&mut d.token_file, Some(v.into()))),
+        show: Some(|c| format!("workload token: {}", c.token.describe())),
+    },
+    Var {
+        name: NOMAD_TOKEN,
+        default: DefaultValue::Unset("unset"),
+        meaning: "the workload token from identity { env = true }",
+        // Never echoed: this parser has no error. Blank counts as unset.
+        parse: Parse::With(|v, d| {
+            let token = Some(v.to_string()).filter(|v| !v.trim().is_empty());
+            set(&mut d.nomad_token, token)
+        }),
+        show: None,
+    },
+    Var {
+        name: ALLOW_ALL,
+        default: DefaultValue::Value("false"),
+        meaning: "every /v1/ path and every method, request bodies forwarded",
+        parse: Parse::With(|v, d| {
+            let all = parse_bool(v).ok_or(BOOLEAN)?;
+            let allow = d.allow.with_all(all);
+            set(&mut d.allow, allow)
+        }),
+        show: Some(|c| format!("{ALLOW_ALL} = {}", c.allow.all())),
+    },
+    Var {
+        name: UPSTREAM_TIMEOUT,
+        default: DefaultValue::Value("340s"),
+        meaning: "how long Nomad may take to send a response header, and between two body reads",
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.upstream_timeout = t)),
+        show: Some(|c| format!("{UPSTREAM_TIMEOUT} = {:?}", c.upstream_timeout)),
+    },
+    Var {
+        name: CLIENT_HEADER_TIMEOUT,
+        default: DefaultValue::Value("10s"),
+        meaning: "how long a client may take to send a whole request header",
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_header_timeout = t)),
+        show: Some(|c| format!("{CLIENT_HEADER_TIMEOUT} = {:?}", c.client_header_timeout)),
+    },
+    Var {
+        name: CLIENT_WRITE_TIMEOUT,
+        default: DefaultValue::Value("30s"),
+        meaning: "how long a client may take no bytes of what the proxy writes to it",
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_write_timeout = t)),
+        show: Some(|c| format!("{CLIENT_WRITE_TIMEOUT} = {:?}", c.client_write_timeout)),
+    },
+    Var {
+        name: ALLOW_FROM,
+        default: DefaultValue::Unset("unset (any address)"),
+        meaning: "the client addresses and CIDR ranges served",
+        parse: Parse::With(|v, d| parse_allow_from(v).map(|set| d.allow_from = Some(set))),
+        show: Some(|c| match &c.allow_from {
+            Some(set) => format!("{ALLOW_FROM} = {set}"),
+            None => format!("{ALLOW_FROM} = any address"),
+        }),
+    },
+    Var {
+        name: ALLOWED_HOSTS,
+        default: DefaultValue::Unset("unset (any Host)"),
+        meaning: "the Host names served, against DNS rebinding",
+        parse: Parse::With(|v, d| {
+            parse_allowed_hosts(v).map(|hosts| d.allowed_hosts = Some(hosts))
+        }),
+        show: Some(|c| match &c.allowed_hosts {
+            Some(hosts) => format!("{ALLOWED_HOSTS} = {hosts} (and IP addresses, localhost)"),
+            None => format!("{ALLOWED_HOSTS} = any host"),
+        }),
+    },
+    Var {
+        name: NOMAD_REGION,
+        default: DefaultValue::Unset("set by Nomad"),
+        meaning: "the agent's region; a request naming another region is refused",
+        parse: Parse::With(|v, d| set(&mut d.region, Some(v.to_string()))),
+        show: Some(|c| match &c.region {
+            Some(region) => format!("region: {region} (from {NOMAD_REGION})"),
+            None => format!("region: unknown ({NOMAD_REGION} unset): not checked"),
+        }),
+    },
+    Var {
+        name: MAX_IN_FLIGHT,
+        default: DefaultValue::Value(DEFAULT_MAX_IN_FLIGHT),
+        meaning: "the most requests on the Task API socket at once",
+        parse: Parse::With(|v, d| parse_max_in_flight(v).map(|n| d.max_in_flight = n)),
+        show: Some(|c| format!("{MAX_IN_FLIGHT} = {}", c.max_in_flight)),
+    },
+    Var {
+        name: RATE_LIMIT,
+        default: DefaultValue::Unset("unset (off)"),
+        meaning: "requests per client address, as N/s, N/m or N/h",
+        parse: Parse::With(|v, d| parse_rate_limit(v).map(|limit| d.rate_limit = Some(limit))),
+        show: Some(|c| match c.rate_limit {
+            Some(limit) => format!("{RATE_LIMIT} = {limit} per client address"),
+            None => format!("{RATE_LIMIT} = off"),
+        }),
+    },
+    Var {
+        name: MAX_BODY,
+        default: DefaultValue::Value("1MiB"),
+        meaning: "the largest request body forwarded (bodies exist only under ALL)",
+        parse: Parse::With(|v, d| {
+            let size = parse_size(v)
+                .ok_or("expected a size in bytes, such as 1048576, 512KiB, 1MiB or 2MB")?;
+            set(&mut d.max_body, size)
+        }),
+        show: Some(|c| format!("{MAX_BODY} = {} bytes", c.max_body)),
+    },
+    Var {
+        name: TLS_CERT_FILE,
+        default: DefaultValue::Unset("unset"),
+        meaning: "TLS on the listener: the certificate chain, PEM",
+        parse: Parse::With(|v, d| set(&mut d.tls_cert, Some(v.into()))),
+        show: Some(|c| match &c.tls {
+            Some(t) => format!("TLS: {} and {}", t.cert.display(), t.key.display()),
+            None => "TLS: off".to_string(),
+        }),
+    },
+    Var {
+        name: TLS_KEY_FILE,
+        default: DefaultValue::Unset("unset"),
+        meaning: "TLS on the listener: the private key, PEM",
+        parse: Parse::With(|v, d| set(&mut d.tls_key, Some(v.into()))),
+        show: None,
+    },
+    Var {
+        name: CLIENT_TOKEN_FILE,
+        default: DefaultValue::Unset("unset"),
+        meaning: "bearer tokens clients must present, one per line",
+        parse: Parse::With(|v, d| set(&mut d.client_token_file, Some(v.into()))),
+        show: Some(|c| match &c.client_token_file {
+            Some(path) => format!("client tokens: required, from {}", path.display()),
+            None => "client tokens: off".to_string(),
+        }),
+    },
+    Var {
+        name: METRICS_CACHE_TTL,
+        default: DefaultValue::Unset("unset (off)"),
+        meaning: "how long identical metrics scrapes are served from memory",
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.metrics_cache_ttl = Some(t))),
+        show: Some(|c| match c.metrics_cache_ttl {
+            Some(ttl) => format!("{METRICS_CACHE_TTL} = {ttl:?}"),
+            None => format!("{METRICS_CACHE_TTL} = off"),
+        }),
+    },
+    Var {
+        name: TELEMETRY_BIND,
+        default: DefaultValue::Unset("unset (off)"),
+        meaning: "the address and port of the proxy's own Prometheus metrics",
+        parse: Parse::With(|v, d| {
+            parse_telemetry_bind(v).map(|addr| d.telemetry = Some((addr, v.to_string())))
+        }),
+        show: Some(|c| match c.telemetry_listen {
+            Some(addr) => format!("{TELEMETRY_BIND} = {addr}"),
+            None => format!("{TELEMETRY_BIND} = off"),
+        }),
+    },
+    Var {
+        name: LOG_FORMAT,
+        default: DefaultValue::Value("text"),
+        meaning: "text, or json for one JSON object per line",
+        parse: Parse::With(|v, d| LogFormat::parse(v).map(|format| d.log_format = format)),
+        show: Some(|c| format!("{LOG_FORMAT} = {}", c.log_format.name())),
+    },
+];
+
+impl Var {
+    /// Reads this variable's value (or its default) into the draft; a
+    /// problem is recorded under its name.
+    fn read(&self, vars: &Vars, draft: &mut Draft, problems: &mut Problems) {
+        let value = match vars.get(self.name) {
+            Some(Err(())) => return problems.add(self.name, None, "the value is not valid UTF-8"),
+            Some(Ok(v)) if !v.is_empty() => v.as_str(),
+            _ => match self.default {
+                DefaultValue::Value(v) => v,
+                DefaultValue::Unset(_) => return,
+            },
+        };
+        let parsed = match self.parse {
+            Parse::With(parse) => parse(value, draft),
+            Parse::Flag(group) => match parse_bool(value) {
+                Some(open) => {
+                    draft.allow = draft.allow.with(group, open);
+                    Ok(())
+                }
+                None => Err(BOOLEAN.to_string()),
+            },
+        };
+        if let Err(problem) = parsed {
+            problems.add(self.name, Some(value), problem);
+        }
+    }
+
+    /// This variable's line in the description, if it has its own.
+    fn describe(&self, config: &Config) -> Option<String> {
+        match self.parse {
+            Parse::Flag(group) => Some(format!("{} = {}", self.name, config.allow.allows(group))),
+            Parse::With(_) => self.show.map(|show| show(config)),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -170,45 +543,6 @@ impl fmt::Display for RateLimit {
     }
 }
 
-/// How log lines are written (`HOLEPUNCH_LOG_FORMAT`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `[2026-11-25T10:00:00.000Z INFO  target] message`, env_logger's.
-    #[default]
-    Text,
-    /// One JSON object per line: ts, level, target, msg.
-    Json,
-}
-
-impl LogFormat {
-    /// Parses `HOLEPUNCH_LOG_FORMAT`; unset or empty is text.
-    pub fn parse(v: Option<&str>) -> Result<LogFormat, ConfigError> {
-        match v {
-            None | Some("") | Some("text") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some(other) => Err(ConfigError {
-                var: LOG_FORMAT.to_string(),
-                value: Some(other.to_string()),
-                expected: "expected text (the default) or json".to_string(),
-            }),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-
-    /// The format the process environment asks for, for the logger, which
-    /// starts before the configuration is checked (a bad value is reported
-    /// with the other problems, and text is used meanwhile).
-    pub fn from_env() -> LogFormat {
-        LogFormat::parse(std::env::var(LOG_FORMAT).ok().as_deref()).unwrap_or_default()
-    }
-}
-
 /// The PEM files for TLS on the listener, re-read when they change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -216,7 +550,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// One problem with one variable.
+/// One problem with one variable (or with `-c`, or a file a variable names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     /// The variable at fault.
@@ -224,21 +558,92 @@ pub struct ConfigError {
     /// The value it had, quoted for the message; `None` when it was unset or
     /// when the value must not be shown (a token).
     pub value: Option<String>,
-    /// What would be accepted, or what to do.
-    pub expected: String,
+    /// What is wrong: what would be accepted, or what could not be done
+    /// with the value, and what to do.
+    pub problem: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
-            Some(v) => write!(f, "{}={:?}: {}", self.var, v, self.expected),
-            None => write!(f, "{}: {}", self.var, self.expected),
+            Some(v) => write!(f, "{}={:?}: {}", self.var, v, self.problem),
+            None => write!(f, "{}: {}", self.var, self.problem),
+        }
+    }
+}
+
+/// Every problem found, in the order found.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    pub fn push(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = ConfigError>) {
+        self.0.extend(errors);
+    }
+
+    /// Records a problem with `var`, whose value was `value`.
+    pub fn add(&mut self, var: &str, value: Option<&str>, problem: impl Into<String>) {
+        self.push(ConfigError {
+            var: var.to_string(),
+            value: value.map(str::to_string),
+            problem: problem.into(),
+        });
+    }
+
+    /// The value, or `None` with its problem recorded.
+    pub fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    /// Whether a problem was recorded for any of `vars`.
+    fn about(&self, vars: &[&str]) -> bool {
+        self.0.iter().any(|e| vars.contains(&e.var.as_str()))
+    }
+
+    /// `value` when nothing went wrong, else every problem.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<ConfigError>> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self.0),
         }
     }
 }
 
 /// The variables as given: `Err(())` for a value that is not UTF-8.
 type Vars = HashMap<String, Result<String, ()>>;
+
+/// What the variables said, each on its own; [`Draft::finish`] puts them together.
+#[derive(Default)]
+struct Draft {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    socket_path: Option<String>,
+    socket_path_alias: Option<String>,
+    secrets_dir: Option<String>,
+    token_file: Option<PathBuf>,
+    nomad_token: Option<String>,
+    allow: Allowlist,
+    upstream_timeout: Duration,
+    client_header_timeout: Duration,
+    client_write_timeout: Duration,
+    allow_from: Option<AddrSet>,
+    allowed_hosts: Option<HostList>,
+    region: Option<String>,
+    max_in_flight: usize,
+    rate_limit: Option<RateLimit>,
+    max_body: u64,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_token_file: Option<PathBuf>,
+    metrics_cache_ttl: Option<Duration>,
+    /// The address, and the value as written, for the message if it clashes.
+    telemetry: Option<(SocketAddr, String)>,
+    log_format: LogFormat,
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -247,7 +652,8 @@ impl Config {
     }
 
     /// Builds the configuration from a list of variables. Returns every
-    /// problem found, not just the first.
+    /// problem found, not just the first: each variable's, in the table's
+    /// order, then unknown variables by name, then those across variables.
     pub fn from_vars<I>(vars: I) -> Result<Config, Vec<ConfigError>>
     where
         I: IntoIterator<Item = (OsString, OsString)>,
@@ -256,313 +662,182 @@ impl Config {
             .into_iter()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().map_err(|_| ()))))
             .collect();
-        let mut errors = Vec::new();
-
-        for name in vars.keys().filter(|k| k.starts_with("HOLEPUNCH_")) {
-            if !known_variables().any(|known| known == name) {
-                errors.push(unknown_variable(name, &vars));
-            }
-        }
-
-        let bind = get(&vars, BIND, &mut errors).unwrap_or(DEFAULT_BIND);
-        let ip = parse_bind(bind).map_err(|e| errors.push(e)).ok();
-        let port = match get(&vars, PORT, &mut errors) {
-            None => Some(DEFAULT_PORT),
-            Some(v) => parse_port(v).map_err(|e| errors.push(e)).ok(),
+        let mut problems = Problems::default();
+        let mut draft = Draft {
+            allow: Allowlist::none(),
+            ..Draft::default()
         };
-
-        let (socket_path, socket_path_from) = socket_path(&vars, &mut errors);
-        if socket_path.len() > MAX_SOCKET_PATH {
-            errors.push(ConfigError {
-                var: socket_path_from.to_string(),
-                value: Some(socket_path.clone()),
-                expected: format!(
-                    "a Unix socket path can be at most {MAX_SOCKET_PATH} bytes; this one is {} \
-                     (move the task directory to a shorter path or link the socket somewhere shorter)",
-                    socket_path.len()
-                ),
-            });
+        for var in table() {
+            var.read(&vars, &mut draft, &mut problems);
         }
-
-        let token = token_source(&vars, &mut errors);
-
-        let upstream_timeout = get_duration(
-            &vars,
-            UPSTREAM_TIMEOUT,
-            DEFAULT_UPSTREAM_TIMEOUT,
-            &mut errors,
-        );
-        let client_header_timeout = get_duration(
-            &vars,
-            CLIENT_HEADER_TIMEOUT,
-            DEFAULT_CLIENT_HEADER_TIMEOUT,
-            &mut errors,
-        );
-        let max_body = match get(&vars, MAX_BODY, &mut errors) {
-            None => DEFAULT_MAX_BODY,
-            Some(v) => parse_size(v).unwrap_or_else(|| {
-                errors.push(ConfigError {
-                    var: MAX_BODY.to_string(),
-                    value: Some(v.to_string()),
-                    expected: "expected a size in bytes, such as 1048576, 512KiB, 1MiB or 2MB"
-                        .to_string(),
-                });
-                DEFAULT_MAX_BODY
-            }),
-        };
-        let tls = match (
-            get(&vars, TLS_CERT_FILE, &mut errors),
-            get(&vars, TLS_KEY_FILE, &mut errors),
-        ) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.into(),
-                key: key.into(),
-            }),
-            (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => {
-                let (set, unset) = if vars.contains_key(TLS_CERT_FILE) {
-                    (TLS_CERT_FILE, TLS_KEY_FILE)
-                } else {
-                    (TLS_KEY_FILE, TLS_CERT_FILE)
-                };
-                errors.push(ConfigError {
-                    var: unset.to_string(),
-                    value: None,
-                    expected: format!("{set} is set, so TLS needs {unset} too (both PEM files)"),
-                });
-                None
-            }
-        };
-        let client_token_file = get(&vars, CLIENT_TOKEN_FILE, &mut errors).map(PathBuf::from);
-        let client_write_timeout = get_duration(
-            &vars,
-            CLIENT_WRITE_TIMEOUT,
-            DEFAULT_CLIENT_WRITE_TIMEOUT,
-            &mut errors,
-        );
-        let allow_from = get(&vars, ALLOW_FROM, &mut errors).and_then(|v| {
-            AddrSet::parse(v)
-                .map_err(|problems| {
-                    errors.push(ConfigError {
-                        var: ALLOW_FROM.to_string(),
-                        value: Some(v.to_string()),
-                        expected: format!(
-                            "{}; expected comma-separated IP addresses and CIDR ranges, \
-                             such as 10.0.0.0/8, 192.0.2.7, fd00::/8",
-                            problems.join("; ")
-                        ),
-                    })
-                })
-                .ok()
-        });
-        let allowed_hosts = get(&vars, ALLOWED_HOSTS, &mut errors).and_then(|v| {
-            HostList::parse(v)
-                .map_err(|problems| {
-                    errors.push(ConfigError {
-                        var: ALLOWED_HOSTS.to_string(),
-                        value: Some(v.to_string()),
-                        expected: format!(
-                            "{}; expected comma-separated host names, such as \
-                             nomad-1.example.com, *.nodes.example.com",
-                            problems.join("; ")
-                        ),
-                    })
-                })
-                .ok()
-        });
-        let region = get(&vars, NOMAD_REGION, &mut errors).map(str::to_string);
-        let max_in_flight = match get(&vars, MAX_IN_FLIGHT, &mut errors) {
-            None => DEFAULT_MAX_IN_FLIGHT,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 && n <= 1_000_000 && !v.starts_with('+') => n,
-                _ => {
-                    errors.push(ConfigError {
-                        var: MAX_IN_FLIGHT.to_string(),
-                        value: Some(v.to_string()),
-                        expected: format!(
-                            "expected a whole number of requests from 1 to 1000000 \
-                             (default {DEFAULT_MAX_IN_FLIGHT})"
-                        ),
-                    });
-                    DEFAULT_MAX_IN_FLIGHT
-                }
-            },
-        };
-        let rate_limit = get(&vars, RATE_LIMIT, &mut errors).and_then(|v| {
-            let parsed = RateLimit::parse(v);
-            if parsed.is_none() {
-                errors.push(ConfigError {
-                    var: RATE_LIMIT.to_string(),
-                    value: Some(v.to_string()),
-                    expected: "expected requests per client address as N/s, N/m or N/h \
-                               with N from 1, such as 20/s or 600/m"
-                        .to_string(),
-                });
-            }
-            parsed
-        });
-        let metrics_cache_ttl = get(&vars, METRICS_CACHE_TTL, &mut errors)
-            .is_some()
-            .then(|| get_duration(&vars, METRICS_CACHE_TTL, Duration::ZERO, &mut errors));
-
-        let telemetry_listen = get(&vars, TELEMETRY_BIND, &mut errors).and_then(|v| {
-            parse_telemetry_bind(v, ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)))
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
-        let log_format = LogFormat::parse(get(&vars, LOG_FORMAT, &mut errors))
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default();
-
-        let mut allow = Allowlist::default();
-        if let Some(all) = get_bool(&vars, ALLOW_ALL, false, &mut errors) {
-            allow = allow.with_all(all);
+        let mut unknown: Vec<&String> = vars
+            .keys()
+            .filter(|name| name.starts_with(PREFIX) && !table().any(|var| var.name == *name))
+            .collect();
+        unknown.sort();
+        for name in unknown {
+            problems.push(unknown_variable(name, &vars));
         }
-        for group in Group::ALL {
-            if let Some(open) = get_bool(&vars, group.flag(), group.default_enabled(), &mut errors)
-            {
-                allow = allow.with(group, open);
-            }
-        }
-
-        if let Some(ip) = ip {
-            if allow.all() && client_token_file.is_none() && !ip.to_canonical().is_loopback() {
-                errors.push(ConfigError {
-                    var: ALLOW_ALL.to_string(),
-                    value: Some("true".to_string()),
-                    expected: format!(
-                        "ALL forwards every Nomad API call with the workload token, so off \
-                         loopback it needs client authentication: set {CLIENT_TOKEN_FILE}, \
-                         or set {BIND} to 127.0.0.1 (it is {ip})"
-                    ),
-                });
-            }
-        }
-
-        match (ip, port, token) {
-            (Some(ip), Some(port), Some(token)) if errors.is_empty() => Ok(Config {
-                listen: SocketAddr::new(ip, port),
-                socket_path,
-                socket_path_from,
-                token,
-                allow,
-                upstream_timeout,
-                client_header_timeout,
-                client_write_timeout,
-                allow_from,
-                allowed_hosts,
-                region,
-                max_in_flight,
-                rate_limit,
-                max_body,
-                tls,
-                client_token_file,
-                metrics_cache_ttl,
-                telemetry_listen,
-                log_format,
-            }),
-            _ => Err(errors),
-        }
+        let config = draft.finish(&mut problems);
+        problems.finish(config)
     }
 
-    /// One line per setting, for the startup log and `--check`. The token
-    /// is described by its source only.
+    /// One line per setting, for the startup log and `--check`, in the
+    /// table's order. The token is described by its source only.
     pub fn describe(&self) -> Vec<String> {
-        let mut lines = vec![
-            format!("listen address: {}", self.listen),
-            format!(
-                "Task API socket: {} (from {})",
-                self.socket_path, self.socket_path_from
-            ),
-            format!("workload token: {}", self.token.describe()),
-            format!("{ALLOW_ALL} = {}", self.allow.all()),
-        ];
-        let tls = match &self.tls {
-            Some(t) => format!("{} and {}", t.cert.display(), t.key.display()),
-            None => "off".to_string(),
-        };
-        let client_tokens = match &self.client_token_file {
-            Some(path) => format!("required, from {}", path.display()),
-            None => "off".to_string(),
-        };
-        lines.extend([
-            format!("{UPSTREAM_TIMEOUT} = {:?}", self.upstream_timeout),
-            format!("{CLIENT_HEADER_TIMEOUT} = {:?}", self.client_header_timeout),
-            format!("{CLIENT_WRITE_TIMEOUT} = {:?}", self.client_write_timeout),
-            match &self.allow_from {
-                Some(set) => format!("{ALLOW_FROM} = {set}"),
-                None => format!("{ALLOW_FROM} = any address"),
-            },
-            match &self.allowed_hosts {
-                Some(hosts) => format!("{ALLOWED_HOSTS} = {hosts} (and IP addresses, localhost)"),
-                None => format!("{ALLOWED_HOSTS} = any host"),
-            },
-            match &self.region {
-                Some(region) => format!("region: {region} (from {NOMAD_REGION})"),
-                None => format!("region: unknown ({NOMAD_REGION} unset): not checked"),
-            },
-            format!("{MAX_IN_FLIGHT} = {}", self.max_in_flight),
-            match self.rate_limit {
-                Some(limit) => format!("{RATE_LIMIT} = {limit} per client address"),
-                None => format!("{RATE_LIMIT} = off"),
-            },
-            format!("{MAX_BODY} = {} bytes", self.max_body),
-            format!("TLS: {tls}"),
-            format!("client tokens: {client_tokens}"),
-            match self.metrics_cache_ttl {
-                Some(ttl) => format!("{METRICS_CACHE_TTL} = {ttl:?}"),
-                None => format!("{METRICS_CACHE_TTL} = off"),
-            },
-            match self.telemetry_listen {
-                Some(addr) => format!("{TELEMETRY_BIND} = {addr}"),
-                None => format!("{TELEMETRY_BIND} = off"),
-            },
-            format!("{LOG_FORMAT} = {}", self.log_format.name()),
-        ]);
-        lines.extend(
-            Group::ALL
-                .iter()
-                .map(|g| format!("{} = {}", g.flag(), self.allow.allows(*g))),
-        );
-        lines
+        table().filter_map(|var| var.describe(self)).collect()
     }
 }
 
-/// The value of a variable; `None` when unset or empty. A value that is not
-/// UTF-8 is reported and treated as unset.
-fn get<'a>(vars: &'a Vars, name: &str, errors: &mut Vec<ConfigError>) -> Option<&'a str> {
-    match vars.get(name)? {
-        Ok(v) if v.is_empty() => None,
-        Ok(v) => Some(v.as_str()),
-        Err(()) => {
-            errors.push(ConfigError {
-                var: name.to_string(),
-                value: None,
-                expected: "the value is not valid UTF-8".to_string(),
-            });
-            None
+impl Draft {
+    /// The configuration, once the settings that rest on several variables
+    /// are resolved and checked; `None` when something essential is missing.
+    fn finish(self, problems: &mut Problems) -> Option<Config> {
+        let (socket_path, socket_path_from) = self.socket_path(problems);
+        let token = self.token_source(problems);
+        let tls = self.tls(problems);
+        let listen = self
+            .ip
+            .zip(self.port)
+            .map(|(ip, port)| SocketAddr::new(ip, port));
+        let telemetry_listen = self.telemetry_listen(listen, problems);
+        self.check_all_off_loopback(problems);
+        Some(Config {
+            listen: listen?,
+            socket_path,
+            socket_path_from,
+            token: token?,
+            allow: self.allow,
+            upstream_timeout: self.upstream_timeout,
+            client_header_timeout: self.client_header_timeout,
+            client_write_timeout: self.client_write_timeout,
+            allow_from: self.allow_from,
+            allowed_hosts: self.allowed_hosts,
+            region: self.region,
+            max_in_flight: self.max_in_flight,
+            rate_limit: self.rate_limit,
+            max_body: self.max_body,
+            tls,
+            client_token_file: self.client_token_file,
+            metrics_cache_ttl: self.metrics_cache_ttl,
+            telemetry_listen,
+            log_format: self.log_format,
+        })
+    }
+
+    /// The first of HOLEPUNCH_SOCKET_PATH, NOMAD_SOCKET_PATH,
+    /// `$NOMAD_SECRETS_DIR/api.sock` and the default; it must fit in a
+    /// Unix socket address.
+    fn socket_path(&self, problems: &mut Problems) -> (String, &'static str) {
+        let (path, from) = if let Some(p) = &self.socket_path {
+            (p.clone(), SOCKET_PATH)
+        } else if let Some(p) = &self.socket_path_alias {
+            (p.clone(), SOCKET_PATH_ALIAS)
+        } else if let Some(dir) = &self.secrets_dir {
+            let path = format!("{}/api.sock", dir.trim_end_matches('/'));
+            (path, NOMAD_SECRETS_DIR)
+        } else {
+            (DEFAULT_SOCKET_PATH.to_string(), "default")
+        };
+        if path.len() > MAX_SOCKET_PATH {
+            let problem = format!(
+                "a Unix socket path can be at most {MAX_SOCKET_PATH} bytes; this one is {} \
+                 (move the task directory to a shorter path or link the socket somewhere shorter)",
+                path.len()
+            );
+            problems.add(from, Some(&path), problem);
+        }
+        (path, from)
+    }
+
+    /// The first of HOLEPUNCH_TOKEN_FILE, NOMAD_TOKEN and
+    /// `$NOMAD_SECRETS_DIR/nomad_token`. "No workload token" only when none
+    /// of them had a problem of its own already reported.
+    fn token_source(&self, problems: &mut Problems) -> Option<TokenSource> {
+        let source = if let Some(path) = &self.token_file {
+            TokenSource::File {
+                path: path.clone(),
+                var: TOKEN_FILE,
+            }
+        } else if let Some(token) = &self.nomad_token {
+            TokenSource::Env(token.clone())
+        } else if let Some(dir) = &self.secrets_dir {
+            TokenSource::File {
+                path: PathBuf::from(dir).join("nomad_token"),
+                var: NOMAD_SECRETS_DIR,
+            }
+        } else {
+            if !problems.about(&[TOKEN_FILE, NOMAD_TOKEN, NOMAD_SECRETS_DIR]) {
+                let problem = format!(
+                    "no workload token: set {TOKEN_FILE} to a token file, or give the task \
+                     identity {{ env = true }} (sets {NOMAD_TOKEN}) or identity {{ file = true }} \
+                     (writes ${NOMAD_SECRETS_DIR}/nomad_token)"
+                );
+                problems.add(NOMAD_TOKEN, None, problem);
+            }
+            return None;
+        };
+        Some(source)
+    }
+
+    /// Both PEM files, or neither: the problem names the one missing.
+    fn tls(&self, problems: &mut Problems) -> Option<TlsFiles> {
+        let (set, unset) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                return Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+            (None, None) => return None,
+            (Some(_), None) => (TLS_CERT_FILE, TLS_KEY_FILE),
+            (None, Some(_)) => (TLS_KEY_FILE, TLS_CERT_FILE),
+        };
+        let problem = format!("{set} is set, so TLS needs {unset} too (both PEM files)");
+        problems.add(unset, None, problem);
+        None
+    }
+
+    /// HOLEPUNCH_TELEMETRY_BIND, unless it is the proxy's own address and port.
+    fn telemetry_listen(
+        &self,
+        listen: Option<SocketAddr>,
+        problems: &mut Problems,
+    ) -> Option<SocketAddr> {
+        let (addr, value) = self.telemetry.as_ref()?;
+        let clash = listen.filter(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip() || l.ip().is_unspecified() || addr.ip().is_unspecified())
+        });
+        if let Some(listen) = clash {
+            let problem =
+                format!("the proxy itself listens on {listen}: give the metrics another port");
+            problems.add(TELEMETRY_BIND, Some(value), problem);
+            return None;
+        }
+        Some(*addr)
+    }
+
+    /// ALL forwards anything with the workload token: off loopback, only to
+    /// clients that authenticate.
+    fn check_all_off_loopback(&self, problems: &mut Problems) {
+        let Some(ip) = self.ip else { return };
+        if self.allow.all() && self.client_token_file.is_none() && !ip.to_canonical().is_loopback()
+        {
+            let problem = format!(
+                "ALL forwards every Nomad API call with the workload token, so off \
+                 loopback it needs client authentication: set {CLIENT_TOKEN_FILE}, \
+                 or set {BIND} to 127.0.0.1 (it is {ip})"
+            );
+            problems.add(ALLOW_ALL, Some("true"), problem);
         }
     }
 }
 
-/// A boolean as Go's strconv.ParseBool reads it; empty or unset is `default`.
-fn get_bool(vars: &Vars, name: &str, default: bool, errors: &mut Vec<ConfigError>) -> Option<bool> {
-    match get(vars, name, errors) {
-        None => Some(default),
-        Some(v) => match parse_bool(v) {
-            Some(b) => Some(b),
-            None => {
-                errors.push(ConfigError {
-                    var: name.to_string(),
-                    value: Some(v.to_string()),
-                    expected: "expected a boolean: 1, t, T, TRUE, true, True, 0, f, F, FALSE, \
-                               false or False"
-                        .to_string(),
-                });
-                None
-            }
-        },
-    }
+/// Stores a parsed value: the table's parsers end with it.
+fn set<T>(slot: &mut T, value: T) -> Result<(), String> {
+    *slot = value;
+    Ok(())
 }
 
 /// Exactly the spellings Go's strconv.ParseBool accepts.
@@ -575,29 +850,11 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// A duration in Go's syntax, as Nomad job specs write them (`10s`, `5m40s`,
-/// `1.5s`, `500ms`); empty or unset is `default`. Must be above zero.
-fn get_duration(
-    vars: &Vars,
-    name: &str,
-    default: Duration,
-    errors: &mut Vec<ConfigError>,
-) -> Duration {
-    match get(vars, name, errors) {
-        None => default,
-        Some(v) => match parse_duration(v) {
-            Some(d) if !d.is_zero() => d,
-            _ => {
-                errors.push(ConfigError {
-                    var: name.to_string(),
-                    value: Some(v.to_string()),
-                    expected: "expected a duration above zero with a unit, such as 500ms, 10s, \
-                               1m30s or 1h (units: ns, us, ms, s, m, h)"
-                        .to_string(),
-                });
-                default
-            }
-        },
-    }
+/// `1.5s`, `500ms`), above zero.
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    parse_duration(v)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| DURATION.to_string())
 }
 
 /// Go's time.ParseDuration, for positive values: one or more decimal numbers,
@@ -656,131 +913,99 @@ pub fn parse_size(v: &str) -> Option<u64> {
     number.checked_mul(scale)
 }
 
-fn parse_bind(v: &str) -> Result<IpAddr, ConfigError> {
+fn parse_bind(v: &str) -> Result<IpAddr, String> {
     let bare = v
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or(v);
-    bare.parse().map_err(|_| ConfigError {
-        var: BIND.to_string(),
-        value: Some(v.to_string()),
-        expected: "expected an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1, :: or ::1 \
-                   (the port goes in HOLEPUNCH_PORT)"
-            .to_string(),
+    bare.parse().map_err(|_| {
+        format!(
+            "expected an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1, :: or ::1 \
+             (the port goes in {PORT})"
+        )
     })
 }
 
-/// `HOLEPUNCH_TELEMETRY_BIND`: an address and port, not the proxy's own.
-fn parse_telemetry_bind(v: &str, listen: Option<SocketAddr>) -> Result<SocketAddr, ConfigError> {
-    let error = |expected: String| ConfigError {
-        var: TELEMETRY_BIND.to_string(),
-        value: Some(v.to_string()),
-        expected,
-    };
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 && !v.starts_with('+') => Ok(p),
+        _ => Err("expected a port number from 1 to 65535".to_string()),
+    }
+}
+
+/// `HOLEPUNCH_TELEMETRY_BIND`: an address and port (checked against the
+/// proxy's own in [`Draft::finish`]).
+fn parse_telemetry_bind(v: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = v.parse().map_err(|_| {
-        error(
-            "expected an address and a port, such as 127.0.0.1:6121 or [::1]:6121 \
-             (127.0.0.1 keeps the proxy's own metrics off the network)"
-                .to_string(),
-        )
+        "expected an address and a port, such as 127.0.0.1:6121 or [::1]:6121 \
+         (127.0.0.1 keeps the proxy's own metrics off the network)"
+            .to_string()
     })?;
     if addr.port() == 0 {
-        return Err(error("expected a port from 1 to 65535".to_string()));
-    }
-    let clash = listen.is_some_and(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip() || l.ip().is_unspecified() || addr.ip().is_unspecified())
-    });
-    if clash {
-        return Err(error(format!(
-            "the proxy itself listens on {}: give the metrics another port",
-            listen.map_or_else(String::new, |l| l.to_string())
-        )));
+        return Err("expected a port from 1 to 65535".to_string());
     }
     Ok(addr)
 }
 
-fn parse_port(v: &str) -> Result<u16, ConfigError> {
-    match v.parse::<u16>() {
-        Ok(p) if p > 0 && !v.starts_with('+') => Ok(p),
-        _ => Err(ConfigError {
-            var: PORT.to_string(),
-            value: Some(v.to_string()),
-            expected: "expected a port number from 1 to 65535".to_string(),
-        }),
+fn parse_allow_from(v: &str) -> Result<AddrSet, String> {
+    AddrSet::parse(v).map_err(|problems| {
+        format!(
+            "{}; expected comma-separated IP addresses and CIDR ranges, \
+             such as 10.0.0.0/8, 192.0.2.7, fd00::/8",
+            problems.join("; ")
+        )
+    })
+}
+
+fn parse_allowed_hosts(v: &str) -> Result<HostList, String> {
+    HostList::parse(v).map_err(|problems| {
+        format!(
+            "{}; expected comma-separated host names, such as \
+             nomad-1.example.com, *.nodes.example.com",
+            problems.join("; ")
+        )
+    })
+}
+
+fn parse_max_in_flight(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 && n <= 1_000_000 && !v.starts_with('+') => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of requests from 1 to 1000000 \
+             (default {DEFAULT_MAX_IN_FLIGHT})"
+        )),
     }
 }
 
-fn socket_path(vars: &Vars, errors: &mut Vec<ConfigError>) -> (String, &'static str) {
-    if let Some(p) = get(vars, SOCKET_PATH, errors) {
-        return (p.to_string(), SOCKET_PATH);
-    }
-    if let Some(p) = get(vars, SOCKET_PATH_ALIAS, errors) {
-        return (p.to_string(), SOCKET_PATH_ALIAS);
-    }
-    if let Some(dir) = get(vars, NOMAD_SECRETS_DIR, errors) {
-        return (
-            format!("{}/api.sock", dir.trim_end_matches('/')),
-            NOMAD_SECRETS_DIR,
-        );
-    }
-    (DEFAULT_SOCKET_PATH.to_string(), "default")
-}
-
-fn token_source(vars: &Vars, errors: &mut Vec<ConfigError>) -> Option<TokenSource> {
-    if let Some(path) = get(vars, TOKEN_FILE, errors) {
-        return Some(TokenSource::File {
-            path: PathBuf::from(path),
-            var: TOKEN_FILE,
-        });
-    }
-    // The token's value is never echoed, even when it is not UTF-8.
-    match vars.get(NOMAD_TOKEN) {
-        Some(Ok(v)) if !v.trim().is_empty() => return Some(TokenSource::Env(v.clone())),
-        Some(Err(())) => {
-            errors.push(ConfigError {
-                var: NOMAD_TOKEN.to_string(),
-                value: None,
-                expected: "the value is not valid UTF-8".to_string(),
-            });
-            return None;
-        }
-        _ => {}
-    }
-    if let Some(dir) = get(vars, NOMAD_SECRETS_DIR, errors) {
-        return Some(TokenSource::File {
-            path: PathBuf::from(dir).join("nomad_token"),
-            var: NOMAD_SECRETS_DIR,
-        });
-    }
-    errors.push(ConfigError {
-        var: NOMAD_TOKEN.to_string(),
-        value: None,
-        expected: format!(
-            "no workload token: set {TOKEN_FILE} to a token file, or give the task \
-             identity {{ env = true }} (sets {NOMAD_TOKEN}) or identity {{ file = true }} \
-             (writes $NOMAD_SECRETS_DIR/nomad_token)"
-        ),
-    });
-    None
+fn parse_rate_limit(v: &str) -> Result<RateLimit, String> {
+    RateLimit::parse(v).ok_or_else(|| {
+        "expected requests per client address as N/s, N/m or N/h \
+         with N from 1, such as 20/s or 600/m"
+            .to_string()
+    })
 }
 
 fn unknown_variable(name: &str, vars: &Vars) -> ConfigError {
-    let nearest = known_variables()
+    let ours = || {
+        table()
+            .map(|var| var.name)
+            .filter(|n| n.starts_with(PREFIX))
+    };
+    let nearest = ours()
         .map(|k| (edit_distance(name, k), k))
         .min()
         .filter(|(d, _)| *d <= 3);
-    let expected = match nearest {
+    let problem = match nearest {
         Some((_, k)) => format!("unknown variable; did you mean {k}?"),
         None => format!(
-            "unknown variable; the HOLEPUNCH_ variables are {}",
-            known_variables().collect::<Vec<_>>().join(", ")
+            "unknown variable; the {PREFIX} variables are {}",
+            ours().collect::<Vec<_>>().join(", ")
         ),
     };
     ConfigError {
         var: name.to_string(),
         value: vars.get(name).and_then(|v| v.clone().ok()),
-        expected,
+        problem,
     }
 }
 
@@ -991,6 +1216,141 @@ mod tests {
         assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().allow.all());
     }
 
+    /// Problems come in one order whatever the order of the environment:
+    /// each variable's in the table's order, then unknown variables by name,
+    /// then the checks across variables.
+    #[test]
+    fn problems_are_reported_in_a_stable_order() {
+        let vars = [
+            (TLS_CERT_FILE, "/c.pem"),
+            ("HOLEPUNCH_ZZZ", "1"),
+            (LOG_FORMAT, "yaml"),
+            ("HOLEPUNCH_ALLOW_NODES", "yes"),
+            ("HOLEPUNCH_AAA", "1"),
+            (PORT, "0"),
+            (BIND, "nowhere"),
+        ];
+        let want = [
+            BIND,
+            PORT,
+            LOG_FORMAT,
+            "HOLEPUNCH_ALLOW_NODES",
+            "HOLEPUNCH_AAA",
+            "HOLEPUNCH_ZZZ",
+            NOMAD_TOKEN,
+            TLS_KEY_FILE,
+        ];
+        for turn in 0..vars.len() {
+            let mut vars = vars.to_vec();
+            vars.rotate_left(turn);
+            vars.swap(0, turn / 2);
+            let errs = cfg(&vars).unwrap_err();
+            let got: Vec<&str> = errs.iter().map(|e| e.var.as_str()).collect();
+            assert_eq!(got, want, "{vars:?}");
+        }
+    }
+
+    /// NOMAD_SECRETS_DIR gives both the socket path and the token file; a
+    /// value that is not UTF-8 is one problem, reported once, and no "no
+    /// workload token" besides.
+    #[test]
+    fn a_variable_used_twice_is_read_and_reported_once() {
+        let non_utf8 = std::os::unix::ffi::OsStringExt::from_vec(vec![b'/', 0xff]);
+        let errs = Config::from_vars([(OsString::from(NOMAD_SECRETS_DIR), non_utf8)]).unwrap_err();
+        assert_eq!(
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec!["NOMAD_SECRETS_DIR: the value is not valid UTF-8"]
+        );
+    }
+
+    /// One entry per variable, every group's flag among them, and each
+    /// default that is a value gives what setting it to that value gives.
+    #[test]
+    fn the_table_has_each_variable_once_with_the_default_that_applies() {
+        let names: Vec<&str> = table().map(|v| v.name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "{name} twice");
+            assert!(!table().nth(i).unwrap().meaning.is_empty(), "{name}");
+        }
+        for g in Group::ALL {
+            assert!(names.contains(&g.flag()), "{g:?}");
+        }
+        assert_eq!(names.len(), VARS.len() + Group::ALL.len());
+        let unset = cfg(&[TOKEN]).unwrap();
+        for var in table() {
+            if let DefaultValue::Value(v) = var.default {
+                assert_eq!(cfg(&[TOKEN, (var.name, v)]).unwrap(), unset, "{}", var.name);
+            }
+        }
+        let socket = table().find(|v| v.name == SOCKET_PATH).unwrap().default;
+        assert!(socket
+            .readme()
+            .ends_with(&format!("else `{DEFAULT_SOCKET_PATH}`")));
+    }
+
+    /// The README's configuration table, as the variable column and the
+    /// default column of each row. A row may name several variables, and
+    /// `_SUFFIX` stands for the first one's name with its last part(s)
+    /// replaced (`HOLEPUNCH_ALLOW_AGENT_SELF`, `_AGENT_MEMBERS`).
+    fn readme_rows() -> Vec<(Vec<String>, String, String)> {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("a Configuration section");
+        let section = section.split("\n#").next().unwrap_or_default();
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let names: Vec<&str> = cells[0].split('`').skip(1).step_by(2).collect();
+            let first = names[0];
+            let expanded = names.iter().map(|name| match name.strip_prefix('_') {
+                None => name.to_string(),
+                Some(_) => (0..first.len())
+                    .rev()
+                    .filter(|&i| first.as_bytes()[i] == b'_')
+                    .map(|i| format!("{}{name}", &first[..i]))
+                    .find(|full| table().any(|v| v.name == full))
+                    .unwrap_or_else(|| name.to_string()),
+            });
+            let meaning = cells.get(2).unwrap_or(&"").to_string();
+            rows.push((expanded.collect(), cells[1].to_string(), meaning));
+        }
+        rows
+    }
+
+    /// Every variable has a row of the README's configuration table with
+    /// its default as the table here writes it; the two that have no row
+    /// of their own are named in the row that says how they are used.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let rows = readme_rows();
+        assert!(rows.len() > 20, "{rows:?}");
+        let under = [
+            (SOCKET_PATH_ALIAS, SOCKET_PATH),
+            (NOMAD_SECRETS_DIR, SOCKET_PATH),
+        ];
+        for var in table() {
+            let own = rows
+                .iter()
+                .find(|(names, ..)| names.iter().any(|n| n == var.name));
+            match (own, under.iter().find(|(name, _)| *name == var.name)) {
+                (Some((_, default, _)), None) => {
+                    assert_eq!(*default, var.default.readme(), "{}", var.name)
+                }
+                (None, Some((_, row))) => {
+                    let (_, default, meaning) = rows
+                        .iter()
+                        .find(|(names, ..)| names.iter().any(|n| n == row))
+                        .unwrap_or_else(|| panic!("no README row for {row}"));
+                    let text = format!("{default} {meaning}");
+                    assert!(text.contains(var.name), "{} not in the {row} row", var.name);
+                }
+                _ => panic!("{} has no row of its own in the README's table", var.name),
+            }
+        }
+    }
+
     #[test]
     fn every_problem_is_reported_and_nothing_falls_back() {
         let errs = errors_for(&[
@@ -1130,6 +1490,33 @@ mod tests {
         );
         let errs = errors_for(&[TOKEN, (TLS_KEY_FILE, "/k.pem")]);
         assert!(errs[0].starts_with("HOLEPUNCH_TLS_CERT_FILE: HOLEPUNCH_TLS_KEY_FILE is set"));
+        // An empty variable is unset: the certificate is the one missing,
+        // whichever of the two is present in the environment.
+        for (cert, key) in [("", "/k.pem"), ("/c.pem", "")] {
+            let missing = if cert.is_empty() {
+                TLS_CERT_FILE
+            } else {
+                TLS_KEY_FILE
+            };
+            let set = if cert.is_empty() {
+                TLS_KEY_FILE
+            } else {
+                TLS_CERT_FILE
+            };
+            let errs = errors_for(&[TOKEN, (TLS_CERT_FILE, cert), (TLS_KEY_FILE, key)]);
+            assert_eq!(
+                errs,
+                vec![format!(
+                    "{missing}: {set} is set, so TLS needs {missing} too (both PEM files)"
+                )]
+            );
+        }
+        assert_eq!(
+            cfg(&[TOKEN, (TLS_CERT_FILE, ""), (TLS_KEY_FILE, "")])
+                .unwrap()
+                .tls,
+            None
+        );
         let c = cfg(&[TOKEN, (CLIENT_TOKEN_FILE, "/run/clients")]).unwrap();
         assert_eq!(c.client_token_file, Some(PathBuf::from("/run/clients")));
     }
@@ -1208,7 +1595,7 @@ mod tests {
     #[test]
     fn limits_and_access_variables() {
         let c = cfg(&[TOKEN]).unwrap();
-        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(c.max_in_flight, 256);
         assert_eq!(c.rate_limit, None);
         assert_eq!(c.client_write_timeout, Duration::from_secs(30));
         assert_eq!(
@@ -1278,19 +1665,6 @@ mod tests {
             assert_eq!(RateLimit::parse(v).unwrap().to_string(), v);
         }
         assert_eq!(RateLimit::parse("4294967296/s"), None);
-    }
-
-    /// The logger starts before the configuration is checked, from the
-    /// process environment. Only "json" is set here: a value every other
-    /// test reading the environment also accepts.
-    #[test]
-    fn log_format_from_the_process_environment() {
-        std::env::set_var(LOG_FORMAT, "json");
-        let format = LogFormat::from_env();
-        std::env::remove_var(LOG_FORMAT);
-        assert_eq!(format, LogFormat::Json);
-        assert_eq!(LogFormat::Json.name(), "json");
-        assert_eq!(LogFormat::Text.name(), "text");
     }
 
     #[test]

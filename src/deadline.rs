@@ -19,6 +19,7 @@
 //! when the wait began: if it grew, the client is reading and the clock
 //! starts again.
 
+use crate::config::CLIENT_WRITE_TIMEOUT;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -87,11 +88,14 @@ impl WriteDeadline {
             }
             self.timer = None;
             log::info!(
-                "closing a client that took no bytes for {timeout:?} (HOLEPUNCH_CLIENT_WRITE_TIMEOUT)"
+                "closing a client that took no bytes for {timeout:?} ({CLIENT_WRITE_TIMEOUT})"
             );
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the client took no bytes for HOLEPUNCH_CLIENT_WRITE_TIMEOUT",
+                concat!(
+                    "the client took no bytes for ",
+                    crate::var_name!(CLIENT_WRITE_TIMEOUT)
+                ),
             )));
         }
         Poll::Pending

@@ -9,7 +9,7 @@
 //! log line has each occurrence that stands as a whole token (a header value,
 //! a quoted string) replaced with `<redacted>`.
 
-use crate::config::LogFormat;
+use crate::config::LOG_FORMAT;
 use log::{Log, Metadata, Record};
 use once_cell::sync::Lazy;
 use std::borrow::Cow;
@@ -21,6 +21,45 @@ use std::sync::RwLock;
 const MAX_SECRETS: usize = 64;
 
 static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::default()));
+
+/// How log lines are written (`HOLEPUNCH_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[2026-11-25T10:00:00.000Z INFO  target] message`, env_logger's.
+    #[default]
+    Text,
+    /// One JSON object per line: ts, level, target, msg.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses a set `HOLEPUNCH_LOG_FORMAT`; empty is text. The error says
+    /// what would be accepted.
+    pub fn parse(v: &str) -> Result<LogFormat, String> {
+        match v {
+            "" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text (the default) or json".to_string()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format the process environment asks for, for the logger, which
+    /// starts before the configuration is checked (a bad value is reported
+    /// with the other problems, and text is used meanwhile).
+    pub fn from_env() -> LogFormat {
+        std::env::var(LOG_FORMAT)
+            .ok()
+            .and_then(|v| LogFormat::parse(&v).ok())
+            .unwrap_or_default()
+    }
+}
 
 /// Installs the logger. `RUST_LOG` sets the level (default `info`).
 /// Calling it twice is harmless: the second call does nothing.
@@ -194,6 +233,19 @@ impl Log for Redacting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The logger starts before the configuration is checked, from the
+    /// process environment. Only "json" is set here: a value every other
+    /// test reading the environment also accepts.
+    #[test]
+    fn log_format_from_the_process_environment() {
+        std::env::set_var(LOG_FORMAT, "json");
+        let format = LogFormat::from_env();
+        std::env::remove_var(LOG_FORMAT);
+        assert_eq!(format, LogFormat::Json);
+        assert_eq!(LogFormat::Json.name(), "json");
+        assert_eq!(LogFormat::Text.name(), "text");
+    }
 
     #[test]
     fn secrets_are_replaced_everywhere_in_a_line() {

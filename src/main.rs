@@ -3,8 +3,8 @@
 //! library (`src/lib.rs`).
 
 use holepunch::cli::{self, Command};
-use holepunch::config::{ConfigError, LogFormat};
-use holepunch::logging;
+use holepunch::config::ConfigError;
+use holepunch::logging::{self, LogFormat};
 use holepunch::startup::Startup;
 use log::info;
 

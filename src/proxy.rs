@@ -746,7 +746,10 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
 /// Status 0 means the client is gone and gets nothing.
 fn error_response(e: &Error) -> (u16, &'static str) {
     match (e.etype(), e.esource()) {
-        (HTTPStatus(413), _) => (413, "payload too large (HOLEPUNCH_MAX_BODY)"),
+        (HTTPStatus(413), _) => (
+            413,
+            concat!("payload too large (", crate::var_name!(MAX_BODY), ")"),
+        ),
         (HTTPStatus(code), _) => (*code, ""),
         (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
             504,

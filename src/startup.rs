@@ -3,7 +3,7 @@
 //! server assembled from it.
 
 use crate::client_auth::ClientTokens;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problems, TLS_CERT_FILE};
 use crate::guard::{GuardSettings, HeaderGuard};
 use crate::head::Rules;
 use crate::proxy::{Holepunch, Settings};
@@ -11,6 +11,7 @@ use crate::shutdown::{Drain, InFlight};
 use crate::tls::CertReloader;
 use crate::token::Token;
 use crate::watch::Watcher;
+use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -43,39 +44,29 @@ impl Startup {
     /// from it are in `server_conf`.
     pub fn load(opt: &mut Opt) -> Result<Startup, Vec<ConfigError>> {
         let server_conf = server_conf(opt);
-        let config = Config::from_env();
-        let (config, mut errors) = match (config, server_conf.as_ref()) {
-            (Ok(c), Ok(_)) => (Some(c), Vec::new()),
-            (Ok(c), Err(e)) => (Some(c), vec![e.clone()]),
-            (Err(mut errs), conf) => {
-                errs.extend(conf.err().cloned());
-                (None, errs)
-            }
+        let mut problems = Problems::default();
+        let config = Config::from_env().map_err(|errors| problems.extend(errors));
+        let server_conf = problems.take(server_conf);
+        let Ok(config) = config else {
+            return problems.finish(None);
         };
-        let Some(config) = config else {
-            return Err(errors);
-        };
-        let token = Token::load(&config.token).map_err(|e| errors.push(e)).ok();
+        let token = problems.take(Token::load(&config.token));
         let client_tokens = config
             .client_token_file
             .as_ref()
-            .map(|path| ClientTokens::load(path).map_err(|e| errors.push(e)).ok());
+            .and_then(|path| problems.take(ClientTokens::load(path)));
         let tls = config
             .tls
             .as_ref()
-            .map(|files| CertReloader::load(files).map_err(|e| errors.push(e)).ok());
-        match (token, client_tokens, tls, server_conf) {
-            (Some(token), client_tokens, tls, Ok(server_conf)) if errors.is_empty() => {
-                Ok(Startup {
-                    config,
-                    token: Arc::new(token),
-                    client_tokens: client_tokens.flatten().map(Arc::new),
-                    tls: tls.flatten().map(Arc::new),
-                    server_conf,
-                })
-            }
-            _ => Err(errors),
-        }
+            .and_then(|files| problems.take(CertReloader::load(files)));
+        let startup = token.zip(server_conf).map(|(token, server_conf)| Startup {
+            config,
+            token: Arc::new(token),
+            client_tokens: client_tokens.map(Arc::new),
+            tls: tls.map(Arc::new),
+            server_conf,
+        });
+        problems.finish(startup)
     }
 
     /// One line per effective setting, for the startup log and `--check`.
@@ -108,7 +99,7 @@ impl Startup {
                 .map_err(|e| ConfigError {
                     var,
                     value: None,
-                    expected: format!("cannot listen on {addr}: {}", bind_reason(&e)),
+                    problem: format!("cannot listen on {addr}: {}", bind_reason(&e)),
                 })
         };
         bind(self.config.listen, format!("{BIND}/{PORT}"))?;
@@ -120,48 +111,17 @@ impl Startup {
 
     /// The Pingora server, with the proxy, the file watcher, the drain and,
     /// when asked for, the telemetry endpoint.
-    pub fn into_server(self, opt: Opt) -> Result<Server, ConfigError> {
+    pub fn into_server(mut self, opt: Opt) -> Result<Server, ConfigError> {
         let grace = Duration::from_secs(self.server_conf.grace_period_seconds.unwrap_or(0));
-        let mut server = Server::new_with_opt_and_conf(opt, self.server_conf);
+        let server_conf = std::mem::take(&mut self.server_conf);
+        let mut server = Server::new_with_opt_and_conf(opt, server_conf);
         server.bootstrap();
 
         let in_flight = Arc::new(InFlight::default());
-        let holepunch = Holepunch::new(Settings {
-            rules: Rules {
-                allow: self.config.allow,
-                allow_from: self.config.allow_from.clone(),
-                allowed_hosts: self.config.allowed_hosts.clone(),
-                region: self.config.region.clone(),
-            },
-            max_in_flight: self.config.max_in_flight,
-            rate_limit: self.config.rate_limit,
-            socket_path: self.config.socket_path.clone(),
-            upstream_timeout: self.config.upstream_timeout,
-            max_body: self.config.max_body,
-            token: Arc::clone(&self.token),
-            client_tokens: self.client_tokens.clone(),
-            metrics_cache_ttl: self.config.metrics_cache_ttl,
-            in_flight: Arc::clone(&in_flight),
-        })
-        .map_err(|e| ConfigError {
-            var: self.config.socket_path_from.to_string(),
-            value: Some(self.config.socket_path.clone()),
-            expected: format!("not a usable Unix socket path: {e}"),
-        })?;
+        let holepunch = self.holepunch(&in_flight)?;
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
         // TLS is the guard's: its handshake counts toward the header deadline.
-        let acceptor = match &self.tls {
-            Some(tls) => Some(
-                tls.settings()
-                    .map_err(|e| ConfigError {
-                        var: crate::config::TLS_CERT_FILE.to_string(),
-                        value: None,
-                        expected: format!("cannot set up TLS: {e}"),
-                    })?
-                    .build(),
-            ),
-            None => None,
-        };
+        let acceptor = self.tls_acceptor()?;
         let guarded = HeaderGuard::new(
             proxy,
             GuardSettings {
@@ -195,6 +155,46 @@ impl Startup {
         }
         Ok(server)
     }
+
+    /// The proxy itself, with the settings it needs.
+    fn holepunch(&self, in_flight: &Arc<InFlight>) -> Result<Holepunch, ConfigError> {
+        let config = &self.config;
+        Holepunch::new(Settings {
+            rules: Rules {
+                allow: config.allow,
+                allow_from: config.allow_from.clone(),
+                allowed_hosts: config.allowed_hosts.clone(),
+                region: config.region.clone(),
+            },
+            max_in_flight: config.max_in_flight,
+            rate_limit: config.rate_limit,
+            socket_path: config.socket_path.clone(),
+            upstream_timeout: config.upstream_timeout,
+            max_body: config.max_body,
+            token: Arc::clone(&self.token),
+            client_tokens: self.client_tokens.clone(),
+            metrics_cache_ttl: config.metrics_cache_ttl,
+            in_flight: Arc::clone(in_flight),
+        })
+        .map_err(|e| ConfigError {
+            var: config.socket_path_from.to_string(),
+            value: Some(config.socket_path.clone()),
+            problem: format!("not a usable Unix socket path: {e}"),
+        })
+    }
+
+    /// The TLS acceptor for the guard, when TLS is on.
+    fn tls_acceptor(&self) -> Result<Option<Acceptor>, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let settings = tls.settings().map_err(|e| ConfigError {
+            var: TLS_CERT_FILE.to_string(),
+            value: None,
+            problem: format!("cannot set up TLS: {e}"),
+        })?;
+        Ok(Some(settings.build()))
+    }
 }
 
 /// Why a bind failed, in the operator's terms.
@@ -221,7 +221,7 @@ fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
         Some(path) => ServerConf::load_from_yaml(&path).map_err(|e| ConfigError {
             var: "-c".to_string(),
             value: Some(path.clone()),
-            expected: format!("cannot load the Pingora configuration file: {e}"),
+            problem: format!("cannot load the Pingora configuration file: {e}"),
         })?,
         // One thread with no work stealing: the cheapest request path the
         // floor benchmark found (examples/floor.rs, benches/load.sh). And

@@ -38,7 +38,7 @@ impl CertReloader {
             std::fs::read(p).map_err(|e| ConfigError {
                 var: var.to_string(),
                 value: Some(p.display().to_string()),
-                expected: format!("cannot read: {e}"),
+                problem: format!("cannot read: {e}"),
             })
         };
         let cert = read(TLS_CERT_FILE, &files.cert)?;
@@ -52,7 +52,7 @@ impl CertReloader {
             ConfigError {
                 var: var.to_string(),
                 value: Some(path.display().to_string()),
-                expected: e,
+                problem: e,
             }
         })?;
         Ok(CertReloader {
@@ -162,6 +162,28 @@ mod tests {
     fn fixture(name: &str) -> Vec<u8> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
         std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    /// Each file that cannot be read is reported under its own variable.
+    #[test]
+    fn an_unreadable_file_is_reported_under_its_own_variable() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let missing = PathBuf::from("/nonexistent-holepunch/tls.key");
+        let files = TlsFiles {
+            cert: PathBuf::from(dir).join("a.crt"),
+            key: missing.clone(),
+        };
+        let err = CertReloader::load(&files).unwrap_err();
+        assert_eq!(err.var, TLS_KEY_FILE);
+        assert_eq!(err.value.as_deref(), Some("/nonexistent-holepunch/tls.key"));
+        assert!(err.problem.starts_with("cannot read: "), "{err}");
+        let files = TlsFiles {
+            cert: missing,
+            key: PathBuf::from(dir).join("a.key"),
+        };
+        let err = CertReloader::load(&files).unwrap_err();
+        assert_eq!(err.var, TLS_CERT_FILE);
+        assert!(err.problem.starts_with("cannot read: "), "{err}");
     }
 
     #[test]

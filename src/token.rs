@@ -111,15 +111,15 @@ impl Token {
                 let value = parse_token(value.as_bytes()).map_err(|p| ConfigError {
                     var: NOMAD_TOKEN.to_string(),
                     value: None,
-                    expected: format!("the token {}", p.describe()),
+                    problem: format!("the token {}", p.describe()),
                 })?;
                 Ok(Token::new(value, None))
             }
             TokenSource::File { path, var } => {
-                let error = |expected: String| ConfigError {
+                let error = |problem: String| ConfigError {
                     var: var.to_string(),
                     value: Some(path.display().to_string()),
-                    expected,
+                    problem,
                 };
                 let raw = std::fs::read(path).map_err(|e| {
                     error(match e.kind() {

@@ -5,6 +5,7 @@
 //! them is tested here without a connection. The proxy writes them.
 
 use crate::allowlist::{BadHead, Decision, Forbidden, Group};
+use crate::config::{MAX_BODY, MAX_IN_FLIGHT, RATE_LIMIT};
 use crate::target::Refusal;
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -184,7 +185,11 @@ impl Local {
             Local::Forbid(forbidden) => Answer::new(403, forbidden.reason(), Denied),
             Local::Misdirected => Answer::new(
                 421,
-                "misdirected request: this Host is not one HOLEPUNCH_ALLOWED_HOSTS allows",
+                concat!(
+                    "misdirected request: this Host is not one ",
+                    crate::var_name!(ALLOWED_HOSTS),
+                    " allows"
+                ),
                 Refused,
             ),
             Local::BadHead(bad) => bad_request(bad.reason()),
@@ -192,7 +197,7 @@ impl Local {
             Local::RateLimited { retry_after } => Answer::new(
                 429,
                 format!(
-                    "too many requests: this address is over HOLEPUNCH_RATE_LIMIT; \
+                    "too many requests: this address is over {RATE_LIMIT}; \
                      retry in {retry_after}s"
                 ),
                 Limited,
@@ -206,14 +211,17 @@ impl Local {
             .with("WWW-Authenticate", "Bearer realm=\"nomad-holepunch\""),
             Local::TooLarge { max_body } => Answer::new(
                 413,
-                format!("payload too large: the limit is {max_body} bytes (HOLEPUNCH_MAX_BODY)"),
+                format!("payload too large: the limit is {max_body} bytes ({MAX_BODY})"),
                 Refused,
             )
             .closing(),
             Local::Busy => Answer::new(
                 503,
-                "service unavailable: HOLEPUNCH_MAX_IN_FLIGHT requests are already on the \
-                 Nomad Task API; retry shortly",
+                concat!(
+                    "service unavailable: ",
+                    crate::var_name!(MAX_IN_FLIGHT),
+                    " requests are already on the Nomad Task API; retry shortly"
+                ),
                 Limited,
             )
             .with("Retry-After", "1"),
@@ -236,12 +244,15 @@ impl Local {
             Local::Ready(Err(why)) => Some(format!("not ready: {why}")),
             Local::Deny(_) => line("denied", ""),
             Local::Forbid(forbidden) => line("forbidden", &forbidden.reason()),
-            Local::Misdirected => line("misdirected", "Host not in HOLEPUNCH_ALLOWED_HOSTS"),
+            Local::Misdirected => line(
+                "misdirected",
+                concat!("Host not in ", crate::var_name!(ALLOWED_HOSTS)),
+            ),
             Local::BadHead(bad) => line("refused", bad.reason()),
             Local::Refuse(refusal) => line("refused", refusal.reason()),
             Local::RateLimited { .. } => Some(format!("rate limited {client} {target}")),
             Local::Unauthorized => line("unauthorized", ""),
-            Local::Busy => line("limited", "HOLEPUNCH_MAX_IN_FLIGHT"),
+            Local::Busy => line("limited", MAX_IN_FLIGHT),
             Local::Health
             | Local::Ready(Ok(()))
             | Local::NotFound
@@ -258,9 +269,12 @@ fn bad_request(reason: &str) -> Answer {
 fn deny_body(group: Option<Group>) -> Cow<'static, str> {
     match group {
         Some(g) => format!("forbidden: this path needs {}=true", g.flag()).into(),
-        None => "forbidden: no HOLEPUNCH_ALLOW_* group covers this path \
-                 (only HOLEPUNCH_ALLOW_ALL would allow it)"
-            .into(),
+        None => concat!(
+            "forbidden: no HOLEPUNCH_ALLOW_* group covers this path (only ",
+            crate::var_name!(ALLOW_ALL),
+            " would allow it)"
+        )
+        .into(),
     }
 }
 
