@@ -1,6 +1,7 @@
 //! Client authentication: with `HOLEPUNCH_CLIENT_TOKEN_FILE` set, every route
-//! except `/health` needs `Authorization: Bearer <token>` with one of the
-//! tokens in that file (one per line; blank lines and `#` comments ignored).
+//! except `/health` and `/ready` (the orchestrator's probes, which reveal
+//! nothing) needs `Authorization: Bearer <token>` with one of the tokens in
+//! that file (one per line; blank lines and `#` comments ignored).
 //!
 //! The file is re-read when it changes (`crate::watch`), so tokens can be
 //! added and revoked with no restart. Tokens are compared in constant time,

@@ -1,5 +1,5 @@
 //! The connection guard: every request header must arrive complete within
-//! `HOLEPUNCH_CLIENT_HEADER_TIMEOUT` and within 64 KiB, or the connection is
+//! `HOLEPUNCH_CLIENT_HEADER_TIMEOUT` and within [`MAX_HEADER_BYTES`], or the connection is
 //! closed (431 for a header too large) before Pingora parses anything. On a
 //! new TLS connection the handshake counts toward the same deadline. Every
 //! write to the client must make progress within
@@ -11,10 +11,13 @@
 //! `services/listening.rs`, `run_endpoint`). [`HeaderGuard`] wraps the proxy
 //! app. The listener is plain TCP; the guard does the TLS handshake itself,
 //! reads the raw header bytes under one deadline, then hands them to
-//! Pingora's HTTP session as its first bytes (`set_pipelined_prefix`), and
-//! runs the same keep-alive loop Pingora runs (pingora-core 0.9
-//! `apps/mod.rs`, `HttpServerApp::process_new`), so every request on a
-//! connection gets the same deadline.
+//! Pingora's HTTP session as its first bytes (`set_pipelined_prefix`).
+//!
+//! **This copies Pingora's HTTP/1 keep-alive loop**, as pingora-core 0.9.1
+//! has it (`src/apps/mod.rs`, `impl<T: HttpServerApp> ServerApp for T`,
+//! `process_new`: a new `ServerSession` per request, the persistent
+//! settings carried over), so that every request on a connection gets the
+//! same deadline. Review it against that loop on every Pingora upgrade.
 //!
 //! Empty lines before a request line, which HTTP parsers skip (RFC 9112,
 //! section 2.2), count toward the deadline and the size limit, and are
@@ -62,7 +65,10 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// (Pingora's default keep-alive).
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
-const TOO_LARGE_BODY: &str = "request header fields too large: the limit is 65536 bytes";
+/// The 431 answer's body, naming the limit.
+fn too_large_body() -> String {
+    format!("request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
+}
 
 /// How reading one request header ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -276,11 +282,12 @@ where
             match read_header(&mut stream, &mut buf, start, header_timeout, shutdown).await {
                 HeaderRead::Complete => {}
                 HeaderRead::TooLarge => {
+                    let body = too_large_body();
                     let response = format!(
                         "HTTP/1.1 431 Request Header Fields Too Large\r\n\
                          Content-Type: text/plain; charset=utf-8\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{TOO_LARGE_BODY}",
-                        TOO_LARGE_BODY.len()
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
                     );
                     let _ = stream.write_all(response.as_bytes()).await;
                     let _ = stream.flush().await;
