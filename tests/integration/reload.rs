@@ -4,7 +4,7 @@
 //! entrypoint's SIGHUP with a different Pingora settings file.
 
 use crate::support;
-use crate::support::{eventually, get, Harness, Ready, Setup, IO_TIMEOUT};
+use crate::support::{get, hand_over, Harness, Ready, Setup};
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,16 +50,7 @@ fn an_upgrade_with_a_new_environment_applies_it() {
         .ready(Ready::Spawned)
         .start_proxy();
     let upgrade_sock = dir.join("upgrade.sock");
-    eventually(
-        IO_TIMEOUT,
-        || upgrade_sock.exists(),
-        || format!("no upgrade socket:\n{}", new.log()),
-    );
-    old.signal(libc::SIGQUIT);
-    let status = old
-        .wait_exit(Duration::from_secs(15))
-        .expect("the old process exits");
-    assert_eq!(status.code(), Some(0), "{}", old.log());
+    hand_over(&mut old, &new, &upgrade_sock);
     assert!(new.wait_healthy(Duration::from_secs(5)), "{}", new.log());
 
     let resp = get(new.addr, "/v1/nodes", "");

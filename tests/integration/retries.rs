@@ -10,21 +10,12 @@
 //! response byte. Connect errors are never retried (pingora-core
 //! `connectors/` marks none).
 
-use crate::support;
 use crate::support::standin::{Options, HEALTH_BODY};
 use crate::support::{get, send, setup, Conn, Harness, IO_TIMEOUT, TOKEN};
 use std::io::ErrorKind;
 
 const HEAD_HEALTH: &[u8] =
     b"HEAD /v1/agent/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-
-fn methods_and_targets(s: &support::Setup) -> Vec<String> {
-    s.standin
-        .requests()
-        .into_iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect()
-}
 
 #[test]
 fn a_head_on_a_dropped_pooled_connection_is_retried_on_another() {
@@ -42,7 +33,7 @@ fn a_head_on_a_dropped_pooled_connection_is_retried_on_another() {
     assert_eq!(resp.status, 405);
     assert_eq!(resp.header("content-length"), Some("14"));
     assert_eq!(
-        methods_and_targets(&s),
+        s.seen(),
         [
             "GET /v1/agent/health",
             "HEAD /v1/agent/health",
@@ -80,7 +71,7 @@ fn a_request_is_retried_only_once() {
     assert_eq!(resp.header("content-length"), Some(length.as_str()));
     let resp = get(s.proxy.addr, "/v1/agent/health", "");
     assert_eq!(resp.status, 200);
-    let seen = methods_and_targets(&s);
+    let seen = s.seen();
     assert_eq!(
         seen[2..],
         [
@@ -123,7 +114,7 @@ fn a_get_is_never_retried_once_response_bytes_went_out() {
         "{rest:?}"
     );
     assert_eq!(
-        methods_and_targets(&s),
+        s.seen(),
         ["GET /v1/agent/health", "GET /v1/agent/self"],
         "sent again after the response had started"
     );

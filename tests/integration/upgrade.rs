@@ -4,7 +4,7 @@
 //! script on SIGHUP.
 
 use crate::support;
-use crate::support::{eventually, Conn, Harness, Ready, Setup, IO_TIMEOUT};
+use crate::support::{eventually, hand_over, Conn, Harness, Ready, Setup};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,16 +175,7 @@ fn an_upgrade_under_load_fails_no_request() {
         .port(addr.port())
         .ready(Ready::Spawned)
         .start_proxy();
-    eventually(
-        IO_TIMEOUT,
-        || upgrade_sock.exists(),
-        || format!("no upgrade socket:\n{}", new.log()),
-    );
-    old.signal(libc::SIGQUIT);
-    let status = old
-        .wait_exit(Duration::from_secs(15))
-        .expect("the old process exits");
-    assert_eq!(status.code(), Some(0), "{}", old.log());
+    hand_over(&mut old, &new, &upgrade_sock);
     let at_handover = load.ok();
     load.wait_ok(at_handover, 100);
     let (ok, failed, retried) = load.finish();

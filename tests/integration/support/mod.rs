@@ -422,6 +422,32 @@ pub struct Setup {
     pub dir: TempDir,
 }
 
+impl Setup {
+    /// "METHOD target" of every request that reached the socket, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.standin
+            .requests()
+            .into_iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect()
+    }
+}
+
+/// A `-u` handover: once `new` has made its upgrade socket, `old` is sent
+/// SIGQUIT and must exit 0 within 15 s.
+pub fn hand_over(old: &mut Proxy, new: &Proxy, upgrade_sock: &Path) {
+    eventually(
+        IO_TIMEOUT,
+        || upgrade_sock.exists(),
+        || format!("no upgrade socket:\n{}", new.log()),
+    );
+    old.signal(libc::SIGQUIT);
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process exits");
+    assert_eq!(status.code(), Some(0), "{}", old.log());
+}
+
 /// The default [`Harness`] with `env` added.
 pub fn setup(env: &[(&str, &str)]) -> Setup {
     Harness::new().envs(env).start()
