@@ -16,9 +16,11 @@
 //!
 //! Freed memory stays with the process up to the trim threshold, so resident
 //! memory stays near its peak instead of falling back after a burst; the
-//! peak itself does not change. glibc reads the same settings from
-//! `MALLOC_TRIM_THRESHOLD_` and `MALLOC_MMAP_THRESHOLD_` (see `mallopt(3)`);
-//! a variable set by the operator wins, as this leaves them alone then.
+//! peak itself does not change (each of glibc's arenas, one per thread that
+//! allocates, may keep up to the trim threshold). glibc reads the same
+//! settings from `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_` and
+//! `GLIBC_TUNABLES` (`glibc.malloc.*`; see `mallopt(3)`, `tunables(7)`): when
+//! the operator sets any of them, this leaves the allocator alone.
 
 /// Free heap above this is returned to the kernel.
 pub const TRIM_THRESHOLD: i32 = 64 << 20;
@@ -32,7 +34,8 @@ pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let set_by_operator = std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
-            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
         if !set_by_operator {
             // SAFETY: mallopt only changes glibc's allocator parameters; it
             // is called before any other thread exists.

@@ -1,23 +1,35 @@
 //! The client write deadline (`HOLEPUNCH_CLIENT_WRITE_TIMEOUT`): a wrapper
-//! around a client's stream whose writes and flushes fail once the client
-//! has taken no bytes for the timeout.
+//! around a client's stream whose writes and flushes fail once a write has
+//! waited for the client and the client has then taken less than
+//! [`MIN_PROGRESS`] (64 KiB) within the timeout.
 //!
 //! Pingora 0.9 times out response *body* writes only, and each as a whole
 //! call (`protocols/http/v1/server.rs`, `write_body`): a response header
 //! write, a flush, and the guard's own 431 wait for as long as the client
 //! does, and a large body is cut off even while the client keeps reading.
-//! Here every write and flush is covered, and the clock restarts whenever
-//! the client takes bytes. The timer is armed only when a write has to wait,
-//! so a client that keeps up costs nothing.
+//! Here every write and flush is covered. The timer is armed only when a
+//! write has to wait, so a client that keeps up costs nothing; it is
+//! disarmed once the client has taken [`MIN_PROGRESS`], and when the client
+//! sends its next request.
 //!
-//! "Takes bytes" is read from the kernel as well as from our own writes: a
-//! socket with a full send buffer is woken for writing only once about half
-//! of it has drained, which for a client reading steadily at a few hundred
-//! KB/s can take longer than the timeout. So when the timer fires, the
-//! client's acknowledged byte count (`TCP_INFO`'s `tcpi_bytes_acked`, read
-//! through Pingora's `SocketDigest::tcp_info`) is compared with the count
-//! when the wait began: if it grew, the client is reading and the clock
-//! starts again.
+//! Why a floor, not "any byte": a client that takes a few bytes at a time
+//! (a tiny receive buffer read now and then, or a hand-made TCP stack that
+//! opens its window a byte at a time) would otherwise restart the clock
+//! forever, and hold its connection, and a place under
+//! `HOLEPUNCH_MAX_IN_FLIGHT`, for as long as it liked. 64 KiB per 30 s is
+//! about 2 KB/s; a scraper reads at the network's pace.
+//!
+//! "Takes" is read from the kernel as well as from our own writes: a socket
+//! with a full send buffer is woken for writing only once a good part of it
+//! has drained, which for a client reading steadily can take longer than
+//! the timeout. So when the timer fires, the client's acknowledged byte
+//! count (`TCP_INFO`'s `tcpi_bytes_acked`, read through Pingora's
+//! `SocketDigest::tcp_info`) is compared with the count when the wait
+//! began: if it grew by [`MIN_PROGRESS`], a new period starts.
+//!
+//! A client that stops reading is closed within one to two timeouts: its
+//! kernel keeps acknowledging until its receive buffer is full, which the
+//! sender cannot tell from reading.
 
 use crate::config::CLIENT_WRITE_TIMEOUT;
 use async_trait::async_trait;
@@ -36,6 +48,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
+/// What a client must take within one timeout, once a write has had to
+/// wait for it, to count as still reading: 64 KiB per 30 s (the default
+/// timeout) is about 2 KB/s.
+pub const MIN_PROGRESS: u64 = 64 * 1024;
+
 /// A client stream with a write deadline.
 pub struct WriteDeadline {
     inner: Stream,
@@ -45,6 +62,8 @@ pub struct WriteDeadline {
     /// The client's acknowledged bytes when the timer was armed, where the
     /// kernel tells (TCP on Linux).
     acked: Option<u64>,
+    /// Bytes our writes handed on since the timer was armed.
+    written: u64,
 }
 
 impl WriteDeadline {
@@ -54,6 +73,7 @@ impl WriteDeadline {
             timeout,
             timer: None,
             acked: None,
+            written: 0,
         })
     }
 
@@ -63,28 +83,52 @@ impl WriteDeadline {
         digest.tcp_info().map(|info| info.tcpi_bytes_acked)
     }
 
-    /// After the inner write or flush returned `poll`: disarm on progress,
-    /// arm (or check) the timer while it waits.
+    /// After an inner write returned `poll`: counts what it took, and ends
+    /// the period once the client has taken [`MIN_PROGRESS`].
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = poll {
+            if self.timer.is_some() {
+                self.written += n as u64;
+                if self.written >= MIN_PROGRESS {
+                    self.timer = None;
+                }
+            }
+            return poll;
+        }
+        self.watch(cx, poll)
+    }
+
+    /// After the inner write, flush or shutdown returned `poll`: while it
+    /// waits, arm the timer (or check it). A trickle of small writes does not
+    /// disarm it: only [`MIN_PROGRESS`] does, or a new request.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
-            self.timer = None;
             return poll;
         }
         let timeout = self.timeout;
         if self.timer.is_none() {
             self.acked = self.acked_bytes();
+            self.written = 0;
         }
         let timer = self.timer.get_or_insert_with(|| Box::pin(sleep(timeout)));
         if timer.as_mut().poll(cx).is_ready() {
             let now = self.acked_bytes();
-            if now > self.acked {
+            if read_enough(self.acked, now) || self.written >= MIN_PROGRESS {
                 // Still reading, behind a send buffer that has not drained
-                // far enough to wake us: a new period, from now.
-                self.acked = now;
+                // far enough to wake us: a new period, from now. A timer
+                // due at once (a sub-millisecond timeout) would register
+                // no wake-up, so that counts as the end.
                 let mut timer = Box::pin(sleep(timeout));
-                let _ = timer.as_mut().poll(cx);
-                self.timer = Some(timer);
-                return Poll::Pending;
+                if timer.as_mut().poll(cx).is_pending() {
+                    self.acked = now;
+                    self.written = 0;
+                    self.timer = Some(timer);
+                    return Poll::Pending;
+                }
             }
             self.timer = None;
             log::info!(
@@ -99,6 +143,15 @@ impl WriteDeadline {
             )));
         }
         Poll::Pending
+    }
+}
+
+/// Whether the client acknowledged at least [`MIN_PROGRESS`] bytes between
+/// two readings of its count. Unknown counts (not TCP, not Linux) never are.
+fn read_enough(before: Option<u64>, now: Option<u64>) -> bool {
+    match (before, now) {
+        (Some(before), Some(now)) => now.saturating_sub(before) >= MIN_PROGRESS,
+        _ => false,
     }
 }
 
@@ -117,7 +170,14 @@ impl AsyncRead for WriteDeadline {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            // The client sent something (its next request): it is here,
+            // and a new response starts a new count.
+            self.timer = None;
+        }
+        poll
     }
 }
 
@@ -128,7 +188,7 @@ impl AsyncWrite for WriteDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, poll)
+        self.wrote(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -137,7 +197,7 @@ impl AsyncWrite for WriteDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, poll)
+        self.wrote(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -231,6 +291,18 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
+    fn only_a_real_read_restarts_the_clock() {
+        assert!(read_enough(Some(0), Some(MIN_PROGRESS)));
+        assert!(read_enough(Some(10), Some(10 + MIN_PROGRESS + 1)));
+        assert!(!read_enough(Some(10), Some(10 + MIN_PROGRESS - 1)));
+        assert!(!read_enough(Some(10), Some(10)));
+        // A count that went backwards (a new connection's numbers) is no read.
+        assert!(!read_enough(Some(10), Some(5)));
+        assert!(!read_enough(None, Some(MIN_PROGRESS)));
+        assert!(!read_enough(Some(0), None));
+    }
+
+    #[test]
     fn a_peer_that_takes_nothing_fails_the_write_at_the_timeout() {
         block_on(async {
             let (ours, _peer) = tokio::io::duplex(1024);
@@ -240,6 +312,38 @@ mod tests {
             // A flush that cannot finish fails the same way.
             let err = w.flush().await.err();
             assert!(err.is_none() || err.is_some_and(|e| e.kind() == io::ErrorKind::TimedOut));
+        });
+    }
+
+    #[test]
+    fn a_peer_that_takes_a_trickle_fails_the_write_at_the_timeout() {
+        block_on(async {
+            // 64 bytes every 20 ms: every write makes a little progress, but
+            // about 1 KB per 300 ms timeout is far under MIN_PROGRESS.
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let reader = async move {
+                let mut buf = [0; 64];
+                for _ in 0..2_000 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if !matches!(peer.read(&mut buf).await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            };
+            let writer = async move {
+                let mut w = WriteDeadline::wrap(Box::new(ours), Duration::from_millis(300));
+                // The bound only keeps a regression from taking 20 s.
+                let written =
+                    tokio::time::timeout(Duration::from_secs(5), w.write_all(&[b'x'; 64 * 1024]))
+                        .await;
+                drop(w);
+                written
+            };
+            let (written, ()) = tokio::join!(writer, reader);
+            let err = written
+                .expect("the trickle was not given up within 5 s")
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
     }
 

@@ -338,12 +338,17 @@ where
     }
 }
 
+/// How much of a refused request line is logged.
+const LOGGED_LINE_BYTES: usize = 2048;
+
 /// Answers 400 to a request whose target [`refused_target`] refused, and
 /// counts and logs it as the proxy does its own refusals. The connection is
 /// closed after it.
 async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
     let reason = refusal.reason();
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
+    // As much of it as Pingora's own 400 logs: a 64 KiB line is no use in a log.
+    let line = &line[..line.len().min(LOGGED_LINE_BYTES)];
     log::info!(
         "refused {} {}: {reason}",
         stream

@@ -11,6 +11,8 @@ use crate::support::{
 };
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads until the proxy closes the connection: `true` when it did (end of
@@ -287,6 +289,66 @@ fn a_client_that_reads_nothing_is_closed_at_the_write_timeout() {
     // Others are served meanwhile.
     let resp = get(s.proxy.addr, "/v1/agent/health", "");
     assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+}
+
+#[test]
+fn a_client_that_takes_a_trickle_is_given_up_at_the_write_timeout() {
+    // A client that keeps taking a little (2 KB every 500 ms: 20 KB per 5 s
+    // timeout, under deadline::MIN_PROGRESS, yet acknowledged within every
+    // timeout, as its kernel reopens its small window each time) must not
+    // hold its place: the proxy gives it up while it still reads. (What the proxy had already
+    // handed to its kernel still trickles out after that: the test looks at
+    // the proxy, not at the socket.)
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = 24 << 20;
+    let s = Harness::new()
+        .standin(options)
+        .envs(&[
+            ("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "5s"),
+            ("RUST_LOG", "info"),
+        ])
+        .start();
+    let mut c = TcpStream::connect(s.proxy.addr).unwrap();
+    small_receive_buffer(&c, 4096);
+    c.write_all(b"GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut got = 0usize;
+            let mut buf = [0u8; 2048];
+            // At most 60 s; the body would take days at this pace.
+            for _ in 0..120 {
+                match c.read(&mut buf) {
+                    Ok(n) if n > 0 && !stop.load(Ordering::Relaxed) => got += n,
+                    _ => break,
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            got
+        })
+    };
+    // Given up at the first timeout after the send buffer filled; the
+    // bound only keeps a regression from hanging the test.
+    eventually(
+        Duration::from_secs(40),
+        || {
+            s.proxy
+                .log()
+                .contains("closing a client that took no bytes for 5s")
+        },
+        || {
+            format!(
+                "the trickling client was never given up:\n{}",
+                s.proxy.log()
+            )
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let got = trickle.join().unwrap();
+    assert!(got < prometheus_body(24 << 20).len(), "{got} bytes");
 }
 
 // ---- 2. Coalescing: one client never affects another ----------------------
