@@ -1,6 +1,15 @@
-# Shared by benches/load.sh and benches/storm.sh (sourced, not run): the
-# Debian packages they need, the release builds, a work directory, and
-# stopping by PID every process they started.
+# Shared by the benchmark scripts in benches/ (sourced, not run): the
+# repository root as the working directory, the token and the cores, the
+# Debian packages they need, the release builds, a work directory, the nginx
+# upstream, and stopping by PID every process they started.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+# What the upstream expects, and what every proxy under test sends it.
+TOKEN=bench-workload-token
+# On 2 cores: the proxy measured alone on one, load and upstream on the other.
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
 
 # install_missing NAME COMMAND=PACKAGE...: apt-get the packages whose command
 # is missing.

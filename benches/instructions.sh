@@ -21,11 +21,8 @@ set -euo pipefail
 DURATION=${DURATION:-10}      # seconds counted per row (a few thousand requests under callgrind)
 CONNECTIONS=${CONNECTIONS:-"32"}
 PATHS=${PATHS:-"/v1/agent/health /v1/metrics?format=prometheus"}
-TOKEN=bench-workload-token
 
-cd "$(dirname "$0")/.."
-root=$(pwd)
-. benches/common.sh
+. "$(dirname "$0")/common.sh"
 install_missing instructions.sh wrk=wrk nginx=nginx-light valgrind=valgrind
 release_build --example floor
 FLOOR="$root/target/release/examples/floor"

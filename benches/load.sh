@@ -27,15 +27,9 @@ DURATION=${DURATION:-10}      # seconds measured per row
 WARMUP=${WARMUP:-2}           # seconds of load before measuring
 CONNECTIONS=${CONNECTIONS:-"32 256"}
 PATHS=${PATHS:-"/v1/agent/health /v1/metrics?format=prometheus"}
-TOKEN=bench-workload-token
-PROXY_CORE=${PROXY_CORE:-0}
-LOAD_CORE=${LOAD_CORE:-1}
-
-cd "$(dirname "$0")/.."
-root=$(pwd)
 
 # --- what the benchmark needs -------------------------------------------
-. benches/common.sh
+. "$(dirname "$0")/common.sh"
 install_missing load.sh wrk=wrk nginx=nginx-light haproxy=haproxy taskset=util-linux
 # The floor, built from the same lock file and profile.
 release_build --example floor

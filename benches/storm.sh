@@ -22,14 +22,8 @@ set -euo pipefail
 SCRAPERS=${SCRAPERS:-32}       # wrk connections, each one scraper at 1/s
 DURATION=${DURATION:-20}       # seconds measured per target
 RENDER_MS=${RENDER_MS:-3}      # the agent's CPU per render
-TOKEN=bench-workload-token
-PROXY_CORE=${PROXY_CORE:-0}
-LOAD_CORE=${LOAD_CORE:-1}
 
-cd "$(dirname "$0")/.."
-root=$(pwd)
-
-. benches/common.sh
+. "$(dirname "$0")/common.sh"
 install_missing storm.sh wrk=wrk nginx=nginx-light taskset=util-linux
 release_build --example storm_agent
 AGENT="$root/target/release/examples/storm_agent"
@@ -104,8 +98,9 @@ storm() {
 
 # --- nomad-holepunch, defaults and with the micro-cache ------------------
 # TTL=2s is nginx's `proxy_cache_valid 200 1s` as it behaves: nginx keeps
-# time in whole seconds, stores valid_sec = now + 1 and serves the entry
-# until `valid_sec < now` (src/http/ngx_http_file_cache.c,
+# time in whole seconds, stores valid_sec = now + 1
+# (src/http/ngx_http_upstream.c, ngx_http_upstream_send_response) and serves
+# the entry until `valid_sec < now` (src/http/ngx_http_file_cache.c,
 # ngx_http_file_cache_read), so a "1 s" entry lives 1 to 2 s.
 for ttl in "" 1s 2s; do
     port=$(free_port)

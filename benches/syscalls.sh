@@ -10,10 +10,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-5}
-TOKEN=bench-workload-token
-cd "$(dirname "$0")/.."
-root=$(pwd)
-. benches/common.sh
+. "$(dirname "$0")/common.sh"
 install_missing syscalls.sh wrk=wrk nginx=nginx-light strace=strace
 make_work syscalls
 start_upstream 1
@@ -48,7 +45,7 @@ for env_set in "${envs[@]}"; do
         kill "$proxy"
         wait "$tracer" 2>/dev/null || true
         awk -v n="$n" -v f="$faults" -v e="${env_set:-(defaults)}" -v enc="$enc" '
-            { calls[$NF] = ($4 ~ /^[0-9]+$/) ? $4 : $4 }
+            { calls[$NF] = $4 }
             END {
                 printf "| %s | %s | %d | %.2f", e, enc, n, f / n
                 split("madvise mmap munmap recvfrom sendto getpeername epoll_wait", names, " ")

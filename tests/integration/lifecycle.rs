@@ -351,16 +351,13 @@ fn an_agent_that_dies_gets_502_until_it_is_back() {
 fn sigterm_lets_the_request_in_flight_finish_then_exits_0_at_once() {
     // A grace period of 10 minutes, which no run of this test comes near:
     // an exit within it is the early exit, not the end of the period.
-    let conf_dir = TempDir::new();
-    let conf = conf_dir.join("holepunch.yaml");
-    std::fs::write(&conf, "---\nversion: 1\ngrace_period_seconds: 600\n").unwrap();
     let Setup {
         standin,
         mut proxy,
         dir: _dir,
     } = Harness::new()
         .envs(&[("HOLEPUNCH_ALLOW_NODES", "true")])
-        .args(&["-c", conf.to_str().unwrap()])
+        .pingora_settings("---\nversion: 1\ngrace_period_seconds: 600\n")
         .start();
     let addr = proxy.addr;
     // A blocking query that the stand-in holds until the test moves the index.
@@ -465,16 +462,13 @@ fn the_shipped_pingora_config_loads() {
 
 #[test]
 fn the_grace_period_bounds_shutdown_when_a_request_outlives_it() {
-    let conf_dir = TempDir::new();
-    let conf = conf_dir.join("holepunch.yaml");
-    std::fs::write(&conf, "---\nversion: 1\ngrace_period_seconds: 1\n").unwrap();
     let Setup {
         standin,
         mut proxy,
         dir: _dir,
     } = Harness::new()
         .envs(&[("HOLEPUNCH_ALLOW_NODES", "true")])
-        .args(&["-c", conf.to_str().unwrap()])
+        .pingora_settings("---\nversion: 1\ngrace_period_seconds: 1\n")
         .start();
     let addr = proxy.addr;
     // Held by the stand-in until it stops (the index never moves): it

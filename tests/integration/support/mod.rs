@@ -345,6 +345,14 @@ impl Harness {
         self.dir.join(name)
     }
 
+    /// Pingora settings (`-c`), written as `holepunch.yaml` in the temp dir.
+    pub fn pingora_settings(self, yaml: &str) -> Harness {
+        let conf = self.path("holepunch.yaml");
+        std::fs::write(&conf, yaml).unwrap();
+        let conf = conf.to_str().unwrap().to_string();
+        self.args(&["-c", &conf])
+    }
+
     /// Starts the stand-in, then the proxy.
     pub fn start(self) -> Setup {
         let standin = standin::StandIn::start(&self.dir.join(SOCKET), self.standin.clone());
