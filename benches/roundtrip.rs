@@ -48,6 +48,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
         token: Arc::new(token),
         client_tokens: None,
         tls: None,
+        client_cas: None,
         server_conf: ServerConf::default(),
     };
     let server = startup.into_server(Opt::default()).expect("the server");

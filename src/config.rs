@@ -89,6 +89,9 @@ macro_rules! var_name {
     (TLS_KEY_FILE) => {
         "HOLEPUNCH_TLS_KEY_FILE"
     };
+    (TLS_CLIENT_CA_FILE) => {
+        "HOLEPUNCH_TLS_CLIENT_CA_FILE"
+    };
     (CLIENT_TOKEN_FILE) => {
         "HOLEPUNCH_CLIENT_TOKEN_FILE"
     };
@@ -126,6 +129,7 @@ pub const RATE_LIMIT: &str = var_name!(RATE_LIMIT);
 pub const MAX_BODY: &str = var_name!(MAX_BODY);
 pub const TLS_CERT_FILE: &str = var_name!(TLS_CERT_FILE);
 pub const TLS_KEY_FILE: &str = var_name!(TLS_KEY_FILE);
+pub const TLS_CLIENT_CA_FILE: &str = var_name!(TLS_CLIENT_CA_FILE);
 pub const CLIENT_TOKEN_FILE: &str = var_name!(CLIENT_TOKEN_FILE);
 pub const METRICS_CACHE_TTL: &str = var_name!(METRICS_CACHE_TTL);
 pub const TELEMETRY_BIND: &str = var_name!(TELEMETRY_BIND);
@@ -209,7 +213,7 @@ pub fn table() -> impl Iterator<Item = Var> {
         }))
 }
 
-static VARS: [Var; 23] = [
+static VARS: [Var; 24] = [
     Var {
         name: BIND,
         default: DefaultValue::Value("0.0.0.0"),
@@ -386,6 +390,21 @@ static VARS: [Var; 23] = [
         show: None,
     },
     Var {
+        name: TLS_CLIENT_CA_FILE,
+        default: DefaultValue::Unset("unset (off)"),
+        meaning: "TLS on the listener: the CA certificates a client certificate must chain to, PEM",
+        parse: Parse::With(|v, d| set(&mut d.tls_client_ca, Some(v.into()))),
+        show: Some(
+            |c| match c.tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+                Some(path) => format!(
+                    "client certificates: required, from a CA in {}",
+                    path.display()
+                ),
+                None => "client certificates: off".to_string(),
+            },
+        ),
+    },
+    Var {
         name: CLIENT_TOKEN_FILE,
         default: DefaultValue::Unset("unset"),
         meaning: "bearer tokens clients must present, one per line",
@@ -495,7 +514,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// The largest request body forwarded (bodies exist only under ALL).
     pub max_body: u64,
-    /// TLS on the listener: the certificate chain and key, both PEM.
+    /// TLS on the listener: the certificate chain and key, both PEM, and
+    /// the CAs of client certificates, when they are required.
     pub tls: Option<TlsFiles>,
     /// Bearer tokens clients must present, one per line.
     pub client_token_file: Option<PathBuf>,
@@ -548,6 +568,9 @@ impl fmt::Display for RateLimit {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `HOLEPUNCH_TLS_CLIENT_CA_FILE`: when set, every client must present
+    /// a certificate from one of these CAs (`crate::client_cert`).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One problem with one variable (or with `-c`, or a file a variable names).
@@ -638,6 +661,7 @@ struct Draft {
     max_body: u64,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     client_token_file: Option<PathBuf>,
     metrics_cache_ttl: Option<Duration>,
     /// The address, and the value as written, for the message if it clashes.
@@ -780,16 +804,27 @@ impl Draft {
         Some(source)
     }
 
-    /// Both PEM files, or neither: the problem names the one missing.
+    /// Both PEM files, or neither: the problem names the one missing. The
+    /// client CAs need both: client certificates are part of the handshake.
     fn tls(&self, problems: &mut Problems) -> Option<TlsFiles> {
         let (set, unset) = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 return Some(TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
                 })
             }
-            (None, None) => return None,
+            (None, None) => {
+                if let Some(ca) = &self.tls_client_ca {
+                    let problem = format!(
+                        "client certificates are checked in the TLS handshake, so they \
+                         need TLS on the listener: set {TLS_CERT_FILE} and {TLS_KEY_FILE} too"
+                    );
+                    problems.add(TLS_CLIENT_CA_FILE, Some(&ca.display().to_string()), problem);
+                }
+                return None;
+            }
             (Some(_), None) => (TLS_CERT_FILE, TLS_KEY_FILE),
             (None, Some(_)) => (TLS_KEY_FILE, TLS_CERT_FILE),
         };
@@ -819,15 +854,16 @@ impl Draft {
     }
 
     /// ALL forwards anything with the workload token: off loopback, only to
-    /// clients that authenticate.
+    /// clients that authenticate, with a client token or a client
+    /// certificate (each a credential on its own).
     fn check_all_off_loopback(&self, problems: &mut Problems) {
         let Some(ip) = self.ip else { return };
-        if self.allow.all() && self.client_token_file.is_none() && !ip.to_canonical().is_loopback()
-        {
+        let authenticated = self.client_token_file.is_some() || self.tls_client_ca.is_some();
+        if self.allow.all() && !authenticated && !ip.to_canonical().is_loopback() {
             let problem = format!(
                 "ALL forwards every Nomad API call with the workload token, so off \
-                 loopback it needs client authentication: set {CLIENT_TOKEN_FILE}, \
-                 or set {BIND} to 127.0.0.1 (it is {ip})"
+                 loopback it needs client authentication: set {CLIENT_TOKEN_FILE} or \
+                 {TLS_CLIENT_CA_FILE}, or set {BIND} to 127.0.0.1 (it is {ip})"
             );
             problems.add(ALLOW_ALL, Some("true"), problem);
         }
@@ -1479,7 +1515,8 @@ mod tests {
             c.tls,
             Some(TlsFiles {
                 cert: "/c.pem".into(),
-                key: "/k.pem".into()
+                key: "/k.pem".into(),
+                client_ca: None,
             })
         );
         assert_eq!(cfg(&[TOKEN]).unwrap().tls, None);
@@ -1519,6 +1556,37 @@ mod tests {
         );
         let c = cfg(&[TOKEN, (CLIENT_TOKEN_FILE, "/run/clients")]).unwrap();
         assert_eq!(c.client_token_file, Some(PathBuf::from("/run/clients")));
+    }
+
+    #[test]
+    fn client_cas_need_the_tls_pair() {
+        let pair = [TOKEN, (TLS_CERT_FILE, "/c.pem"), (TLS_KEY_FILE, "/k.pem")];
+        let c = cfg(&[&pair[..], &[(TLS_CLIENT_CA_FILE, "/ca.pem")]].concat()).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
+        assert!(c
+            .describe()
+            .contains(&"client certificates: required, from a CA in /ca.pem".to_string()));
+        let c = cfg(&[&pair[..], &[(TLS_CLIENT_CA_FILE, "")]].concat()).unwrap();
+        assert_eq!(c.tls.unwrap().client_ca, None, "empty is unset");
+        // Without TLS: one problem, naming the variables to set.
+        let errs = errors_for(&[TOKEN, (TLS_CLIENT_CA_FILE, "/ca.pem")]);
+        assert_eq!(
+            errs,
+            vec![
+                "HOLEPUNCH_TLS_CLIENT_CA_FILE=\"/ca.pem\": client certificates are checked in \
+                  the TLS handshake, so they need TLS on the listener: set \
+                  HOLEPUNCH_TLS_CERT_FILE and HOLEPUNCH_TLS_KEY_FILE too"
+            ]
+        );
+        // Half a pair: the pair's own problem says what is missing, once.
+        let errs = errors_for(&[
+            TOKEN,
+            (TLS_CERT_FILE, "/c.pem"),
+            (TLS_CLIENT_CA_FILE, "/ca.pem"),
+        ]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("HOLEPUNCH_TLS_KEY_FILE: "), "{errs:?}");
     }
 
     #[test]
@@ -1567,13 +1635,24 @@ mod tests {
     }
 
     #[test]
-    fn all_off_loopback_needs_client_tokens() {
+    fn all_off_loopback_needs_client_tokens_or_certificates() {
         for bind in ["0.0.0.0", "10.0.0.5", "::", "fd00::1"] {
             let errs = errors_for(&[TOKEN, (ALLOW_ALL, "true"), (BIND, bind)]);
             assert_eq!(errs.len(), 1, "{bind}: {errs:?}");
             assert!(errs[0].contains(CLIENT_TOKEN_FILE), "{}", errs[0]);
+            assert!(errs[0].contains(TLS_CLIENT_CA_FILE), "{}", errs[0]);
             assert!(errs[0].contains(BIND), "{}", errs[0]);
         }
+        // A client certificate is client authentication on its own.
+        assert!(cfg(&[
+            TOKEN,
+            (ALLOW_ALL, "true"),
+            (BIND, "0.0.0.0"),
+            (TLS_CERT_FILE, "/c.pem"),
+            (TLS_KEY_FILE, "/k.pem"),
+            (TLS_CLIENT_CA_FILE, "/ca.pem"),
+        ])
+        .is_ok());
         // Default bind is 0.0.0.0.
         assert_eq!(errors_for(&[TOKEN, (ALLOW_ALL, "1")]).len(), 1);
         for bind in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1"] {
@@ -1710,7 +1789,7 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 14);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 15);
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_WRITE_TIMEOUT = 30s".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_IN_FLIGHT = 256".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_RATE_LIMIT = off".to_string()));
@@ -1721,6 +1800,7 @@ mod tests {
         assert!(lines.contains(&"HOLEPUNCH_LOG_FORMAT = text".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_UPSTREAM_TIMEOUT = 340s".to_string()));
         assert!(lines.contains(&"TLS: off".to_string()));
+        assert!(lines.contains(&"client certificates: off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_METRICS = true".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_NODES = false".to_string()));
     }

@@ -3,7 +3,9 @@
 //! closed (431 for a header too large) before Pingora parses anything. On a
 //! new TLS connection the handshake counts toward the same deadline. Every
 //! write to the client must make progress within
-//! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
+//! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`. With client certificates, a kept-alive
+//! connection whose certificate is no longer trusted is closed before its
+//! next request ([`crate::client_cert::ClientCas::recheck`]).
 //!
 //! Pingora times out each read, not the whole header, so a client that
 //! sends its header a byte at a time could hold a connection open forever;
@@ -40,6 +42,7 @@
 //! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
 //! its `URI_MAP`) reaches the path rules unchanged.
 
+use crate::client_cert::ClientCas;
 use crate::deadline::WriteDeadline;
 use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
@@ -216,6 +219,9 @@ pub struct GuardSettings {
     pub write_timeout: Duration,
     /// TLS on the listener, when set.
     pub tls: Option<Acceptor>,
+    /// The CAs client certificates must chain to, when the acceptor
+    /// requires them: each request checks its connection's still does.
+    pub client_cas: Option<Arc<ClientCas>>,
 }
 
 /// Wraps an HTTP app (the Pingora proxy) with the header deadline and size limit.
@@ -271,7 +277,10 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let header_timeout = self.settings.header_timeout;
-        let deadline = Instant::now() + header_timeout;
+        let accepted = Instant::now();
+        let deadline = accepted + header_timeout;
+        let cas = self.settings.client_cas.as_deref();
+        let mut checked = cas.map(|cas| cas.checked_now(accepted));
         let stream = self.handshake(stream, deadline).await?;
         let mut stream = WriteDeadline::wrap(stream, self.settings.write_timeout);
         let mut persistent: Option<HttpPersistentSettings> = None;
@@ -306,6 +315,17 @@ where
                 refuse(&mut stream, &buf, refusal).await;
                 return None;
             }
+            if let (Some(cas), Some(checked)) = (cas, checked.as_mut()) {
+                let chain = stream.get_ssl().and_then(|tls| tls.peer_cert_chain_der());
+                if let Err(e) = cas.recheck(chain, checked, Instant::now()) {
+                    log::info!(
+                        "closing a connection from {}: its client certificate is no longer \
+                         trusted ({e}); nothing forwarded",
+                        peer(&stream)
+                    );
+                    return None;
+                }
+            }
             let mut session = ServerSession::new_http1(stream);
             // Pingora's own write timeout would cut off a large body that
             // the client is still reading: the stream's deadline does it.
@@ -338,6 +358,14 @@ where
     }
 }
 
+/// The client's address, for a log line.
+fn peer(stream: &Stream) -> String {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+        .unwrap_or_else(|| "-".to_string())
+}
+
 /// How much of a refused request line is logged.
 const LOGGED_LINE_BYTES: usize = 2048;
 
@@ -349,14 +377,7 @@ async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
     // As much of it as Pingora's own 400 logs: a 64 KiB line is no use in a log.
     let line = &line[..line.len().min(LOGGED_LINE_BYTES)];
-    log::info!(
-        "refused {} {}: {reason}",
-        stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
-            .unwrap_or_else(|| "-".to_string()),
-        line.escape_ascii()
-    );
+    log::info!("refused {} {}: {reason}", peer(stream), line.escape_ascii());
     crate::telemetry::metrics()
         .requests
         .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])

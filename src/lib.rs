@@ -12,6 +12,7 @@
 //! - [`limits`]: requests in flight on the socket, and per-client rates;
 //! - [`token`]: the workload token;
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
+//! - [`client_cert`]: the CAs client certificates must chain to, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
 //! - [`reload`]: the value each of those files makes, swapped when it changes;
 //! - [`watch`]: re-reading those files when they change;
@@ -31,6 +32,7 @@ pub mod allowlist;
 pub mod cidr;
 pub mod cli;
 pub mod client_auth;
+pub mod client_cert;
 pub mod coalesce;
 pub mod config;
 pub mod deadline;

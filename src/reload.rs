@@ -1,6 +1,7 @@
 //! Values built from files and replaced when the files change: the workload
-//! token (`crate::token`), the client tokens (`crate::client_auth`) and the
-//! TLS certificate (`crate::tls`).
+//! token (`crate::token`), the client tokens (`crate::client_auth`), the
+//! TLS certificate (`crate::tls`) and the CAs of client certificates
+//! (`crate::client_cert`).
 //!
 //! Each is a [`Reloadable`]: it declares its [`Name`] (the words for log
 //! lines and the `file` label of the reload metrics), lists its files and
@@ -8,9 +9,10 @@
 //! pointer (`arc-swap`) that the request path and the TLS handshake read
 //! without a lock. What every reloadable shares is written once, here:
 //! parse, compare with the value in use, register the new value's secrets
-//! with the log redaction, swap. A refused or unchanged value leaves the one
-//! in use alone. `crate::watch` decides when to read the files, and logs and
-//! counts what happened.
+//! with the log redaction, swap. An unchanged value leaves the one in use
+//! alone; so does a refused one, unless the reloadable fails closed
+//! ([`Reloadable::when_refused`]). `crate::watch` decides when to read the
+//! files, and logs and counts what happened.
 
 use crate::logging;
 use arc_swap::{ArcSwap, Guard};
@@ -95,6 +97,15 @@ pub trait Reloadable: Send + Sync + 'static {
     fn parse(&self, contents: &[Vec<u8>]) -> Result<Self::Value, String>;
     /// Where its value is kept.
     fn current(&self) -> &Current<Self::Value>;
+    /// What to serve while its files cannot be read or their contents are
+    /// refused. `None`, the default, keeps the last good value: right where
+    /// an old value serves and none would not (the workload token, the
+    /// server's certificate). `Some` fails closed: right for a list of who
+    /// may connect, where the last good list may hold the very entry the
+    /// operator meant to remove.
+    fn when_refused(&self) -> Option<Self::Value> {
+        None
+    }
 }
 
 /// What the watcher sees of a [`Reloadable`], whatever its value.
@@ -106,6 +117,10 @@ pub trait Reload: Send + Sync {
     /// Parses `contents` and puts the value in use if it differs; tells
     /// whether it did. On error the value in use stays.
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
+    /// After the files could not be read or were refused: puts
+    /// [`Reloadable::when_refused`] in use, if there is one, and tells
+    /// whether this one fails closed.
+    fn fail(&self) -> bool;
 }
 
 impl<R: Reloadable> Reload for R {
@@ -120,6 +135,16 @@ impl<R: Reloadable> Reload for R {
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
         let new = self.parse(contents)?;
         Ok(self.current().replace_if_changed(new))
+    }
+
+    fn fail(&self) -> bool {
+        match self.when_refused() {
+            Some(closed) => {
+                self.current().replace_if_changed(closed);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -172,14 +197,33 @@ mod tests {
     /// words are what operators grep for: both stay exactly these.
     #[test]
     fn names_in_logs_and_metrics_are_fixed() {
+        use crate::client_cert::ClientCas;
         use crate::{client_auth::ClientTokens, tls::CertReloader, token::Token};
-        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
+        let names = [
+            Token::NAME,
+            ClientTokens::NAME,
+            CertReloader::NAME,
+            ClientCas::NAME,
+        ];
         let labels: Vec<_> = names.iter().map(|n| n.label).collect();
         assert_eq!(
             labels,
-            ["workload_token", "client_tokens", "tls_certificate"]
+            [
+                "workload_token",
+                "client_tokens",
+                "tls_certificate",
+                "tls_client_ca"
+            ]
         );
         let what: Vec<_> = names.iter().map(|n| n.what).collect();
-        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
+        assert_eq!(
+            what,
+            [
+                "workload token",
+                "client tokens",
+                "TLS certificate",
+                "TLS client CAs"
+            ]
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! server assembled from it.
 
 use crate::client_auth::ClientTokens;
+use crate::client_cert::ClientCas;
 use crate::config::{Config, ConfigError, Problems, TLS_CERT_FILE};
 use crate::guard::{GuardSettings, HeaderGuard};
 use crate::head::Rules;
@@ -35,6 +36,8 @@ pub struct Startup {
     pub token: Arc<Token>,
     pub client_tokens: Option<Arc<ClientTokens>>,
     pub tls: Option<Arc<CertReloader>>,
+    /// The CAs of client certificates, when they are required.
+    pub client_cas: Option<Arc<ClientCas>>,
     pub server_conf: ServerConf,
 }
 
@@ -59,11 +62,17 @@ impl Startup {
             .tls
             .as_ref()
             .and_then(|files| problems.take(CertReloader::load(files)));
+        let client_cas = config
+            .tls
+            .as_ref()
+            .and_then(|files| files.client_ca.as_ref())
+            .and_then(|path| problems.take(ClientCas::load(path)));
         let startup = token.zip(server_conf).map(|(token, server_conf)| Startup {
             config,
             token: Arc::new(token),
             client_tokens: client_tokens.map(Arc::new),
             tls: tls.map(Arc::new),
+            client_cas: client_cas.map(Arc::new),
             server_conf,
         });
         problems.finish(startup)
@@ -128,6 +137,7 @@ impl Startup {
                 header_timeout: self.config.client_header_timeout,
                 write_timeout: self.config.client_write_timeout,
                 tls: acceptor,
+                client_cas: self.client_cas.clone(),
             },
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
@@ -141,6 +151,9 @@ impl Startup {
         }
         if let Some(tls) = self.tls {
             watcher.watch(tls);
+        }
+        if let Some(client_cas) = self.client_cas {
+            watcher.watch(client_cas);
         }
         if !watcher.is_empty() {
             server.add_service(background_service("file watcher", watcher));
@@ -183,17 +196,20 @@ impl Startup {
         })
     }
 
-    /// The TLS acceptor for the guard, when TLS is on.
+    /// The TLS acceptor for the guard, when TLS is on, with client
+    /// certificates required when their CAs are set.
     fn tls_acceptor(&self) -> Result<Option<Acceptor>, ConfigError> {
         let Some(tls) = &self.tls else {
             return Ok(None);
         };
-        let settings = tls.settings().map_err(|e| ConfigError {
-            var: TLS_CERT_FILE.to_string(),
-            value: None,
-            problem: format!("cannot set up TLS: {e}"),
-        })?;
-        Ok(Some(settings.build()))
+        let acceptor = tls
+            .acceptor(self.client_cas.clone())
+            .map_err(|e| ConfigError {
+                var: TLS_CERT_FILE.to_string(),
+                value: None,
+                problem: format!("cannot set up TLS: {e}"),
+            })?;
+        Ok(Some(acceptor))
     }
 }
 

@@ -1,15 +1,28 @@
 //! TLS on the listener (rustls), with the certificate and key re-read when
 //! their files change: new connections get the new certificate with no
 //! restart, which is what certificates rendered by a Nomad `template` need.
+//! With `HOLEPUNCH_TLS_CLIENT_CA_FILE`, the handshake also requires a client
+//! certificate (`crate::client_cert`).
+//!
+//! The rustls `ServerConfig` is built here and handed to Pingora's
+//! `Acceptor::from_server_config` (pingora-core 0.9.1
+//! `listeners/tls/rustls/mod.rs`), which the guard drives (`crate::guard`).
+//! It is what Pingora's own `TlsSettings::build` makes (TLS 1.2 and 1.3,
+//! the process's crypto provider, a certificate resolver, ALPN), plus the
+//! one setting `TlsSettings` cannot make: with client certificates,
+//! session resumption is off, so that every connection's certificate is
+//! checked against the CAs in use (see `crate::client_cert`).
 
+use crate::client_cert::ClientCas;
 use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
 use crate::reload::{self, Current, Name, Reloadable};
-use pingora::listeners::tls::TlsSettings;
-use pingora::protocols::ALPN;
+use pingora::listeners::tls::Acceptor;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::NoServerSessionStorage;
+use rustls::{version, ServerConfig};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,15 +74,38 @@ impl CertReloader {
         })
     }
 
-    /// Listener settings that take the certificate from this reloader.
-    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
-        let cert = self.files.cert.display().to_string();
-        let key = self.files.key.display().to_string();
-        // The paths are only recorded; with a resolver set, they are not read.
-        let mut settings = TlsSettings::intermediate(&cert, &key)?;
-        settings.set_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
-        settings.set_alpn(ALPN::H1);
-        Ok(settings)
+    /// The guard's TLS acceptor: the certificate from this reloader and,
+    /// when `client_cas` is given, a client certificate required from one
+    /// of them.
+    pub fn acceptor(
+        self: &Arc<Self>,
+        client_cas: Option<Arc<ClientCas>>,
+    ) -> Result<Acceptor, String> {
+        pingora::tls::install_default_crypto_provider();
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .ok_or("no TLS crypto provider installed")?;
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&version::TLS12, &version::TLS13])
+            .map_err(|e| e.to_string())?;
+        let resolver = Arc::clone(self) as Arc<dyn ResolvesServerCert>;
+        let checks_clients = client_cas.is_some();
+        let builder = match client_cas {
+            Some(cas) => builder.with_client_cert_verifier(cas),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(resolver);
+        if checks_clients {
+            // Neither session IDs nor tickets: a resumed session would skip
+            // the client certificate check (rustls 0.23 `server/tls13.rs`,
+            // `handle_client_hello`; `server/tls12.rs`).
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        // HTTP/1.1 only, as Pingora's `ALPN::H1` (`protocols/tls/mod.rs`,
+        // `to_wire_protocols`): the guard serves HTTP/1.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Acceptor::from_server_config(Arc::new(config)))
     }
 }
 
@@ -172,6 +208,7 @@ mod tests {
         let files = TlsFiles {
             cert: PathBuf::from(dir).join("a.crt"),
             key: missing.clone(),
+            client_ca: None,
         };
         let err = CertReloader::load(&files).unwrap_err();
         assert_eq!(err.var, TLS_KEY_FILE);
@@ -180,6 +217,7 @@ mod tests {
         let files = TlsFiles {
             cert: missing,
             key: PathBuf::from(dir).join("a.key"),
+            client_ca: None,
         };
         let err = CertReloader::load(&files).unwrap_err();
         assert_eq!(err.var, TLS_CERT_FILE);
@@ -193,6 +231,7 @@ mod tests {
         let files = TlsFiles {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
+            client_ca: None,
         };
         std::fs::write(&files.cert, fixture("a.crt")).unwrap();
         std::fs::write(&files.key, fixture("a.key")).unwrap();

@@ -1,14 +1,15 @@
 //! Files that are re-read when they change, with no restart: the workload
-//! token, the client tokens, the TLS certificate and key (each a
-//! `crate::reload::Reloadable`).
+//! token, the client tokens, the TLS certificate and key, and the CAs of
+//! client certificates (each a `crate::reload::Reloadable`).
 //!
 //! Nomad renews identities and re-renders templates by writing a new file,
 //! often renamed over the old one. [`Watcher`] reads every watched file each
 //! half second, and when the bytes differ from the last good ones it hands
 //! them to the owner ([`Reload`]). A file that is missing, unreadable or
-//! refused by its owner leaves the last good value in place and is logged
-//! once per distinct problem. Log lines use the owner's `Name::what`, the
-//! reload metrics its `Name::label`.
+//! refused by its owner leaves the last good value in place, or, for an
+//! owner that fails closed (the client CAs), puts its closed value in use
+//! until the file is fixed; either is logged once per distinct problem. Log
+//! lines use the owner's `Name::what`, the reload metrics its `Name::label`.
 
 use crate::reload::Reload;
 use crate::telemetry;
@@ -74,8 +75,18 @@ impl Watched {
                 }
             }
             Err(why) => {
+                let closed = self.item.fail();
+                if closed {
+                    // The value in use is no longer the one `last` made: the
+                    // same contents, back again, must be loaded again.
+                    self.last.clear();
+                }
                 if self.problem.as_ref() != Some(&why) {
-                    warn!("{why}; keeping the last good {}", name.what);
+                    if closed {
+                        warn!("{why}; no {} in use until the file is fixed", name.what);
+                    } else {
+                        warn!("{why}; keeping the last good {}", name.what);
+                    }
                     let failures = &telemetry::metrics().reload_failures;
                     failures.with_label_values(&[name.label]).inc();
                     self.problem = Some(why);
@@ -206,6 +217,66 @@ mod tests {
         assert_eq!(**text.value.load(), "three");
         assert_eq!(watched.problem, None);
         assert_eq!(counted(&metrics.reloads), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// [`Text`] that fails closed: "closed" while its file is refused.
+    struct Closed(Text);
+
+    impl Reloadable for Closed {
+        type Value = String;
+        const NAME: Name = Name {
+            what: "closed text",
+            label: "closed_text",
+        };
+        fn paths(&self) -> Vec<PathBuf> {
+            Reloadable::paths(&self.0)
+        }
+        fn parse(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+            self.0.parse(contents)
+        }
+        fn current(&self) -> &Current<String> {
+            &self.0.value
+        }
+        fn when_refused(&self) -> Option<String> {
+            Some("closed".into())
+        }
+    }
+
+    #[test]
+    fn an_item_that_fails_closed_is_closed_until_its_file_is_fixed() {
+        let dir = std::env::temp_dir().join(format!("holepunch-closed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("value");
+        std::fs::write(&path, "one").unwrap();
+        let closed = Arc::new(Closed(Text {
+            path: path.clone(),
+            value: Current::new("one".into()),
+        }));
+        let failures = || {
+            telemetry::metrics()
+                .reload_failures
+                .with_label_values(&["closed_text"])
+                .get()
+        };
+        let mut watched = Watched::new(closed.clone());
+        watched.check();
+        assert_eq!(**closed.0.value.load(), "one");
+        for broken in [Some("bad"), None] {
+            match broken {
+                Some(text) => std::fs::write(&path, text).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            watched.check();
+            assert_eq!(**closed.0.value.load(), "closed", "{broken:?}");
+            // The very contents that were in use before, back again, are
+            // taken again.
+            std::fs::write(&path, "one").unwrap();
+            watched.check();
+            assert_eq!(**closed.0.value.load(), "one", "{broken:?}");
+            assert_eq!(watched.problem, None);
+        }
+        assert_eq!(failures(), 2, "each problem counted");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

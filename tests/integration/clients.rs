@@ -1,6 +1,8 @@
 //! Real clients, end to end: a real Prometheus (Debian's package) scraping
-//! through the real binary, python-nomad reading through it, and the files in
-//! `conf/` checked by the programs that read them.
+//! through the real binary (over plain HTTP, and over TLS with a client
+//! certificate, with and without a client token), python-nomad reading
+//! through it, and the files in `conf/` checked by the programs that read
+//! them.
 //!
 //! These need what `make setup-test` installs: the `prometheus` package
 //! (prometheus, promtool) and a Python venv at `target/py` with
@@ -11,7 +13,7 @@
 
 use crate::support::standin::{Options, NODE_ID};
 use crate::support::tools::{python, run_bounded, tool, Prometheus};
-use crate::support::{binary, setup, Harness, TempDir, TOKEN};
+use crate::support::{binary, setup, Harness, Setup, TempDir, CLIENT_FIXTURES, FIXTURES, TOKEN};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -163,4 +165,156 @@ fn a_real_prometheus_scrapes_nomad_metrics_through_the_proxy() {
         assert_eq!(r.target, "/v1/metrics?format=prometheus");
         assert_eq!(r.header_values("x-nomad-token"), [TOKEN]);
     }
+}
+
+/// The README's `tls_config` with a client certificate, indented as a job's
+/// settings are.
+fn readme_client_cert_settings() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
+        .filter(|yaml| yaml.contains("cert_file:"))
+        .collect();
+    assert_eq!(blocks.len(), 1, "one README example with cert_file");
+    let settings = blocks[0].to_string();
+    for needle in [
+        "    tls_config:\n",
+        "ca_file: /etc/prometheus/holepunch-ca.pem",
+        "cert_file: /etc/prometheus/scraper.pem",
+        "key_file: /etc/prometheus/scraper-key.pem",
+    ] {
+        assert!(
+            settings.contains(needle),
+            "the README example lost {needle}"
+        );
+    }
+    settings
+        .replace(
+            "/etc/prometheus/holepunch-ca.pem",
+            &format!("{FIXTURES}/a.crt"),
+        )
+        .replace(
+            "/etc/prometheus/scraper.pem",
+            &format!("{CLIENT_FIXTURES}/client.crt"),
+        )
+        .replace(
+            "/etc/prometheus/scraper-key.pem",
+            &format!("{CLIENT_FIXTURES}/client.key"),
+        )
+}
+
+/// A scrape job for the proxy of `s` over TLS, with `settings` (the
+/// `tls_config` and any `authorization`) as a job's lines.
+fn https_job(s: &Setup, name: &str, settings: &str) -> String {
+    format!(
+        "  - job_name: {name}\n    scheme: https\n    metrics_path: /v1/metrics\n    \
+         params: {{ format: [prometheus] }}\n{settings}    static_configs:\n      \
+         - targets: [\"{}\"]\n",
+        s.proxy.addr
+    )
+}
+
+/// `tls_config` trusting the proxy, presenting the fixture `name` if any.
+fn tls_config(name: Option<&str>) -> String {
+    let mut lines = format!("    tls_config:\n      ca_file: {FIXTURES}/a.crt\n");
+    if let Some(name) = name {
+        lines += &format!(
+            "      cert_file: {CLIENT_FIXTURES}/{name}.crt\n      key_file: {CLIENT_FIXTURES}/{name}.key\n"
+        );
+    }
+    lines
+}
+
+/// `up` of each job, as Prometheus sees it, until each is as wanted.
+fn wait_up(prometheus: &Prometheus, jobs: &[(&str, &str)]) {
+    for (job, up) in jobs {
+        prometheus.query_until(&format!("up%7Bjob%3D%22{job}%22%7D"), up);
+    }
+}
+
+/// What reached the socket: metrics scrapes only, each with the workload
+/// token and no client credential.
+fn only_scrapes_reached_the_socket(s: &Setup) {
+    let requests = s.standin.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(r.target, "/v1/metrics?format=prometheus");
+        assert_eq!(r.header_values("x-nomad-token"), [TOKEN]);
+        assert!(r.header_values("authorization").is_empty());
+    }
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus package (make setup-test)"]
+fn a_real_prometheus_scrapes_with_a_client_certificate_as_the_readme_shows() {
+    tool("prometheus");
+    let s = Harness::new().tls().client_ca().start();
+    // The README's settings, and three jobs the proxy must refuse in the
+    // handshake: no certificate, another CA's, an expired one.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}{}{}{}",
+        https_job(&s, "readme", &readme_client_cert_settings()),
+        https_job(&s, "no-cert", &tls_config(None)),
+        https_job(&s, "other-ca", &tls_config(Some("other"))),
+        https_job(&s, "expired", &tls_config(Some("expired"))),
+    );
+    let dir = TempDir::new();
+    let prometheus = Prometheus::start(&dir, &config);
+    wait_up(
+        &prometheus,
+        &[
+            ("readme", "1"),
+            ("no-cert", "0"),
+            ("other-ca", "0"),
+            ("expired", "0"),
+        ],
+    );
+    prometheus.query_until("nomad_client_allocs_running%7Bjob%3D%22readme%22%7D", "3");
+    // Prometheus says why the others are down: the proxy's alert.
+    let targets = prometheus.targets();
+    for alert in [
+        "certificate required",
+        "unknown certificate authority",
+        "expired certificate",
+    ] {
+        assert!(targets.contains(alert), "no {alert:?} in {targets}");
+    }
+    only_scrapes_reached_the_socket(&s);
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus package (make setup-test)"]
+fn a_real_prometheus_scrapes_with_a_client_certificate_and_a_client_token() {
+    tool("prometheus");
+    let s = Harness::new()
+        .tls()
+        .client_ca()
+        .client_tokens("prometheus-secret\n")
+        .start();
+    let dir = TempDir::new();
+    let token_file = dir.join("holepunch-token");
+    std::fs::write(&token_file, "prometheus-secret\n").unwrap();
+    let token = format!(
+        "    authorization:\n      credentials_file: {}\n",
+        token_file.display()
+    );
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}{}{}",
+        https_job(&s, "both", &(token.clone() + &tls_config(Some("client")))),
+        https_job(&s, "cert-only", &tls_config(Some("client"))),
+        https_job(&s, "token-only", &(token + &tls_config(None))),
+    );
+    let prometheus = Prometheus::start(&dir, &config);
+    wait_up(
+        &prometheus,
+        &[("both", "1"), ("cert-only", "0"), ("token-only", "0")],
+    );
+    prometheus.query_until("nomad_client_allocs_running%7Bjob%3D%22both%22%7D", "3");
+    let targets = prometheus.targets();
+    assert!(targets.contains("401 Unauthorized"), "{targets}");
+    assert!(targets.contains("certificate required"), "{targets}");
+    only_scrapes_reached_the_socket(&s);
 }

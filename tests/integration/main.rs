@@ -11,6 +11,7 @@
 
 mod support;
 
+mod client_certs;
 mod clients;
 mod coalescing;
 mod coalescing_keys;

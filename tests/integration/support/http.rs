@@ -63,23 +63,55 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A client certificate to present: its chain and key, PEM.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCert<'a> {
+    pub chain: &'a [u8],
+    pub key: &'a [u8],
+}
+
 /// A TLS client trusting only the certificates in `ca` (PEM, the
 /// self-signed fixtures), for the name `localhost`, its handshake complete.
 pub fn tls_client(
     addr: SocketAddr,
     ca: &[u8],
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_client_with(addr, ca, None, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`tls_client`], presenting `cert` when the server asks for one, with
+/// these TLS versions. With TLS 1.3 the client's side of the handshake ends
+/// before the server has checked its certificate, so a refusal comes as an
+/// alert on the first read; with TLS 1.2 the handshake itself fails.
+pub fn tls_client_with(
+    addr: SocketAddr,
+    ca: &[u8],
+    cert: Option<ClientCert>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     pingora::tls::install_default_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca) {
         let cert = cert.map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         roots.add(cert).map_err(std::io::Error::other)?;
     }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some(cert) => {
+            let chain = CertificateDer::pem_slice_iter(cert.chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            let key = PrivateKeyDer::from_pem_slice(cert.key)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(std::io::Error::other)?
+        }
+    };
     let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
     let conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
@@ -108,8 +140,18 @@ impl Conn {
 
     /// A TLS connection trusting `ca` (PEM), handshake done.
     pub fn tls(addr: SocketAddr, ca: &[u8]) -> std::io::Result<Conn> {
+        Conn::tls_with(addr, ca, None)
+    }
+
+    /// [`Conn::tls`], presenting `cert` when the server asks for one.
+    pub fn tls_with(
+        addr: SocketAddr,
+        ca: &[u8],
+        cert: Option<ClientCert>,
+    ) -> std::io::Result<Conn> {
+        let tls = tls_client_with(addr, ca, cert, rustls::DEFAULT_VERSIONS)?;
         Ok(Conn {
-            reader: BufReader::new(Stream::Tls(Box::new(tls_client(addr, ca)?))),
+            reader: BufReader::new(Stream::Tls(Box::new(tls))),
         })
     }
 

@@ -13,7 +13,7 @@ pub mod http;
 pub mod standin;
 pub mod tools;
 
-pub use http::{get, send, tls_client, Conn, Response};
+pub use http::{get, send, tls_client, tls_client_with, ClientCert, Conn, Response};
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,15 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS fixtures: self-signed certificates for `localhost`, test-only.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+/// The client-certificate fixtures: two CAs and client certificates from
+/// them (see the README there).
+pub const CLIENT_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/client");
+
+/// A client-certificate fixture's file (`client.crt`, ...), read.
+pub fn client_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{CLIENT_FIXTURES}/{name}"))
+        .unwrap_or_else(|e| panic!("read {CLIENT_FIXTURES}/{name}: {e}"))
+}
 
 /// The proxy binary Cargo built for these tests.
 pub fn binary() -> &'static str {
@@ -213,6 +222,7 @@ pub const SOCKET: &str = "api.sock";
 pub const CLIENT_TOKENS: &str = "client-tokens";
 pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
+pub const TLS_CLIENT_CA: &str = "client-ca.crt";
 
 /// Starts the stand-in Task API socket and the real binary in front of it.
 ///
@@ -230,6 +240,8 @@ pub struct Harness {
     bind: IpAddr,
     port: Option<u16>,
     tls: bool,
+    /// Client certificates required: the proxy is checked with `client.crt`.
+    client_ca: bool,
     telemetry: bool,
     program: Option<String>,
     ready: Ready,
@@ -256,6 +268,7 @@ impl Harness {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: None,
             tls: false,
+            client_ca: false,
             telemetry: false,
             program: None,
             ready: Ready::Health,
@@ -312,6 +325,16 @@ impl Harness {
         self.tls = true;
         self.env("HOLEPUNCH_TLS_CERT_FILE", &cert)
             .env("HOLEPUNCH_TLS_KEY_FILE", &key)
+    }
+
+    /// Client certificates required ([`Harness::tls`] too): the fixture CA
+    /// `client/ca.crt`, copied to [`TLS_CLIENT_CA`] in the dir (so a test
+    /// can rewrite it). The harness's own checks present `client/client.crt`.
+    pub fn client_ca(mut self) -> Harness {
+        let ca = self.dir.file(TLS_CLIENT_CA);
+        std::fs::copy(format!("{CLIENT_FIXTURES}/ca.crt"), &ca).expect("copy client/ca.crt");
+        self.client_ca = true;
+        self.env("HOLEPUNCH_TLS_CLIENT_CA_FILE", &ca)
     }
 
     /// Client tokens: `lines` written to [`CLIENT_TOKENS`] in the dir, named
@@ -416,6 +439,7 @@ impl Harness {
             child: Killed::spawn(&mut cmd),
             addr,
             tls: self.tls.then(|| self.dir.join(TLS_CERT)),
+            client_cert: self.client_ca,
             telemetry,
             log,
             _log_dir: log_dir,
@@ -467,6 +491,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The certificate its TLS listener serves at the start, when TLS is on.
     tls: Option<PathBuf>,
+    /// Whether it requires a client certificate (`client/client.crt` then).
+    client_cert: bool,
     telemetry: Option<SocketAddr>,
     log: PathBuf,
     _log_dir: TempDir,
@@ -485,7 +511,12 @@ impl Proxy {
             let status = match &self.tls {
                 None => send(self.addr, raw).map(|r| r.status),
                 Some(cert) => std::fs::read(cert).and_then(|ca| {
-                    let mut conn = Conn::tls(self.addr, &ca)?;
+                    let (chain, key) = (client_fixture("client.crt"), client_fixture("client.key"));
+                    let client = self.client_cert.then_some(ClientCert {
+                        chain: &chain,
+                        key: &key,
+                    });
+                    let mut conn = Conn::tls_with(self.addr, &ca, client)?;
                     conn.request(raw).map(|r| r.status)
                 }),
             };

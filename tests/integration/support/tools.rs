@@ -118,6 +118,17 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
+    /// Its scrape targets, with each one's health and last error
+    /// (`/api/v1/targets`), or "" while it does not answer.
+    pub fn targets(&self) -> String {
+        let raw = "GET /api/v1/targets HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        send(self.addr, raw.as_bytes())
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+            .unwrap_or_default()
+    }
+
     /// Asks `query` until its single sample is `want`, up to 60 s (scrapes
     /// come every second); returns the answer. Panics with the last answer
     /// and the log otherwise.
