@@ -54,6 +54,13 @@ fn the_files_in_conf_pass_the_programs_that_read_them() {
         "conf/holepunch.rules.yml: promtool check rules",
         "each firing and clearing in",
         "conf/holepunch.rules.test.yml: promtool test rules",
+        "every job file in conf/ checked: holepunch-raw-exec.nomad.hcl",
+        "conf/holepunch.nomad.hcl: every task stops with SIGTERM",
+        "conf/prometheus-sidecar.nomad.hcl: every task stops with SIGTERM",
+        "conf/holepunch-raw-exec.nomad.hcl: every task stops with SIGTERM",
+        "conf/holepunch.nomad.hcl: job-level update block, one node at a time, health from the /ready check",
+        "(every safe default on): nomad-holepunch --check accepts it",
+        "(raw_exec environment): nomad-holepunch --check accepts it",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
