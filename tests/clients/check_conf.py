@@ -881,12 +881,38 @@ def check_rules(conf, root, prometheus_yml):
     ok(f"{rules_path}: {len(alerts)} alerts on up and the proxy's own metrics, each firing and clearing in {test_path}")
 
 
+def check_dashboards(path):
+    """Every Grafana dashboard parses as JSON and takes its data source from
+    a variable. Its queries run against a real Prometheus in
+    tests/integration/clients.rs."""
+    import json
+
+    names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
+    if not names or len(names) != len(os.listdir(path)):
+        fail(f"{path}: expected only Grafana dashboards (.json), found {os.listdir(path)}")
+    for name in names:
+        with open(os.path.join(path, name), encoding="utf-8") as fh:
+            try:
+                dashboard = json.load(fh)
+            except ValueError as e:
+                fail(f"{path}/{name}: not JSON: {e}")
+        variables = dashboard.get("templating", {}).get("list", [])
+        if not variables or variables[0].get("type") != "datasource" or variables[0].get("query") != "prometheus":
+            fail(f"{path}/{name}: the first variable must be a Prometheus data source")
+        ok(f"{path}/{name}: Grafana dashboard, {len(dashboard.get('panels', []))} panels, data source from a variable")
+
+
 def main():
     conf, binary, work = sys.argv[1:4]
     root = os.path.dirname(os.path.abspath(conf))
     yamls, texts = {}, []
     for name in sorted(os.listdir(conf)):
         path = os.path.join(conf, name)
+        if os.path.isdir(path):
+            if name != "grafana":
+                fail(f"{path}: a directory this script does not check")
+            check_dashboards(path)
+            continue
         if name.endswith(".hcl"):
             load_hcl(path)
             ok(f"{path}: parses as HCL2")
