@@ -206,7 +206,7 @@ fn max_fds() -> Option<u64> {
     };
     // SAFETY: getrlimit writes one rlimit into the struct it is given.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 fn read(path: &str) -> Option<String> {

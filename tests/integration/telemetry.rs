@@ -268,10 +268,13 @@ fn access_lines_and_every_other_line_in_json() {
     );
 }
 
+/// A label matcher of a selector: the label and the values it accepts.
+type Matcher = (String, Vec<String>);
+
 /// Every selector of a proxy metric in `conf/holepunch.rules.yml`, as
 /// (metric, [(label, [values])]): `label="v"` gives one value, `label=~"a|b"`
 /// each alternative. Comment lines are skipped.
-fn rule_selectors() -> Vec<(String, Vec<(String, Vec<String>)>)> {
+fn rule_selectors() -> Vec<(String, Vec<Matcher>)> {
     let rules = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/holepunch.rules.yml"),
     )
