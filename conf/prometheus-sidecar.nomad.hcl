@@ -96,7 +96,14 @@ job "prometheus" {
         HOLEPUNCH_ALLOW_SERVICES     = "true"
       }
 
-      kill_timeout = "6s"
+      # Nomad stops the sidecar after Prometheus (client/allocrunner/
+      # alloc_runner.go, killTasks: sidecars last), with SIGTERM: Pingora
+      # would cut the requests in flight on the driver's SIGINT or on any
+      # signal other than SIGTERM's graceful stop (pingora-core 0.9.1
+      # server/mod.rs, main_loop). kill_timeout above the proxy's grace
+      # period (5 s) plus Pingora's 1 s to stop its runtimes.
+      kill_signal  = "SIGTERM"
+      kill_timeout = "10s"
 
       resources {
         cpu    = 50
@@ -166,14 +173,36 @@ job "prometheus" {
                 target_label: datacenter
               # The proxy's own metrics (the holepunch-telemetry service of
               # conf/holepunch.nomad.hcl) as job="holepunch", the job name
-              # conf/prometheus.yml gives them, so conf/holepunch.rules.yml works the
-              # same with either.
+              # conf/prometheus.yml gives them, so conf/holepunch.rules.yml reads the
+              # same series with either. A stopped proxy differs: conf/prometheus.yml
+              # keeps its target, which reads up == 0 (HolepunchDown); here Nomad
+              # deregisters the stopped task's service (client/allocrunner/taskrunner/
+              # service_hook.go, PreKilling and Exited) and its target vanishes, which
+              # only HolepunchNodeWithoutProxy sees, from the servers' scrape below.
               - source_labels: [__meta_nomad_service]
                 regex: holepunch-telemetry
                 target_label: job
                 replacement: holepunch
+
+          # The Nomad servers' own metrics, for HolepunchNodeWithoutProxy
+          # (nomad_nomad_heartbeat_active, the servers' count of live clients).
+          # Servers register no service to discover: list them. /v1/metrics needs no
+          # token; with TLS on the servers' HTTP API, use https and tls_config.
+          - job_name: nomad-servers
+            metrics_path: /v1/metrics
+            params:
+              format: [prometheus]
+            static_configs:
+              - targets:
+                  - nomad-server.example.com:4646
 EOT
       }
+
+      # Prometheus shuts down cleanly on SIGTERM (its TSDB head is kept in
+      # the allocation's data directory); the docker driver would send the
+      # image's STOPSIGNAL otherwise (drivers/docker/handle.go, Kill).
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
 
       resources {
         cpu    = 500

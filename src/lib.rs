@@ -24,6 +24,7 @@
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
+//! - [`process`]: the process metrics Prometheus clients export, from `/proc`;
 //! - [`logging`]: env_logger with secrets redacted from every line, text or JSON;
 //! - [`allocator`]: glibc's trim and mmap thresholds, set once at startup.
 
@@ -40,6 +41,7 @@ pub mod guard;
 pub mod head;
 pub mod limits;
 pub mod logging;
+pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod shutdown;

@@ -161,6 +161,12 @@ impl Startup {
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
         crate::telemetry::init();
+        let open: Vec<&str> = crate::allowlist::Group::ALL
+            .into_iter()
+            .filter(|g| self.config.allow.allows(*g))
+            .map(crate::allowlist::Group::name)
+            .collect();
+        crate::telemetry::init_series(&open, self.config.allow.all());
         if let Some(addr) = self.config.telemetry_listen {
             let mut telemetry = pingora_prometheus::prometheus_http_service();
             telemetry.add_tcp(&addr.to_string());

@@ -65,7 +65,7 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .expect("register holepunch_upstream_errors_total"),
         reloads: register_int_counter_vec!(
             "holepunch_reloads_total",
-            "Files re-read after they changed (workload_token, client_tokens, tls_certificate)",
+            "Files re-read after they changed (workload_token, client_tokens, tls_certificate, tls_client_ca)",
             &["file"]
         )
         .expect("register holepunch_reloads_total"),
@@ -101,7 +101,58 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
 /// Registers every metric. Call once at startup, before serving.
 pub fn init() {
     Lazy::force(&METRICS);
+    Lazy::force(&PROCESS);
 }
+
+/// The process metrics (`crate::process`), registered once with the same
+/// registry. `false` only if registration failed, a programming error the
+/// unit tests catch.
+static PROCESS: Lazy<bool> = Lazy::new(|| {
+    crate::process::ProcessCollector::new()
+        .map(|c| pingora_prometheus::prometheus::register(Box::new(c)).is_ok())
+        .unwrap_or(false)
+});
+
+/// `holepunch_upstream_errors_total`'s `kind` values (`count_upstream_error`
+/// in `src/proxy.rs`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "closed", "other"];
+
+/// Creates, at 0, every labelled series `conf/holepunch.rules.yml` matches,
+/// so that each is there from the first scrape. A counter that first
+/// appears at 1 hides its first increment from `rate()` and `increase()`,
+/// and a ratio whose numerator has no series yet has no value at all.
+/// `groups` are the open groups' labels; `all` adds `none`, the group of
+/// paths only `HOLEPUNCH_ALLOW_ALL` forwards.
+pub fn init_series(groups: &[&str], all: bool) {
+    let m = metrics();
+    let none = all.then_some("none");
+    for group in groups.iter().copied().chain(none) {
+        for (decision, code) in [
+            ("allowed", "2xx"),
+            ("allowed", "4xx"),
+            ("allowed", "5xx"),
+            ("limited", "4xx"),
+            ("limited", "5xx"),
+        ] {
+            m.requests.with_label_values(&[group, decision, code]);
+        }
+    }
+    for kind in UPSTREAM_ERROR_KINDS {
+        m.upstream_errors.with_label_values(&[kind]);
+    }
+    for file in RELOADED_FILES {
+        m.reloads.with_label_values(&[file]);
+        m.reload_failures.with_label_values(&[file]);
+    }
+}
+
+/// The `file` label of every reloaded file (`crate::reload::Name`).
+const RELOADED_FILES: [&str; 4] = [
+    <crate::token::Token as crate::reload::Reloadable>::NAME.label,
+    <crate::client_auth::ClientTokens as crate::reload::Reloadable>::NAME.label,
+    <crate::tls::CertReloader as crate::reload::Reloadable>::NAME.label,
+    <crate::client_cert::ClientCas as crate::reload::Reloadable>::NAME.label,
+];
 
 /// The metrics.
 pub fn metrics() -> &'static Metrics {

@@ -4,11 +4,20 @@ thing available here. Run by tests/clients.rs (so by `make test`):
     python check_conf.py CONF_DIR NOMAD_HOLEPUNCH_BINARY WORK_DIR
 
 - every .hcl file parses as HCL2 (python-hcl2, not Nomad's own parser; no
-  Nomad runs here), and the job files hold the parts operators rely on
-  (system job in every node pool on Linux only, an image variable with no
-  default, identity, token file, /health check, telemetry, sidecar
-  lifecycle, the minimum Nomad version in the header);
-- the environment each job gives the proxy passes `nomad-holepunch --check`;
+  Nomad runs here), and every job file (*.nomad.hcl) holds the parts
+  operators rely on (system job in every node pool on Linux only, an image
+  variable with no default, identity, token file, /health and /ready checks,
+  telemetry, sidecar lifecycle, the minimum Nomad version in the header); a
+  job file this script has no checks for fails;
+- every task of every job stops with kill_signal = "SIGTERM", and a task
+  running the proxy has a kill_timeout above its grace period (plus
+  Pingora's shutdown timeout) and a shutdown_delay; the system jobs have a
+  job-level update block valid from their minimum Nomad version, whose
+  numbers agree with the alerts: a node's gap during a rolling update
+  (docs/upgrades.md) is shorter than the alerts' `for:`;
+- the environment each job gives the proxy passes `nomad-holepunch --check`,
+  for the system job also with every safe default turned on (allow_from,
+  allowed_hosts, client_tokens, tls);
 - every .yml/.yaml file parses as YAML; conf/prometheus.yml passes
   `promtool check config` and loads conf/holepunch.rules.yml, which passes
   `promtool check rules` and `promtool test rules` with
@@ -159,6 +168,177 @@ def substitute_vars(value, variables):
     )
 
 
+def hcl_duration(value):
+    """Seconds of a Nomad duration such as "2m", "10s" or "1m30s"."""
+    text = unquote(value) or ""
+    parts = re.findall(r"(\d+)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        fail(f"not a duration: {value!r}")
+    return sum(int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
+
+
+def grace_bound(root, conf):
+    """The longest the proxy takes to stop after SIGTERM: its grace period
+    (startup::DEFAULT_GRACE_SECONDS, or grace_period_seconds of
+    conf/holepunch.yaml if larger) plus Pingora's
+    graceful_shutdown_timeout_seconds (1 unless the file says)."""
+    with open(os.path.join(root, "src", "startup.rs"), encoding="utf-8") as fh:
+        m = re.search(r"pub const DEFAULT_GRACE_SECONDS: u64 = (\d+);", fh.read())
+    if not m:
+        fail("src/startup.rs: DEFAULT_GRACE_SECONDS not found")
+    with open(os.path.join(conf, "holepunch.yaml"), encoding="utf-8") as fh:
+        settings = yaml.safe_load(fh) or {}
+    grace = max(int(m.group(1)), int(settings.get("grace_period_seconds", 0)))
+    return grace + int(settings.get("graceful_shutdown_timeout_seconds", 1))
+
+
+def tasks(job):
+    """(group name, task name, task) for every task of a job."""
+    return [
+        (unquote(gname), unquote(tname), task)
+        for gitem in job.get("group", [])
+        for gname, group in gitem.items()
+        for titem in group.get("task", [])
+        for tname, task in titem.items()
+    ]
+
+
+def runs_proxy(name, task):
+    """Whether a task runs nomad-holepunch: its name, image or command."""
+    config = (task.get("config") or [{}])[0]
+    text = name + str(config.get("image", "")) + str(config.get("args", "")) + str(config.get("command", ""))
+    return "holepunch" in text.lower()
+
+
+def check_stopping(path, doc, job, bound):
+    """Every task stops with SIGTERM (the exec drivers send SIGINT otherwise,
+    which Pingora treats as a fast shutdown); a proxy task waits longer than
+    the proxy takes to drain, and has a shutdown_delay."""
+    found = 0
+    for group, name, task in tasks(job):
+        if unquote(task.get("kill_signal")) != "SIGTERM":
+            fail(f'{path}: task {name} must set kill_signal = "SIGTERM" (raw_exec and exec send SIGINT by default)')
+        if runs_proxy(name, task):
+            found += 1
+            timeout = hcl_duration(task.get("kill_timeout", '"5s"'))
+            if timeout <= bound:
+                fail(f"{path}: task {name}: kill_timeout {timeout:g}s is not above the proxy's {bound}s to stop")
+            if "shutdown_delay" not in task and unquote(job.get("type")) == "system":
+                fail(f"{path}: task {name}: no shutdown_delay")
+    if not found:
+        fail(f"{path}: no task runs nomad-holepunch")
+    ok(f"{path}: every task stops with SIGTERM; the proxy's kill_timeout is above its {bound}s to stop")
+
+
+def check_update(path, job, timing):
+    """A job-level update block (the only one Nomad before 1.11 reads for a
+    system job: scheduler_system.go and job_endpoint.go at v1.10.0), valid
+    by UpdateStrategy.Validate, with numbers that keep a rolling update
+    below the alerts' `for:` (docs/upgrades.md). Returns the gap bound."""
+    update = block(job, "update")
+    if int(update.get("max_parallel", 0)) < 1:
+        fail(f"{path}: update.max_parallel must be 1 or more (0 replaces every node at once)")
+    stagger = hcl_duration(update.get("stagger", '"0s"'))
+    if stagger <= 0:
+        fail(f"{path}: update.stagger must be above 0: before Nomad 1.11 it is what makes the update roll")
+    if unquote(update.get("health_check")) != "checks":
+        fail(f'{path}: update.health_check must be "checks" (the /ready check decides)')
+    mht = hcl_duration(update["min_healthy_time"])
+    hd = hcl_duration(update["healthy_deadline"])
+    pd = hcl_duration(update["progress_deadline"])
+    if not mht < hd < pd:
+        fail(f"{path}: update needs min_healthy_time < healthy_deadline < progress_deadline (UpdateStrategy.Validate)")
+    for key in ("canary", "auto_promote", "auto_revert"):
+        if key in update:
+            fail(f"{path}: update.{key} is left to the operator")
+    (_, name, task), = [t for t in tasks(job) if runs_proxy(t[1], t[2])]
+    config = (task.get("config") or [{}])[0]
+    pull = hcl_duration(config["image_pull_timeout"]) if "image" in config else 0
+    if "image" in config and "image_pull_timeout" not in config:
+        fail(f"{path}: the docker config needs an image_pull_timeout: it bounds the node's gap")
+    gap = hcl_duration(task["shutdown_delay"]) + hcl_duration(task["kill_timeout"]) + pull + timing["start"]
+    seen = timing["refresh"] + timing["scrape"]
+    if gap + seen >= timing["for"]:
+        fail(f"{path}: a node's gap ({gap:g}s) plus {seen:g}s until Prometheus sees it reaches the alerts' for: ({timing['for']:g}s)")
+    if stagger < gap + seen + timing["evaluation"]:
+        fail(f"{path}: update.stagger {stagger:g}s is shorter than the gap, discovery and one rule evaluation ({gap + seen + timing['evaluation']:g}s)")
+    if mht < seen + timing["evaluation"]:
+        fail(f"{path}: update.min_healthy_time {mht:g}s is shorter than discovery and one rule evaluation")
+    checks = [
+        unquote(c.get("path"))
+        for svc in task.get("service", [])
+        for c in svc.get("check", [])
+    ]
+    if "/ready" not in checks:
+        fail(f"{path}: the proxy's service needs a check on /ready, which the update's health waits for")
+    ok(
+        f"{path}: job-level update block, one node at a time, health from the /ready check; "
+        f"a node's gap at most {gap:g}s, +{seen:g}s to be seen, under the alerts' {timing['for']:g}s"
+    )
+    return gap
+
+
+def split_top(text, sep=","):
+    """`text` split at `sep` outside brackets and quotes."""
+    parts, depth, quote, current = [], 0, False, ""
+    for i, c in enumerate(text):
+        if c == '"' and (i == 0 or text[i - 1] != "\\"):
+            quote = not quote
+        elif not quote and c in "([{":
+            depth += 1
+        elif not quote and c in ")]}":
+            depth -= 1
+        if c == sep and depth == 0 and not quote:
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def eval_hcl(expr, variables):
+    """The value of the few expression forms the job's env uses: a string
+    literal with ${var.X} in it, join(",", var.X), contains(var.X, "Y"),
+    and `cond ? a : b` over those."""
+    expr = expr.strip()
+    m = re.fullmatch(r"(.+?)\s\?\s(.+?)\s:\s(.+)", expr)
+    if m:
+        return eval_hcl(m.group(2) if eval_hcl(m.group(1), variables) else m.group(3), variables)
+    m = re.fullmatch(r"var\.(\w+)", expr)
+    if m:
+        return variables[m.group(1)]
+    m = re.fullmatch(r'join\("([^"]*)",\s*var\.(\w+)\)', expr)
+    if m:
+        return m.group(1).join(variables[m.group(2)])
+    m = re.fullmatch(r'contains\(var\.(\w+),\s*"([^"]*)"\)', expr)
+    if m:
+        return m.group(2) in variables[m.group(1)]
+    m = re.fullmatch(r'"(.*)"', expr)
+    if m:
+        return re.sub(r"\$\{var\.(\w+)\}", lambda v: str(variables[v.group(1)]), m.group(1))
+    fail(f"cannot evaluate the job's env expression {expr!r}")
+
+
+def job_env(env_expr, variables):
+    """The environment an `env = merge({...}, ...)` expression gives, for
+    `variables` (a for expression over var.allow opens each group)."""
+    inner = re.fullmatch(r"\$\{merge\((.*)\)\}", env_expr, re.S)
+    if not inner:
+        fail(f"the job's env is not a merge(...): {env_expr[:80]}")
+    env = {}
+    for obj in split_top(inner.group(1)):
+        body = obj.strip()[1:-1].strip()
+        m = re.fullmatch(r'for (\w+) in var\.(\w+) : "HOLEPUNCH_ALLOW_\$\{upper\(\1\)\}" => "true"', body)
+        if m:
+            env.update({f"HOLEPUNCH_ALLOW_{g.upper()}": "true" for g in variables[m.group(2)]})
+            continue
+        for pair in split_top(body):
+            key, _, value = pair.partition(" = ")
+            env[key.strip()] = eval_hcl(value, variables)
+    return {k: v for k, v in env.items() if v != ""}
+
+
 def run_check(binary, env, work, label, extra=()):
     """`nomad-holepunch --check` with only `env` (plus a token and a socket path)."""
     token = os.path.join(work, "nomad_token")
@@ -187,12 +367,28 @@ def task_env_literals(task):
     return {k: v for k, v in pairs if "?" not in v}
 
 
-def check_holepunch_job(path, binary, work):
+def variable_defaults(variables):
+    """Each variable's default, as a Python value."""
+    return {
+        k: ([unquote(x) for x in v["default"]] if isinstance(v.get("default"), list) else unquote(v.get("default")))
+        for k, v in variables.items()
+    }
+
+
+def check_holepunch_job(path, binary, work, bound, timing, root):
     doc = load_hcl(path)
     variables = {unquote(k): v for item in doc.get("variable", []) for k, v in item.items()}
-    for name in ("image", "port", "telemetry_port", "allow"):
+    for name in (
+        "image", "port", "telemetry_port", "allow",
+        "allow_from", "allowed_hosts", "client_tokens", "tls", "secrets_path", "host_network",
+    ):
         if name not in variables:
             fail(f"{path}: no variable {name!r}")
+    # The safe defaults are off unless asked for: the job behaves as before.
+    defaults = variable_defaults(variables)
+    for name, off in (("allow_from", []), ("allowed_hosts", []), ("client_tokens", False), ("tls", False), ("host_network", "default")):
+        if defaults[name] != off:
+            fail(f"{path}: variable {name} must default to {off!r} (as without it), not {defaults[name]!r}")
     check_image_variable(path, doc, "image")
     job = block(doc, "job", "holepunch")
     if unquote(job.get("type")) != "system" or unquote(job.get("node_pool")) != "all":
@@ -207,6 +403,9 @@ def check_holepunch_job(path, binary, work):
         fail(f"{path}: the http port is not static = var.port")
     if block(network, "port", "telemetry").get("static") != "${var.telemetry_port}":
         fail(f"{path}: the telemetry port is not static = var.telemetry_port")
+    for port in ("http", "telemetry"):
+        if block(network, "port", port).get("host_network") != "${var.host_network}":
+            fail(f"{path}: port {port} must be published on var.host_network")
     task = block(group, "task", "holepunch")
     if [unquote(p) for p in block(task, "config").get("ports", [])] != ["http", "telemetry"]:
         fail(f"{path}: the docker config must publish the http and telemetry ports")
@@ -219,9 +418,14 @@ def check_holepunch_job(path, binary, work):
         unquote(t) for t in service.get("tags", [])
     ]:
         fail(f'{path}: the holepunch service needs provider = "nomad" and a "prometheus" tag')
-    check = block(service, "check")
-    if unquote(check.get("type")) != "http" or unquote(check.get("path")) != "/health":
-        fail(f"{path}: the service check must be http on /health")
+    checks = {unquote(c.get("path")): c for c in service.get("check", [])}
+    if set(checks) != {"/health", "/ready"} or any(unquote(c.get("type")) != "http" for c in checks.values()):
+        fail(f"{path}: the service checks must be http on /health and /ready")
+    for c in checks.values():
+        # Over TLS when TLS is on; Nomad's own checks honour tls_skip_verify
+        # from 1.9.6 (client/serviceregistration/checks/client.go).
+        if c.get("protocol") != '${var.tls ? "https" : "http"}' or c.get("tls_skip_verify") is not True:
+            fail(f"{path}: each check must use https when var.tls is on, with tls_skip_verify")
     telemetry = services.get("holepunch-telemetry")
     if (
         not telemetry
@@ -231,28 +435,63 @@ def check_holepunch_job(path, binary, work):
         fail(f"{path}: the holepunch-telemetry service must offer the telemetry port to conf/prometheus-nomad-sd.yml")
     ok(
         f"{path}: system job, node_pool all, Linux only, image without default, Nomad 1.6.0+, "
-        "identity env+file, nomad services with /health check and telemetry"
+        "identity env+file, nomad services with /health and /ready checks and telemetry"
     )
+    check_stopping(path, doc, job, bound)
+    check_update(path, job, timing)
 
     env = task_env_literals(task)
     if env.get("HOLEPUNCH_TOKEN_FILE") != "${NOMAD_SECRETS_DIR}/nomad_token":
         fail(f"{path}: HOLEPUNCH_TOKEN_FILE must point at the identity's token file")
     if env.get("HOLEPUNCH_TELEMETRY_BIND") != "0.0.0.0:${var.telemetry_port}":
         fail(f"{path}: HOLEPUNCH_TELEMETRY_BIND must listen on the telemetry port")
-    env = {k: substitute_vars(v, variables) for k, v in env.items()}
+    # The environment Nomad would give the task with the defaults.
+    env = job_env(task["env"], defaults)
+    for name in ("HOLEPUNCH_ALLOW_FROM", "HOLEPUNCH_ALLOWED_HOSTS", "HOLEPUNCH_CLIENT_TOKEN_FILE", "HOLEPUNCH_TLS_CERT_FILE"):
+        if name in env:
+            fail(f"{path}: {name} must be unset by default, is {env[name]!r}")
     # Every group the variable's description offers, and its default, must be
     # one the binary knows.
     offered = re.findall(r"\b[A-Z][A-Z_]+[A-Z]\b", unquote(variables["allow"]["description"]))
     groups = [g for g in offered if g not in ("HOLEPUNCH_ALLOW_", "GROUP")]
-    defaults = [unquote(g) for g in variables["allow"]["default"]]
-    for g in groups + defaults:
-        env[f"HOLEPUNCH_ALLOW_{g}"] = "true"
-    out = run_check(binary, env, work, f"{path} (every group of var.allow on)")
+    every = dict(defaults, allow=groups + defaults["allow"])
+    out = run_check(binary, job_env(task["env"], every), work, f"{path} (every group of var.allow on)")
     if "token file" not in out and "nomad_token" not in out:
         fail(f"{path}: --check did not report the token file:\n{out}")
 
+    # Every safe default on, with the files the templates would render.
+    safe = dict(
+        defaults,
+        allow_from=["10.0.0.0/8", "fd00::/8"],
+        allowed_hosts=["localhost", "*.example.com"],
+        client_tokens=True,
+        tls=True,
+    )
+    env = job_env(task["env"], safe)
+    templates = [
+        d["template"] for d in task.get("dynamic", []) if "template" in d
+    ] + [d[k] for d in task.get("dynamic", []) for k in d if unquote(k) == "template"]
+    rendered = sorted(unquote(t["content"][0]["destination"]) for t in templates)
+    want = ["secrets/client-tokens", 'secrets/tls.${template.value == "cert" ? "crt" : "key"}']
+    if rendered != sorted(want):
+        fail(f"{path}: the client-token and TLS templates render {rendered}, expected {want}")
+    for t in templates:
+        data = unquote(t["content"][0]["data"])
+        if 'nomadVar \\"${var.secrets_path}\\"' not in data or unquote(t["content"][0].get("change_mode")) != "noop":
+            fail(f"{path}: each template must read the Nomad variable var.secrets_path, change_mode noop (the proxy re-reads): {data}")
+    fixtures = os.path.join(root, "tests", "fixtures", "tls")
+    with open(os.path.join(work, "client-tokens"), "w", encoding="utf-8") as fh:
+        fh.write("a-client-token\n")
+    for src, dst in (("a.crt", "tls.crt"), ("a.key", "tls.key")):
+        with open(os.path.join(fixtures, src), encoding="utf-8") as fi, open(os.path.join(work, dst), "w", encoding="utf-8") as fo:
+            fo.write(fi.read())
+    out = run_check(binary, env, work, f"{path} (every safe default on)")
+    for needle in ("10.0.0.0/8", "*.example.com", "client-tokens", "tls.crt"):
+        if needle not in out:
+            fail(f"{path}: --check with the safe defaults on does not report {needle}:\n{out}")
 
-def check_sidecar_job(path, binary, work, sd_config):
+
+def check_sidecar_job(path, binary, work, sd_config, bound):
     doc = load_hcl(path)
     check_image_variable(path, doc, "holepunch_image")
     job = block(doc, "job", "prometheus")
@@ -269,6 +508,7 @@ def check_sidecar_job(path, binary, work, sd_config):
     if env.get("HOLEPUNCH_BIND") != "127.0.0.1" or env.get("HOLEPUNCH_ALLOW_SERVICES") != "true":
         fail(f"{path}: the sidecar must bind 127.0.0.1 and allow SERVICES")
     ok(f"{path}: prestart sidecar on 127.0.0.1 allowing SERVICES")
+    check_stopping(path, doc, job, bound)
     run_check(binary, env, work, f"{path} (sidecar environment)")
 
     prometheus = block(group, "task", "prometheus")
@@ -292,6 +532,68 @@ def check_sidecar_job(path, binary, work, sd_config):
     if inlined != sd_config:
         fail(f"{path}: the template's Prometheus configuration differs from conf/prometheus-nomad-sd.yml")
     ok(f"{path}: its Prometheus configuration is conf/prometheus-nomad-sd.yml, region from NOMAD_REGION")
+
+
+def check_raw_exec_job(path, binary, work, bound, timing):
+    """The raw_exec system job of docs/upgrades.md."""
+    doc = load_hcl(path)
+    job = block(doc, "job", "holepunch")
+    if unquote(job.get("type")) != "system" or unquote(job.get("node_pool")) != "all":
+        fail(f'{path}: expected type = "system" and node_pool = "all"')
+    check_linux_only(path, job)
+    if min_version(path) != "1.6.0":
+        fail(f"{path}: node_pool needs Nomad 1.6.0; the header says {min_version(path)}")
+    (_, _, task), = tasks(job)
+    if unquote(task.get("driver")) != "raw_exec":
+        fail(f"{path}: the task must use the raw_exec driver")
+    identity = block(task, "identity")
+    if identity.get("env") is not True or identity.get("file") is not True:
+        fail(f"{path}: identity needs env = true and file = true")
+    # file() reads the entrypoint relative to the job file's directory
+    # (jobspec2/parse.go: BaseDir).
+    sources = [unquote(t.get("data", "")) for t in task.get("template", [])]
+    entry = [m.group(1) for d in sources for m in [re.fullmatch(r'\$\{file\("([^"]+)"\)\}', d or "")] if m]
+    if not entry or not os.path.isfile(os.path.join(os.path.dirname(path), entry[0])):
+        fail(f"{path}: a template must read the entrypoint with file(), relative to the job file: {sources}")
+    check_stopping(path, doc, job, bound)
+    check_update(path, job, timing)
+    env = task_env_literals(task)
+    # raw_exec shares the node's network: both listeners on Nomad's address.
+    if env.get("HOLEPUNCH_BIND") != "${NOMAD_IP_http}" or not env.get("HOLEPUNCH_TELEMETRY_BIND", "").startswith(
+        "${NOMAD_IP_telemetry}:"
+    ):
+        fail(f"{path}: under raw_exec both listeners must bind the address Nomad allocated, not 0.0.0.0")
+    if env.get("HOLEPUNCH_TOKEN_FILE") != "${NOMAD_SECRETS_DIR}/nomad_token":
+        fail(f"{path}: HOLEPUNCH_TOKEN_FILE must point at the identity's token file")
+    variables = variable_defaults({unquote(k): v for item in doc.get("variable", []) for k, v in item.items()})
+    nomad = {
+        "NOMAD_IP_http": "127.0.0.1",
+        "NOMAD_IP_telemetry": "127.0.0.1",
+        "NOMAD_PORT_http": str(variables["port"]),
+        "NOMAD_PORT_telemetry": str(variables["telemetry_port"]),
+    }
+    env = {k: re.sub(r"\$\{(NOMAD_(?:IP|PORT)_\w+)\}", lambda m: nomad[m.group(1)], v) for k, v in env.items()}
+    ok(f"{path}: raw_exec system job, Linux only, Nomad 1.6.0+, entrypoint from file(), listeners on Nomad's address")
+    run_check(binary, env, work, f"{path} (raw_exec environment)")
+
+
+def rollout_timing(sd, rules_path):
+    """What a rolling update must stay under: the shortest `for:` of the
+    alerts a vanished or down proxy fires, discovery's refresh and scrape
+    intervals (conf/prometheus-nomad-sd.yml), Prometheus's default rule
+    evaluation interval (1m), and a container's start (5 s, generous)."""
+    with open(rules_path, encoding="utf-8") as fh:
+        rules = {r.get("alert"): r for g in yaml.safe_load(fh)["groups"] for r in g["rules"]}
+    fors = [seconds(rules[a].get("for", "0s")) for a in ("HolepunchDown", "HolepunchNodeWithoutProxy") if a in rules]
+    if len(fors) != 2:
+        fail(f"{rules_path}: HolepunchDown and HolepunchNodeWithoutProxy are both needed")
+    return {
+        "for": min(fors),
+        "refresh": max(seconds(e.get("refresh_interval", "30s")) for e in sd_entries(sd)),
+        "scrape": seconds(sd.get("global", {}).get("scrape_interval", "1m")),
+        "evaluation": seconds(sd.get("global", {}).get("evaluation_interval", "1m")),
+        "start": 5,
+    }
 
 
 def sd_entries(config):
@@ -530,6 +832,12 @@ def check_rules(conf, root, prometheus_yml):
     if "holepunch_requests_total" not in registered:
         fail("src/telemetry.rs: could not read the registered metrics")
     registered["up"] = {"job", "instance"}
+    # The Nomad servers' count of live clients (nomad/heartbeat.go,
+    # heartbeatStats; the hostname as the `host` label: command/agent/
+    # command.go, setupTelemetry), from the servers' own scrape job.
+    registered["nomad_nomad_heartbeat_active"] = {"job", "instance", "host"}
+    if "nomad-servers" not in [j.get("job_name") for j in prometheus_yml.get("scrape_configs", [])]:
+        fail("conf/prometheus.yml: no scrape job nomad-servers, for HolepunchNodeWithoutProxy")
     with open(rules_path, encoding="utf-8") as fh:
         rules = [r for g in yaml.safe_load(fh)["groups"] for r in g["rules"]]
     alerts = []
@@ -544,13 +852,13 @@ def check_rules(conf, root, prometheus_yml):
         matchers, grouping = promql_selectors(rule["expr"])
         for metric, labels in matchers.items():
             if metric not in registered:
-                fail(f"{rules_path}: {name} reads {metric}, which is neither `up` nor a metric of src/telemetry.rs")
+                fail(f"{rules_path}: {name} reads {metric}, which is neither `up`, a Nomad metric named here, nor a metric of src/telemetry.rs")
             if not labels <= registered[metric]:
                 fail(f"{rules_path}: {name} matches {metric} on {labels - registered[metric]}, labels it does not have")
         everything = set().union(*(registered[m] for m in matchers))
         if not grouping <= everything:
             fail(f"{rules_path}: {name} groups by {grouping - everything}, labels its metrics do not have")
-    for kind in ("up", "holepunch_upstream_errors_total", "holepunch_reload_failures_total"):
+    for kind in ("up", "holepunch_upstream_errors_total", "holepunch_reload_failures_total", "nomad_nomad_heartbeat_active"):
         if not any(kind in promql_selectors(r["expr"])[0] for r in rules):
             fail(f"{rules_path}: no alert reads {kind}")
 
@@ -573,12 +881,38 @@ def check_rules(conf, root, prometheus_yml):
     ok(f"{rules_path}: {len(alerts)} alerts on up and the proxy's own metrics, each firing and clearing in {test_path}")
 
 
+def check_dashboards(path):
+    """Every Grafana dashboard parses as JSON and takes its data source from
+    a variable. Its queries run against a real Prometheus in
+    tests/integration/clients.rs."""
+    import json
+
+    names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
+    if not names or len(names) != len(os.listdir(path)):
+        fail(f"{path}: expected only Grafana dashboards (.json), found {os.listdir(path)}")
+    for name in names:
+        with open(os.path.join(path, name), encoding="utf-8") as fh:
+            try:
+                dashboard = json.load(fh)
+            except ValueError as e:
+                fail(f"{path}/{name}: not JSON: {e}")
+        variables = dashboard.get("templating", {}).get("list", [])
+        if not variables or variables[0].get("type") != "datasource" or variables[0].get("query") != "prometheus":
+            fail(f"{path}/{name}: the first variable must be a Prometheus data source")
+        ok(f"{path}/{name}: Grafana dashboard, {len(dashboard.get('panels', []))} panels, data source from a variable")
+
+
 def main():
     conf, binary, work = sys.argv[1:4]
     root = os.path.dirname(os.path.abspath(conf))
     yamls, texts = {}, []
     for name in sorted(os.listdir(conf)):
         path = os.path.join(conf, name)
+        if os.path.isdir(path):
+            if name != "grafana":
+                fail(f"{path}: a directory this script does not check")
+            check_dashboards(path)
+            continue
         if name.endswith(".hcl"):
             load_hcl(path)
             ok(f"{path}: parses as HCL2")
@@ -594,8 +928,19 @@ def main():
 
     sd = yamls.get("prometheus-nomad-sd.yml")
     check_sd_config(os.path.join(conf, "prometheus-nomad-sd.yml"), sd)
-    check_holepunch_job(os.path.join(conf, "holepunch.nomad.hcl"), binary, work)
-    check_sidecar_job(os.path.join(conf, "prometheus-sidecar.nomad.hcl"), binary, work, sd)
+    bound = grace_bound(root, conf)
+    timing = rollout_timing(sd, os.path.join(conf, "holepunch.rules.yml"))
+    jobs = {
+        "holepunch.nomad.hcl": lambda p: check_holepunch_job(p, binary, work, bound, timing, root),
+        "prometheus-sidecar.nomad.hcl": lambda p: check_sidecar_job(p, binary, work, sd, bound),
+        "holepunch-raw-exec.nomad.hcl": lambda p: check_raw_exec_job(p, binary, work, bound, timing),
+    }
+    for name in sorted(os.listdir(conf)):
+        if name.endswith(".nomad.hcl"):
+            if name not in jobs:
+                fail(f"conf/{name}: a job file tests/clients/check_conf.py has no checks for")
+            jobs[name](os.path.join(conf, name))
+    ok(f"every job file in conf/ checked: {', '.join(sorted(jobs))}")
     check_policy(os.path.join(conf, "holepunch-policy.hcl"))
     check_acl_commands(texts + markdown_texts(root))
     check_readme(root, texts)

@@ -56,6 +56,13 @@ fn the_files_in_conf_pass_the_programs_that_read_them() {
         "conf/holepunch.rules.yml: promtool check rules",
         "each firing and clearing in",
         "conf/holepunch.rules.test.yml: promtool test rules",
+        "every job file in conf/ checked: holepunch-raw-exec.nomad.hcl",
+        "conf/holepunch.nomad.hcl: every task stops with SIGTERM",
+        "conf/prometheus-sidecar.nomad.hcl: every task stops with SIGTERM",
+        "conf/holepunch-raw-exec.nomad.hcl: every task stops with SIGTERM",
+        "conf/holepunch.nomad.hcl: job-level update block, one node at a time, health from the /ready check",
+        "(every safe default on): nomad-holepunch --check accepts it",
+        "(raw_exec environment): nomad-holepunch --check accepts it",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -317,4 +324,146 @@ fn a_real_prometheus_scrapes_with_a_client_certificate_and_a_client_token() {
     assert!(targets.contains("401 Unauthorized"), "{targets}");
     assert!(targets.contains("certificate required"), "{targets}");
     only_scrapes_reached_the_socket(&s);
+}
+
+/// Percent-encodes a PromQL expression for a query string.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every panel query of a Grafana dashboard, with its panel's title, the
+/// template variables replaced as Grafana would with "All" selected (their
+/// `allValue`) and `$__rate_interval` as Grafana computes it for a 1 s
+/// scrape interval (four intervals, at least 1m... here 1m).
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            let all = v["allValue"]
+                .as_str()
+                .expect("every query variable has an allValue");
+            (format!("${}", v["name"].as_str().unwrap()), all.to_string())
+        })
+        .collect();
+    vars.push(("$__rate_interval".into(), "1m".into()));
+    let mut queries = Vec::new();
+    let mut stack: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = stack.pop() {
+        stack.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let mut expr = target["expr"]
+                .as_str()
+                .expect("every target has an expr")
+                .to_string();
+            for (name, value) in &vars {
+                expr = expr.replace(name, value);
+            }
+            assert!(!expr.contains('$'), "a variable left in {expr}");
+            queries.push((panel["title"].as_str().unwrap_or("").to_string(), expr));
+        }
+    }
+    queries
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus package (make setup-test)"]
+fn every_dashboard_panel_query_answers_from_a_real_prometheus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("conf/grafana");
+    let mut dashboards = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("conf/grafana") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+            // A dashboard to import anywhere: its data source is a variable.
+            assert_eq!(
+                json["templating"]["list"][0]["type"],
+                "datasource",
+                "{}",
+                path.display()
+            );
+            assert!(
+                json["schemaVersion"].as_u64().unwrap_or(0) >= 36,
+                "{}",
+                path.display()
+            );
+            assert!(
+                !text.contains("\"uid\": \"prometheus\""),
+                "{}: a fixed data source",
+                path.display()
+            );
+            dashboards.push((path, json));
+        }
+    }
+    assert!(!dashboards.is_empty(), "no dashboard in conf/grafana");
+
+    // The proxy and its telemetry, scraped with the shipped configuration.
+    let s = Harness::new().telemetry().start();
+    let shipped = std::fs::read_to_string(root.join("conf/prometheus.yml")).unwrap();
+    for needle in ["127.0.0.1:6120", "127.0.0.1:6121", "scrape_interval: 15s"] {
+        assert!(
+            shipped.contains(needle),
+            "conf/prometheus.yml lost {needle}"
+        );
+    }
+    let config = shipped
+        .replace("127.0.0.1:6120", &s.proxy.addr.to_string())
+        .replace("127.0.0.1:6121", &s.proxy.telemetry_addr().to_string())
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+    let work = TempDir::new();
+    std::fs::copy(
+        root.join("conf/holepunch.rules.yml"),
+        work.join("holepunch.rules.yml"),
+    )
+    .unwrap();
+    let prometheus = Prometheus::start(&work, &config);
+    prometheus.query_until("up%7Bjob%3D%22holepunch%22%7D", "1");
+    prometheus.query_until("up%7Bjob%3D%22nomad%22%7D", "1");
+
+    for (path, dashboard) in &dashboards {
+        let queries = dashboard_queries(dashboard);
+        assert!(
+            queries.len() >= 20,
+            "{}: {} queries",
+            path.display(),
+            queries.len()
+        );
+        for (title, expr) in queries {
+            // Each answers with data once rates have two scrapes to work on.
+            let last = std::cell::RefCell::new(String::new());
+            crate::support::eventually(
+                Duration::from_secs(60),
+                || {
+                    let answer = prometheus.query(&url_encode(&expr));
+                    let parsed: serde_json::Value =
+                        serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null);
+                    *last.borrow_mut() = answer;
+                    let results = parsed["data"]["result"].as_array().map_or(0, Vec::len);
+                    (parsed["status"] == "success" && results > 0).then_some(())
+                },
+                || {
+                    format!(
+                        "{}: panel {title:?}: {expr} gave no data (a parse error or an empty result): {}\nprometheus log:\n{}",
+                        path.display(),
+                        last.borrow(),
+                        prometheus.log()
+                    )
+                },
+            );
+        }
+    }
 }

@@ -145,7 +145,8 @@ fn token_reloads_are_counted() {
     let reloads = r#"holepunch_reloads_total{file="workload_token"}"#;
     let failures = r#"holepunch_reload_failures_total{file="workload_token"}"#;
     let client_reloads = r#"holepunch_reloads_total{file="client_tokens"}"#;
-    assert_eq!(sample(&s.proxy.own_metrics(), reloads), None);
+    // Every reload series is there from the start, at 0 (for the rules).
+    assert_eq!(sample(&s.proxy.own_metrics(), reloads), Some(0.0));
 
     // An unusable token (empty) is a failure, counted once however long it lasts.
     std::fs::write(&token_file, "").unwrap();
@@ -155,7 +156,7 @@ fn token_reloads_are_counted() {
     // passes of the watcher; the second begins after the pass that counted
     // the failure, and is over once the third is seen. So at least one
     // whole later pass has read the empty token file again.
-    assert_eq!(sample(&s.proxy.own_metrics(), client_reloads), None);
+    assert_eq!(sample(&s.proxy.own_metrics(), client_reloads), Some(0.0));
     for i in 1..=3 {
         std::fs::write(&clients, format!("client-token-{i}\n")).unwrap();
         wait_for(&s.proxy, client_reloads, f64::from(i));
@@ -265,4 +266,133 @@ fn access_lines_and_every_other_line_in_json() {
         ),
         "{log}"
     );
+}
+
+/// A label matcher of a selector: the label and the values it accepts.
+type Matcher = (String, Vec<String>);
+
+/// Every selector of a proxy metric in `conf/holepunch.rules.yml`, as
+/// (metric, [(label, [values])]): `label="v"` gives one value, `label=~"a|b"`
+/// each alternative. Comment lines are skipped.
+fn rule_selectors() -> Vec<(String, Vec<Matcher>)> {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/holepunch.rules.yml"),
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let mut rest = line;
+        while let Some(at) = rest.find("holepunch_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..end].to_string();
+            rest = &tail[end..];
+            let mut matchers = Vec::new();
+            if let Some(inner) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) {
+                for m in inner.0.split(',').filter(|m| !m.trim().is_empty()) {
+                    let (label, value) = m.split_once('=').expect("label=value");
+                    let value = value.trim_start_matches('~').trim().trim_matches('"');
+                    let values = value.split('|').map(str::to_string).collect();
+                    matchers.push((label.trim().to_string(), values));
+                }
+                rest = inner.1;
+            }
+            found.push((name, matchers));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_series_the_rules_match_is_there_at_startup_at_zero() {
+    // Nothing is sent to the proxy: what the rules need is there from the start.
+    let s = Harness::new().telemetry().ready(Ready::Listening).start();
+    let text = s.proxy.own_metrics();
+    let selectors = rule_selectors();
+    assert!(
+        selectors.len() >= 6,
+        "could not read the rules' selectors: {selectors:?}"
+    );
+    for (metric, matchers) in &selectors {
+        // Every combination the matchers name: one series at least each.
+        let mut wanted: Vec<Vec<String>> = vec![Vec::new()];
+        for (label, values) in matchers {
+            wanted = wanted
+                .iter()
+                .flat_map(|w| {
+                    values.iter().map(move |v| {
+                        let mut w = w.clone();
+                        w.push(format!("{label}=\"{v}\""));
+                        w
+                    })
+                })
+                .collect();
+        }
+        for labels in wanted {
+            let series: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} "))
+                })
+                .filter(|l| labels.iter().all(|m| l.contains(m.as_str())))
+                .collect();
+            assert!(
+                !series.is_empty(),
+                "{metric} with {labels:?} (matched by conf/holepunch.rules.yml) is missing at startup:\n{text}"
+            );
+            if metric.ends_with("_total") {
+                for line in series {
+                    assert!(line.ends_with(" 0"), "{line}: not 0 at startup");
+                }
+            }
+        }
+    }
+    // The open groups only: a closed group gets no allowed series.
+    assert_eq!(
+        sample(
+            &text,
+            r#"holepunch_requests_total{code="5xx",decision="allowed",group="metrics"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(!text.contains(r#"group="nodes""#), "{text}");
+}
+
+#[test]
+fn process_metrics_are_exported_as_prometheus_clients_export_them() {
+    let s = Harness::new().telemetry().ready(Ready::Listening).start();
+    let text = s.proxy.own_metrics();
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_threads", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is not a {kind}:\n{text}"
+        );
+    }
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name}:\n{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Started within the test's time, not at the epoch or in the future.
+    let start = value("process_start_time_seconds");
+    assert!(
+        start > now - 600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    // The listener, the telemetry listener and the standard streams at least.
+    assert!(value("process_open_fds") >= 5.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
 }

@@ -128,14 +128,26 @@ pub struct StandIn {
     accept: Option<JoinHandle<()>>,
 }
 
-/// The fixed part of the Prometheus response; tests look for these lines.
+/// The fixed part of the Prometheus response; tests look for these lines,
+/// and the Grafana dashboard's Nomad panels (conf/grafana/) read them: the
+/// names Nomad's client gives them (client/client.go, setGaugeForMemoryStats
+/// and setGaugeForCPUStats, under go-metrics' "nomad" prefix).
 pub const PROMETHEUS_HEAD: &str =
     "# HELP nomad_client_allocs_running Number of running allocations\n\
 # TYPE nomad_client_allocs_running gauge\n\
 nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3\n\
 # HELP nomad_client_uptime Client uptime in seconds\n\
 # TYPE nomad_client_uptime gauge\n\
-nomad_client_uptime{datacenter=\"dc1\",node_class=\"none\"} 4242\n";
+nomad_client_uptime{datacenter=\"dc1\",node_class=\"none\"} 4242\n\
+# HELP nomad_client_host_memory_total nomad_client_host_memory_total\n\
+# TYPE nomad_client_host_memory_total gauge\n\
+nomad_client_host_memory_total{datacenter=\"dc1\",node_class=\"none\"} 8.3e+09\n\
+# HELP nomad_client_host_memory_used nomad_client_host_memory_used\n\
+# TYPE nomad_client_host_memory_used gauge\n\
+nomad_client_host_memory_used{datacenter=\"dc1\",node_class=\"none\"} 2.1e+09\n\
+# HELP nomad_client_host_cpu_idle nomad_client_host_cpu_idle\n\
+# TYPE nomad_client_host_cpu_idle gauge\n\
+nomad_client_host_cpu_idle{cpu=\"cpu\",datacenter=\"dc1\",node_class=\"none\"} 97.5\n";
 
 pub const HEALTH_BODY: &str = r#"{"client":{"ok":true,"message":"ok"}}"#;
 pub const NODE_ID: &str = "f7476465-4d6e-c0de-26d0-e383c49be941";
