@@ -328,9 +328,7 @@ static VARS: [Var; 25] = [
         // Unset rather than a value: a default that does not fit the
         // open-files limit is lowered, a value the operator set is not
         // (`crate::connections::fit`).
-        default: DefaultValue::Unset(
-            "`1024`, or fewer to fit the open-files limit",
-        ),
+        default: DefaultValue::Unset("`1024`, or fewer to fit the open-files limit"),
         meaning: "the most client connections open at once, on both listeners",
         parse: Parse::With(|v, d| parse_max_connections(v).map(|n| d.max_connections = Some(n))),
         show: Some(|c| match c.max_connections {

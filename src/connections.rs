@@ -355,7 +355,11 @@ mod tests {
         assert_eq!(files_needed(100, 256, 8), 100 + 100 + 64 + 7 * 8);
         assert_eq!(files_needed(100, 256, 0), files_needed(100, 256, 1));
         for limit in [1344, 4096, 524_288, 1_048_576] {
-            assert_eq!(fit(None, 256, 1, limit), Ok(Fitted::exactly(1024)), "{limit}");
+            assert_eq!(
+                fit(None, 256, 1, limit),
+                Ok(Fitted::exactly(1024)),
+                "{limit}"
+            );
         }
         assert!(fit(None, 256, 2, 1344).unwrap().lowered_from.is_some());
         // 1024 open files: 1024 - 64 - 256 = 704 connections, each with a
@@ -380,7 +384,10 @@ mod tests {
                     let (max, case) = (fitted.max, (limit, in_flight, threads));
                     assert!(files_needed(max, in_flight, threads) <= limit, "{case:?}");
                     if max < 1024 {
-                        assert!(files_needed(max + 1, in_flight, threads) > limit, "{case:?}");
+                        assert!(
+                            files_needed(max + 1, in_flight, threads) > limit,
+                            "{case:?}"
+                        );
                     }
                 }
             }
@@ -421,7 +428,10 @@ mod tests {
         let mut d = conns.admit(Peer::Insider).unwrap();
         assert!(c.is_closed());
         assert!(!a.is_closed() && !b.is_closed() && !d.is_closed());
-        assert!(!c.busy(), "a connection closed to make room takes no request");
+        assert!(
+            !c.busy(),
+            "a connection closed to make room takes no request"
+        );
         // Its task has not dropped it yet: four open, three counted.
         assert_eq!(conns.open(), 4);
         drop(c);

@@ -382,16 +382,15 @@ where
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    // The idle wait is the guard's own (`Start::KeptAlive`):
-                    // Pingora reads this only as "keep alive or not", and
-                    // takes 0 for "forever".
+                    // As Pingora's loop does; reading the request then sets
+                    // keep-alive from the client's `Connection` (pingora-core
+                    // 0.9.1 `protocols/http/v1/server.rs`, `read_request`,
+                    // `respect_keepalive`), and the app may change it: the
+                    // proxy turns it off for outsiders, so that they get
+                    // `Connection: close`. The idle wait is the guard's own
+                    // (`Start::KeptAlive`); 0 would mean "forever" here.
                     let idle = settings.idle_timeout.as_secs().max(1);
-                    // Outsiders: `Connection: close`, and closed after it
-                    // (pingora-core 0.9.1 `protocols/http/v1/server.rs`,
-                    // `write_response_header` and `reuse`). The proxy
-                    // leaves this as set (pingora-proxy 0.9.1 `lib.rs`,
-                    // `process_new_http`).
-                    let keepalive = (admitted && !*shutdown.borrow()).then_some(idle);
+                    let keepalive = (!*shutdown.borrow()).then_some(idle);
                     session.set_keepalive(keepalive);
                     session.set_keepalive_reuses_remaining(
                         self.inner
@@ -406,8 +405,7 @@ where
             let reused = self.inner.process_new_http(session, shutdown).await?;
             let (next, kept) = reused.consume();
             if !admitted {
-                // An app that set its own keep-alive (pingora-core's
-                // `HttpServer` does) still closes here.
+                // One answer for an outsider, whatever the app said.
                 return None;
             }
             stream = next;

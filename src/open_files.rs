@@ -102,7 +102,10 @@ impl fmt::Display for OpenFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (before, soft, hard) = (limit(self.soft_before), limit(self.soft), limit(self.hard));
         if let Some(problem) = &self.problem {
-            write!(f, "open files: soft limit {soft}, hard limit {hard} ({problem})")
+            write!(
+                f,
+                "open files: soft limit {soft}, hard limit {hard} ({problem})"
+            )
         } else if self.soft_before != self.soft {
             write!(
                 f,

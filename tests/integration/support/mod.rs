@@ -233,6 +233,8 @@ pub struct Harness {
     telemetry: bool,
     program: Option<String>,
     ready: Ready,
+    /// The open-files limits (soft, hard) the proxy starts with.
+    open_files: Option<(u64, u64)>,
 }
 
 impl Default for Harness {
@@ -259,6 +261,7 @@ impl Harness {
             telemetry: false,
             program: None,
             ready: Ready::Health,
+            open_files: None,
         }
     }
 
@@ -332,6 +335,13 @@ impl Harness {
     /// binary in its arguments) instead of the binary.
     pub fn program(mut self, program: &str) -> Harness {
         self.program = Some(program.into());
+        self
+    }
+
+    /// Starts the proxy with these open-files limits (`RLIMIT_NOFILE`), as a
+    /// task driver's `ulimit` would.
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Harness {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -411,6 +421,25 @@ impl Harness {
                 Some(v) => cmd.env(k, v),
                 None => cmd.env_remove(k),
             };
+        }
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: setrlimit(2) is one, and
+            // the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         Proxy {
             child: Killed::spawn(&mut cmd),
