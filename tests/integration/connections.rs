@@ -215,9 +215,11 @@ fn at_the_cap_the_longest_idle_connection_is_closed_for_a_new_one() {
 
 #[test]
 fn at_the_cap_connections_from_outside_allow_from_are_closed_first() {
+    // A long header timeout: only the cap closes a connection that sends nothing.
     let s = Harness::new()
         .env("HOLEPUNCH_MAX_CONNECTIONS", "2")
         .env("HOLEPUNCH_ALLOW_FROM", "127.0.0.1")
+        .env("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "5m")
         .start();
     let mut inside = Conn::open(s.proxy.addr).unwrap();
     assert_eq!(ask(&mut inside, "/v1/agent/health").status, 200);
@@ -242,6 +244,8 @@ fn a_request_in_flight_is_never_closed_and_with_every_connection_busy_a_new_one_
         .telemetry()
         .env("HOLEPUNCH_MAX_CONNECTIONS", "2")
         .env("HOLEPUNCH_ALLOW_NODES", "true")
+        // Only the cap closes a connection that sends nothing.
+        .env("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "5m")
         .start();
     let addr = s.proxy.addr;
     let mut held = Conn::open(addr).unwrap();
