@@ -232,7 +232,7 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, peer: Peer) -> Option<Slot> {
         let mut state = self.lock();
         let metrics = telemetry::metrics();
-        if state.open - state.closing >= self.max {
+        if state.open.saturating_sub(state.closing) >= self.max {
             let oldest = state.idle.iter_mut().find_map(|idle| idle.pop_first());
             let first = state.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY);
             if first {
@@ -335,9 +335,9 @@ impl Drop for Slot {
         let mut state = self.connections.lock();
         if self.listed && state.idle[self.peer as usize].remove(&self.key).is_none() {
             // Closed to make room: its place was already given to another.
-            state.closing -= 1;
+            state.closing = state.closing.saturating_sub(1);
         }
-        state.open -= 1;
+        state.open = state.open.saturating_sub(1);
         telemetry::metrics()
             .client_connections
             .set(gauge(state.open));

@@ -19,13 +19,14 @@
 //! Pingora times out each read, not the whole header, so a client that
 //! sends its header a byte at a time could hold a connection open forever;
 //! and it gives a TLS handshake a fixed 60 s (pingora-core 0.9
-//! `services/listening.rs`, `run_endpoint`); a kept-alive connection gets a
-//! fixed 60 s (`apps/mod.rs`, `process_new`; pingora-core's `HttpServer`,
-//! which pingora-prometheus serves the telemetry with, sets it again on
-//! every request: `apps/http_app.rs`, `process_new_http`). [`HeaderGuard`]
-//! wraps the proxy app, and the telemetry app. The listener is plain TCP; the guard does the TLS handshake itself,
-//! reads the raw header bytes under one deadline, then hands them to
-//! Pingora's HTTP session as its first bytes (`set_pipelined_prefix`).
+//! `services/listening.rs`, `run_endpoint`); and a kept-alive connection
+//! waits for its next request as long as the app's keep-alive says (60 s in
+//! pingora-core's `HttpServer`, which pingora-prometheus serves the telemetry
+//! with: `apps/http_app.rs`, `process_new_http`). [`HeaderGuard`] wraps the
+//! proxy app and the telemetry app. The listener is plain TCP; the guard
+//! does the TLS handshake itself, reads the raw header bytes under one
+//! deadline, then hands them to Pingora's HTTP session as its first bytes
+//! (`set_pipelined_prefix`).
 //!
 //! **This copies Pingora's HTTP/1 keep-alive loop**, as pingora-core 0.9.1
 //! has it (`src/apps/mod.rs`, `impl<T: HttpServerApp> ServerApp for T`,
@@ -246,7 +247,7 @@ pub struct GuardSettings {
 pub enum Outsiders {
     /// The app answers (the proxy: `/health` and `/ready` for Nomad's
     /// checks, which may come from an address outside it, and 403 for the
-    /// rest).
+    /// rest) and says `Connection: close` (`crate::proxy`, `request_filter`).
     OneAnswer,
     /// The guard answers 403 itself, naming `HOLEPUNCH_ALLOW_FROM`, and the
     /// app never sees the request (the telemetry listener, which has nothing
@@ -257,7 +258,9 @@ pub enum Outsiders {
     Forbidden,
 }
 
-/// Wraps an HTTP app (the Pingora proxy) with the header deadline and size limit.
+/// Wraps an HTTP app (the Pingora proxy, or the telemetry app) with the
+/// header deadline and size limit, the idle timeout, the connection cap and
+/// `HOLEPUNCH_ALLOW_FROM`.
 pub struct HeaderGuard<A> {
     inner: Arc<A>,
     settings: GuardSettings,
