@@ -12,6 +12,8 @@ mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use holepunch::config::Config;
+use holepunch::connections::{Fitted, DEFAULT_MAX_CONNECTIONS};
+use holepunch::open_files::OpenFiles;
 use holepunch::startup::Startup;
 use holepunch::token::Token;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -50,6 +52,8 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
         tls: None,
         client_cas: None,
         server_conf: ServerConf::default(),
+        open_files: OpenFiles::raise(),
+        max_connections: Fitted::exactly(DEFAULT_MAX_CONNECTIONS),
     };
     let server = startup.into_server(Opt::default()).expect("the server");
     std::thread::spawn(move || server.run(RunArgs::default()));

@@ -123,6 +123,13 @@ impl AddrSet {
     }
 }
 
+/// Whether `HOLEPUNCH_ALLOW_FROM` (`set`, `None` when unset) serves a client
+/// at `client` (`None` when the socket could not say: never served then).
+/// The request decision and the connection guard both ask this.
+pub fn admits(set: Option<&AddrSet>, client: Option<IpAddr>) -> bool {
+    set.is_none_or(|set| client.is_some_and(|ip| set.contains(ip)))
+}
+
 impl fmt::Display for AddrSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, c) in self.0.iter().enumerate() {
@@ -159,6 +166,16 @@ mod tests {
             set.to_string(),
             "10.0.0.0/8, 192.0.2.7/32, fd00::/8, ::1/128"
         );
+    }
+
+    #[test]
+    fn unset_admits_everyone_and_an_unknown_address_nowhere_else() {
+        let set = AddrSet::parse("127.0.0.1").unwrap();
+        assert!(admits(None, Some(ip("203.0.113.9"))));
+        assert!(admits(None, None));
+        assert!(admits(Some(&set), Some(ip("127.0.0.1"))));
+        assert!(!admits(Some(&set), Some(ip("127.0.0.2"))));
+        assert!(!admits(Some(&set), None));
     }
 
     #[test]

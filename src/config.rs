@@ -65,6 +65,12 @@ macro_rules! var_name {
     (CLIENT_WRITE_TIMEOUT) => {
         "HOLEPUNCH_CLIENT_WRITE_TIMEOUT"
     };
+    (CLIENT_IDLE_TIMEOUT) => {
+        "HOLEPUNCH_CLIENT_IDLE_TIMEOUT"
+    };
+    (MAX_CONNECTIONS) => {
+        "HOLEPUNCH_MAX_CONNECTIONS"
+    };
     (ALLOW_FROM) => {
         "HOLEPUNCH_ALLOW_FROM"
     };
@@ -120,6 +126,8 @@ pub const ALLOW_ALL: &str = var_name!(ALLOW_ALL);
 pub const UPSTREAM_TIMEOUT: &str = var_name!(UPSTREAM_TIMEOUT);
 pub const CLIENT_HEADER_TIMEOUT: &str = var_name!(CLIENT_HEADER_TIMEOUT);
 pub const CLIENT_WRITE_TIMEOUT: &str = var_name!(CLIENT_WRITE_TIMEOUT);
+pub const CLIENT_IDLE_TIMEOUT: &str = var_name!(CLIENT_IDLE_TIMEOUT);
+pub const MAX_CONNECTIONS: &str = var_name!(MAX_CONNECTIONS);
 pub const ALLOW_FROM: &str = var_name!(ALLOW_FROM);
 pub const ALLOWED_HOSTS: &str = var_name!(ALLOWED_HOSTS);
 /// Set by Nomad for every task: the region of the agent.
@@ -213,7 +221,7 @@ pub fn table() -> impl Iterator<Item = Var> {
         }))
 }
 
-static VARS: [Var; 24] = [
+static VARS: [Var; 26] = [
     Var {
         name: BIND,
         default: DefaultValue::Value("0.0.0.0"),
@@ -311,6 +319,26 @@ static VARS: [Var; 24] = [
         meaning: "how long a client may take no bytes of what the proxy writes to it",
         parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_write_timeout = t)),
         show: Some(|c| format!("{CLIENT_WRITE_TIMEOUT} = {:?}", c.client_write_timeout)),
+    },
+    Var {
+        name: CLIENT_IDLE_TIMEOUT,
+        default: DefaultValue::Value("60s"),
+        meaning: "how long a kept-alive client connection may wait for its next request",
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_idle_timeout = t)),
+        show: Some(|c| format!("{CLIENT_IDLE_TIMEOUT} = {:?}", c.client_idle_timeout)),
+    },
+    Var {
+        name: MAX_CONNECTIONS,
+        // Unset rather than a value: a default that does not fit the
+        // open-files limit is lowered, a value the operator set is not
+        // (`crate::connections::fit`).
+        default: DefaultValue::Unset("`1024`, or fewer to fit the open-files limit"),
+        meaning: "the most client connections open at once, on both listeners",
+        parse: Parse::With(|v, d| parse_max_connections(v).map(|n| d.max_connections = Some(n))),
+        show: Some(|c| match c.max_connections {
+            Some(n) => format!("{MAX_CONNECTIONS} = {n}"),
+            None => format!("{MAX_CONNECTIONS} = default"),
+        }),
     },
     Var {
         name: ALLOW_FROM,
@@ -502,6 +530,11 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// How long a write to a client may wait for it to take bytes.
     pub client_write_timeout: Duration,
+    /// How long a kept-alive client connection may wait for its next request.
+    pub client_idle_timeout: Duration,
+    /// The most client connections open at once, when the operator set it;
+    /// `None`: the default, fitted to the open-files limit at startup.
+    pub max_connections: Option<usize>,
     /// The client addresses served, when limited.
     pub allow_from: Option<AddrSet>,
     /// The Host names served, when limited.
@@ -653,6 +686,8 @@ struct Draft {
     upstream_timeout: Duration,
     client_header_timeout: Duration,
     client_write_timeout: Duration,
+    client_idle_timeout: Duration,
+    max_connections: Option<usize>,
     allow_from: Option<AddrSet>,
     allowed_hosts: Option<HostList>,
     region: Option<String>,
@@ -735,6 +770,8 @@ impl Draft {
             upstream_timeout: self.upstream_timeout,
             client_header_timeout: self.client_header_timeout,
             client_write_timeout: self.client_write_timeout,
+            client_idle_timeout: self.client_idle_timeout,
+            max_connections: self.max_connections,
             allow_from: self.allow_from,
             allowed_hosts: self.allowed_hosts,
             region: self.region,
@@ -1009,6 +1046,21 @@ fn parse_max_in_flight(v: &str) -> Result<usize, String> {
         _ => Err(format!(
             "expected a whole number of requests from 1 to 1000000 \
              (default {DEFAULT_MAX_IN_FLIGHT})"
+        )),
+    }
+}
+
+/// The largest `HOLEPUNCH_MAX_CONNECTIONS` accepted: Linux's default
+/// ceiling on open files per process (`fs.nr_open`) is 1048576.
+const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+fn parse_max_connections(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 && n <= MAX_MAX_CONNECTIONS && !v.starts_with('+') => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of connections from 1 to {MAX_MAX_CONNECTIONS} \
+             (default {})",
+            crate::connections::DEFAULT_MAX_CONNECTIONS
         )),
     }
 }
@@ -1677,6 +1729,8 @@ mod tests {
         assert_eq!(c.max_in_flight, 256);
         assert_eq!(c.rate_limit, None);
         assert_eq!(c.client_write_timeout, Duration::from_secs(30));
+        assert_eq!(c.client_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, None);
         assert_eq!(
             (c.allow_from, c.allowed_hosts, c.region),
             (None, None, None)
@@ -1686,6 +1740,8 @@ mod tests {
             (MAX_IN_FLIGHT, "8"),
             (RATE_LIMIT, "600/m"),
             (CLIENT_WRITE_TIMEOUT, "5s"),
+            (CLIENT_IDLE_TIMEOUT, "1m30s"),
+            (MAX_CONNECTIONS, "300"),
             (ALLOW_FROM, "10.0.0.0/8, ::1"),
             (ALLOWED_HOSTS, "*.example.com"),
             (NOMAD_REGION, "europe"),
@@ -1700,6 +1756,8 @@ mod tests {
             })
         );
         assert_eq!(c.client_write_timeout, Duration::from_secs(5));
+        assert_eq!(c.client_idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.max_connections, Some(300));
         assert!(c.allow_from.unwrap().contains("10.1.1.1".parse().unwrap()));
         assert!(c.allowed_hosts.unwrap().allows(b"a.example.com"));
         assert_eq!(c.region.as_deref(), Some("europe"));
@@ -1722,6 +1780,13 @@ mod tests {
             (RATE_LIMIT, "+20/s"),
             (RATE_LIMIT, "/s"),
             (CLIENT_WRITE_TIMEOUT, "30"),
+            (CLIENT_IDLE_TIMEOUT, "60"),
+            (CLIENT_IDLE_TIMEOUT, "0s"),
+            (MAX_CONNECTIONS, "0"),
+            (MAX_CONNECTIONS, "-1"),
+            (MAX_CONNECTIONS, "+5"),
+            (MAX_CONNECTIONS, "1k"),
+            (MAX_CONNECTIONS, "1000001"),
             (ALLOW_FROM, "10.0.0.1/8"),
             (ALLOW_FROM, "10.0.0.0/8,"),
             (ALLOW_FROM, "everyone"),
@@ -1789,8 +1854,10 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 15);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 17);
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_WRITE_TIMEOUT = 30s".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_CLIENT_IDLE_TIMEOUT = 60s".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_MAX_CONNECTIONS = default".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_IN_FLIGHT = 256".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_RATE_LIMIT = off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_FROM = any address".to_string()));

@@ -1,19 +1,34 @@
-//! The connection guard: every request header must arrive complete within
+//! The connection guard, in front of both listeners (the proxy's and the
+//! telemetry one): every request header must arrive complete within
 //! `HOLEPUNCH_CLIENT_HEADER_TIMEOUT` and within [`MAX_HEADER_BYTES`], or the connection is
 //! closed (431 for a header too large) before Pingora parses anything. On a
 //! new TLS connection the handshake counts toward the same deadline. Every
 //! write to the client must make progress within
 //! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`. With client certificates, a kept-alive
 //! connection whose certificate is no longer trusted is closed before its
-//! next request ([`crate::client_cert::ClientCas::recheck`]).
+//! next request ([`crate::client_cert::ClientCas::recheck`]). A kept-alive connection waits at most
+//! `HOLEPUNCH_CLIENT_IDLE_TIMEOUT` for its next request. Each connection
+//! holds a place under `HOLEPUNCH_MAX_CONNECTIONS`
+//! ([`crate::connections`]), and is idle, so closed first at the cap,
+//! whenever no request of its own is in progress.
+//!
+//! A client outside `HOLEPUNCH_ALLOW_FROM` gets one answer per connection,
+//! with `Connection: close`, then the connection is closed: on the proxy's
+//! listener the proxy's (`/health`, `/ready`, or 403), on the telemetry
+//! listener a 403 from the guard ([`Outsiders`]). A connection it no longer
+//! needs never holds a descriptor through a keep-alive.
 //!
 //! Pingora times out each read, not the whole header, so a client that
 //! sends its header a byte at a time could hold a connection open forever;
 //! and it gives a TLS handshake a fixed 60 s (pingora-core 0.9
-//! `services/listening.rs`, `run_endpoint`). [`HeaderGuard`] wraps the proxy
-//! app. The listener is plain TCP; the guard does the TLS handshake itself,
-//! reads the raw header bytes under one deadline, then hands them to
-//! Pingora's HTTP session as its first bytes (`set_pipelined_prefix`).
+//! `services/listening.rs`, `run_endpoint`); and a kept-alive connection
+//! waits for its next request as long as the app's keep-alive says (60 s in
+//! pingora-core's `HttpServer`, which pingora-prometheus serves the telemetry
+//! with: `apps/http_app.rs`, `process_new_http`). [`HeaderGuard`] wraps the
+//! proxy app and the telemetry app. The listener is plain TCP; the guard
+//! does the TLS handshake itself, reads the raw header bytes under one
+//! deadline, then hands them to Pingora's HTTP session as its first bytes
+//! (`set_pipelined_prefix`).
 //!
 //! **This copies Pingora's HTTP/1 keep-alive loop**, as pingora-core 0.9.1
 //! has it (`src/apps/mod.rs`, `impl<T: HttpServerApp> ServerApp for T`,
@@ -42,7 +57,10 @@
 //! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
 //! its `URI_MAP`) reaches the path rules unchanged.
 
+use crate::allowlist::Forbidden;
+use crate::cidr::{admits, AddrSet};
 use crate::client_cert::ClientCas;
+use crate::connections::{Connections, Peer, Slot};
 use crate::deadline::WriteDeadline;
 use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
@@ -53,6 +71,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,10 +82,6 @@ use tokio::time::timeout;
 
 /// The largest request header accepted: the request line and every field.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-
-/// How long a kept-alive connection may sit idle before its next request
-/// (Pingora's default keep-alive).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// The 431 answer's body, naming the limit.
 fn too_large_body() -> String {
@@ -217,14 +232,41 @@ pub struct GuardSettings {
     pub header_timeout: Duration,
     /// `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
     pub write_timeout: Duration,
+    /// `HOLEPUNCH_CLIENT_IDLE_TIMEOUT`.
+    pub idle_timeout: Duration,
     /// TLS on the listener, when set.
     pub tls: Option<Acceptor>,
     /// The CAs client certificates must chain to, when the acceptor
     /// requires them: each request checks its connection's still does.
     pub client_cas: Option<Arc<ClientCas>>,
+    /// `HOLEPUNCH_ALLOW_FROM`, when set.
+    pub allow_from: Option<AddrSet>,
+    /// What a client outside it gets on this listener.
+    pub outsiders: Outsiders,
+    /// The count under `HOLEPUNCH_MAX_CONNECTIONS`, one for both listeners.
+    pub connections: Arc<Connections>,
 }
 
-/// Wraps an HTTP app (the Pingora proxy) with the header deadline and size limit.
+/// What a client outside `HOLEPUNCH_ALLOW_FROM` gets. Either way, one answer
+/// with `Connection: close`, then the connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outsiders {
+    /// The app answers (the proxy: `/health` and `/ready` for Nomad's
+    /// checks, which may come from an address outside it, and 403 for the
+    /// rest) and says `Connection: close` (`crate::proxy`, `request_filter`).
+    OneAnswer,
+    /// The guard answers 403 itself, naming `HOLEPUNCH_ALLOW_FROM`, and the
+    /// app never sees the request (the telemetry listener, which has nothing
+    /// for them). A 403 rather than a bare close, so that a scraper the
+    /// operator forgot to allow says why it is refused; reading its header
+    /// first costs no more than on the proxy's listener, and such a
+    /// connection is the first closed at the cap.
+    Forbidden,
+}
+
+/// Wraps an HTTP app (the Pingora proxy, or the telemetry app) with the
+/// header deadline and size limit, the idle timeout, the connection cap and
+/// `HOLEPUNCH_ALLOW_FROM`.
 pub struct HeaderGuard<A> {
     inner: Arc<A>,
     settings: GuardSettings,
@@ -276,19 +318,45 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let header_timeout = self.settings.header_timeout;
+        let settings = &self.settings;
+        let header_timeout = settings.header_timeout;
         let accepted = Instant::now();
         let deadline = accepted + header_timeout;
-        let cas = self.settings.client_cas.as_deref();
+        let cas = settings.client_cas.as_deref();
         let mut checked = cas.map(|cas| cas.checked_now(accepted));
-        let stream = self.handshake(stream, deadline).await?;
-        let mut stream = WriteDeadline::wrap(stream, self.settings.write_timeout);
+        let client = peer_ip(&stream);
+        let admitted = admits(settings.allow_from.as_ref(), client);
+        let kind = if admitted {
+            Peer::Insider
+        } else {
+            Peer::Outsider
+        };
+        // Refused at the cap: dropping the stream closes it, unanswered.
+        let mut slot = admit(&settings.connections, kind, client)?;
+        // Idle until its first request header is complete: a new connection
+        // at the cap may close it, during the handshake too.
+        let stream = tokio::select! {
+            biased;
+            () = slot.closed() => return closed_for_room(client),
+            stream = self.handshake(stream, deadline) => stream?,
+        };
+        let mut stream = WriteDeadline::wrap(stream, settings.write_timeout);
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
         loop {
             let mut buf = BytesMut::with_capacity(4096);
-            match read_header(&mut stream, &mut buf, start, header_timeout, shutdown).await {
+            let read = tokio::select! {
+                biased;
+                () = slot.closed() => return closed_for_room(client),
+                read = read_header(&mut stream, &mut buf, start, header_timeout, shutdown) => read,
+            };
+            // Whatever happens next is this request's: out of reach of new
+            // connections until it is done.
+            if !slot.busy() {
+                return closed_for_room(client);
+            }
+            match read {
                 HeaderRead::Complete => {}
                 HeaderRead::TooLarge => {
                     let body = too_large_body();
@@ -326,6 +394,10 @@ where
                     return None;
                 }
             }
+            if !admitted && settings.outsiders == Outsiders::Forbidden {
+                forbid(&mut stream, &buf).await;
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             // Pingora's own write timeout would cut off a large body that
             // the client is still reading: the stream's deadline does it.
@@ -333,7 +405,15 @@ where
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_IDLE.as_secs());
+                    // As Pingora's loop does; reading the request then sets
+                    // keep-alive from the client's `Connection` (pingora-core
+                    // 0.9.1 `protocols/http/v1/server.rs`, `read_request`,
+                    // `respect_keepalive`), and the app may change it: the
+                    // proxy turns it off for outsiders, so that they get
+                    // `Connection: close`. The idle wait is the guard's own
+                    // (`Start::KeptAlive`); 0 would mean "forever" here.
+                    let idle = settings.idle_timeout.as_secs().max(1);
+                    let keepalive = (!*shutdown.borrow()).then_some(idle);
                     session.set_keepalive(keepalive);
                     session.set_keepalive_reuses_remaining(
                         self.inner
@@ -346,10 +426,15 @@ where
             // prefix of its own: these bytes are the start of the request.
             session.set_pipelined_prefix(buf);
             let reused = self.inner.process_new_http(session, shutdown).await?;
-            let (next, settings) = reused.consume();
+            let (next, kept) = reused.consume();
+            if !admitted {
+                // One answer for an outsider, whatever the app said.
+                return None;
+            }
             stream = next;
-            persistent = settings;
-            start = Start::KeptAlive(KEEPALIVE_IDLE);
+            persistent = kept;
+            slot.idle();
+            start = Start::KeptAlive(settings.idle_timeout);
         }
     }
 
@@ -364,6 +449,60 @@ fn peer(stream: &Stream) -> String {
         .get_socket_digest()
         .and_then(|d| d.peer_addr().map(|a| a.to_string()))
         .unwrap_or_else(|| "-".to_string())
+}
+
+/// The client's IP address, when the socket knows it.
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    digest.peer_addr()?.as_inet().map(|a| a.ip())
+}
+
+/// A place under `HOLEPUNCH_MAX_CONNECTIONS` for a new connection, or
+/// `None` (logged) when it is refused.
+fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> Option<Slot> {
+    let slot = connections.admit(peer);
+    if slot.is_none() {
+        log::debug!(
+            "refused a connection from {}: {} connections open, each with a request in progress",
+            shown(client),
+            connections.max()
+        );
+    }
+    slot
+}
+
+/// Logs a connection closed to make room for a new one, and closes it.
+fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
+    log::debug!(
+        "closed an idle connection from {} to make room for a new one",
+        shown(client)
+    );
+    None
+}
+
+fn shown(client: Option<IpAddr>) -> String {
+    client.map_or_else(|| "-".to_string(), |ip| ip.to_string())
+}
+
+/// Answers 403 to a client outside `HOLEPUNCH_ALLOW_FROM` on a listener
+/// that serves it nothing ([`Outsiders::Forbidden`]); the connection is
+/// closed after it.
+async fn forbid(stream: &mut Stream, header: &[u8]) {
+    let body = Forbidden::Address.reason();
+    log::info!("refused {} on the telemetry listener: {body}", peer(stream));
+    let response = format!(
+        "HTTP/1.1 403 Forbidden\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if header.starts_with(b"HEAD ") {
+            ""
+        } else {
+            &body
+        }
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.flush().await;
 }
 
 /// How much of a refused request line is logged.

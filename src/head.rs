@@ -10,7 +10,7 @@
 //! nothing here does I/O or keeps state.
 
 use crate::allowlist::{decide, Allowlist, BadHead, Decision, Forbidden, Group};
-use crate::cidr::AddrSet;
+use crate::cidr::{admits, AddrSet};
 use http::header::{HeaderMap, CONTENT_LENGTH, HOST, ORIGIN, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
 use std::borrow::Cow;
@@ -62,10 +62,8 @@ pub fn decide_request(rules: &Rules, head: &Head<'_>) -> Decision {
     if matches!(decision, Decision::Health | Decision::Ready) {
         return decision;
     }
-    if let Some(set) = &rules.allow_from {
-        if !head.client.is_some_and(|ip| set.contains(ip)) {
-            return Decision::Forbid(Forbidden::Address);
-        }
+    if !admits(rules.allow_from.as_ref(), head.client) {
+        return Decision::Forbid(Forbidden::Address);
     }
     if from_web_page(head.headers) {
         return Decision::Forbid(Forbidden::CrossSite);

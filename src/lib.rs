@@ -19,8 +19,12 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
 //! - [`deadline`]: the client write deadline, on the client's stream;
-//! - [`guard`]: TLS, the request-header deadline and size limit, and the
-//!   client write timeout, in front of it;
+//! - [`guard`]: TLS, the request-header deadline and size limit, the
+//!   client write and idle timeouts, `HOLEPUNCH_ALLOW_FROM` for connections,
+//!   in front of it and of the telemetry listener;
+//! - [`connections`]: `HOLEPUNCH_MAX_CONNECTIONS`, one count for both
+//!   listeners;
+//! - [`open_files`]: the open-files limit, raised at startup;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
@@ -36,11 +40,13 @@ pub mod client_auth;
 pub mod client_cert;
 pub mod coalesce;
 pub mod config;
+pub mod connections;
 pub mod deadline;
 pub mod guard;
 pub mod head;
 pub mod limits;
 pub mod logging;
+pub mod open_files;
 pub mod process;
 pub mod proxy;
 pub mod reload;

@@ -16,6 +16,7 @@ mod answer;
 pub use answer::{Answer, Local, Next, Outcome};
 
 use crate::allowlist::{Decision, Group};
+use crate::cidr::admits;
 use crate::client_auth::ClientTokens;
 use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
 use crate::head::{decide_request, Head, Rules};
@@ -184,6 +185,15 @@ impl ProxyHttp for Holepunch {
     /// Decides, checks the client, then forwards or answers.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let client = client_ip(session);
+        if !admits(self.rules.allow_from.as_ref(), client) {
+            // Outside HOLEPUNCH_ALLOW_FROM: one answer (`/health`, `/ready`
+            // or 403) with `Connection: close`, and the guard closes the
+            // connection after it. Set here, not before Pingora reads the
+            // request: reading it sets keep-alive from the client's own
+            // `Connection` (pingora-core 0.9.1 `protocols/http/v1/server.rs`,
+            // `read_request`, `respect_keepalive`).
+            session.set_keepalive(None);
+        }
         let next = Next::of(self.decide(session, client));
         ctx.group = next.group();
         let local = match self.check_client(session, client, &next) {

@@ -4,9 +4,11 @@
 
 use crate::client_auth::ClientTokens;
 use crate::client_cert::ClientCas;
-use crate::config::{Config, ConfigError, Problems, TLS_CERT_FILE};
-use crate::guard::{GuardSettings, HeaderGuard};
+use crate::config::{Config, ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
+use crate::connections::{Connections, Fitted};
+use crate::guard::{GuardSettings, HeaderGuard, Outsiders};
 use crate::head::Rules;
+use crate::open_files::OpenFiles;
 use crate::proxy::{Holepunch, Settings};
 use crate::shutdown::{Drain, InFlight};
 use crate::tls::CertReloader;
@@ -39,13 +41,20 @@ pub struct Startup {
     /// The CAs of client certificates, when they are required.
     pub client_cas: Option<Arc<ClientCas>>,
     pub server_conf: ServerConf,
+    /// The open-files limits, after the soft one was raised.
+    pub open_files: OpenFiles,
+    /// `HOLEPUNCH_MAX_CONNECTIONS` as it applies under them.
+    pub max_connections: Fitted,
 }
 
 impl Startup {
     /// Reads the environment and every file it names, and the `-c` file.
     /// Returns every problem found. Takes `-c` out of `opt`: the settings
-    /// from it are in `server_conf`.
+    /// from it are in `server_conf`. Raises the soft open-files limit to the
+    /// hard one first ([`OpenFiles::raise`]): the connection cap is fitted
+    /// to the result.
     pub fn load(opt: &mut Opt) -> Result<Startup, Vec<ConfigError>> {
+        let open_files = OpenFiles::raise();
         let server_conf = server_conf(opt);
         let mut problems = Problems::default();
         let config = Config::from_env().map_err(|errors| problems.extend(errors));
@@ -53,6 +62,8 @@ impl Startup {
         let Ok(config) = config else {
             return problems.finish(None);
         };
+        let threads = server_conf.as_ref().map_or(1, |c| c.threads);
+        let max_connections = problems.take(max_connections(&config, threads, &open_files));
         let token = problems.take(Token::load(&config.token));
         let client_tokens = config
             .client_token_file
@@ -67,14 +78,18 @@ impl Startup {
             .as_ref()
             .and_then(|files| files.client_ca.as_ref())
             .and_then(|path| problems.take(ClientCas::load(path)));
-        let startup = token.zip(server_conf).map(|(token, server_conf)| Startup {
-            config,
-            token: Arc::new(token),
-            client_tokens: client_tokens.map(Arc::new),
-            tls: tls.map(Arc::new),
-            client_cas: client_cas.map(Arc::new),
-            server_conf,
-        });
+        let startup = token.zip(server_conf).zip(max_connections).map(
+            |((token, server_conf), max_connections)| Startup {
+                config,
+                token: Arc::new(token),
+                client_tokens: client_tokens.map(Arc::new),
+                tls: tls.map(Arc::new),
+                client_cas: client_cas.map(Arc::new),
+                server_conf,
+                open_files,
+                max_connections,
+            },
+        );
         problems.finish(startup)
     }
 
@@ -90,6 +105,8 @@ impl Startup {
             ),
             format!("upgrade socket: {}", c.upgrade_sock),
             format!("pid file: {}", c.pid_file),
+            self.open_files.to_string(),
+            self.max_connections.to_string(),
         ]);
         lines
     }
@@ -129,16 +146,24 @@ impl Startup {
         let in_flight = Arc::new(InFlight::default());
         let holepunch = self.holepunch(&in_flight)?;
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
+        // One count for both listeners.
+        crate::telemetry::init();
+        let connections = Connections::new(self.max_connections.max);
         // TLS is the guard's: its handshake counts toward the header deadline.
         let acceptor = self.tls_acceptor()?;
+        let guard = |tls, client_cas, outsiders| GuardSettings {
+            header_timeout: self.config.client_header_timeout,
+            write_timeout: self.config.client_write_timeout,
+            idle_timeout: self.config.client_idle_timeout,
+            tls,
+            client_cas,
+            allow_from: self.config.allow_from.clone(),
+            outsiders,
+            connections: Arc::clone(&connections),
+        };
         let guarded = HeaderGuard::new(
             proxy,
-            GuardSettings {
-                header_timeout: self.config.client_header_timeout,
-                write_timeout: self.config.client_write_timeout,
-                tls: acceptor,
-                client_cas: self.client_cas.clone(),
-            },
+            guard(acceptor, self.client_cas.clone(), Outsiders::OneAnswer),
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
         service.add_tcp(&self.config.listen.to_string());
@@ -160,7 +185,6 @@ impl Startup {
         }
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
-        crate::telemetry::init();
         let open: Vec<&str> = crate::allowlist::Group::ALL
             .into_iter()
             .filter(|g| self.config.allow.allows(*g))
@@ -168,7 +192,15 @@ impl Startup {
             .collect();
         crate::telemetry::init_series(&open, self.config.allow.all());
         if let Some(addr) = self.config.telemetry_listen {
-            let mut telemetry = pingora_prometheus::prometheus_http_service();
+            // The same guard as the proxy's: header, write and idle
+            // deadlines, the connection cap, and HOLEPUNCH_ALLOW_FROM.
+            // pingora-prometheus's app is pingora-core's `HttpServer`, an
+            // `HttpServerApp` (pingora-prometheus 0.9.1 `lib.rs`,
+            // `new_prometheus_server`), which the guard wraps as it does
+            // the proxy.
+            let app = pingora_prometheus::new_prometheus_server();
+            let guarded = HeaderGuard::new(app, guard(None, None, Outsiders::Forbidden));
+            let mut telemetry = Service::new("telemetry".to_string(), guarded);
             telemetry.add_tcp(&addr.to_string());
             server.add_service(telemetry);
         }
@@ -217,6 +249,43 @@ impl Startup {
             })?;
         Ok(Some(acceptor))
     }
+}
+
+/// `HOLEPUNCH_MAX_CONNECTIONS` under the open-files limit in force: the
+/// default lowered to fit, with a warning; a value set too high, or a limit
+/// with no room, an error ([`crate::connections::fit`]).
+fn max_connections(
+    config: &Config,
+    threads: usize,
+    open_files: &OpenFiles,
+) -> Result<Fitted, ConfigError> {
+    if let Some(problem) = &open_files.problem {
+        log::warn!("{problem}");
+    }
+    let fitted = crate::connections::fit(
+        config.max_connections,
+        config.max_in_flight,
+        threads,
+        open_files.soft,
+    )
+    .map_err(|problem| ConfigError {
+        var: MAX_CONNECTIONS.to_string(),
+        value: config.max_connections.map(|n| n.to_string()),
+        problem,
+    })?;
+    if let Some(from) = fitted.lowered_from {
+        log::warn!(
+            "{MAX_CONNECTIONS}: its default {from} needs {} open files with {} = {}, \
+             but the open-files limit is {}: at most {} client connections \
+             (raise the task's hard limit, or set {MAX_CONNECTIONS})",
+            crate::connections::files_needed(from, config.max_in_flight, threads),
+            crate::config::MAX_IN_FLIGHT,
+            config.max_in_flight,
+            open_files.soft,
+            fitted.max
+        );
+    }
+    Ok(fitted)
 }
 
 /// Why a bind failed, in the operator's terms.

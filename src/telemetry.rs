@@ -37,6 +37,15 @@ pub struct Metrics {
     /// `holepunch_metrics_scrapes_waiting`: metrics GETs waiting now for an
     /// identical scrape's response.
     pub scrapes_waiting: IntGauge,
+    /// `holepunch_client_connections`: client connections open now, on both
+    /// listeners; `holepunch_client_connections_max`: the cap
+    /// (`HOLEPUNCH_MAX_CONNECTIONS`, or its default as fitted).
+    pub client_connections: IntGauge,
+    pub client_connections_max: IntGauge,
+    /// `holepunch_client_connections_shed_total{action}`: at the cap, idle
+    /// connections closed for new ones (`closed_idle`) and new connections
+    /// refused while every connection had a request in progress (`refused`).
+    pub connections_shed: IntCounterVec,
 }
 
 static METRICS: Lazy<Metrics> = Lazy::new(|| {
@@ -86,6 +95,22 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Metrics GETs waiting now for an identical scrape's response"
         )
         .expect("register holepunch_metrics_scrapes_waiting"),
+        client_connections: register_int_gauge!(
+            "holepunch_client_connections",
+            "Client connections open now, on the proxy's and the telemetry listener"
+        )
+        .expect("register holepunch_client_connections"),
+        client_connections_max: register_int_gauge!(
+            "holepunch_client_connections_max",
+            "The most client connections open at once (HOLEPUNCH_MAX_CONNECTIONS)"
+        )
+        .expect("register holepunch_client_connections_max"),
+        connections_shed: register_int_counter_vec!(
+            "holepunch_client_connections_shed_total",
+            "At the connection cap: idle connections closed for new ones (closed_idle), new connections refused while every connection had a request in progress (refused)",
+            &["action"]
+        )
+        .expect("register holepunch_client_connections_shed_total"),
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
@@ -203,6 +228,9 @@ mod tests {
             .inc();
         m.scrapes.with_label_values(&["coalesced"]).inc();
         m.scrapes_waiting.set(2);
+        m.client_connections.set(3);
+        m.client_connections_max.set(1024);
+        m.connections_shed.with_label_values(&["refused"]).inc();
         let text = gather_text();
         for line in [
             "holepunch_requests_total{code=\"2xx\",decision=\"allowed\",group=\"metrics\"}",
@@ -212,6 +240,10 @@ mod tests {
             "holepunch_reload_failures_total{file=\"workload_token\"}",
             "holepunch_metrics_scrapes_total{served=\"coalesced\"}",
             "holepunch_metrics_scrapes_waiting 2",
+            // Values other tests (the connection cap's) may set meanwhile.
+            "holepunch_client_connections ",
+            "holepunch_client_connections_max ",
+            "holepunch_client_connections_shed_total{action=\"refused\"}",
             &format!(
                 "holepunch_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")

@@ -15,6 +15,7 @@ mod client_certs;
 mod clients;
 mod coalescing;
 mod coalescing_keys;
+mod connections;
 mod hardening;
 mod lifecycle;
 mod proxy;

@@ -4,7 +4,8 @@
 use super::standin;
 use super::IO_TIMEOUT;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 /// A parsed HTTP response.
@@ -68,6 +69,55 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 pub struct ClientCert<'a> {
     pub chain: &'a [u8],
     pub key: &'a [u8],
+}
+
+/// A TCP connection to `addr` (IPv4) from the local address `from`: a
+/// client at another address, such as 127.0.0.2 (every address of
+/// 127.0.0.0/8 is this host's). With the timeouts of [`Conn`].
+pub fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(to) = addr else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) takes no pointers; the descriptor it returns is
+    // owned by `fd` from here on.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor just opened and owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    for (call, to) in [
+        ("bind", sockaddr(from, 0)),
+        ("connect", sockaddr(*to.ip(), to.port())),
+    ] {
+        let ptr = (&to as *const libc::sockaddr_in).cast::<libc::sockaddr>();
+        // SAFETY: `ptr` points to a sockaddr_in of `len` bytes that lives
+        // across the call; `fd` is an open socket.
+        let rc = unsafe {
+            if call == "bind" {
+                libc::bind(fd.as_raw_fd(), ptr, len)
+            } else {
+                libc::connect(fd.as_raw_fd(), ptr, len)
+            }
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(e.kind(), format!("{call}: {e}")));
+        }
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
 }
 
 /// A TLS client trusting only the certificates in `ca` (PEM, the
@@ -136,6 +186,29 @@ impl Conn {
         Ok(Conn {
             reader: BufReader::new(Stream::Plain(connect(addr)?)),
         })
+    }
+
+    /// A connection from the local address `from` ([`connect_from`]).
+    pub fn open_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<Conn> {
+        Ok(Conn {
+            reader: BufReader::new(Stream::Plain(connect_from(from, addr)?)),
+        })
+    }
+
+    /// Waits for the server to close the connection (an end of file, or a
+    /// reset), up to the read timeout; an error if it sent more bytes
+    /// instead, or kept it open.
+    pub fn wait_closed(&mut self) -> std::io::Result<()> {
+        let mut byte = [0; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(std::io::Error::other(format!(
+                "the server sent {:?} instead of closing",
+                String::from_utf8_lossy(&byte)
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A TLS connection trusting `ca` (PEM), handshake done.

@@ -245,6 +245,8 @@ pub struct Harness {
     telemetry: bool,
     program: Option<String>,
     ready: Ready,
+    /// The open-files limits (soft, hard) the proxy starts with.
+    open_files: Option<(u64, u64)>,
 }
 
 impl Default for Harness {
@@ -272,6 +274,7 @@ impl Harness {
             telemetry: false,
             program: None,
             ready: Ready::Health,
+            open_files: None,
         }
     }
 
@@ -358,6 +361,13 @@ impl Harness {
         self
     }
 
+    /// Starts the proxy with these open-files limits (`RLIMIT_NOFILE`), as a
+    /// task driver's `ulimit` would.
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Harness {
+        self.open_files = Some((soft, hard));
+        self
+    }
+
     pub fn ready(mut self, ready: Ready) -> Harness {
         self.ready = ready;
         self
@@ -434,6 +444,25 @@ impl Harness {
                 Some(v) => cmd.env(k, v),
                 None => cmd.env_remove(k),
             };
+        }
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: setrlimit(2) is one, and
+            // the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         Proxy {
             child: Killed::spawn(&mut cmd),
