@@ -13,8 +13,9 @@
 //! - [`token`]: the workload token;
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
+//! - [`files`]: reading those files: regular files only, capped, never waiting;
 //! - [`reload`]: the value each of those files makes, swapped when it changes;
-//! - [`watch`]: re-reading those files when they change;
+//! - [`watch`]: re-reading those files when they change, and on SIGHUP;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
 //! - [`deadline`]: the client write deadline, on the client's stream;
@@ -34,6 +35,7 @@ pub mod client_auth;
 pub mod coalesce;
 pub mod config;
 pub mod deadline;
+pub mod files;
 pub mod guard;
 pub mod head;
 pub mod limits;

@@ -9,12 +9,15 @@
 //! without a lock. What every reloadable shares is written once, here:
 //! parse, compare with the value in use, register the new value's secrets
 //! with the log redaction, swap. A refused or unchanged value leaves the one
-//! in use alone. `crate::watch` decides when to read the files, and logs and
-//! counts what happened.
+//! in use alone, unless the reloadable fails closed
+//! ([`Reloadable::fallback`]): then files that cannot be read or make no
+//! value put its fallback in use (the client tokens: none, so nobody is let
+//! in on a file that is gone). `crate::watch` decides when to read the
+//! files, and logs and counts what happened.
 
+use crate::files::WatchedFile;
 use crate::logging;
 use arc_swap::{ArcSwap, Guard};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How a reloadable thing is named: `what` in log lines ("workload token
@@ -87,25 +90,38 @@ pub trait Reloadable: Send + Sync + 'static {
     type Value: Value;
     /// Its name in logs and metrics.
     const NAME: Name;
-    /// The files, in the order [`Reloadable::parse`] receives their
-    /// contents; none when this one is fixed (a token from the environment).
-    fn paths(&self) -> Vec<PathBuf>;
+    /// The files, each with its size cap, in the order
+    /// [`Reloadable::parse`] receives their contents; none when this one is
+    /// fixed (a token from the environment).
+    fn files(&self) -> Vec<WatchedFile>;
     /// The value these contents make. An error says what is wrong with
     /// which file, and must not contain a secret: it is logged.
     fn parse(&self, contents: &[Vec<u8>]) -> Result<Self::Value, String>;
     /// Where its value is kept.
     fn current(&self) -> &Current<Self::Value>;
+    /// What to serve when the files cannot be read or make no value, and
+    /// what that means for clients (for the log line). `None`, the
+    /// default, keeps the last good value: an old workload token or
+    /// certificate is better than none. A value fails closed: it is put in
+    /// use at once, as the client tokens' empty list is.
+    fn fallback(&self) -> Option<(Self::Value, &'static str)> {
+        None
+    }
 }
 
 /// What the watcher sees of a [`Reloadable`], whatever its value.
 pub trait Reload: Send + Sync {
     /// [`Reloadable::NAME`].
     fn name(&self) -> Name;
-    /// [`Reloadable::paths`]: none means nothing to watch.
-    fn paths(&self) -> Vec<PathBuf>;
+    /// [`Reloadable::files`]: none means nothing to watch.
+    fn files(&self) -> Vec<WatchedFile>;
     /// Parses `contents` and puts the value in use if it differs; tells
-    /// whether it did. On error the value in use stays.
+    /// whether it did. On error the value in use stays (see [`Reload::fail`]).
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
+    /// After the files could not be read or made no value: puts the
+    /// [`Reloadable::fallback`] in use, if there is one, and returns what
+    /// that means for clients; `None` when the last good value stays.
+    fn fail(&self) -> Option<&'static str>;
 }
 
 impl<R: Reloadable> Reload for R {
@@ -113,13 +129,19 @@ impl<R: Reloadable> Reload for R {
         R::NAME
     }
 
-    fn paths(&self) -> Vec<PathBuf> {
-        Reloadable::paths(self)
+    fn files(&self) -> Vec<WatchedFile> {
+        Reloadable::files(self)
     }
 
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
         let new = self.parse(contents)?;
         Ok(self.current().replace_if_changed(new))
+    }
+
+    fn fail(&self) -> Option<&'static str> {
+        let (value, meaning) = self.fallback()?;
+        self.current().replace_if_changed(value);
+        Some(meaning)
     }
 }
 

@@ -142,9 +142,8 @@ impl Startup {
         if let Some(tls) = self.tls {
             watcher.watch(tls);
         }
-        if !watcher.is_empty() {
-            server.add_service(background_service("file watcher", watcher));
-        }
+        // Always: with no file to watch it still answers SIGHUP.
+        server.add_service(background_service("file watcher", watcher));
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
         crate::telemetry::init();

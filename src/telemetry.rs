@@ -98,6 +98,22 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
     metrics
 });
 
+/// `holepunch_client_tokens`: registered by the first client token file
+/// loaded, so it is absent when `HOLEPUNCH_CLIENT_TOKEN_FILE` is unset (an
+/// alert on 0 then means what it says).
+static CLIENT_TOKENS: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "holepunch_client_tokens",
+        "Client tokens accepted now; 0 while the client token file is empty, missing or unreadable (every client gets 401)"
+    )
+    .expect("register holepunch_client_tokens")
+});
+
+/// The number of client tokens accepted now.
+pub fn client_tokens() -> &'static IntGauge {
+    &CLIENT_TOKENS
+}
+
 /// Registers every metric. Call once at startup, before serving.
 pub fn init() {
     Lazy::force(&METRICS);
@@ -152,6 +168,8 @@ mod tests {
             .inc();
         m.scrapes.with_label_values(&["coalesced"]).inc();
         m.scrapes_waiting.set(2);
+        // Other tests set it too: its name is what is checked.
+        client_tokens().set(3);
         let text = gather_text();
         for line in [
             "holepunch_requests_total{code=\"2xx\",decision=\"allowed\",group=\"metrics\"}",
@@ -161,6 +179,7 @@ mod tests {
             "holepunch_reload_failures_total{file=\"workload_token\"}",
             "holepunch_metrics_scrapes_total{served=\"coalesced\"}",
             "holepunch_metrics_scrapes_waiting 2",
+            "holepunch_client_tokens ",
             &format!(
                 "holepunch_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")

@@ -1,8 +1,12 @@
 //! TLS on the listener (rustls), with the certificate and key re-read when
 //! their files change: new connections get the new certificate with no
 //! restart, which is what certificates rendered by a Nomad `template` need.
+//! A pair that cannot be read, is not a regular file, is over its cap
+//! (`files::CERTIFICATE_CHAIN`, `files::PRIVATE_KEY`) or does not go
+//! together keeps the last good certificate in use.
 
 use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
 use crate::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::ALPN;
@@ -34,15 +38,15 @@ impl CertReloader {
     /// names the variable whose file is at fault; a certificate and key that
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
-        let read = |var: &str, p: &PathBuf| {
-            std::fs::read(p).map_err(|e| ConfigError {
+        let read = |var: &str, p: &PathBuf, cap: Cap| {
+            crate::files::read(p, cap).map_err(|e| ConfigError {
                 var: var.to_string(),
                 value: Some(p.display().to_string()),
                 problem: format!("cannot read: {e}"),
             })
         };
-        let cert = read(TLS_CERT_FILE, &files.cert)?;
-        let key = read(TLS_KEY_FILE, &files.key)?;
+        let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
+        let key = read(TLS_KEY_FILE, &files.key, PRIVATE_KEY)?;
         let key = certified_key(files, &cert, &key).map_err(|(var, e)| {
             let path = if var == TLS_KEY_FILE {
                 &files.key
@@ -95,8 +99,11 @@ impl Reloadable for CertReloader {
         label: "tls_certificate",
     };
 
-    fn paths(&self) -> Vec<PathBuf> {
-        vec![self.files.cert.clone(), self.files.key.clone()]
+    fn files(&self) -> Vec<WatchedFile> {
+        vec![
+            WatchedFile::new(&self.files.cert, CERTIFICATE_CHAIN),
+            WatchedFile::new(&self.files.key, PRIVATE_KEY),
+        ]
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<CertifiedKey, String> {
