@@ -9,7 +9,7 @@
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Upstream latency buckets, in seconds: sub-millisecond answers from the
@@ -37,6 +37,8 @@ pub struct Metrics {
     /// `holepunch_metrics_scrapes_waiting`: metrics GETs waiting now for an
     /// identical scrape's response.
     pub scrapes_waiting: IntGauge,
+    /// `holepunch_client_tokens`: see [`client_tokens`].
+    pub client_tokens: IntGaugeVec,
 }
 
 static METRICS: Lazy<Metrics> = Lazy::new(|| {
@@ -86,6 +88,12 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Metrics GETs waiting now for an identical scrape's response"
         )
         .expect("register holepunch_metrics_scrapes_waiting"),
+        client_tokens: register_int_gauge_vec!(
+            "holepunch_client_tokens",
+            "Client tokens accepted now; 0 while the client token file is empty, missing or unreadable (every client gets 401)",
+            &[]
+        )
+        .expect("register holepunch_client_tokens"),
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
@@ -98,20 +106,12 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
     metrics
 });
 
-/// `holepunch_client_tokens`: registered by the first client token file
-/// loaded, so it is absent when `HOLEPUNCH_CLIENT_TOKEN_FILE` is unset (an
-/// alert on 0 then means what it says).
-static CLIENT_TOKENS: Lazy<IntGauge> = Lazy::new(|| {
-    register_int_gauge!(
-        "holepunch_client_tokens",
-        "Client tokens accepted now; 0 while the client token file is empty, missing or unreadable (every client gets 401)"
-    )
-    .expect("register holepunch_client_tokens")
-});
-
-/// The number of client tokens accepted now.
-pub fn client_tokens() -> &'static IntGauge {
-    &CLIENT_TOKENS
+/// `holepunch_client_tokens`, the number of client tokens accepted now. A
+/// vector with no label, so that its one series appears only once a client
+/// token file is loaded: absent when `HOLEPUNCH_CLIENT_TOKEN_FILE` is unset
+/// (an alert on 0 then means what it says).
+pub fn client_tokens() -> IntGauge {
+    metrics().client_tokens.with_label_values(&[] as &[&str])
 }
 
 /// Registers every metric. Call once at startup, before serving.

@@ -409,10 +409,13 @@ fn sighup_re_reads_every_watched_file_in_place() {
 }
 
 /// With nothing to watch (the token from the environment), SIGHUP is logged
-/// and changes nothing.
+/// and changes nothing. (With no client token file, there is no
+/// `holepunch_client_tokens` to alert on either.)
 #[test]
 fn sighup_with_no_watched_file_is_logged_and_harmless() {
-    let mut s = Harness::new().start();
+    let mut s = Harness::new().telemetry().start();
+    let metrics = s.proxy.own_metrics();
+    assert!(!metrics.contains("holepunch_client_tokens"), "{metrics}");
     s.proxy.signal(libc::SIGHUP);
     s.proxy.wait_log(IO_TIMEOUT, "SIGHUP: no file to re-read");
     assert!(s.proxy.exited().is_none());
