@@ -16,8 +16,9 @@
 //! than on the runtime: a read that still hangs (a regular file on a hung
 //! network filesystem) holds up only its own item. Each item has at most
 //! one read in flight, so a hung one is not started again and ties up one
-//! thread at most; after [`SLOW_READ`] it is logged and counted as a
-//! failure, and the other items are read as usual meanwhile.
+//! thread at most; after [`SLOW_READ`] it is a failure like any other
+//! (logged, counted, and the client tokens fail closed), and the other
+//! items are read as usual meanwhile.
 //!
 //! SIGHUP: Pingora handles only SIGINT, SIGTERM and SIGQUIT
 //! (pingora-core 0.9.1 `server/mod.rs`, `UnixShutdownSignalWatch::recv`), so
@@ -288,8 +289,10 @@ impl Passes {
         }
     }
 
-    /// Logs (once each) and counts the reads in flight for longer than
-    /// [`SLOW_READ`] at `now`.
+    /// Fails the items whose read has been in flight for longer than
+    /// [`SLOW_READ`] at `now`, once each: logged and counted, and an item
+    /// that fails closed gets its fallback (files it cannot read are files
+    /// it cannot trust). The read, when it returns, is handed over as any.
     fn check_slow(&mut self, now: Instant) {
         for w in &mut self.watched {
             let Some(r) = w.reading.as_mut() else {
@@ -300,15 +303,20 @@ impl Passes {
             }
             r.slow = true;
             let name = w.item.name();
-            warn!(
+            let why = format!(
                 "reading {} has not returned after {SLOW_READ:?} (a hung network filesystem?); \
-                 it is not started again until it returns, the other files are read as usual; \
-                 keeping the {} in use",
-                w.paths(),
-                name.what
+                 it is not started again until it returns, the other files are read as usual",
+                w.paths()
             );
+            match w.item.fail() {
+                Some(meaning) => error!("{why}; {meaning}"),
+                None => warn!("{why}; keeping the last good {}", name.what),
+            }
             let failures = &telemetry::metrics().reload_failures;
             failures.with_label_values(&[name.label]).inc();
+            // Whatever the read returns is handed over, even the same bytes.
+            w.last = None;
+            w.problem = Some(why);
         }
     }
 
@@ -389,7 +397,7 @@ mod tests {
     use super::*;
     use crate::reload::Name;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
 
     const CAP: Cap = Cap {
@@ -562,8 +570,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Holds reads of files named `hung` until released (bounded, so a
-    /// failed test cannot hang the run), and counts them.
+    /// Once `HANG` is set, holds reads of files named `hung` until
+    /// released (bounded, so a failed test cannot hang the run), and counts
+    /// them.
+    static HANG: AtomicBool = AtomicBool::new(false);
     static HUNG_READS: AtomicUsize = AtomicUsize::new(0);
     static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
@@ -571,7 +581,7 @@ mod tests {
         // Read first, then hang: what the read returns is what the file
         // held when the read began.
         let contents = files::read(path, cap);
-        if path.ends_with("hung") {
+        if path.ends_with("hung") && HANG.load(Ordering::SeqCst) {
             HUNG_READS.fetch_add(1, Ordering::SeqCst);
             let (released, wake) = &RELEASED;
             let guard = released.lock().unwrap();
@@ -586,16 +596,19 @@ mod tests {
         let (hung_path, other_path) = (dir.join("hung"), dir.join("other"));
         std::fs::write(&hung_path, "one").unwrap();
         std::fs::write(&other_path, "a").unwrap();
-        let hung = Text::new("hung", &hung_path, false);
+        let hung = Text::new("hung", &hung_path, true);
         let other = Text::new("other", &other_path, false);
         let items: [Arc<dyn Reload>; 2] = [hung.clone(), other.clone()];
         let mut passes = Passes::new(&items, read_or_hang);
         crate::block_on(async {
+            pass(&mut passes, Cause::Poll).await;
+            assert_eq!((hung.value(), other.value()), ("one".into(), "a".into()));
+            // From now on, reads of `hung` hang.
+            HANG.store(true, Ordering::SeqCst);
             passes.wake(Cause::Poll);
             let done = passes.next().await.unwrap();
-            assert_eq!(done.index, 1, "the other file's read ends first");
+            assert_eq!(done.index, 1, "the other file's read ends");
             passes.finish(done);
-            assert_eq!(other.value(), "a");
             // Passes go on for the other file; the hung one is not read again.
             for value in ["b", "c"] {
                 std::fs::write(&other_path, value).unwrap();
@@ -606,15 +619,19 @@ mod tests {
                 assert_eq!(other.value(), value);
             }
             assert_eq!(HUNG_READS.load(Ordering::SeqCst), 1);
-            // Logged and counted once, past SLOW_READ.
+            // A failure past SLOW_READ, counted once; as it fails closed,
+            // its value is cleared.
             let failures = &telemetry::metrics().reload_failures;
             passes.check_slow(Instant::now());
             assert_eq!(count(failures, "hung"), 0, "not yet");
+            assert_eq!(hung.value(), "one");
             for _ in 0..2 {
                 passes.check_slow(Instant::now() + SLOW_READ);
             }
             assert_eq!(count(failures, "hung"), 1);
-            // A SIGHUP during the hung read: it is read again once it ends.
+            assert_eq!(hung.value(), "", "failed closed");
+            // A SIGHUP during the hung read, after a change: it is read
+            // again once it ends.
             std::fs::write(&hung_path, "two").unwrap();
             passes.wake(Cause::Hangup);
             let done = passes.next().await.unwrap();
@@ -622,9 +639,16 @@ mod tests {
             passes.finish(done);
             *RELEASED.0.lock().unwrap() = true;
             RELEASED.1.notify_all();
-            while let Some(done) = passes.next().await {
-                passes.finish(done);
-            }
+            // The hung read returns the bytes it began with, the same as
+            // before it hung: handed over all the same, they restore them.
+            let done = passes.next().await.unwrap();
+            assert_eq!(done.index, 0);
+            passes.finish(done);
+            assert_eq!(hung.value(), "one", "restored by the late read");
+            // Then the read the SIGHUP asked for.
+            let done = passes.next().await.unwrap();
+            passes.finish(done);
+            assert!(passes.next().await.is_none());
         });
         assert_eq!(
             HUNG_READS.load(Ordering::SeqCst),

@@ -182,6 +182,16 @@ fn client_tokens_fail_closed_whatever_takes_their_place() {
         gauge(1.0);
         assert_eq!(get(proxy.addr, "/ready", "").status, 200, "{what}");
     }
+    // A link to a regular file is a file like any other (operators and
+    // templating tools make them).
+    let elsewhere = s.dir.join("tokens-elsewhere");
+    std::fs::write(&elsewhere, format!("{FOUR}\n")).unwrap();
+    replace_with_link(&file, elsewhere.to_str().unwrap());
+    wait_statuses(
+        proxy,
+        &[(FOUR, 200), (ONE, 401)],
+        "a link to a regular file",
+    );
     // /dev/zero was refused by its type, never read: memory stayed small
     // (reading it, as before, grew without end).
     assert!(rss_kib(proxy) < 256 * 1024, "{} KiB", rss_kib(proxy));
