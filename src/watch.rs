@@ -43,8 +43,9 @@ use tokio::task::JoinSet;
 /// How often watched files are read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How long a read may take before it is logged as hung (and counted as a
-/// reload failure). A local read takes microseconds.
+/// How long a read may take before it is a failure: logged as hung,
+/// counted, and the client tokens fail closed. A local read takes
+/// microseconds.
 pub const SLOW_READ: Duration = Duration::from_secs(5);
 
 /// Makes SIGHUP do nothing until the watcher listens for it, so that one
@@ -98,7 +99,7 @@ struct Reading {
     /// A SIGHUP came after it started: read again when it ends, so the
     /// files are read after the signal.
     again: bool,
-    /// Logged as hung already.
+    /// Failed as hung already ([`Passes::check_slow`]).
     slow: bool,
 }
 
