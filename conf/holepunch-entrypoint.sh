@@ -8,9 +8,19 @@
 #
 #   SIGHUP   start a new nomad-holepunch with -u, which takes over the
 #            listening socket, and send the old one SIGQUIT so that it hands
-#            the socket over, finishes its requests and exits
+#            the socket over, finishes its requests and exits. The new
+#            process reads everything afresh at its start: the environment,
+#            the -c settings, and every file (token, client tokens,
+#            certificate), so a SIGHUP here re-reads every file too, and
+#            also applies what only a new process can (the -c file). One
+#            line on stderr says so.
 #   SIGTERM  passed on: requests in flight finish, then exit
 #   SIGINT   passed on: exit at once
+#
+# Without this script, nomad-holepunch answers SIGHUP itself: it re-reads
+# every watched file at once, in place (no new process, no handover), and
+# logs that it did. That cannot apply a changed -c file: use the script
+# for that.
 #
 # In a job, let a template that renders the Pingora config (-c) send SIGHUP:
 #
@@ -33,6 +43,7 @@ shift
 child=$!
 
 reload() {
+    echo "holepunch-entrypoint: SIGHUP: starting a new nomad-holepunch with -u; it reads every file and setting afresh, then takes over" >&2
     "$bin" -u "$@" &
     new=$!
     # The old process retries the handover for a few seconds, so the new

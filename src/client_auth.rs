@@ -6,11 +6,27 @@
 //! The file is re-read when it changes (`crate::watch`), so tokens can be
 //! added and revoked with no restart. Tokens are compared in constant time,
 //! and registered with the log redaction like the workload token.
+//!
+//! The list fails closed: what the file holds now is what is accepted. A
+//! line that cannot be a token is skipped, with a warning naming its line
+//! number, and the other lines apply. A file with no token left, gone,
+//! unreadable, not a regular file or over `files::CLIENT_TOKENS` leaves no
+//! token accepted (every client gets 401, `/ready` answers 503 and
+//! `holepunch_client_tokens` is 0) until it is fixed. At startup the same
+//! file stops the start instead (exit 2), as any other configuration error.
 
 use crate::config::{ConfigError, CLIENT_TOKEN_FILE};
+use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
+use crate::telemetry;
 use crate::token::is_token_text;
+use log::warn;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How many skipped lines are named one by one each time the file is
+/// read; the rest are counted in one more line.
+const MAX_LINE_WARNINGS: usize = 16;
 
 /// The accepted client tokens, as a client token file lists them.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,22 +46,34 @@ impl reload::Value for TokenList {
 pub struct ClientTokens {
     path: PathBuf,
     tokens: Current<TokenList>,
+    /// The lines last warned about, so that the same skipped lines read
+    /// again (the watcher's first pass after the start) are not warned
+    /// about twice. Only the watcher takes the lock.
+    warned: Mutex<Vec<usize>>,
 }
 
 impl ClientTokens {
-    /// Reads the token file at startup; errors are fatal there.
+    /// Reads the token file at startup; errors are fatal there: a file that
+    /// cannot be read or holds no token is a configuration error, which
+    /// `--check` reports too. Skipped lines are warned about, as on reload.
     pub fn load(path: &Path) -> Result<ClientTokens, ConfigError> {
         let error = |problem: String| ConfigError {
             var: CLIENT_TOKEN_FILE.to_string(),
             value: Some(path.display().to_string()),
             problem,
         };
-        let raw = std::fs::read(path)
+        let raw = files::read(path, files::CLIENT_TOKENS)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
-        let tokens = parse_tokens(&raw).map_err(error)?;
+        let parsed = parse_tokens(&raw);
+        warn_skipped(path, &parsed.skipped);
+        if parsed.tokens.0.is_empty() {
+            return Err(error(NO_TOKEN.to_string()));
+        }
+        telemetry::client_tokens().set(parsed.tokens.count());
         Ok(ClientTokens {
             path: path.to_path_buf(),
-            tokens: Current::new(tokens),
+            tokens: Current::new(parsed.tokens),
+            warned: Mutex::new(parsed.skipped),
         })
     }
 
@@ -61,6 +89,22 @@ impl ClientTokens {
             .iter()
             .fold(false, |found, t| found | constant_time_eq(t, presented))
     }
+
+    /// Whether no token is accepted now (the file is empty, gone or
+    /// unreadable): `/ready` fails then.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.load().0.is_empty()
+    }
+}
+
+/// Why a file with no usable token is refused.
+const NO_TOKEN: &str = "the client token file holds no token (one per line; blank lines and \
+                        lines starting with # are skipped)";
+
+impl TokenList {
+    fn count(&self) -> i64 {
+        i64::try_from(self.0.len()).unwrap_or(i64::MAX)
+    }
 }
 
 impl Reloadable for ClientTokens {
@@ -70,43 +114,99 @@ impl Reloadable for ClientTokens {
         label: "client_tokens",
     };
 
-    fn paths(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+    fn files(&self) -> Vec<WatchedFile> {
+        vec![WatchedFile::new(&self.path, files::CLIENT_TOKENS)]
     }
 
+    /// The tokens the file holds now, skipped lines warned about; an error
+    /// when none is left (then [`Reloadable::fallback`] applies). What this
+    /// returns is what is in use next, so the gauge is set here.
     fn parse(&self, contents: &[Vec<u8>]) -> Result<TokenList, String> {
         let [raw] = contents else {
             return Err(format!("{}: expected one file", self.path.display()));
         };
-        parse_tokens(raw).map_err(|why| format!("{}: {why}", self.path.display()))
+        let parsed = parse_tokens(raw);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if *warned != parsed.skipped {
+            warn_skipped(&self.path, &parsed.skipped);
+            warned.clone_from(&parsed.skipped);
+        }
+        drop(warned);
+        if parsed.tokens.0.is_empty() {
+            return Err(format!("{}: {NO_TOKEN}", self.path.display()));
+        }
+        telemetry::client_tokens().set(parsed.tokens.count());
+        Ok(parsed.tokens)
     }
 
     fn current(&self) -> &Current<TokenList> {
         &self.tokens
     }
+
+    /// Fails closed: no token accepted until the file is fixed.
+    fn fallback(&self) -> Option<(TokenList, &'static str)> {
+        telemetry::client_tokens().set(0);
+        // The next file is a new one: its skipped lines are warned about.
+        self.warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Some((
+            TokenList(Vec::new()),
+            "no client token is accepted: every client gets 401 until it is fixed",
+        ))
+    }
+}
+
+/// What a client token file holds: its tokens, and the numbers (from 1) of
+/// the lines skipped because they cannot be a token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub tokens: TokenList,
+    pub skipped: Vec<usize>,
 }
 
 /// The tokens in a client token file: one per line, surrounding whitespace
-/// trimmed, blank lines and lines starting with `#` skipped. Pure.
-pub fn parse_tokens(raw: &[u8]) -> Result<TokenList, String> {
+/// trimmed, blank lines and lines starting with `#` skipped, and lines that
+/// cannot be a token skipped and numbered. Pure.
+pub fn parse_tokens(raw: &[u8]) -> Parsed {
     let mut tokens = Vec::new();
+    let mut skipped = Vec::new();
     for (n, line) in raw.split(|&b| b == b'\n').enumerate() {
         let line = line.trim_ascii();
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
-        if !is_token_text(line) {
-            return Err(format!(
-                "line {} holds characters a token cannot contain (expected printable ASCII with no spaces)",
-                n + 1
-            ));
+        if is_token_text(line) {
+            tokens.push(line.into());
+        } else {
+            skipped.push(n + 1);
         }
-        tokens.push(line.into());
     }
-    if tokens.is_empty() {
-        return Err("the client token file has no tokens (one per line)".to_string());
+    Parsed {
+        tokens: TokenList(tokens),
+        skipped,
     }
-    Ok(TokenList(tokens))
+}
+
+/// One warning per skipped line (the first [`MAX_LINE_WARNINGS`]), naming
+/// the file and the line, never what the line holds: it may be a token
+/// with a typo.
+fn warn_skipped(path: &Path, skipped: &[usize]) {
+    for n in skipped.iter().take(MAX_LINE_WARNINGS) {
+        warn!(
+            "{}: line {n} skipped: it holds characters a token cannot contain \
+             (expected printable ASCII with no spaces); the other lines apply",
+            path.display()
+        );
+    }
+    if skipped.len() > MAX_LINE_WARNINGS {
+        warn!(
+            "{}: {} more lines skipped for the same reason",
+            path.display(),
+            skipped.len() - MAX_LINE_WARNINGS
+        );
+    }
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive).
@@ -139,22 +239,31 @@ mod tests {
             tokens: Current::new(TokenList(
                 list.iter().map(|t| t.as_bytes().into()).collect(),
             )),
+            warned: Mutex::default(),
         }
     }
 
     #[test]
-    fn parse_skips_comments_and_blank_lines() {
-        let parsed = parse_tokens(b"# scrapers\nalpha\n\n  beta  \r\n#gamma\n").unwrap();
+    fn parse_skips_comments_blank_lines_and_lines_that_cannot_be_tokens() {
+        let parsed = parse_tokens(b"# scrapers\nalpha\n\n  beta  \r\n#gamma\n");
         assert_eq!(
             parsed,
-            TokenList(vec![b"alpha"[..].into(), b"beta"[..].into()])
+            Parsed {
+                tokens: TokenList(vec![b"alpha"[..].into(), b"beta"[..].into()]),
+                skipped: vec![]
+            }
         );
-        assert!(parse_tokens(b"\n# nothing\n")
-            .unwrap_err()
-            .contains("no tokens"));
-        assert!(parse_tokens(b"ok\nnot ok\n")
-            .unwrap_err()
-            .starts_with("line 2 holds"));
+        let parsed = parse_tokens(b"\n# nothing\n");
+        assert!(parsed.tokens.0.is_empty() && parsed.skipped.is_empty());
+        // A bad line is skipped and numbered; the others apply.
+        let parsed = parse_tokens(b"ok\nnot ok\n# c\nt\xc3\xb6k\nfine\n");
+        assert_eq!(
+            parsed,
+            Parsed {
+                tokens: TokenList(vec![b"ok"[..].into(), b"fine"[..].into()]),
+                skipped: vec![2, 4]
+            }
+        );
     }
 
     /// The client token file and the workload token accept the same bytes
@@ -165,7 +274,17 @@ mod tests {
         for b in (0..=255u8).filter(|&b| b != b'\n') {
             let raw = [b'a', b, b'a'];
             let printable = (0x21..=0x7e).contains(&b);
-            assert_eq!(parse_tokens(&raw).is_ok(), printable, "byte {b:#04x}");
+            let parsed = parse_tokens(&raw);
+            assert_eq!(
+                parsed.tokens.0.len(),
+                usize::from(printable),
+                "byte {b:#04x}"
+            );
+            assert_eq!(
+                parsed.skipped.len(),
+                usize::from(!printable),
+                "byte {b:#04x}"
+            );
             assert_eq!(
                 crate::token::parse_token(&raw).is_ok(),
                 printable,
@@ -197,13 +316,55 @@ mod tests {
     }
 
     #[test]
-    fn reload_swaps_the_list() {
+    fn reload_swaps_the_list_and_fails_closed() {
         let t = tokens(&["alpha"]);
         assert_eq!(t.reload(&[b"alpha\n".to_vec()]), Ok(false));
         assert_eq!(t.reload(&[b"beta\n".to_vec()]), Ok(true));
         assert!(!t.allows(Some(b"Bearer alpha")));
         assert!(t.allows(Some(b"Bearer beta")));
-        assert!(t.reload(&[b"\n".to_vec()]).is_err());
-        assert!(t.allows(Some(b"Bearer beta")));
+        // A bad line among good ones: the good ones apply.
+        assert_eq!(t.reload(&[b"beta\nga mma\ndelta\n".to_vec()]), Ok(true));
+        assert!(t.allows(Some(b"Bearer delta")));
+        assert!(!t.allows(Some(b"Bearer ga mma")));
+        // No token left: refused, and the fallback is no token at all.
+        for empty in [&b""[..], b"\n# all revoked\n", b"not a token\n"] {
+            assert_eq!(t.reload(&[b"beta\n".to_vec()]), Ok(true));
+            let err = t.reload(&[empty.to_vec()]).unwrap_err();
+            assert!(err.ends_with("holds no token (one per line; blank lines and lines starting with # are skipped)"), "{err}");
+            assert!(t.allows(Some(b"Bearer beta")), "only the watcher fails it");
+            assert_eq!(
+                t.fail(),
+                Some("no client token is accepted: every client gets 401 until it is fixed")
+            );
+            assert!(t.is_empty());
+            assert!(!t.allows(Some(b"Bearer beta")));
+        }
+    }
+
+    #[test]
+    fn a_file_with_no_token_stops_the_start() {
+        let dir = std::env::temp_dir().join(format!("holepunch-clients-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clients");
+        std::fs::write(&path, "# none yet\n").unwrap();
+        let err = ClientTokens::load(&path).err().expect("refused");
+        assert_eq!(err.var, CLIENT_TOKEN_FILE);
+        assert!(
+            err.problem
+                .starts_with("the client token file holds no token"),
+            "{err}"
+        );
+        // A skipped line does not stop it; the rest apply.
+        std::fs::write(&path, "bad token\ngood\n").unwrap();
+        let t = ClientTokens::load(&path).unwrap();
+        assert!(t.allows(Some(b"Bearer good")));
+        let fifo = dir.join("fifo");
+        crate::files::mkfifo(&fifo);
+        let err = ClientTokens::load(&fifo).err().expect("refused");
+        assert_eq!(
+            err.problem,
+            "cannot read the client token file: it is a FIFO, not a regular file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -77,6 +77,7 @@
 //! certificate revocation lists are not read.
 
 use crate::config::{ConfigError, TLS_CLIENT_CA_FILE};
+use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -195,7 +196,8 @@ impl ClientCas {
         let provider = CryptoProvider::get_default()
             .cloned()
             .ok_or_else(|| error("no TLS crypto provider installed".to_string()))?;
-        let raw = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let raw =
+            files::read(path, files::CLIENT_CAS).map_err(|e| error(format!("cannot read: {e}")))?;
         let trusted = trust(&provider, &raw).map_err(error)?;
         Ok(ClientCas {
             path: path.to_path_buf(),
@@ -289,8 +291,8 @@ impl Reloadable for ClientCas {
         label: "tls_client_ca",
     };
 
-    fn paths(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+    fn files(&self) -> Vec<WatchedFile> {
+        vec![WatchedFile::new(&self.path, files::CLIENT_CAS)]
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<Trusted, String> {
@@ -305,8 +307,11 @@ impl Reloadable for ClientCas {
     }
 
     /// Fails closed: see the module's documentation.
-    fn when_refused(&self) -> Option<Trusted> {
-        Some(Trusted::none())
+    fn fallback(&self) -> Option<(Trusted, &'static str)> {
+        Some((
+            Trusted::none(),
+            "no client certificate is trusted: every TLS handshake is refused until it is fixed",
+        ))
     }
 }
 
@@ -474,7 +479,7 @@ mod tests {
         // A broken file is refused, and fails closed.
         let err = cas.reload(&[b"# nothing here\n".to_vec()]).unwrap_err();
         assert!(err.ends_with("no PEM certificate in it: expected the CA certificates that client certificates must chain to"), "{err}");
-        assert!(cas.fail(), "fails closed");
+        assert!(cas.fail().is_some(), "fails closed");
         assert!(cas.trusted().is_empty());
         assert_eq!(
             verify(&cas, "other.crt"),
@@ -535,7 +540,7 @@ mod tests {
         );
         // A broken file: no connection goes on.
         let mut checked = cas.checked_now(start);
-        assert!(cas.fail());
+        assert!(cas.fail().is_some());
         assert_eq!(
             cas.recheck(Some(&[der("other.crt")]), &mut checked, start),
             Err(Error::InvalidCertificate(

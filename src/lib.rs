@@ -14,8 +14,9 @@
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
 //! - [`client_cert`]: the CAs client certificates must chain to, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
+//! - [`files`]: reading those files: regular files only, capped, never waiting;
 //! - [`reload`]: the value each of those files makes, swapped when it changes;
-//! - [`watch`]: re-reading those files when they change;
+//! - [`watch`]: re-reading those files when they change, and on SIGHUP;
 //! - [`proxy`]: the Pingora `ProxyHttp` that ties them together;
 //! - [`coalesce`]: one upstream request for concurrent identical scrapes;
 //! - [`deadline`]: the client write deadline, on the client's stream;
@@ -42,6 +43,7 @@ pub mod coalesce;
 pub mod config;
 pub mod connections;
 pub mod deadline;
+pub mod files;
 pub mod guard;
 pub mod head;
 pub mod limits;

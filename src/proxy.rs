@@ -673,12 +673,18 @@ impl Holepunch {
         request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
-    /// Whether the proxy can serve: a workload token is loaded and the
-    /// socket accepts a connection. No request is sent, so this costs the
-    /// Nomad servers nothing. The reason names no path: it is for clients.
+    /// Whether the proxy can serve: a workload token is loaded, client
+    /// tokens too when they are required, and the socket accepts a
+    /// connection. No request is sent, so this costs the Nomad servers
+    /// nothing. The reason names no path: it is for clients.
     async fn ready(&self) -> std::result::Result<(), &'static str> {
         if self.token.header_value().is_empty() {
             return Err("no workload token loaded");
+        }
+        if self.client_tokens.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(
+                "no client token loaded: the client token file is empty, missing or unreadable",
+            );
         }
         let connect = tokio::net::UnixStream::connect(&self.socket_path);
         match pingora::time::timeout(READY_CONNECT_TIMEOUT, connect).await {

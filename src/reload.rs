@@ -1,7 +1,6 @@
 //! Values built from files and replaced when the files change: the workload
-//! token (`crate::token`), the client tokens (`crate::client_auth`), the
-//! TLS certificate (`crate::tls`) and the CAs of client certificates
-//! (`crate::client_cert`).
+//! token (`crate::token`), the client tokens (`crate::client_auth`) and the
+//! TLS certificate (`crate::tls`).
 //!
 //! Each is a [`Reloadable`]: it declares its [`Name`] (the words for log
 //! lines and the `file` label of the reload metrics), lists its files and
@@ -9,14 +8,16 @@
 //! pointer (`arc-swap`) that the request path and the TLS handshake read
 //! without a lock. What every reloadable shares is written once, here:
 //! parse, compare with the value in use, register the new value's secrets
-//! with the log redaction, swap. An unchanged value leaves the one in use
-//! alone; so does a refused one, unless the reloadable fails closed
-//! ([`Reloadable::when_refused`]). `crate::watch` decides when to read the
+//! with the log redaction, swap. A refused or unchanged value leaves the one
+//! in use alone, unless the reloadable fails closed
+//! ([`Reloadable::fallback`]): then files that cannot be read or make no
+//! value put its fallback in use (the client tokens: none, so nobody is let
+//! in on a file that is gone). `crate::watch` decides when to read the
 //! files, and logs and counts what happened.
 
+use crate::files::WatchedFile;
 use crate::logging;
 use arc_swap::{ArcSwap, Guard};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How a reloadable thing is named: `what` in log lines ("workload token
@@ -89,21 +90,21 @@ pub trait Reloadable: Send + Sync + 'static {
     type Value: Value;
     /// Its name in logs and metrics.
     const NAME: Name;
-    /// The files, in the order [`Reloadable::parse`] receives their
-    /// contents; none when this one is fixed (a token from the environment).
-    fn paths(&self) -> Vec<PathBuf>;
+    /// The files, each with its size cap, in the order
+    /// [`Reloadable::parse`] receives their contents; none when this one is
+    /// fixed (a token from the environment).
+    fn files(&self) -> Vec<WatchedFile>;
     /// The value these contents make. An error says what is wrong with
     /// which file, and must not contain a secret: it is logged.
     fn parse(&self, contents: &[Vec<u8>]) -> Result<Self::Value, String>;
     /// Where its value is kept.
     fn current(&self) -> &Current<Self::Value>;
-    /// What to serve while its files cannot be read or their contents are
-    /// refused. `None`, the default, keeps the last good value: right where
-    /// an old value serves and none would not (the workload token, the
-    /// server's certificate). `Some` fails closed: right for a list of who
-    /// may connect, where the last good list may hold the very entry the
-    /// operator meant to remove.
-    fn when_refused(&self) -> Option<Self::Value> {
+    /// What to serve when the files cannot be read or make no value, and
+    /// what that means for clients (for the log line). `None`, the
+    /// default, keeps the last good value: an old workload token or
+    /// certificate is better than none. A value fails closed: it is put in
+    /// use at once, as the client tokens' empty list is.
+    fn fallback(&self) -> Option<(Self::Value, &'static str)> {
         None
     }
 }
@@ -112,15 +113,15 @@ pub trait Reloadable: Send + Sync + 'static {
 pub trait Reload: Send + Sync {
     /// [`Reloadable::NAME`].
     fn name(&self) -> Name;
-    /// [`Reloadable::paths`]: none means nothing to watch.
-    fn paths(&self) -> Vec<PathBuf>;
+    /// [`Reloadable::files`]: none means nothing to watch.
+    fn files(&self) -> Vec<WatchedFile>;
     /// Parses `contents` and puts the value in use if it differs; tells
-    /// whether it did. On error the value in use stays.
+    /// whether it did. On error the value in use stays (see [`Reload::fail`]).
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
-    /// After the files could not be read or were refused: puts
-    /// [`Reloadable::when_refused`] in use, if there is one, and tells
-    /// whether this one fails closed.
-    fn fail(&self) -> bool;
+    /// After the files could not be read or made no value: puts the
+    /// [`Reloadable::fallback`] in use, if there is one, and returns what
+    /// that means for clients; `None` when the last good value stays.
+    fn fail(&self) -> Option<&'static str>;
 }
 
 impl<R: Reloadable> Reload for R {
@@ -128,8 +129,8 @@ impl<R: Reloadable> Reload for R {
         R::NAME
     }
 
-    fn paths(&self) -> Vec<PathBuf> {
-        Reloadable::paths(self)
+    fn files(&self) -> Vec<WatchedFile> {
+        Reloadable::files(self)
     }
 
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String> {
@@ -137,14 +138,10 @@ impl<R: Reloadable> Reload for R {
         Ok(self.current().replace_if_changed(new))
     }
 
-    fn fail(&self) -> bool {
-        match self.when_refused() {
-            Some(closed) => {
-                self.current().replace_if_changed(closed);
-                true
-            }
-            None => false,
-        }
+    fn fail(&self) -> Option<&'static str> {
+        let (value, meaning) = self.fallback()?;
+        self.current().replace_if_changed(value);
+        Some(meaning)
     }
 }
 
@@ -197,33 +194,14 @@ mod tests {
     /// words are what operators grep for: both stay exactly these.
     #[test]
     fn names_in_logs_and_metrics_are_fixed() {
-        use crate::client_cert::ClientCas;
         use crate::{client_auth::ClientTokens, tls::CertReloader, token::Token};
-        let names = [
-            Token::NAME,
-            ClientTokens::NAME,
-            CertReloader::NAME,
-            ClientCas::NAME,
-        ];
+        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
         let labels: Vec<_> = names.iter().map(|n| n.label).collect();
         assert_eq!(
             labels,
-            [
-                "workload_token",
-                "client_tokens",
-                "tls_certificate",
-                "tls_client_ca"
-            ]
+            ["workload_token", "client_tokens", "tls_certificate"]
         );
         let what: Vec<_> = names.iter().map(|n| n.what).collect();
-        assert_eq!(
-            what,
-            [
-                "workload token",
-                "client tokens",
-                "TLS certificate",
-                "TLS client CAs"
-            ]
-        );
+        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
     }
 }

@@ -180,9 +180,8 @@ impl Startup {
         if let Some(client_cas) = self.client_cas {
             watcher.watch(client_cas);
         }
-        if !watcher.is_empty() {
-            server.add_service(background_service("file watcher", watcher));
-        }
+        // Always: with no file to watch it still answers SIGHUP.
+        server.add_service(background_service("file watcher", watcher));
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
         let open: Vec<&str> = crate::allowlist::Group::ALL

@@ -9,7 +9,7 @@
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Upstream latency buckets, in seconds: sub-millisecond answers from the
@@ -46,6 +46,8 @@ pub struct Metrics {
     /// connections closed for new ones (`closed_idle`) and new connections
     /// refused while every connection had a request in progress (`refused`).
     pub connections_shed: IntCounterVec,
+    /// `holepunch_client_tokens`: see [`client_tokens`].
+    pub client_tokens: IntGaugeVec,
 }
 
 static METRICS: Lazy<Metrics> = Lazy::new(|| {
@@ -111,6 +113,12 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["action"]
         )
         .expect("register holepunch_client_connections_shed_total"),
+        client_tokens: register_int_gauge_vec!(
+            "holepunch_client_tokens",
+            "Client tokens accepted now; 0 while the client token file is empty, missing or unreadable (every client gets 401)",
+            &[]
+        )
+        .expect("register holepunch_client_tokens"),
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
@@ -122,6 +130,14 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
     .set(1);
     metrics
 });
+
+/// `holepunch_client_tokens`, the number of client tokens accepted now. A
+/// vector with no label, so that its one series appears only once a client
+/// token file is loaded: absent when `HOLEPUNCH_CLIENT_TOKEN_FILE` is unset
+/// (an alert on 0 then means what it says).
+pub fn client_tokens() -> IntGauge {
+    metrics().client_tokens.with_label_values(&[] as &[&str])
+}
 
 /// Registers every metric. Call once at startup, before serving.
 pub fn init() {
@@ -231,6 +247,8 @@ mod tests {
         m.client_connections.set(3);
         m.client_connections_max.set(1024);
         m.connections_shed.with_label_values(&["refused"]).inc();
+        // Other tests set it too: its name is what is checked.
+        client_tokens().set(3);
         let text = gather_text();
         for line in [
             "holepunch_requests_total{code=\"2xx\",decision=\"allowed\",group=\"metrics\"}",
@@ -244,6 +262,7 @@ mod tests {
             "holepunch_client_connections ",
             "holepunch_client_connections_max ",
             "holepunch_client_connections_shed_total{action=\"refused\"}",
+            "holepunch_client_tokens ",
             &format!(
                 "holepunch_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")

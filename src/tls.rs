@@ -12,9 +12,14 @@
 //! one setting `TlsSettings` cannot make: with client certificates,
 //! session resumption is off, so that every connection's certificate is
 //! checked against the CAs in use (see `crate::client_cert`).
+//!
+//! A pair that cannot be read, is not a regular file, is over its cap
+//! (`files::CERTIFICATE_CHAIN`, `files::PRIVATE_KEY`) or does not go
+//! together keeps the last good certificate in use.
 
 use crate::client_cert::ClientCas;
 use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
 use crate::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::Acceptor;
 use pingora::tls::sign::CertifiedKey;
@@ -47,15 +52,15 @@ impl CertReloader {
     /// names the variable whose file is at fault; a certificate and key that
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
-        let read = |var: &str, p: &PathBuf| {
-            std::fs::read(p).map_err(|e| ConfigError {
+        let read = |var: &str, p: &PathBuf, cap: Cap| {
+            crate::files::read(p, cap).map_err(|e| ConfigError {
                 var: var.to_string(),
                 value: Some(p.display().to_string()),
                 problem: format!("cannot read: {e}"),
             })
         };
-        let cert = read(TLS_CERT_FILE, &files.cert)?;
-        let key = read(TLS_KEY_FILE, &files.key)?;
+        let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
+        let key = read(TLS_KEY_FILE, &files.key, PRIVATE_KEY)?;
         let key = certified_key(files, &cert, &key).map_err(|(var, e)| {
             let path = if var == TLS_KEY_FILE {
                 &files.key
@@ -131,8 +136,11 @@ impl Reloadable for CertReloader {
         label: "tls_certificate",
     };
 
-    fn paths(&self) -> Vec<PathBuf> {
-        vec![self.files.cert.clone(), self.files.key.clone()]
+    fn files(&self) -> Vec<WatchedFile> {
+        vec![
+            WatchedFile::new(&self.files.cert, CERTIFICATE_CHAIN),
+            WatchedFile::new(&self.files.key, PRIVATE_KEY),
+        ]
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<CertifiedKey, String> {

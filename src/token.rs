@@ -6,9 +6,12 @@
 //! rewrites the token file, often by writing a new file and renaming it over
 //! the old one. A token from a file is [`Reloadable`]: `crate::watch` re-reads
 //! it every half second and the next requests carry the new token, with no
-//! restart. An empty, malformed or unreadable file keeps the last good token.
+//! restart. An empty, malformed or unreadable file keeps the last good token
+//! (an old token is better than none), and so does a path that is not a
+//! regular file or holds more than `files::WORKLOAD_TOKEN`.
 
 use crate::config::{ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
+use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
 use http::HeaderValue;
 use std::fmt;
@@ -121,14 +124,14 @@ impl Token {
                     value: Some(path.display().to_string()),
                     problem,
                 };
-                let raw = std::fs::read(path).map_err(|e| {
-                    error(match e.kind() {
-                        std::io::ErrorKind::NotFound if *var == NOMAD_SECRETS_DIR => format!(
+                let raw = files::read(path, files::WORKLOAD_TOKEN).map_err(|p| {
+                    error(match p {
+                        files::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
                             "no workload token: {} does not exist; give the task identity \
                              {{ file = true }} or {{ env = true }}, or set {TOKEN_FILE}",
                             path.display(),
                         ),
-                        _ => format!("cannot read the token file: {e}"),
+                        _ => format!("cannot read the token file: {p}"),
                     })
                 })?;
                 let value = parse_token(&raw)
@@ -161,8 +164,11 @@ impl Reloadable for Token {
 
     /// The token file; none for a token from the environment, which Nomad
     /// changes only by restarting the task.
-    fn paths(&self) -> Vec<PathBuf> {
-        self.file.iter().cloned().collect()
+    fn files(&self) -> Vec<WatchedFile> {
+        self.file
+            .iter()
+            .map(|path| WatchedFile::new(path, files::WORKLOAD_TOKEN))
+            .collect()
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<HeaderValue, String> {
@@ -226,7 +232,10 @@ mod tests {
         };
         let token = Token::load(&source).unwrap();
         assert_eq!(token.header_value(), "first");
-        assert_eq!(Reloadable::paths(&token), vec![path.clone()]);
+        assert_eq!(
+            Reloadable::files(&token),
+            vec![WatchedFile::new(&path, files::WORKLOAD_TOKEN)]
+        );
         assert_eq!(token.reload(&[b"first".to_vec()]), Ok(false));
         assert_eq!(token.reload(&[b" second\n".to_vec()]), Ok(true));
         assert_eq!(token.header_value(), "second");
@@ -241,7 +250,7 @@ mod tests {
         assert_eq!(token.header_value(), "second");
         // A token from the environment has no file to reload.
         let fixed = Token::load(&TokenSource::Env("env-token".into())).unwrap();
-        assert!(Reloadable::paths(&fixed).is_empty());
+        assert!(Reloadable::files(&fixed).is_empty());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

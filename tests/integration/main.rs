@@ -27,3 +27,4 @@ mod telemetry;
 mod timeouts;
 mod tls_tokens;
 mod upgrade;
+mod watched_files;

@@ -102,6 +102,13 @@ fn a_sighup_to_the_entrypoint_applies_a_changed_settings_file() {
     assert_eq!(log.matches("shutdown grace period: 1s").count(), 1, "{log}");
     let start = concat!("nomad-holepunch ", env!("CARGO_PKG_VERSION"), " starting");
     assert_eq!(log.matches(start).count(), 2, "{log}");
+    // The script said what its SIGHUP does: the new process reads every
+    // file afresh.
+    assert_eq!(
+        log.matches("holepunch-entrypoint: SIGHUP: starting a new nomad-holepunch with -u; it reads every file and setting afresh").count(),
+        1,
+        "{log}"
+    );
     let new_start = log.rfind(start).expect("two starts");
     assert!(log[new_start..].contains("threads: 2\n"), "{log}");
     assert_eq!(get(wrapper.addr, "/v1/agent/health", "").status, 200);

@@ -580,6 +580,10 @@ impl Proxy {
         self.child.signal(sig);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.exited()
     }
