@@ -254,7 +254,8 @@ fn a_broken_ca_file_trusts_nobody_until_it_is_fixed() {
         IO_TIMEOUT,
         &format!(
             "{ca}: no PEM certificate in it: expected the CA certificates that client \
-             certificates must chain to; no TLS client CAs in use until the file is fixed"
+             certificates must chain to; no client certificate is trusted: every TLS \
+             handshake is refused until it is fixed"
         ),
     );
     kept.send(METRICS).unwrap();

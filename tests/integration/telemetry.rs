@@ -307,8 +307,13 @@ fn rule_selectors() -> Vec<(String, Vec<Matcher>)> {
 
 #[test]
 fn every_series_the_rules_match_is_there_at_startup_at_zero() {
-    // Nothing is sent to the proxy: what the rules need is there from the start.
-    let s = Harness::new().telemetry().ready(Ready::Listening).start();
+    // Nothing is sent to the proxy: what the rules need is there from the
+    // start. With client tokens, whose gauge exists only where they are set.
+    let s = Harness::new()
+        .telemetry()
+        .client_tokens("scraper-token\n")
+        .ready(Ready::Listening)
+        .start();
     let text = s.proxy.own_metrics();
     let selectors = rule_selectors();
     assert!(
