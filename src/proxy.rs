@@ -663,13 +663,15 @@ impl Holepunch {
         request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
-    /// Whether the proxy can serve: a workload token is loaded and the
+    /// Whether the proxy can serve: a workload token is loaded, it is not
+    /// past its `exp` (Nomad would answer every request 500), and the
     /// socket accepts a connection. No request is sent, so this costs the
     /// Nomad servers nothing. The reason names no path: it is for clients.
     async fn ready(&self) -> std::result::Result<(), &'static str> {
         if self.token.header_value().is_empty() {
             return Err("no workload token loaded");
         }
+        self.token.usable_at(std::time::SystemTime::now())?;
         let connect = tokio::net::UnixStream::connect(&self.socket_path);
         match pingora::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
             Ok(Ok(_stream)) => Ok(()),
