@@ -6,8 +6,9 @@
 #   nomad var put nomad/jobs/holepunch threads=1
 #   nomad job run conf/holepunch-raw-exec.nomad.hcl
 #
-# Needs Nomad 1.6.0 or later (`node_pool`; hashicorp/nomad
-# CHANGELOG-unsupported.md), the raw_exec plugin enabled on the clients, and
+# Needs Nomad 1.7.0 or later (the named identity with a `ttl` came in 1.7.0,
+# `node_pool` in 1.6.0; hashicorp/nomad CHANGELOG-unsupported.md), the
+# raw_exec plugin enabled on the clients, and
 # the binary at var.binary on every node. Groups beyond METRICS, AGENT_HEALTH
 # and STATUS need conf/holepunch-policy.hcl attached to this job.
 #
@@ -98,8 +99,15 @@ job "holepunch" {
         args    = [var.binary, "-c", "local/holepunch.yaml"]
       }
 
+      # The workload token: a named identity the client renews, as in
+      # conf/holepunch.nomad.hcl, which gives the sources. ttl = "12h":
+      # renewed about every 6 h (client/widmgr/widmgr.go renew); the
+      # default identity's token never changes while the allocation runs,
+      # so it is exposed nowhere.
       identity {
-        env  = true
+        name = "holepunch"
+        aud  = ["nomadproject.io"]
+        ttl  = "12h"
         file = true
       }
 
@@ -110,7 +118,7 @@ job "holepunch" {
         HOLEPUNCH_BIND           = "${NOMAD_IP_http}"
         HOLEPUNCH_PORT           = "${NOMAD_PORT_http}"
         HOLEPUNCH_TELEMETRY_BIND = "${NOMAD_IP_telemetry}:${NOMAD_PORT_telemetry}"
-        HOLEPUNCH_TOKEN_FILE     = "${NOMAD_SECRETS_DIR}/nomad_token"
+        HOLEPUNCH_TOKEN_FILE     = "${NOMAD_SECRETS_DIR}/nomad_holepunch.jwt"
       }
 
       # raw_exec and exec are stopped with SIGINT unless kill_signal says

@@ -6,9 +6,9 @@
 #   nomad job run -var image=<your registry>/nomad-holepunch:<version> \
 #     -var 'allow=["METRICS","AGENT_HEALTH","NODES"]' conf/holepunch.nomad.hcl
 #
-# Needs Nomad 1.6.0 or later: `node_pool` came in 1.6.0, the Task API socket
-# and `identity { env, file }` in 1.5.0 (hashicorp/nomad CHANGELOG-unsupported.md).
-# A named identity with a `ttl`, renewed and rewritten in its file, needs 1.7.0.
+# Needs Nomad 1.7.0 or later: the named identity with a `ttl` (below) came in
+# 1.7.0, `node_pool` in 1.6.0, the Task API socket in 1.5.0 (hashicorp/nomad
+# CHANGELOG-unsupported.md).
 # With ACLs on, avoid Nomad 2.0.1: it refused client RPCs for allocations of
 # jobs in node_pool "all" (acl/acl.go AllowClientOp; GH-27973, fixed in 2.0.2).
 # With tls = true, the checks need Nomad 1.9.6 or later to accept a
@@ -184,13 +184,48 @@ job "holepunch" {
         image_pull_timeout = "2m"
       }
 
-      # The workload token: env for the Go original's NOMAD_TOKEN, the file
-      # for HOLEPUNCH_TOKEN_FILE, which the proxy re-reads whenever Nomad
-      # rewrites it (at each task start, and at each renewal of an identity
-      # with a ttl, Nomad 1.7+). A one-line block holds only one argument in
-      # HCL2, so the two go on separate lines.
+      # The workload token: a named identity with a ttl, which the Nomad
+      # client renews, and not the default identity, whose token never
+      # changes while the allocation runs (read in hashicorp/nomad 2.0.5):
+      # - Nomad refuses a ttl on the default identity ("ttl for default
+      #   identity not yet supported", nomad/structs/workload_id.go Validate)
+      #   and signs its token once per allocation (nomad/plan_apply.go
+      #   signAllocIdentities): secrets/nomad_token and NOMAD_TOKEN hold the
+      #   same token for as long as the allocation runs
+      #   (client/allocrunner/taskrunner/identity_hook.go setDefaultToken).
+      #   So this task exposes it nowhere: no env, no file.
+      # - This identity is renewed at 50-55% of its remaining life
+      #   (client/widmgr/widmgr.go renew, helper/retry.go ExpiryToRenewTime)
+      #   and each new token is written to secrets/nomad_holepunch.jwt
+      #   (identity_hook.go setAltToken), which the proxy re-reads.
+      # - The Task API takes it as it takes the default one: it checks its
+      #   signature and exp, and no audience (nomad/encrypter.go VerifyClaim),
+      #   and its claims resolve to the ACL policies attached to this job
+      #   (nomad/auth/auth.go ResolvePoliciesForClaims reads only the
+      #   allocation and the task from them).
+      # - ttl = "12h": renewed about every 6 h. A failed renewal is retried
+      #   20 s later, then at doubling intervals up to one an hour (widmgr.go
+      #   renew, helper/backoff.go Backoff). So after a loss of the Nomad
+      #   servers of up to about 4 h, a retry renews the token before it
+      #   expires; after a longer one it expires (45% of 12 h, 5.4 h, after
+      #   the missed renewal at worst) and Nomad answers 500 until the next
+      #   retry, up to an hour after the servers are back. (During the loss
+      #   the Task API fails anyway: it asks a server about every request.)
+      #   A client agent restart does not stop renewal: the client restores
+      #   the saved tokens, renews at once one that expired (widmgr.go
+      #   restoreStoredIdentities), and the task's identity hook watches it
+      #   again. A copied token stops working 12 h after it was signed (plus
+      #   Nomad's 60 s leeway), or when the allocation stops.
+      #   conf/holepunch.rules.yml warns when a quarter of its life is left
+      #   (3 h before, after 2.4 h or more of failed renewals), and /ready
+      #   fails once Nomad refuses it.
+      # - aud: the default identity's audience (nomad/structs/identity.go
+      #   IdentityDefaultAud); Nomad warns about an identity without one.
+      # - No env = true: Nomad cannot change a running task's environment.
       identity {
-        env  = true
+        name = "holepunch"
+        aud  = ["nomadproject.io"]
+        ttl  = "12h"
         file = true
       }
 
@@ -202,7 +237,7 @@ job "holepunch" {
           HOLEPUNCH_BIND           = "0.0.0.0"
           HOLEPUNCH_PORT           = "${var.port}"
           HOLEPUNCH_TELEMETRY_BIND = "0.0.0.0:${var.telemetry_port}"
-          HOLEPUNCH_TOKEN_FILE     = "${NOMAD_SECRETS_DIR}/nomad_token"
+          HOLEPUNCH_TOKEN_FILE     = "${NOMAD_SECRETS_DIR}/nomad_holepunch.jwt"
           RUST_LOG                 = "info"
         },
         # Groups left out of var.allow are off, METRICS and AGENT_HEALTH included.

@@ -5,8 +5,9 @@
 #   nomad job run -var holepunch_image=<your registry>/nomad-holepunch:<version> \
 #     conf/prometheus-sidecar.nomad.hcl
 #
-# Needs Nomad 1.5.0 or later (the Task API socket and `identity`; hashicorp/nomad
-# CHANGELOG-unsupported.md), and Prometheus 2.37 or later for nomad_sd_configs.
+# Needs Nomad 1.7.0 or later (the sidecar's named identity with a `ttl`; the
+# Task API socket came in 1.5.0; hashicorp/nomad CHANGELOG-unsupported.md), and
+# Prometheus 2.37 or later for nomad_sd_configs.
 #
 # The sidecar binds 127.0.0.1 and allows only SERVICES (/v1/services and
 # /v1/service/:name, GET only). This job needs no ACL policy: a workload
@@ -24,7 +25,7 @@
 # Nomad's own e2e suite runs the Go original in a job of the same shape
 # (e2e/metrics/input/prometheus.hcl), with differences: podman, the sidecar
 # allowing everything (HOLEPUNCH_ALLOW_ALL = true), `identity { env = true }`
-# only, and the same templated region as below.
+# (the default identity, never renewed), and the same templated region as below.
 
 # No default: see the `image` variable of conf/holepunch.nomad.hcl.
 variable "holepunch_image" {
@@ -82,15 +83,21 @@ job "prometheus" {
         image = var.holepunch_image
       }
 
+      # A token the Nomad client renews, as in conf/holepunch.nomad.hcl
+      # (whose comment gives the sources and the reasons for the ttl); the
+      # default identity's token, which lasts as long as the allocation, is
+      # exposed nowhere.
       identity {
-        env  = true
+        name = "holepunch"
+        aud  = ["nomadproject.io"]
+        ttl  = "12h"
         file = true
       }
 
       env {
         HOLEPUNCH_BIND               = "127.0.0.1"
         HOLEPUNCH_PORT               = "6120"
-        HOLEPUNCH_TOKEN_FILE         = "${NOMAD_SECRETS_DIR}/nomad_token"
+        HOLEPUNCH_TOKEN_FILE         = "${NOMAD_SECRETS_DIR}/nomad_holepunch.jwt"
         HOLEPUNCH_ALLOW_METRICS      = "false"
         HOLEPUNCH_ALLOW_AGENT_HEALTH = "false"
         HOLEPUNCH_ALLOW_SERVICES     = "true"

@@ -11,6 +11,7 @@
 //! - [`cidr`]: address ranges for `HOLEPUNCH_ALLOW_FROM` (pure);
 //! - [`limits`]: requests in flight on the socket, and per-client rates;
 //! - [`token`]: the workload token;
+//! - [`claims`]: the `exp` and `iat` of a JWT, read as Nomad reads them (pure);
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
 //! - [`client_cert`]: the CAs client certificates must chain to, if any;
 //! - [`tls`]: TLS on the listener, certificates reloaded on change;
@@ -36,6 +37,7 @@
 pub mod allocator;
 pub mod allowlist;
 pub mod cidr;
+pub mod claims;
 pub mod cli;
 pub mod client_auth;
 pub mod client_cert;

@@ -673,14 +673,16 @@ impl Holepunch {
         request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
-    /// Whether the proxy can serve: a workload token is loaded, client
-    /// tokens too when they are required, and the socket accepts a
+    /// Whether the proxy can serve: a workload token is loaded, it is not
+    /// past its `exp` (Nomad would answer every request 500), client tokens
+    /// are loaded too when they are required, and the socket accepts a
     /// connection. No request is sent, so this costs the Nomad servers
     /// nothing. The reason names no path: it is for clients.
     async fn ready(&self) -> std::result::Result<(), &'static str> {
         if self.token.header_value().is_empty() {
             return Err("no workload token loaded");
         }
+        self.token.usable_at(std::time::SystemTime::now())?;
         if self.client_tokens.as_ref().is_some_and(|t| t.is_empty()) {
             return Err(
                 "no client token loaded: the client token file is empty, missing or unreadable",

@@ -40,6 +40,10 @@ pub trait Value: Send + Sync + 'static {
     fn secrets(&self) -> Vec<&[u8]> {
         Vec::new()
     }
+    /// Called once the value is in use (at the start, and after each
+    /// swap), for what its owner reports about the value in use (the
+    /// workload token's expiry gauges).
+    fn in_use(&self) {}
 }
 
 /// The value in use, read without a lock; replaced whole, and only when a
@@ -50,6 +54,7 @@ impl<T: Value> Current<T> {
     /// Holds `value`, its secrets registered first.
     pub fn new(value: T) -> Current<T> {
         register(&value);
+        value.in_use();
         Current(ArcSwap::from_pointee(value))
     }
 
@@ -72,7 +77,9 @@ impl<T: Value> Current<T> {
             return false;
         }
         register(&new);
-        self.0.store(Arc::new(new));
+        let new = Arc::new(new);
+        self.0.store(Arc::clone(&new));
+        new.in_use();
         true
     }
 }
@@ -152,6 +159,8 @@ mod tests {
 
     /// How many times a [`Text`]'s secrets were asked for.
     static SECRETS_ASKED: AtomicUsize = AtomicUsize::new(0);
+    /// How many times a [`Text`] was put in use.
+    static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
     /// Text whose case does not matter, with a secret after a colon.
     struct Text(String);
@@ -168,12 +177,16 @@ mod tests {
                 .into_iter()
                 .collect()
         }
+        fn in_use(&self) {
+            IN_USE.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     #[test]
     fn replaces_only_a_value_that_changes_something() {
         let current = Current::new(Text("a:one".into()));
         assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 1, "registered");
+        assert_eq!(IN_USE.load(Ordering::SeqCst), 1, "in use from the start");
         let held = current.load_full();
         assert!(!current.replace_if_changed(Text("A:ONE".into())));
         assert_eq!(
@@ -182,7 +195,13 @@ mod tests {
             "the same value is not swapped in"
         );
         assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            IN_USE.load(Ordering::SeqCst),
+            1,
+            "the same value is not put in use"
+        );
         assert!(current.replace_if_changed(Text("a:two".into())));
+        assert_eq!(IN_USE.load(Ordering::SeqCst), 2, "the new value is in use");
         assert_eq!(current.load().0, "a:two");
         assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 2, "registered");
         // A reader holding the old value keeps it, whole.

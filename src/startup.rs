@@ -97,6 +97,7 @@ impl Startup {
     pub fn describe(&self) -> Vec<String> {
         let c = &self.server_conf;
         let mut lines = self.config.describe();
+        lines.push(self.token.describe_lifetime(std::time::SystemTime::now()));
         lines.extend([
             format!("threads: {}", c.threads),
             format!(

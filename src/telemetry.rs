@@ -8,8 +8,8 @@
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Upstream latency buckets, in seconds: sub-millisecond answers from the
@@ -48,6 +48,13 @@ pub struct Metrics {
     pub connections_shed: IntCounterVec,
     /// `holepunch_client_tokens`: see [`client_tokens`].
     pub client_tokens: IntGaugeVec,
+    /// `holepunch_workload_token_expiry_timestamp_seconds` and
+    /// `holepunch_workload_token_issued_timestamp_seconds`: the `exp` and
+    /// `iat` claims of the workload token in use (`crate::claims`, read,
+    /// not verified), 0 when it has none (the default identity has no
+    /// `exp`) or is not a JWT. Set each time a token is put in use.
+    pub token_expiry: Gauge,
+    pub token_issued: Gauge,
 }
 
 static METRICS: Lazy<Metrics> = Lazy::new(|| {
@@ -119,6 +126,16 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &[]
         )
         .expect("register holepunch_client_tokens"),
+        token_expiry: register_gauge!(
+            "holepunch_workload_token_expiry_timestamp_seconds",
+            "The exp claim of the workload token in use, in Unix seconds; 0 when it has none. Nomad refuses the token 60 s after"
+        )
+        .expect("register holepunch_workload_token_expiry_timestamp_seconds"),
+        token_issued: register_gauge!(
+            "holepunch_workload_token_issued_timestamp_seconds",
+            "The iat claim of the workload token in use, in Unix seconds; 0 when it has none"
+        )
+        .expect("register holepunch_workload_token_issued_timestamp_seconds"),
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
@@ -269,6 +286,17 @@ mod tests {
             ),
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // Present from the start; their values are whatever token the
+        // other unit tests last put in use (the registry is global).
+        for gauge in [
+            "holepunch_workload_token_expiry_timestamp_seconds ",
+            "holepunch_workload_token_issued_timestamp_seconds ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(gauge)),
+                "{gauge} missing from:\n{text}"
+            );
         }
     }
 

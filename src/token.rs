@@ -1,21 +1,35 @@
 //! The workload token: where it comes from ([`TokenSource`]), loaded at
-//! startup, kept as a ready-made header value, and, when it comes from a
-//! file, re-read as Nomad rotates it.
+//! startup, kept as a ready-made header value with what its claims say about
+//! its lifetime, and, when it comes from a file, re-read when Nomad rewrites
+//! it.
 //!
-//! Nomad renews an identity that has a `ttl` at about half its lifetime and
-//! rewrites the token file, often by writing a new file and renaming it over
-//! the old one. A token from a file is [`Reloadable`]: `crate::watch` re-reads
-//! it every half second and the next requests carry the new token, with no
-//! restart. An empty, malformed or unreadable file keeps the last good token
-//! (an old token is better than none), and so does a path that is not a
-//! regular file or holds more than `files::WORKLOAD_TOKEN`.
+//! What Nomad rewrites, and when (hashicorp/nomad 2.0.5,
+//! `client/allocrunner/taskrunner/identity_hook.go`): the default identity's
+//! token (`secrets/nomad_token`, `NOMAD_TOKEN`) is signed once per
+//! allocation (`nomad/plan_apply.go`, `signAllocIdentities`) and written at
+//! each task start by `setDefaultToken`; it has no `exp`, since a `ttl` on
+//! the default identity is refused (`nomad/structs/workload_id.go`,
+//! `Validate`), and it lasts as long as the allocation. A named identity
+//! with a `ttl` is renewed by the client at about half its remaining life
+//! (`client/widmgr/widmgr.go`, `renew`; `helper/retry.go`,
+//! `ExpiryToRenewTime`) and written to `secrets/nomad_<name>.jwt` by
+//! `setAltToken`, in place (`helper/users/lookup.go`, `WriteFileFor`, which
+//! is `os.WriteFile`). A token from a file is [`Reloadable`]: `crate::watch`
+//! re-reads it every half second and the next requests carry the new token,
+//! with no restart. An empty, malformed or unreadable file keeps the last
+//! good token (an old token is better than none), and so does a path that is
+//! not a regular file or holds more than `files::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
+//! (`crate::claims` reads its `exp` and `iat`, unverified).
 
+use crate::claims::{self, Lifetime, Unreadable};
 use crate::config::{ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
+use crate::telemetry;
 use http::HeaderValue;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where the workload token comes from, in the order they are tried.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,19 +103,53 @@ pub fn parse_token(raw: &[u8]) -> Result<HeaderValue, TokenProblem> {
     Ok(value)
 }
 
-impl reload::Value for HeaderValue {
-    fn same(&self, new: &HeaderValue) -> bool {
-        self == new
-    }
+/// A token in use: the header value, and what its claims say about its
+/// lifetime (read once, when it is loaded).
+pub struct Held {
+    header: HeaderValue,
+    lifetime: Result<Lifetime, Unreadable>,
+}
 
-    fn secrets(&self) -> Vec<&[u8]> {
-        vec![self.as_bytes()]
+impl Held {
+    fn new(header: HeaderValue) -> Held {
+        let lifetime = claims::lifetime(header.as_bytes());
+        Held { header, lifetime }
     }
 }
 
+impl reload::Value for Held {
+    fn same(&self, new: &Held) -> bool {
+        self.header == new.header
+    }
+
+    fn secrets(&self) -> Vec<&[u8]> {
+        vec![self.header.as_bytes()]
+    }
+
+    /// The expiry gauges follow the token in use.
+    fn in_use(&self) {
+        let (expires, issued) = match self.lifetime {
+            Ok(l) => (l.expires, l.issued),
+            Err(_) => (None, None),
+        };
+        let metrics = telemetry::metrics();
+        // An i64 of seconds as a float: exact up to 2^53, about 285 million years.
+        metrics.token_expiry.set(expires.map_or(0.0, |s| s as f64));
+        metrics.token_issued.set(issued.map_or(0.0, |s| s as f64));
+    }
+}
+
+/// Why `/ready` fails while the token in use is past its `exp`: Nomad
+/// answers every request with 500 (the Task API's `authMiddleware` in
+/// `command/agent/http.go` turns the "token is expired" error of its
+/// `ACL.WhoAmI` into `Server error authenticating request`).
+pub const EXPIRED: &str = "the workload token expired (its exp claim is more than 60 s past), \
+     so Nomad refuses it; the Nomad client renews it at half its ttl: check the client's \
+     connection to the Nomad servers";
+
 /// The current token, shared by the proxy and the watcher.
 pub struct Token {
-    value: Current<HeaderValue>,
+    value: Current<Held>,
     file: Option<PathBuf>,
 }
 
@@ -144,19 +192,71 @@ impl Token {
     /// A token with a fixed value, or one to be re-read from `file`.
     pub fn new(value: HeaderValue, file: Option<PathBuf>) -> Token {
         Token {
-            value: Current::new(value),
+            value: Current::new(Held::new(value)),
             file,
         }
     }
 
     /// The current `X-Nomad-Token` value (a reference-counted clone).
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::clone(&self.value.load())
+        self.value.load().header.clone()
+    }
+
+    /// What the current token's claims say about its lifetime.
+    pub fn lifetime(&self) -> Result<Lifetime, Unreadable> {
+        self.value.load().lifetime
+    }
+
+    /// Whether Nomad would still take the current token at `now`, as far
+    /// as its `exp` tells (the signature is Nomad's to check). A token
+    /// with no `exp`, or none the proxy can read, is taken as usable.
+    pub fn usable_at(&self, now: SystemTime) -> Result<(), &'static str> {
+        match self.lifetime() {
+            Ok(Lifetime {
+                expires: Some(exp), ..
+            }) if claims::expired(exp, now) => Err(EXPIRED),
+            _ => Ok(()),
+        }
+    }
+
+    /// A line for the startup log and `--check`: when the token in use
+    /// expires, from its claims, never the token itself.
+    pub fn describe_lifetime(&self, now: SystemTime) -> String {
+        describe_lifetime(self.lifetime(), now)
+    }
+}
+
+/// See [`Token::describe_lifetime`]. Pure.
+pub fn describe_lifetime(lifetime: Result<Lifetime, Unreadable>, now: SystemTime) -> String {
+    let now_secs = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    match lifetime {
+        Ok(Lifetime {
+            expires: Some(exp), ..
+        }) => {
+            let left = i128::from(exp) - i128::from(now_secs);
+            let when = if claims::expired(exp, now) {
+                format!("expired {} s ago: Nomad refuses it", -left)
+            } else if left < 0 {
+                format!("expired {} s ago, within Nomad's 60 s leeway", -left)
+            } else {
+                format!("expires in {left} s")
+            };
+            format!("workload token expiry: exp {exp}, {when}")
+        }
+        Ok(Lifetime { expires: None, .. }) => {
+            "workload token expiry: none (no exp claim: a default identity's token lasts as long as \
+             its allocation)"
+                .to_string()
+        }
+        Err(why) => format!("workload token expiry: unknown ({})", why.describe()),
     }
 }
 
 impl Reloadable for Token {
-    type Value = HeaderValue;
+    type Value = Held;
     const NAME: Name = Name {
         what: "workload token",
         label: "workload_token",
@@ -171,14 +271,16 @@ impl Reloadable for Token {
             .collect()
     }
 
-    fn parse(&self, contents: &[Vec<u8>]) -> Result<HeaderValue, String> {
+    fn parse(&self, contents: &[Vec<u8>]) -> Result<Held, String> {
         let (Some(path), [raw]) = (&self.file, contents) else {
             return Err(format!("the {} has no file to reload", Self::NAME.what));
         };
-        parse_token(raw).map_err(|p| format!("{} {}", path.display(), p.describe()))
+        parse_token(raw)
+            .map(Held::new)
+            .map_err(|p| format!("{} {}", path.display(), p.describe()))
     }
 
-    fn current(&self) -> &Current<HeaderValue> {
+    fn current(&self) -> &Current<Held> {
         &self.value
     }
 }
@@ -252,6 +354,75 @@ mod tests {
         let fixed = Token::load(&TokenSource::Env("env-token".into())).unwrap();
         assert!(Reloadable::files(&fixed).is_empty());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn each_token_carries_its_lifetime_and_expiry() {
+        use crate::claims::test_jwt;
+        use std::time::Duration;
+        let first = test_jwt(r#"{"nomad_task":"t","iat":1000,"exp":44200}"#);
+        let renewed = test_jwt(r#"{"nomad_task":"t","iat":23000,"exp":66200}"#);
+        let path = temp_file("lifetime", first.as_bytes());
+        let source = TokenSource::File {
+            path: path.clone(),
+            var: crate::config::TOKEN_FILE,
+        };
+        let token = Token::load(&source).unwrap();
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(
+            token.lifetime(),
+            Ok(Lifetime {
+                expires: Some(44200),
+                issued: Some(1000)
+            })
+        );
+        assert_eq!(token.usable_at(at(44260)), Ok(()));
+        assert_eq!(token.usable_at(at(44261)), Err(EXPIRED));
+        assert_eq!(token.reload(&[renewed.into_bytes()]), Ok(true));
+        assert_eq!(token.lifetime().map(|l| l.expires), Ok(Some(66200)));
+        assert_eq!(token.usable_at(at(44261)), Ok(()));
+        // A refused file keeps the token in use, and its lifetime.
+        assert!(token.reload(&[b"".to_vec()]).is_err());
+        assert_eq!(token.lifetime().map(|l| l.expires), Ok(Some(66200)));
+        // No exp (the default identity), or not a JWT: never expired.
+        assert_eq!(
+            token.reload(&[test_jwt(r#"{"iat":1}"#).into_bytes()]),
+            Ok(true)
+        );
+        assert_eq!(token.usable_at(at(u64::from(u32::MAX))), Ok(()));
+        assert_eq!(token.reload(&[b"6a2e1e3a-9a6b".to_vec()]), Ok(true));
+        assert_eq!(token.lifetime(), Err(Unreadable::NotCompact));
+        assert_eq!(token.usable_at(at(u64::from(u32::MAX))), Ok(()));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_lifetime_line_names_no_token() {
+        let at = |secs| UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let exp = |expires| {
+            Ok(Lifetime {
+                expires: Some(expires),
+                issued: Some(1),
+            })
+        };
+        assert_eq!(
+            describe_lifetime(exp(43_200), at(0)),
+            "workload token expiry: exp 43200, expires in 43200 s"
+        );
+        assert_eq!(
+            describe_lifetime(exp(100), at(130)),
+            "workload token expiry: exp 100, expired 30 s ago, within Nomad's 60 s leeway"
+        );
+        assert_eq!(
+            describe_lifetime(exp(100), at(1000)),
+            "workload token expiry: exp 100, expired 900 s ago: Nomad refuses it"
+        );
+        assert!(describe_lifetime(Ok(Lifetime::default()), at(0))
+            .starts_with("workload token expiry: none (no exp claim"));
+        assert_eq!(
+            describe_lifetime(Err(Unreadable::NotCompact), at(0)),
+            "workload token expiry: unknown (not a JWT (three parts separated by dots))"
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@ thing available here. Run by tests/clients.rs (so by `make test`):
 - every .hcl file parses as HCL2 (python-hcl2, not Nomad's own parser; no
   Nomad runs here), and every job file (*.nomad.hcl) holds the parts
   operators rely on (system job in every node pool on Linux only, an image
-  variable with no default, identity, token file, /health and /ready checks,
-  telemetry, sidecar lifecycle, the minimum Nomad version in the header); a
-  job file this script has no checks for fails;
+  variable with no default, a named identity with a ttl whose file
+  HOLEPUNCH_TOKEN_FILE names, /health and /ready checks, telemetry, sidecar
+  lifecycle, the minimum Nomad version in the header); a job file this
+  script has no checks for fails;
 - every task of every job stops with kill_signal = "SIGTERM", and a task
   running the proxy has a kill_timeout above its grace period (plus
   Pingora's shutdown timeout) and a shutdown_delay; the system jobs have a
@@ -16,8 +17,9 @@ thing available here. Run by tests/clients.rs (so by `make test`):
   numbers agree with the alerts: a node's gap during a rolling update
   (docs/upgrades.md) is shorter than the alerts' `for:`;
 - the environment each job gives the proxy passes `nomad-holepunch --check`,
-  for the system job also with every safe default turned on (allow_from,
-  allowed_hosts, client_tokens, tls);
+  which reports the expiry of the token it finds there, for the system job
+  also with every safe default turned on (allow_from, allowed_hosts,
+  client_tokens, tls);
 - every .yml/.yaml file parses as YAML; conf/prometheus.yml passes
   `promtool check config` and loads conf/holepunch.rules.yml, which passes
   `promtool check rules` and `promtool test rules` with
@@ -35,16 +37,20 @@ thing available here. Run by tests/clients.rs (so by `make test`):
   accepts `identity { env = true file = true }`; HCL2 does not);
 - the Containerfile (which no container engine here can build) pins its
   bases, builds with `make setup build` as `make test` does, and runs as a
-  non-root user with the labels and port operators look for.
+  non-root user with the labels and port operators look for, its binary
+  also at the Go original's /opt/nomad-holepunch.
 
 Prints one line per check and exits 1 on the first failure.
 """
 
+import base64
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import time
 
 import hcl2
 import yaml
@@ -339,8 +345,25 @@ def job_env(env_expr, variables):
     return {k: v for k, v in env.items() if v != ""}
 
 
+def base64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(claims):
+    """A compact JWT with these claims and a dummy signature."""
+    header = base64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    return f"{header}.{base64url(json.dumps(claims).encode())}.{base64url(b'signature')}"
+
+
+# The exp of the token run_check writes where a job's HOLEPUNCH_TOKEN_FILE
+# points: a named identity's token, as Nomad writes it.
+CHECK_TOKEN_EXP = int(time.time()) + 43200
+
+
 def run_check(binary, env, work, label, extra=()):
-    """`nomad-holepunch --check` with only `env` (plus a token and a socket path)."""
+    """`nomad-holepunch --check` with only `env` (plus a token and a socket
+    path). The token: `check-token` in `nomad_token`, or a JWT with an exp
+    in the file HOLEPUNCH_TOKEN_FILE names."""
     token = os.path.join(work, "nomad_token")
     with open(token, "w", encoding="utf-8") as fh:
         fh.write("check-token")
@@ -348,6 +371,9 @@ def run_check(binary, env, work, label, extra=()):
     for key, value in env.items():
         full[key] = value.replace("${NOMAD_SECRETS_DIR}", work)
     full.setdefault("HOLEPUNCH_SOCKET_PATH", os.path.join(work, "api.sock"))
+    if "HOLEPUNCH_TOKEN_FILE" in full:
+        with open(full["HOLEPUNCH_TOKEN_FILE"], "w", encoding="utf-8") as fh:
+            fh.write(jwt({"nomad_task": "holepunch", "iat": CHECK_TOKEN_EXP - 43200, "exp": CHECK_TOKEN_EXP}))
     proc = subprocess.run(
         [binary, "--check", *extra], env=full, capture_output=True, text=True, timeout=30
     )
@@ -375,6 +401,61 @@ def variable_defaults(variables):
     }
 
 
+
+def go_duration(text):
+    """Seconds in a Go duration such as 12h, 90m or 1h30m; None if it is not one."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    unit = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def block_ttl(task, name):
+    """The ttl of the identity named `name`, as written."""
+    for i in task.get("identity", []):
+        if unquote(i.get("name")) == name:
+            return i.get("ttl")
+    return None
+
+
+def check_rotating_identity(path, task, env):
+    """The workload token comes from a named identity with a ttl, written to
+    its file, which HOLEPUNCH_TOKEN_FILE names; the default identity, whose
+    token lasts as long as the allocation, is exposed nowhere.
+
+    hashicorp/nomad 2.0.5: a ttl on the default identity is refused
+    (nomad/structs/workload_id.go Validate) and its token is written once per
+    task start (client/allocrunner/taskrunner/identity_hook.go
+    setDefaultToken); a named identity with a ttl is renewed by the client
+    (client/widmgr/widmgr.go renew) and written to secrets/nomad_<name>.jwt
+    (setAltToken). Returns the identity's name and ttl in seconds."""
+    identities = task.get("identity", [])
+    named = [i for i in identities if unquote(i.get("name", '"default"')) != "default"]
+    default = [i for i in identities if unquote(i.get("name", '"default"')) == "default"]
+    for i in default:
+        if i.get("env") is True or i.get("file") is True:
+            fail(f"{path}: the default identity's token never expires: expose only the named identity's")
+    if len(named) != 1:
+        fail(f"{path}: expected one named identity with a ttl, found {len(named)}")
+    identity = named[0]
+    name = unquote(identity["name"])
+    ttl = go_duration(unquote(identity.get("ttl")))
+    if not ttl or ttl <= 0:
+        fail(f"{path}: identity {name!r} needs a ttl, or Nomad never renews it")
+    if identity.get("file") is not True:
+        fail(f"{path}: identity {name!r} needs file = true: the proxy re-reads the file Nomad rewrites")
+    if identity.get("env") is True:
+        fail(f"{path}: identity {name!r} must not set env = true: a running task's environment never changes")
+    if not [unquote(a) for a in identity.get("aud", [])]:
+        fail(f"{path}: identity {name!r} needs an aud (Nomad warns about an identity without one)")
+    want = "${NOMAD_SECRETS_DIR}/nomad_" + name + ".jwt"
+    if env.get("HOLEPUNCH_TOKEN_FILE") != want:
+        fail(f"{path}: HOLEPUNCH_TOKEN_FILE must be {want}, the file Nomad rewrites at each renewal")
+    return name, ttl
+
+
+
 def check_holepunch_job(path, binary, work, bound, timing, root):
     doc = load_hcl(path)
     variables = {unquote(k): v for item in doc.get("variable", []) for k, v in item.items()}
@@ -394,9 +475,10 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     if unquote(job.get("type")) != "system" or unquote(job.get("node_pool")) != "all":
         fail(f'{path}: expected type = "system" and node_pool = "all"')
     check_linux_only(path, job)
-    # node_pool came in Nomad 1.6.0 (CHANGELOG-unsupported.md).
-    if min_version(path) != "1.6.0":
-        fail(f"{path}: node_pool needs Nomad 1.6.0; the header says {min_version(path)}")
+    # A named identity with a ttl came in Nomad 1.7.0, node_pool in 1.6.0
+    # (CHANGELOG-unsupported.md).
+    if min_version(path) != "1.7.0":
+        fail(f"{path}: the named identity with a ttl needs Nomad 1.7.0; the header says {min_version(path)}")
     group = block(job, "group", "holepunch")
     network = block(group, "network")
     if block(network, "port", "http").get("static") != "${var.port}":
@@ -409,9 +491,11 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     task = block(group, "task", "holepunch")
     if [unquote(p) for p in block(task, "config").get("ports", [])] != ["http", "telemetry"]:
         fail(f"{path}: the docker config must publish the http and telemetry ports")
-    identity = block(task, "identity")
-    if identity.get("env") is not True or identity.get("file") is not True:
-        fail(f"{path}: identity needs env = true and file = true")
+    name, ttl = check_rotating_identity(path, task, task_env_literals(task))
+    # The comment that justifies the ttl is about this one.
+    with open(path, encoding="utf-8") as fh:
+        if f'ttl = "{unquote(block_ttl(task, name))}"' not in fh.read():
+            fail(f"{path}: the identity's comment must justify the ttl it sets")
     services = {unquote(s.get("name")): s for s in task.get("service", [])}
     service = services.get("holepunch")
     if not service or unquote(service.get("provider")) != "nomad" or "prometheus" not in [
@@ -434,15 +518,14 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     ):
         fail(f"{path}: the holepunch-telemetry service must offer the telemetry port to conf/prometheus-nomad-sd.yml")
     ok(
-        f"{path}: system job, node_pool all, Linux only, image without default, Nomad 1.6.0+, "
-        "identity env+file, nomad services with /health and /ready checks and telemetry"
+        f"{path}: system job, node_pool all, Linux only, image without default, Nomad 1.7.0+, "
+        f"identity {name!r} with a {ttl:.0f} s ttl in the file HOLEPUNCH_TOKEN_FILE names, "
+        "nomad services with /health and /ready checks and telemetry"
     )
     check_stopping(path, doc, job, bound)
     check_update(path, job, timing)
 
     env = task_env_literals(task)
-    if env.get("HOLEPUNCH_TOKEN_FILE") != "${NOMAD_SECRETS_DIR}/nomad_token":
-        fail(f"{path}: HOLEPUNCH_TOKEN_FILE must point at the identity's token file")
     if env.get("HOLEPUNCH_TELEMETRY_BIND") != "0.0.0.0:${var.telemetry_port}":
         fail(f"{path}: HOLEPUNCH_TELEMETRY_BIND must listen on the telemetry port")
     # The environment Nomad would give the task with the defaults.
@@ -456,8 +539,10 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     groups = [g for g in offered if g not in ("HOLEPUNCH_ALLOW_", "GROUP")]
     every = dict(defaults, allow=groups + defaults["allow"])
     out = run_check(binary, job_env(task["env"], every), work, f"{path} (every group of var.allow on)")
-    if "token file" not in out and "nomad_token" not in out:
+    if f"nomad_{name}.jwt" not in out:
         fail(f"{path}: --check did not report the token file:\n{out}")
+    if f"workload token expiry: exp {CHECK_TOKEN_EXP}, expires in " not in out:
+        fail(f"{path}: --check did not report the token's expiry:\n{out}")
 
     # Every safe default on, with the files the templates would render.
     safe = dict(
@@ -496,9 +581,10 @@ def check_sidecar_job(path, binary, work, sd_config, bound):
     check_image_variable(path, doc, "holepunch_image")
     job = block(doc, "job", "prometheus")
     check_linux_only(path, job)
-    # The Task API socket and identity came in Nomad 1.5.0.
-    if min_version(path) != "1.5.0":
-        fail(f"{path}: the header's minimum Nomad version is {min_version(path)}, expected 1.5.0")
+    # The Task API socket came in Nomad 1.5.0, a named identity with a ttl
+    # in 1.7.0.
+    if min_version(path) != "1.7.0":
+        fail(f"{path}: the header's minimum Nomad version is {min_version(path)}, expected 1.7.0")
     group = block(job, "group", "prometheus")
     proxy = block(group, "task", "holepunch")
     lifecycle = block(proxy, "lifecycle")
@@ -507,7 +593,8 @@ def check_sidecar_job(path, binary, work, sd_config, bound):
     env = task_env_literals(proxy)
     if env.get("HOLEPUNCH_BIND") != "127.0.0.1" or env.get("HOLEPUNCH_ALLOW_SERVICES") != "true":
         fail(f"{path}: the sidecar must bind 127.0.0.1 and allow SERVICES")
-    ok(f"{path}: prestart sidecar on 127.0.0.1 allowing SERVICES")
+    name, ttl = check_rotating_identity(path, proxy, env)
+    ok(f"{path}: prestart sidecar on 127.0.0.1 allowing SERVICES, identity {name!r} with a {ttl:.0f} s ttl")
     check_stopping(path, doc, job, bound)
     run_check(binary, env, work, f"{path} (sidecar environment)")
 
@@ -541,14 +628,12 @@ def check_raw_exec_job(path, binary, work, bound, timing):
     if unquote(job.get("type")) != "system" or unquote(job.get("node_pool")) != "all":
         fail(f'{path}: expected type = "system" and node_pool = "all"')
     check_linux_only(path, job)
-    if min_version(path) != "1.6.0":
-        fail(f"{path}: node_pool needs Nomad 1.6.0; the header says {min_version(path)}")
+    if min_version(path) != "1.7.0":
+        fail(f"{path}: the named identity with a ttl needs Nomad 1.7.0; the header says {min_version(path)}")
     (_, _, task), = tasks(job)
     if unquote(task.get("driver")) != "raw_exec":
         fail(f"{path}: the task must use the raw_exec driver")
-    identity = block(task, "identity")
-    if identity.get("env") is not True or identity.get("file") is not True:
-        fail(f"{path}: identity needs env = true and file = true")
+    name, ttl = check_rotating_identity(path, task, task_env_literals(task))
     # file() reads the entrypoint relative to the job file's directory
     # (jobspec2/parse.go: BaseDir).
     sources = [unquote(t.get("data", "")) for t in task.get("template", [])]
@@ -563,8 +648,6 @@ def check_raw_exec_job(path, binary, work, bound, timing):
         "${NOMAD_IP_telemetry}:"
     ):
         fail(f"{path}: under raw_exec both listeners must bind the address Nomad allocated, not 0.0.0.0")
-    if env.get("HOLEPUNCH_TOKEN_FILE") != "${NOMAD_SECRETS_DIR}/nomad_token":
-        fail(f"{path}: HOLEPUNCH_TOKEN_FILE must point at the identity's token file")
     variables = variable_defaults({unquote(k): v for item in doc.get("variable", []) for k, v in item.items()})
     nomad = {
         "NOMAD_IP_http": "127.0.0.1",
@@ -573,7 +656,10 @@ def check_raw_exec_job(path, binary, work, bound, timing):
         "NOMAD_PORT_telemetry": str(variables["telemetry_port"]),
     }
     env = {k: re.sub(r"\$\{(NOMAD_(?:IP|PORT)_\w+)\}", lambda m: nomad[m.group(1)], v) for k, v in env.items()}
-    ok(f"{path}: raw_exec system job, Linux only, Nomad 1.6.0+, entrypoint from file(), listeners on Nomad's address")
+    ok(
+        f"{path}: raw_exec system job, Linux only, Nomad 1.7.0+, identity {name!r} with a {ttl:.0f} s ttl, "
+        "entrypoint from file(), listeners on Nomad's address"
+    )
     run_check(binary, env, work, f"{path} (raw_exec environment)")
 
 
@@ -713,6 +799,19 @@ def check_containerfile(root):
         fail(f"{path}: the image must run as a non-root user: {user}")
     with open(os.path.join(root, "Cargo.toml"), encoding="utf-8") as fh:
         version = re.search(r'^version = "([^"]+)"', fh.read(), re.M).group(1)
+    # The Go original's path, for jobs that set `command` (its Containerfile:
+    # WORKDIR /opt, the binary at /opt/nomad-holepunch). distroless has no
+    # shell, so the build stage makes a symlink in a directory of its own,
+    # and the run stage copies that directory: COPY keeps the symlinks inside
+    # a directory (it follows only the source path itself).
+    link = re.search(r"ln -s /usr/local/bin/nomad-holepunch (/[\w-]+)/nomad-holepunch$", text, re.M)
+    build_stage, run_stage = text.split("\nFROM ", 2)[1:3]
+    if not link or link.group(0) not in build_stage:
+        fail(f"{path}: the build stage must link /usr/local/bin/nomad-holepunch as <dir>/nomad-holepunch")
+    if f"COPY --from=build {link.group(1)}/ /opt/\n" not in run_stage:
+        fail(f"{path}: the run stage must copy {link.group(1)}/ to /opt/, for /opt/nomad-holepunch")
+    if not re.search(r"^WORKDIR /opt$", run_stage, re.M):
+        fail(f"{path}: WORKDIR /opt, as the original's image, for command = \"./nomad-holepunch\"")
     for needle in (
         'org.opencontainers.image.licenses="MPL-2.0"',
         "org.opencontainers.image.source=",
@@ -722,7 +821,10 @@ def check_containerfile(root):
     ):
         if needle not in text:
             fail(f"{path}: missing {needle}")
-    ok(f"{path}: pinned bases, make setup build, non-root, labels, port 6120, version {version}")
+    ok(
+        f"{path}: pinned bases, make setup build, non-root, labels, port 6120, version {version}, "
+        "/opt/nomad-holepunch linked"
+    )
 
 
 def markdown_texts(root):
@@ -775,7 +877,7 @@ def check_readme(root, texts):
         fail('README.md or docs/: an hcl block grants namespace "*" (read-job on every job spec)')
     for needle in (
         "-var image=<your registry>/nomad-holepunch:<version>",
-        "Nomad 1.6.0 or later",
+        "Nomad 1.7.0 or later",
     ):
         if needle not in readme:
             fail(f"{path}: missing {needle}")
@@ -827,7 +929,8 @@ def check_rules(conf, root, prometheus_yml):
     with open(os.path.join(root, "src", "telemetry.rs"), encoding="utf-8") as fh:
         registered = {
             name: set(re.findall(r'"(\w+)"', labels)) | {"job", "instance"}
-            for name, labels in re.findall(r'"(holepunch_\w+)",\s*"[^"]*",\s*&\[([^\]]*)\]', fh.read())
+            # Registered with labels (`&[...]`) or without.
+            for name, labels in re.findall(r'"(holepunch_\w+)",\s*"[^"]*"(?:,\s*&\[([^\]]*)\])?', fh.read())
         }
     if "holepunch_requests_total" not in registered:
         fail("src/telemetry.rs: could not read the registered metrics")
@@ -858,7 +961,13 @@ def check_rules(conf, root, prometheus_yml):
         everything = set().union(*(registered[m] for m in matchers))
         if not grouping <= everything:
             fail(f"{rules_path}: {name} groups by {grouping - everything}, labels its metrics do not have")
-    for kind in ("up", "holepunch_upstream_errors_total", "holepunch_reload_failures_total", "nomad_nomad_heartbeat_active"):
+    for kind in (
+        "up",
+        "holepunch_upstream_errors_total",
+        "holepunch_reload_failures_total",
+        "holepunch_workload_token_expiry_timestamp_seconds",
+        "nomad_nomad_heartbeat_active",
+    ):
         if not any(kind in promql_selectors(r["expr"])[0] for r in rules):
             fail(f"{rules_path}: no alert reads {kind}")
 

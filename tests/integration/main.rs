@@ -16,6 +16,7 @@ mod clients;
 mod coalescing;
 mod coalescing_keys;
 mod connections;
+mod expiry;
 mod hardening;
 mod lifecycle;
 mod proxy;

@@ -1,6 +1,7 @@
 //! A stand-in for the Nomad Task API socket, behaving as
-//! `docs/nomad-facts.md` describes: token checks (401 without, 403 for
-//! an unknown one), the endpoints of every allowlist group with Nomad's
+//! `docs/nomad-facts.md` describes: token checks as with ACLs on (401
+//! without, 403 for an unknown UUID, 500 for a JWT past its `exp` or one it
+//! did not issue), the endpoints of every allowlist group with Nomad's
 //! response shapes and `X-Nomad-*` headers, blocking queries, Prometheus
 //! text, an NDJSON event stream, and 404 with an empty body for the rest.
 //!
@@ -455,6 +456,99 @@ impl Reply {
     }
 }
 
+/// The body of the Task API's 500 when it cannot authenticate a request
+/// (hashicorp/nomad `command/agent/http.go`, `authMiddleware`), with its
+/// newline.
+pub const AUTH_ERROR: &str = "Server error authenticating request\n";
+
+/// How the Task API takes a token, with ACLs on (hashicorp/nomad 2.0.5):
+/// `authMiddleware` asks `ACL.WhoAmI`, and answers 403 only when the error
+/// ends in "Permission denied", which `Authenticate` (`nomad/auth/auth.go`)
+/// returns for a UUID that is no ACL token. Anything else is taken as a
+/// workload identity JWT, and `VerifyClaim` (`nomad/encrypter.go`) fails one
+/// that is expired (go-jose's `Validate`: `exp` more than a minute past) or
+/// not signed by Nomad with another error: 500.
+fn authenticate(state: &State, token: &str) -> Option<Reply> {
+    let known = state.tokens.lock().unwrap().iter().any(|t| t == token);
+    if known && !expired(token, std::time::SystemTime::now()) {
+        return None;
+    }
+    if !known && is_uuid(token) {
+        return Some(Reply::text(403, "Forbidden"));
+    }
+    Some(Reply::text(500, AUTH_ERROR))
+}
+
+/// `helper.IsUUID` in hashicorp/nomad `helper/funcs.go`.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Whether a JWT's `exp` is more than go-jose's one-minute leeway past
+/// (`jwt/validation.go`). Read with serde_json, independently of the proxy's
+/// own reader (`src/claims.rs`), from tokens the tests made with [`jwt`].
+pub fn expired(token: &str, now: std::time::SystemTime) -> bool {
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(base64url_decode)
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_i64));
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    exp.is_some_and(|exp| now - 60 > exp)
+}
+
+const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut bits, mut count) = (0u32, 0);
+    for c in text.bytes() {
+        let v = BASE64URL.iter().position(|&a| a == c)? as u32;
+        bits = bits << 6 | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn base64url_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let (mut bits, mut count) = (0u32, 0);
+    for &b in bytes {
+        bits = bits << 8 | u32::from(b);
+        count += 8;
+        while count >= 6 {
+            count -= 6;
+            out.push(BASE64URL[(bits >> count & 63) as usize] as char);
+        }
+    }
+    if count > 0 {
+        out.push(BASE64URL[(bits << (6 - count) & 63) as usize] as char);
+    }
+    out
+}
+
+/// A compact JWT with these claims (a JSON object) and a dummy signature,
+/// shaped like the ones Nomad signs.
+pub fn jwt(claims: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        base64url_encode(br#"{"alg":"RS256","kid":"test","typ":"JWT"}"#),
+        base64url_encode(claims.as_bytes()),
+        base64url_encode(b"signature")
+    )
+}
+
 fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<()> {
     // Authentication, as the Task API does it for every request.
     let token = req.header("x-nomad-token").map(str::to_string).or_else(|| {
@@ -465,10 +559,11 @@ fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<
                 .then(|| tok.trim().to_string())
         })
     });
-    let reply = match token {
+    let refused = token.as_deref().map(|t| authenticate(state, t));
+    let reply = match refused {
         None => Reply::text(401, "Unauthorized"),
-        Some(t) if !state.tokens.lock().unwrap().contains(&t) => Reply::text(403, "Forbidden"),
-        Some(_) => {
+        Some(Some(refused)) => refused,
+        Some(None) => {
             if req.path() == "/v1/event/stream" && req.method == "GET" {
                 return event_stream(w, state);
             }
