@@ -491,10 +491,10 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     task = block(group, "task", "holepunch")
     if [unquote(p) for p in block(task, "config").get("ports", [])] != ["http", "telemetry"]:
         fail(f"{path}: the docker config must publish the http and telemetry ports")
-    name, ttl = check_rotating_identity(path, task, task_env_literals(task))
+    identity, ttl = check_rotating_identity(path, task, task_env_literals(task))
     # The comment that justifies the ttl is about this one.
     with open(path, encoding="utf-8") as fh:
-        if f'ttl = "{unquote(block_ttl(task, name))}"' not in fh.read():
+        if f'ttl = "{unquote(block_ttl(task, identity))}"' not in fh.read():
             fail(f"{path}: the identity's comment must justify the ttl it sets")
     services = {unquote(s.get("name")): s for s in task.get("service", [])}
     service = services.get("holepunch")
@@ -519,7 +519,7 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
         fail(f"{path}: the holepunch-telemetry service must offer the telemetry port to conf/prometheus-nomad-sd.yml")
     ok(
         f"{path}: system job, node_pool all, Linux only, image without default, Nomad 1.7.0+, "
-        f"identity {name!r} with a {ttl:.0f} s ttl in the file HOLEPUNCH_TOKEN_FILE names, "
+        f"identity {identity!r} with a {ttl:.0f} s ttl in the file HOLEPUNCH_TOKEN_FILE names, "
         "nomad services with /health and /ready checks and telemetry"
     )
     check_stopping(path, doc, job, bound)
@@ -539,7 +539,7 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     groups = [g for g in offered if g not in ("HOLEPUNCH_ALLOW_", "GROUP")]
     every = dict(defaults, allow=groups + defaults["allow"])
     out = run_check(binary, job_env(task["env"], every), work, f"{path} (every group of var.allow on)")
-    if f"nomad_{name}.jwt" not in out:
+    if f"nomad_{identity}.jwt" not in out:
         fail(f"{path}: --check did not report the token file:\n{out}")
     if f"workload token expiry: exp {CHECK_TOKEN_EXP}, expires in " not in out:
         fail(f"{path}: --check did not report the token's expiry:\n{out}")
