@@ -14,6 +14,7 @@ mod support;
 mod clients;
 mod coalescing;
 mod coalescing_keys;
+mod fairness;
 mod hardening;
 mod lifecycle;
 mod proxy;

@@ -4,7 +4,7 @@
 use super::standin;
 use super::IO_TIMEOUT;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// A parsed HTTP response.
@@ -63,6 +63,20 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A connection from source address `from`, bound before it connects: on
+/// Linux every `127.x.y.z` is a loopback address, so a test can be 16
+/// million clients.
+fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
 /// A TLS client trusting only the certificates in `ca` (PEM, the
 /// self-signed fixtures), for the name `localhost`, its handshake complete.
 pub fn tls_client(
@@ -103,6 +117,14 @@ impl Conn {
     pub fn open(addr: SocketAddr) -> std::io::Result<Conn> {
         Ok(Conn {
             reader: BufReader::new(Stream::Plain(connect(addr)?)),
+        })
+    }
+
+    /// A connection from source address `from` (a `127.x.y.z`: one client
+    /// among many).
+    pub fn open_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<Conn> {
+        Ok(Conn {
+            reader: BufReader::new(Stream::Plain(connect_from(from, addr)?)),
         })
     }
 
@@ -227,4 +249,13 @@ pub fn get(addr: SocketAddr, target: &str, extra: &str) -> Response {
     let raw =
         format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
     send(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("GET {target}: {e}"))
+}
+
+/// [`get`], from source address `from`.
+pub fn get_from(from: IpAddr, addr: SocketAddr, target: &str, extra: &str) -> Response {
+    let raw =
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
+    Conn::open_from(from, addr)
+        .and_then(|mut conn| conn.request(raw.as_bytes()))
+        .unwrap_or_else(|e| panic!("GET {target} from {from}: {e}"))
 }
