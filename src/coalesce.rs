@@ -595,7 +595,10 @@ mod tests {
         }
         assert_ne!(json, prom);
         // Prometheus negotiates on Accept, byte for byte; none is empty.
-        assert_ne!(k("/v1/metrics?format=prometheus", Some("text/plain;q=1")), prom);
+        assert_ne!(
+            k("/v1/metrics?format=prometheus", Some("text/plain;q=1")),
+            prom
+        );
         assert_eq!(
             k("/v1/metrics?format=prometheus", None),
             k("/v1/metrics?format=prometheus", Some(""))
@@ -606,7 +609,12 @@ mod tests {
         assert_eq!(k("/v1/metrics?pretty=%30&pretty=1", None), json);
         let pretty = k("/v1/metrics?pretty", None);
         assert_ne!(pretty, json);
-        for same in ["?pretty=1", "?pretty=false", "?pretty=", "?pretty=1&pretty=0"] {
+        for same in [
+            "?pretty=1",
+            "?pretty=false",
+            "?pretty=",
+            "?pretty=1&pretty=0",
+        ] {
             assert_eq!(k(&format!("/v1/metrics{same}"), None), pretty, "{same}");
         }
         // Prometheus ignores `pretty`.
@@ -615,9 +623,15 @@ mod tests {
             prom
         );
         // Past MAX_SHARED_PARAMS parameters (as Go counts them), not shared.
-        let many = format!("/v1/metrics?format=prometheus{}", "&".repeat(MAX_SHARED_PARAMS - 1));
+        let many = format!(
+            "/v1/metrics?format=prometheus{}",
+            "&".repeat(MAX_SHARED_PARAMS - 1)
+        );
         assert_eq!(k(&many, Some("text/plain")), prom);
-        let more = format!("/v1/metrics?format=prometheus{}", "&".repeat(MAX_SHARED_PARAMS));
+        let more = format!(
+            "/v1/metrics?format=prometheus{}",
+            "&".repeat(MAX_SHARED_PARAMS)
+        );
         assert_eq!(k(&more, Some("text/plain")), None);
     }
 

@@ -1740,11 +1740,7 @@ mod tests {
         let equal = [(MAX_IN_FLIGHT, "8"), (MAX_IN_FLIGHT_PER_CLIENT, "8")];
         assert_eq!(share(&equal).unwrap(), 8);
         // Above the total: an error naming both variables and both values.
-        let errs = errors_for(&[
-            TOKEN,
-            (MAX_IN_FLIGHT, "8"),
-            (MAX_IN_FLIGHT_PER_CLIENT, "9"),
-        ]);
+        let errs = errors_for(&[TOKEN, (MAX_IN_FLIGHT, "8"), (MAX_IN_FLIGHT_PER_CLIENT, "9")]);
         assert_eq!(
             errs,
             [
@@ -1753,13 +1749,12 @@ mod tests {
                  it unset for 4"
             ]
         );
-        assert_eq!(errors_for(&[TOKEN, (MAX_IN_FLIGHT_PER_CLIENT, "257")]).len(), 1);
+        assert_eq!(
+            errors_for(&[TOKEN, (MAX_IN_FLIGHT_PER_CLIENT, "257")]).len(),
+            1
+        );
         // A bad total is reported once, not again as a clash.
-        let errs = errors_for(&[
-            TOKEN,
-            (MAX_IN_FLIGHT, "0"),
-            (MAX_IN_FLIGHT_PER_CLIENT, "9"),
-        ]);
+        let errs = errors_for(&[TOKEN, (MAX_IN_FLIGHT, "0"), (MAX_IN_FLIGHT_PER_CLIENT, "9")]);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("HOLEPUNCH_MAX_IN_FLIGHT=\"0\""));
         for bad in ["0", "-1", "+2", "two", "1000001"] {

@@ -215,11 +215,20 @@ impl RateLimiter {
         let key = client_key(client);
         let Some(window) = clients.get(&key) else {
             // New (or forgotten): its first request in a window of its own.
-            clients.insert(key, Window { start: now, count: 1 });
+            clients.insert(
+                key,
+                Window {
+                    start: now,
+                    count: 1,
+                },
+            );
             return Ok(());
         };
         if ended(window) {
-            *window = Window { start: now, count: 1 };
+            *window = Window {
+                start: now,
+                count: 1,
+            };
             return Ok(());
         }
         if window.count < self.limit.requests {

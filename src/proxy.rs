@@ -120,10 +120,7 @@ impl Holepunch {
             upstream_timeout: settings.upstream_timeout,
             coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
-            limit: InFlightLimit::new(
-                settings.max_in_flight,
-                settings.max_in_flight_per_client,
-            ),
+            limit: InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_client),
             rate: settings.rate_limit.map(RateLimiter::new),
         })
     }

@@ -20,7 +20,12 @@ const SCRAPE: &str = "/v1/metrics?format=prometheus";
 /// Client `n` of group `group`: `127.group.y.z`, z from 1 to 250.
 fn client(group: u8, n: usize) -> IpAddr {
     let (y, z) = (n / 250, n % 250 + 1);
-    IpAddr::from([127, group, u8::try_from(y).expect("under 64,000 clients"), z as u8])
+    IpAddr::from([
+        127,
+        group,
+        u8::try_from(y).expect("under 64,000 clients"),
+        z as u8,
+    ])
 }
 
 /// Sends one request per client, `clients` of group `group`, on `threads`
@@ -120,7 +125,12 @@ fn refused_requests_count_for_nobody() {
         ("GET /nothing", "", "", 404),
         ("POST /v1/agent/health", "Content-Length: 0\r\n", "", 405),
         ("GET /v1/agent/health", "Content-Length: 2\r\n", "{}", 400),
-        ("GET /v1/agent/health", "Origin: https://evil.example\r\n", "", 403),
+        (
+            "GET /v1/agent/health",
+            "Origin: https://evil.example\r\n",
+            "",
+            403,
+        ),
     ];
     for _ in 0..5 {
         for (line, extra, body, status) in refusals {
@@ -164,8 +174,15 @@ fn refused_requests_count_for_nobody() {
             .flat_map(|w| w.join().expect("a client thread"))
             .collect::<Vec<_>>()
     });
-    assert!(wrong.is_empty(), "not 401: {:?}", &wrong[..wrong.len().min(5)]);
-    assert!(s.standin.requests().is_empty(), "a refused request was forwarded");
+    assert!(
+        wrong.is_empty(),
+        "not 401: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(
+        s.standin.requests().is_empty(),
+        "a refused request was forwarded"
+    );
 
     // None of it counted: the valid client has its whole rate, then 429.
     for i in 0..5 {
@@ -224,7 +241,11 @@ fn junk_query_parameters_make_no_new_cache_entry() {
     // JSON, each fetched once.
     let json = [
         ("/v1/metrics", METRICS_JSON, false),
-        ("/v1/metrics?format=json&format=prometheus", METRICS_JSON, true),
+        (
+            "/v1/metrics?format=json&format=prometheus",
+            METRICS_JSON,
+            true,
+        ),
         ("/v1/metrics?pretty&junk=1", METRICS_JSON_PRETTY, false),
         ("/v1/metrics?pretty=1", METRICS_JSON_PRETTY, true),
         ("/v1/metrics?pretty=0", METRICS_JSON, true),
