@@ -533,16 +533,18 @@ impl Holepunch {
                 Ok(true)
             }
             Join::Follower(follower) => {
-                if let Some(limited) = self.spend(ctx) {
-                    return self.answer(session, ctx, limited).await;
-                }
                 let waiting = &telemetry::metrics().scrapes_waiting;
                 waiting.inc();
                 let shared = follower.wait().await;
                 waiting.dec();
+                // Counted once served (here, or in `alone` when it goes
+                // upstream after all), so that a refusal there never counts.
                 let Some(shared) = shared else {
                     return self.alone(session, ctx).await;
                 };
+                if let Some(limited) = self.spend(ctx) {
+                    return self.answer(session, ctx, limited).await;
+                }
                 scrapes.with_label_values(&["coalesced"]).inc();
                 respond_shared(session, &shared, None).await?;
                 Ok(true)

@@ -4,7 +4,8 @@
 //! what each client got and what reached the socket:
 //! - the rate limit counts each client exactly: thousands of addresses
 //!   leave a fresh one its whole rate;
-//! - refused requests (401, 400, 403, 404, 405, 421) count for nobody;
+//! - refused requests (401, 400, 403, 404, 405, 421) count for nobody, and
+//!   a scrape served from memory counts for its own client only;
 //! - the metrics cache keys on what Nomad reads, so junk parameters make no
 //!   new entry, a query Go would read nothing of is never shared, and a full
 //!   cache forgets its least recently used entry;
@@ -256,6 +257,30 @@ fn junk_query_parameters_make_no_new_cache_entry() {
         assert_eq!(from_cache(&resp), cached, "{target}");
     }
     assert_eq!(s.standin.requests().len(), 3);
+}
+
+#[test]
+fn scrapes_served_from_memory_count_for_their_own_client_only() {
+    let s = Harness::new()
+        .env("HOLEPUNCH_METRICS_CACHE_TTL", "10m")
+        .env("HOLEPUNCH_RATE_LIMIT", "3/h")
+        .start();
+    let addr = s.proxy.addr;
+    let (one, two) = (client(33, 0), client(33, 1));
+    // One fetch, then two from the cache: all three count for `one`.
+    for i in 0..3 {
+        let resp = get_from(one, addr, SCRAPE, "");
+        assert_eq!((resp.status, from_cache(&resp)), (200, i > 0), "{i}");
+    }
+    let resp = get_from(one, addr, SCRAPE, "");
+    assert_eq!(resp.status, 429, "{}", resp.text());
+    // Nothing of that was `two`'s.
+    for _ in 0..3 {
+        let resp = get_from(two, addr, SCRAPE, "");
+        assert_eq!((resp.status, from_cache(&resp)), (200, true));
+    }
+    assert_eq!(get_from(two, addr, SCRAPE, "").status, 429);
+    assert_eq!(s.standin.requests().len(), 1);
 }
 
 #[test]
