@@ -160,8 +160,9 @@ impl Drop for Permit {
 /// again at its next request). A client that keeps sending stays recent, so
 /// it stays counted: to have it forgotten, 65,536 other clients would each
 /// need a request forwarded between two of its own, and each of those
-/// counts under its own address anyway. About 80 bytes per client: 5 MiB
-/// when full.
+/// counts under its own address anyway. When full it holds about 8 MiB:
+/// 64 bytes a place, and the index's 131,072 buckets of 33 bytes (measured
+/// with `size_of` and `HashMap::capacity` on x86-64).
 pub const MAX_RATE_CLIENTS: usize = 65_536;
 
 /// One client's count in its current window.
