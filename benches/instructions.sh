@@ -29,14 +29,20 @@ FLOOR="$root/target/release/examples/floor"
 make_work instructions
 start_upstream 1
 
-# Every metrics request gets a distinct query string, so nothing is
-# coalesced; wrk reports any answer other than 200.
+# Every metrics request gets a distinct Accept, so nothing is coalesced (a
+# junk query parameter no longer makes a scrape distinct: src/coalesce.rs,
+# Coalescer::key); wrk reports any answer other than 200.
 cat > "$work/count.lua" <<'LUA'
 local n, distinct = 0, false
 init = function(args) distinct = args[1] == "distinct" end
 request = function()
   n = n + 1
-  if distinct then return wrk.format(nil, wrk.path .. "&scrape=" .. n) end
+  if distinct then
+    local headers = {}
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    headers["Accept"] = "text/plain;version=0.0.4;scrape=" .. n
+    return wrk.format(nil, nil, headers)
+  end
   return wrk.format()
 end
 LUA
@@ -49,7 +55,7 @@ start_target() {
     case $name in
     nomad-holepunch*)
         env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$port" \
-            HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" ${HP_ENV:-} \
+            HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT=256 ${HP_ENV:-} \
             valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" 2>"$work/$name.log" &
         ;;
     floor)

@@ -40,10 +40,13 @@ start_upstream "$LOAD_CORE"
 
 # --- the proxies under test, each alone on the proxy core ---------------
 # nomad-holepunch runs with its defaults (no -c); its pid file and upgrade
-# socket go to NOMAD_TASK_DIR, here the work directory.
+# socket go to NOMAD_TASK_DIR, here the work directory. wrk is one client
+# address: HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT=256 lets its 256 connections
+# all be in flight, as they were before that share existed (its default, 64,
+# would answer 503 past it).
 hp_port=$(free_port)
 env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$hp_port" \
-    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" ${HP_ENV:-} \
+    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work" HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT=256 ${HP_ENV:-} \
     taskset -c "$PROXY_CORE" "$BIN" 2>"$work/holepunch.log" &
 hp_pid=$!
 pids+=($hp_pid)
@@ -52,7 +55,8 @@ pids+=($hp_pid)
 hpt_port=$(free_port)
 mkdir -p "$work/ttl"
 env -i PATH="$PATH" RUST_LOG=warn NOMAD_TOKEN="$TOKEN" HOLEPUNCH_BIND=127.0.0.1 HOLEPUNCH_PORT="$hpt_port" \
-    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work/ttl" HOLEPUNCH_METRICS_CACHE_TTL=1s ${HP_ENV:-} \
+    HOLEPUNCH_SOCKET_PATH="$work/api.sock" NOMAD_TASK_DIR="$work/ttl" HOLEPUNCH_METRICS_CACHE_TTL=1s \
+    HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT=256 ${HP_ENV:-} \
     taskset -c "$PROXY_CORE" "$BIN" 2>"$work/holepunch-ttl.log" &
 hpt_pid=$!
 pids+=($hpt_pid)
@@ -163,14 +167,20 @@ hz=$(getconf CLK_TCK)
 to_ms() { awk '{ v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
     if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.3f", v }'; }
 
-# Distinct targets for the metrics rows, so that every proxy forwards every
+# Distinct scrapes for the metrics rows, so that every proxy forwards every
 # request: identical concurrent scrapes would be coalesced by nomad-holepunch
-# (shown in a row of its own). The upstream ignores the extra parameter.
+# (shown in a row of its own). It shares metrics by what Nomad reads of them
+# (format, pretty, Accept: src/coalesce.rs, Coalescer::key), so a junk query
+# parameter no longer makes a scrape distinct: a distinct Accept does. The
+# -H headers are kept; the upstream ignores Accept.
 cat > "$work/distinct.lua" <<'LUA'
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format(nil, wrk.path .. "&scrape=" .. n)
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Accept"] = "text/plain;version=0.0.4;scrape=" .. n
+  return wrk.format(nil, nil, headers)
 end
 LUA
 

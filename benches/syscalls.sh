@@ -14,9 +14,17 @@ DURATION=${DURATION:-5}
 install_missing syscalls.sh wrk=wrk nginx=nginx-light strace=strace
 make_work syscalls
 start_upstream 1
+# A distinct Accept per scrape (a junk query parameter no longer makes one:
+# src/coalesce.rs, Coalescer::key); the -H headers are kept.
 cat > "$work/distinct.lua" <<'LUA'
 local n = 0
-request = function() n = n + 1; return wrk.format(nil, wrk.path .. "&scrape=" .. n) end
+request = function()
+  n = n + 1
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Accept"] = "text/plain;version=0.0.4;scrape=" .. n
+  return wrk.format(nil, nil, headers)
+end
 LUA
 
 eval "envs=(${ENVS:-'""'})"

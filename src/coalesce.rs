@@ -21,11 +21,18 @@
 //! shared responses together, in flight and cached, hold at most
 //! [`MAX_SHARED_TOTAL`]. Past either, requests are forwarded without sharing.
 //!
-//! Requests are identical when their raw target (path and query) and their
-//! `Accept` header are. `Accept-Encoding` plays no part: a shared response is
-//! gzipped once, the first time a client asks for gzip, and the same
-//! compressed bytes go to every later client that accepts them.
+//! Requests are identical when Nomad would make the same 200 body for them
+//! ([`Coalescer::key`]): the same `format` (Prometheus or JSON), for JSON
+//! the same `pretty`, and for Prometheus the same `Accept`, each read as
+//! Nomad reads it. Any other query parameter makes no new entry (the
+//! request is still forwarded byte for byte when it leads). The cache keeps
+//! at most [`MAX_CACHED`] responses and forgets the least recently used to
+//! make room ([`crate::lru`]). `Accept-Encoding` plays no part: a shared
+//! response is gzipped once, the first time a client asks for gzip, and the
+//! same compressed bytes go to every later client that accepts them.
 
+use crate::head::go_query_pairs;
+use crate::lru::Lru;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use std::collections::HashMap;
@@ -38,8 +45,18 @@ use tokio::sync::watch;
 pub const MAX_SHARED_BYTES: usize = 8 << 20;
 /// The most memory all shared responses (being fetched and cached) may hold.
 pub const MAX_SHARED_TOTAL: usize = 32 << 20;
-/// How many distinct responses the micro-cache keeps at most.
+/// How many distinct responses the micro-cache keeps at most; past it the
+/// least recently used is forgotten.
 pub const MAX_CACHED: usize = 64;
+/// The most query parameters (as Go counts them: the `&`s plus one) a
+/// metrics request may have and still be shared. Go's `url.ParseQuery`, in
+/// the releases Nomad is built with now, reads no parameter at all from a
+/// query of more than 10,000 (`net/url/url.go`, `parseQuery`, the
+/// `urlmaxqueryparams` limit): such a request is a JSON request to Nomad
+/// whatever its `format` says, so it must not share a key with one that
+/// is not. Scrapers send one to three; a request with more is forwarded on
+/// its own.
+pub const MAX_SHARED_PARAMS: usize = 64;
 
 /// A complete response, served to every client that joined it.
 pub struct Shared {
@@ -123,12 +140,37 @@ enum State {
     Unshared,
 }
 
-enum Entry {
-    InFlight(watch::Receiver<State>),
-    Cached(Arc<Shared>),
+/// What is being fetched, and what is cached.
+struct Table {
+    /// The fetches in flight, each with its followers' channel.
+    fetching: HashMap<Box<[u8]>, watch::Receiver<State>>,
+    /// 200 responses kept for the TTL, the least recently used forgotten
+    /// first.
+    cached: Lru<Box<[u8]>, Arc<Shared>>,
 }
 
-type Entries = Arc<Mutex<HashMap<Box<[u8]>, Entry>>>;
+impl Table {
+    /// Drops the cached responses older than `ttl`.
+    fn evict_expired(&mut self, ttl: Option<Duration>) {
+        let ttl = ttl.unwrap_or_default();
+        let now = Instant::now();
+        self.cached
+            .retain(|_, s| now.saturating_duration_since(s.created) < ttl);
+    }
+
+    /// Frees shared memory until `enough` holds: expired responses first,
+    /// then the least recently used. A response still being written to a
+    /// client gives its memory back once that client is served.
+    fn make_room(&mut self, ttl: Option<Duration>, enough: impl Fn() -> bool) {
+        if enough() {
+            return;
+        }
+        self.evict_expired(ttl);
+        while !enough() && self.cached.pop_lru().is_some() {}
+    }
+}
+
+type Entries = Arc<Mutex<Table>>;
 
 /// What a request should do.
 pub enum Join {
@@ -138,7 +180,8 @@ pub enum Join {
     Follower(Follower),
     /// Answer from the micro-cache.
     Cached(Arc<Shared>),
-    /// Shared memory is full: forward without sharing.
+    /// Shared memory is full, even with the cache emptied: forward without
+    /// sharing.
     Bypass,
 }
 
@@ -164,7 +207,10 @@ impl Coalescer {
         Coalescer {
             ttl,
             wait,
-            entries: Arc::default(),
+            entries: Arc::new(Mutex::new(Table {
+                fetching: HashMap::new(),
+                cached: Lru::new(MAX_CACHED),
+            })),
             budget: Arc::new(Budget {
                 used: AtomicUsize::new(0),
                 cap: total,
@@ -172,40 +218,84 @@ impl Coalescer {
         }
     }
 
-    /// The key for a request: its raw target and `Accept` header.
-    pub fn key(target: &[u8], accept: Option<&[u8]>) -> Box<[u8]> {
-        let accept = accept.unwrap_or_default();
-        let mut key = Vec::with_capacity(target.len() + 1 + accept.len());
-        key.extend_from_slice(target);
-        key.push(0);
-        key.extend_from_slice(accept);
-        key.into()
+    /// The key of a metrics GET (`/v1/metrics`, whose target this is, with
+    /// its `Accept` header): exactly what Nomad's handler reads to make its
+    /// 200 body, read as it reads it. `None` when the request must not be
+    /// shared: more than [`MAX_SHARED_PARAMS`] query parameters.
+    ///
+    /// Nomad's `MetricsRequest` (hashicorp/nomad
+    /// `command/agent/metrics_endpoint.go`, the same from 1.6 to 1.11)
+    /// answers Prometheus text when `req.URL.Query().Get("format")` is
+    /// `prometheus`, through client_golang's `promhttp.HandlerFor`
+    /// (`promhttp/http.go`, `HandlerForTransactional`), which reads the
+    /// `Accept` header (`expfmt.Negotiate`) and nothing else of the request
+    /// (compression is off: `DisableCompression: true`). Otherwise it
+    /// answers JSON of the in-memory sink (go-metrics `InmemSink.
+    /// DisplayMetrics`, which reads nothing of the request), indented when
+    /// `pretty` is given with a first value other than `0` (`http.go`,
+    /// `wrap`). Every other parameter the agent reads (`region`, `wait`,
+    /// `index`, `namespace`, ... in `authMiddleware` and `parse`) can only
+    /// turn the answer into an error, and only a 200 is shared.
+    ///
+    /// So the key is the format, then `Accept` byte for byte for Prometheus
+    /// (its negotiation changes between prometheus/common versions, so two
+    /// spellings are never assumed the same), or the `pretty` flag for JSON.
+    /// The query is read as Go's `url.ParseQuery` reads it
+    /// ([`go_query_pairs`]), and `Get` takes the first value: a junk
+    /// parameter, an encoded or repeated `format`, or another order of the
+    /// same parameters all land where Nomad puts them. No header or
+    /// parameter can reach another endpoint: only `/v1/metrics` is joined.
+    pub fn key(target: &[u8], accept: Option<&[u8]>) -> Option<Box<[u8]>> {
+        let query = match target.iter().position(|&b| b == b'?') {
+            Some(q) => &target[q + 1..],
+            None => &[][..],
+        };
+        let params = query.iter().filter(|&&b| b == b'&').count() + 1;
+        if params > MAX_SHARED_PARAMS {
+            return None;
+        }
+        let (mut format, mut pretty) = (None, None);
+        for (key, value) in go_query_pairs(query) {
+            match &*key {
+                b"format" if format.is_none() => format = Some(value),
+                b"pretty" if pretty.is_none() => pretty = Some(value),
+                _ => {}
+            }
+        }
+        let key: Vec<u8> = if format.as_deref() == Some(&b"prometheus"[..]) {
+            // Go's `Header.Get`: the first value; none is the same as empty.
+            [&b"prometheus\0"[..], accept.unwrap_or_default()].concat()
+        } else if pretty.is_some_and(|v| *v != *b"0") {
+            b"json pretty".to_vec()
+        } else {
+            b"json".to_vec()
+        };
+        Some(key.into())
     }
 
     /// Joins the request with this key.
     pub fn join(&self, key: Box<[u8]>) -> Join {
-        let mut entries = lock(&self.entries);
-        match entries.get(&key) {
-            Some(Entry::Cached(shared)) if self.fresh(shared) => {
-                return Join::Cached(Arc::clone(shared));
-            }
-            Some(Entry::InFlight(rx)) if matches!(*rx.borrow(), State::Fetching) => {
+        let mut table = lock(&self.entries);
+        match table.cached.get(&key) {
+            Some(shared) if self.fresh(shared) => return Join::Cached(Arc::clone(shared)),
+            Some(_) => drop(table.cached.remove(&key)),
+            None => {}
+        }
+        if let Some(rx) = table.fetching.get(&key) {
+            if matches!(*rx.borrow(), State::Fetching) {
                 return Join::Follower(Follower {
                     rx: rx.clone(),
                     wait: self.wait,
                 });
             }
-            _ => {}
         }
+        // Cached responses hold memory until someone lets go: make room.
+        table.make_room(self.ttl, || !self.budget.full());
         if self.budget.full() {
-            // Expired responses still hold memory until someone lets go.
-            evict_expired(&mut entries, self.ttl);
-            if self.budget.full() {
-                return Join::Bypass;
-            }
+            return Join::Bypass;
         }
         let (tx, rx) = watch::channel(State::Fetching);
-        entries.insert(key.clone(), Entry::InFlight(rx));
+        table.fetching.insert(key.clone(), rx);
         Join::Leader(Leader {
             key,
             tx: Some(tx),
@@ -225,23 +315,18 @@ impl Coalescer {
         self.budget.used.load(Ordering::Relaxed)
     }
 
+    /// How many responses the micro-cache holds now.
+    pub fn cached(&self) -> usize {
+        lock(&self.entries).cached.len()
+    }
+
     fn fresh(&self, shared: &Shared) -> bool {
         self.ttl.is_some_and(|ttl| shared.created.elapsed() < ttl)
     }
 }
 
-fn lock(entries: &Entries) -> MutexGuard<'_, HashMap<Box<[u8]>, Entry>> {
+fn lock(entries: &Entries) -> MutexGuard<'_, Table> {
     entries.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Drops the cached responses older than `ttl`.
-fn evict_expired(entries: &mut HashMap<Box<[u8]>, Entry>, ttl: Option<Duration>) {
-    let ttl = ttl.unwrap_or_default();
-    let now = Instant::now();
-    entries.retain(|_, e| match e {
-        Entry::Cached(s) => now.duration_since(s.created) < ttl,
-        Entry::InFlight(_) => true,
-    });
 }
 
 /// The global memory cap.
@@ -253,6 +338,11 @@ struct Budget {
 impl Budget {
     fn full(&self) -> bool {
         self.used.load(Ordering::Relaxed) >= self.cap
+    }
+
+    /// Whether `n` more bytes would fit now.
+    fn fits(&self, n: usize) -> bool {
+        self.used.load(Ordering::Relaxed) + n <= self.cap
     }
 
     fn try_take(&self, n: usize) -> bool {
@@ -320,8 +410,9 @@ impl Leader {
             return Err(TooLarge);
         }
         if !self.held.budget.try_take(n) {
-            evict_expired(&mut lock(&self.entries), self.ttl);
-            if !self.held.budget.try_take(n) {
+            let budget = &self.held.budget;
+            lock(&self.entries).make_room(self.ttl, || budget.fits(n));
+            if !budget.try_take(n) {
                 return Err(TooLarge);
             }
         }
@@ -359,25 +450,19 @@ impl Leader {
         let Some(tx) = self.tx.take() else {
             return shared;
         };
-        let mut entries = lock(&self.entries);
-        let cache = ok && self.ttl.is_some();
-        if cache {
-            evict_expired(&mut entries, self.ttl);
-            let cached = entries
-                .values()
-                .filter(|e| matches!(e, Entry::Cached(_)))
-                .count();
-            if cached < MAX_CACHED {
-                entries.insert(self.key.clone(), Entry::Cached(Arc::clone(&shared)));
-            } else {
-                entries.remove(&self.key);
+        let mut table = lock(&self.entries);
+        table.fetching.remove(&self.key);
+        if ok && self.ttl.is_some() {
+            // Room for it: expired responses go first, then (when the
+            // cache is full of fresh ones) the least recently used.
+            if table.cached.len() >= MAX_CACHED {
+                table.evict_expired(self.ttl);
             }
-        } else {
-            entries.remove(&self.key);
+            table.cached.insert(self.key.clone(), Arc::clone(&shared));
         }
-        drop(entries);
-        // Once the entry is replaced nobody new joins: the receivers left are
-        // exactly the followers waiting.
+        drop(table);
+        // Once the fetch is off the table nobody new joins it: the
+        // receivers left are exactly the followers waiting.
         let _ = tx.send(if ok {
             State::Ready(Arc::clone(&shared))
         } else {
@@ -390,11 +475,7 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let mut entries = lock(&self.entries);
-            if matches!(entries.get(&self.key), Some(Entry::InFlight(_))) {
-                entries.remove(&self.key);
-            }
-            drop(entries);
+            lock(&self.entries).fetching.remove(&self.key);
             let _ = tx.send(State::Unshared);
         }
     }
@@ -450,7 +531,108 @@ mod tests {
     }
 
     fn key() -> Box<[u8]> {
-        Coalescer::key(b"/v1/metrics?format=prometheus", Some(b"text/plain"))
+        scrape_with(b"text/plain")
+    }
+
+    /// The key of a Prometheus scrape with this `Accept`: distinct keys for
+    /// the tests, as a client can make them.
+    fn scrape_with(accept: &[u8]) -> Box<[u8]> {
+        Coalescer::key(b"/v1/metrics?format=prometheus", Some(accept)).unwrap()
+    }
+
+    fn nth(i: usize) -> Box<[u8]> {
+        scrape_with(format!("text/plain;n={i}").as_bytes())
+    }
+
+    /// A 200 with a one-byte body, cached under `key`.
+    fn cache(c: &Coalescer, key: Box<[u8]>) {
+        let Join::Leader(mut leader) = c.join(key) else {
+            panic!("not a leader")
+        };
+        leader.push(Bytes::from_static(b"x")).unwrap();
+        leader.finish(header(200));
+    }
+
+    fn is_cached(c: &Coalescer, key: Box<[u8]>) -> bool {
+        matches!(c.join(key), Join::Cached(_))
+    }
+
+    /// What Nomad reads of a metrics request, and nothing else, makes the
+    /// key; read as Go reads it.
+    #[test]
+    fn the_key_is_what_nomads_handler_reads() {
+        let k = |target: &str, accept: Option<&str>| {
+            Coalescer::key(target.as_bytes(), accept.map(str::as_bytes))
+        };
+        let prom = k("/v1/metrics?format=prometheus", Some("text/plain"));
+        assert!(prom.is_some());
+        // Junk parameters, order, encoding, repeats: the same entry.
+        for same in [
+            "/v1/metrics?format=prometheus&junk=1",
+            "/v1/metrics?junk=2&format=prometheus",
+            "/v1/metrics?format=prom%65theus",
+            "/v1/metrics?%66ormat=prometheus",
+            "/v1/metrics?format=prometheus&format=json",
+            "/v1/metrics?format=prometheus&&&",
+            "/v1/metrics?x;y=1&format=prometheus",
+            "/v1/metrics?bad=%zz&format=prometheus",
+            "/v1/metrics?region=global&index=7&wait=5m&format=prometheus&pretty",
+            "/v1/m%65trics?format=prometheus",
+        ] {
+            assert_eq!(k(same, Some("text/plain")), prom, "{same}");
+        }
+        // Go's first value, a dropped piece, a decoded space: not Prometheus.
+        let json = k("/v1/metrics", Some("text/plain"));
+        for other in [
+            "/v1/metrics?format=json&format=prometheus",
+            "/v1/metrics?format=prometheus;",
+            "/v1/metrics?format=prometheus+",
+            "/v1/metrics?format=Prometheus",
+            "/v1/metrics?format=%zzprometheus",
+            "/v1/metrics?formats=prometheus",
+        ] {
+            assert_eq!(k(other, Some("text/plain")), json, "{other}");
+        }
+        assert_ne!(json, prom);
+        // Prometheus negotiates on Accept, byte for byte; none is empty.
+        assert_ne!(
+            k("/v1/metrics?format=prometheus", Some("text/plain;q=1")),
+            prom
+        );
+        assert_eq!(
+            k("/v1/metrics?format=prometheus", None),
+            k("/v1/metrics?format=prometheus", Some(""))
+        );
+        // JSON ignores Accept, and reads `pretty` as Nomad's `wrap` does.
+        assert_eq!(k("/v1/metrics", None), json);
+        assert_eq!(k("/v1/metrics?pretty=0", Some("*/*")), json);
+        assert_eq!(k("/v1/metrics?pretty=%30&pretty=1", None), json);
+        let pretty = k("/v1/metrics?pretty", None);
+        assert_ne!(pretty, json);
+        for same in [
+            "?pretty=1",
+            "?pretty=false",
+            "?pretty=",
+            "?pretty=1&pretty=0",
+        ] {
+            assert_eq!(k(&format!("/v1/metrics{same}"), None), pretty, "{same}");
+        }
+        // Prometheus ignores `pretty`.
+        assert_eq!(
+            k("/v1/metrics?format=prometheus&pretty", Some("text/plain")),
+            prom
+        );
+        // Past MAX_SHARED_PARAMS parameters (as Go counts them), not shared.
+        let many = format!(
+            "/v1/metrics?format=prometheus{}",
+            "&".repeat(MAX_SHARED_PARAMS - 1)
+        );
+        assert_eq!(k(&many, Some("text/plain")), prom);
+        let more = format!(
+            "/v1/metrics?format=prometheus{}",
+            "&".repeat(MAX_SHARED_PARAMS)
+        );
+        assert_eq!(k(&more, Some("text/plain")), None);
     }
 
     #[test]
@@ -583,10 +765,7 @@ mod tests {
             panic!("third follows")
         };
         // A different Accept is a different request.
-        assert!(matches!(
-            c.join(Coalescer::key(b"/v1/metrics?format=prometheus", None)),
-            Join::Leader(_)
-        ));
+        assert!(matches!(c.join(scrape_with(b"")), Join::Leader(_)));
         // Both followers are parked, waiting, before the leader has anything.
         let (first, second) = (Parked::park(first), Parked::park(second));
         leader.push(Bytes::from_static(b"metrics ")).unwrap();
@@ -666,23 +845,38 @@ mod tests {
     }
 
     #[test]
-    fn the_micro_cache_keeps_200s_for_the_ttl_and_at_most_max_cached() {
+    fn the_micro_cache_keeps_200s_for_the_ttl_and_forgets_the_least_recently_used() {
         let c = Coalescer::new(Some(Duration::from_secs(3600)), WAIT);
-        for i in 0..MAX_CACHED + 5 {
-            let k = Coalescer::key(format!("/v1/metrics?i={i}").as_bytes(), None);
-            let Join::Leader(mut leader) = c.join(k) else {
-                panic!("{i}")
-            };
-            leader.push(Bytes::from_static(b"x")).unwrap();
-            leader.finish(header(200));
+        for i in 0..MAX_CACHED {
+            cache(&c, nth(i));
         }
-        let cached = (0..MAX_CACHED + 5)
-            .filter(|i| {
-                let k = Coalescer::key(format!("/v1/metrics?i={i}").as_bytes(), None);
-                matches!(c.join(k), Join::Cached(_))
-            })
-            .count();
-        assert_eq!(cached, MAX_CACHED);
+        assert_eq!(c.cached(), MAX_CACHED);
+        // Entry 0 is used again; then five new ones make room by forgetting
+        // the five least recently used: 1 to 5, not 0.
+        assert!(is_cached(&c, nth(0)));
+        for i in MAX_CACHED..MAX_CACHED + 5 {
+            cache(&c, nth(i));
+        }
+        assert_eq!(c.cached(), MAX_CACHED);
+        let kept: Vec<usize> = (0..MAX_CACHED + 5)
+            .filter(|&i| c.entries.lock().unwrap().cached.peek(&nth(i)).is_some())
+            .collect();
+        let expected: Vec<usize> = std::iter::once(0).chain(6..MAX_CACHED + 5).collect();
+        assert_eq!(kept, expected);
+        // Full, with expired entries: those go to make room, and only them.
+        let c = Coalescer::new(Some(Duration::from_millis(5)), WAIT);
+        for i in 0..MAX_CACHED - 1 {
+            cache(&c, nth(i));
+        }
+        let expired = Instant::now() + Duration::from_millis(5);
+        while Instant::now() < expired {
+            std::hint::spin_loop();
+        }
+        cache(&c, nth(1000));
+        cache(&c, nth(1001));
+        let peek = |i| c.entries.lock().unwrap().cached.peek(&nth(i)).is_some();
+        assert!((0..MAX_CACHED - 1).all(|i| !peek(i)), "expired ones kept");
+        assert!(peek(1001));
         // An expired entry is fetched again.
         let c = Coalescer::new(Some(Duration::from_millis(1)), WAIT);
         let Join::Leader(leader) = c.join(key()) else {
@@ -703,7 +897,7 @@ mod tests {
         };
         assert_eq!(big.push(Bytes::from(vec![b'x'; 60])), Ok(()));
         assert_eq!(c.memory(), 60);
-        let other = Coalescer::key(b"/v1/metrics", None);
+        let other = nth(1);
         let Join::Leader(mut second) = c.join(other.clone()) else {
             panic!()
         };
@@ -714,17 +908,22 @@ mod tests {
         assert_eq!(c.memory(), 60);
         drop(cached);
         assert_eq!(c.memory(), 60, "the cache still holds it");
+        // A fetch that needs the room makes the cache forget its least
+        // recently used response, rather than not being shared.
         let Join::Leader(mut third) = c.join(other) else {
             panic!()
         };
-        assert_eq!(third.push(Bytes::from(vec![b'z'; 40])), Ok(()));
-        // Full: the next distinct scrape is forwarded without sharing.
-        assert!(matches!(
-            c.join(Coalescer::key(b"/v1/metrics?x", None)),
-            Join::Bypass
-        ));
-        drop(third);
-        assert_eq!(c.memory(), 60);
+        assert_eq!(third.push(Bytes::from(vec![b'z'; 60])), Ok(()));
+        assert_eq!((c.memory(), c.cached()), (60, 0));
+        let Join::Leader(mut fourth) = c.join(nth(2)) else {
+            panic!()
+        };
+        assert_eq!(fourth.push(Bytes::from(vec![b'w'; 40])), Ok(()));
+        // Full of fetches in flight: the next distinct scrape is forwarded
+        // without sharing.
+        assert!(matches!(c.join(nth(3)), Join::Bypass));
+        drop((third, fourth));
+        assert_eq!(c.memory(), 0);
 
         // Expired cache entries give their memory back when it is needed.
         let c = Coalescer::with_budget(Some(Duration::from_millis(1)), WAIT, 100);
@@ -738,7 +937,7 @@ mod tests {
         }
         drop(old);
         assert_eq!(c.memory(), 100, "held by the expired cache entry");
-        let Join::Leader(mut next) = c.join(Coalescer::key(b"/v1/metrics?y", None)) else {
+        let Join::Leader(mut next) = c.join(nth(4)) else {
             panic!("the full budget is freed of expired entries, not bypassed")
         };
         assert_eq!(next.push(Bytes::from(vec![b'y'; 100])), Ok(()));

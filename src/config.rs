@@ -83,6 +83,9 @@ macro_rules! var_name {
     (MAX_IN_FLIGHT) => {
         "HOLEPUNCH_MAX_IN_FLIGHT"
     };
+    (MAX_IN_FLIGHT_PER_CLIENT) => {
+        "HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT"
+    };
     (RATE_LIMIT) => {
         "HOLEPUNCH_RATE_LIMIT"
     };
@@ -133,6 +136,7 @@ pub const ALLOWED_HOSTS: &str = var_name!(ALLOWED_HOSTS);
 /// Set by Nomad for every task: the region of the agent.
 pub const NOMAD_REGION: &str = var_name!(NOMAD_REGION);
 pub const MAX_IN_FLIGHT: &str = var_name!(MAX_IN_FLIGHT);
+pub const MAX_IN_FLIGHT_PER_CLIENT: &str = var_name!(MAX_IN_FLIGHT_PER_CLIENT);
 pub const RATE_LIMIT: &str = var_name!(RATE_LIMIT);
 pub const MAX_BODY: &str = var_name!(MAX_BODY);
 pub const TLS_CERT_FILE: &str = var_name!(TLS_CERT_FILE);
@@ -221,7 +225,7 @@ pub fn table() -> impl Iterator<Item = Var> {
         }))
 }
 
-static VARS: [Var; 26] = [
+static VARS: [Var; 27] = [
     Var {
         name: BIND,
         default: DefaultValue::Value("0.0.0.0"),
@@ -378,6 +382,25 @@ static VARS: [Var; 26] = [
         meaning: "the most requests on the Task API socket at once",
         parse: Parse::With(|v, d| parse_max_in_flight(v).map(|n| d.max_in_flight = n)),
         show: Some(|c| format!("{MAX_IN_FLIGHT} = {}", c.max_in_flight)),
+    },
+    Var {
+        name: MAX_IN_FLIGHT_PER_CLIENT,
+        // The default is `limits::default_per_client`, which says why.
+        default: DefaultValue::Unset(concat!(
+            "a quarter of `",
+            var_name!(MAX_IN_FLIGHT),
+            "` (`64`), at least 4 and below it"
+        )),
+        meaning: "the most requests on the Task API socket at once from one client address",
+        parse: Parse::With(|v, d| {
+            parse_max_in_flight_per_client(v).map(|n| d.max_in_flight_per_client = Some(n))
+        }),
+        show: Some(|c| {
+            format!(
+                "{MAX_IN_FLIGHT_PER_CLIENT} = {} per client address",
+                c.max_in_flight_per_client
+            )
+        }),
     },
     Var {
         name: RATE_LIMIT,
@@ -543,6 +566,8 @@ pub struct Config {
     pub region: Option<String>,
     /// The most requests forwarded at once.
     pub max_in_flight: usize,
+    /// The most requests forwarded at once for one client address.
+    pub max_in_flight_per_client: usize,
     /// Requests per client address, when limited.
     pub rate_limit: Option<RateLimit>,
     /// The largest request body forwarded (bodies exist only under ALL).
@@ -692,6 +717,7 @@ struct Draft {
     allowed_hosts: Option<HostList>,
     region: Option<String>,
     max_in_flight: usize,
+    max_in_flight_per_client: Option<usize>,
     rate_limit: Option<RateLimit>,
     max_body: u64,
     tls_cert: Option<PathBuf>,
@@ -760,6 +786,7 @@ impl Draft {
             .zip(self.port)
             .map(|(ip, port)| SocketAddr::new(ip, port));
         let telemetry_listen = self.telemetry_listen(listen, problems);
+        let max_in_flight_per_client = self.max_in_flight_per_client(problems);
         self.check_all_off_loopback(problems);
         Some(Config {
             listen: listen?,
@@ -776,6 +803,7 @@ impl Draft {
             allowed_hosts: self.allowed_hosts,
             region: self.region,
             max_in_flight: self.max_in_flight,
+            max_in_flight_per_client,
             rate_limit: self.rate_limit,
             max_body: self.max_body,
             tls,
@@ -888,6 +916,29 @@ impl Draft {
             return None;
         }
         Some(*addr)
+    }
+
+    /// HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT, or its default for
+    /// HOLEPUNCH_MAX_IN_FLIGHT; never more than HOLEPUNCH_MAX_IN_FLIGHT.
+    fn max_in_flight_per_client(&self, problems: &mut Problems) -> usize {
+        let max = self.max_in_flight;
+        let Some(per_client) = self.max_in_flight_per_client else {
+            return crate::limits::default_per_client(max);
+        };
+        // max is 0 when HOLEPUNCH_MAX_IN_FLIGHT had a problem of its own.
+        if max > 0 && per_client > max {
+            let problem = format!(
+                "one client cannot hold more places than {MAX_IN_FLIGHT} gives in all \
+                 ({max}): set it from 1 to {max}, or leave it unset for {}",
+                crate::limits::default_per_client(max)
+            );
+            problems.add(
+                MAX_IN_FLIGHT_PER_CLIENT,
+                Some(&per_client.to_string()),
+                problem,
+            );
+        }
+        per_client
     }
 
     /// ALL forwards anything with the workload token: off loopback, only to
@@ -1040,14 +1091,29 @@ fn parse_allowed_hosts(v: &str) -> Result<HostList, String> {
     })
 }
 
+/// A count of requests from 1 to 1000000, written plainly.
+fn parse_requests(v: &str) -> Option<usize> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0 && n <= 1_000_000 && !v.starts_with('+'))
+}
+
 fn parse_max_in_flight(v: &str) -> Result<usize, String> {
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 && n <= 1_000_000 && !v.starts_with('+') => Ok(n),
-        _ => Err(format!(
+    parse_requests(v).ok_or_else(|| {
+        format!(
             "expected a whole number of requests from 1 to 1000000 \
              (default {DEFAULT_MAX_IN_FLIGHT})"
-        )),
-    }
+        )
+    })
+}
+
+fn parse_max_in_flight_per_client(v: &str) -> Result<usize, String> {
+    parse_requests(v).ok_or_else(|| {
+        format!(
+            "expected a whole number of requests from 1 to {MAX_IN_FLIGHT} \
+             (unset: a quarter of {MAX_IN_FLIGHT})"
+        )
+    })
 }
 
 /// The largest `HOLEPUNCH_MAX_CONNECTIONS` accepted: Linux's default
@@ -1804,6 +1870,51 @@ mod tests {
     }
 
     #[test]
+    fn the_per_client_share_defaults_below_the_total_and_never_exceeds_it() {
+        let share = |vars: &[(&str, &str)]| {
+            let mut all = vec![TOKEN];
+            all.extend_from_slice(vars);
+            cfg(&all).map(|c| c.max_in_flight_per_client)
+        };
+        assert_eq!(share(&[]).unwrap(), 64);
+        assert_eq!(share(&[(MAX_IN_FLIGHT, "8")]).unwrap(), 4);
+        assert_eq!(share(&[(MAX_IN_FLIGHT, "2")]).unwrap(), 1);
+        assert_eq!(share(&[(MAX_IN_FLIGHT, "1")]).unwrap(), 1);
+        assert_eq!(share(&[(MAX_IN_FLIGHT_PER_CLIENT, "3")]).unwrap(), 3);
+        let equal = [(MAX_IN_FLIGHT, "8"), (MAX_IN_FLIGHT_PER_CLIENT, "8")];
+        assert_eq!(share(&equal).unwrap(), 8);
+        // Above the total: an error naming both variables and both values.
+        let errs = errors_for(&[TOKEN, (MAX_IN_FLIGHT, "8"), (MAX_IN_FLIGHT_PER_CLIENT, "9")]);
+        assert_eq!(
+            errs,
+            [
+                "HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT=\"9\": one client cannot hold more places \
+                 than HOLEPUNCH_MAX_IN_FLIGHT gives in all (8): set it from 1 to 8, or leave \
+                 it unset for 4"
+            ]
+        );
+        assert_eq!(
+            errors_for(&[TOKEN, (MAX_IN_FLIGHT_PER_CLIENT, "257")]).len(),
+            1
+        );
+        // A bad total is reported once, not again as a clash.
+        let errs = errors_for(&[TOKEN, (MAX_IN_FLIGHT, "0"), (MAX_IN_FLIGHT_PER_CLIENT, "9")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("HOLEPUNCH_MAX_IN_FLIGHT=\"0\""));
+        for bad in ["0", "-1", "+2", "two", "1000001"] {
+            let errs = errors_for(&[TOKEN, (MAX_IN_FLIGHT_PER_CLIENT, bad)]);
+            assert_eq!(
+                errs,
+                [format!(
+                    "HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT={bad:?}: expected a whole number of \
+                     requests from 1 to HOLEPUNCH_MAX_IN_FLIGHT (unset: a quarter of \
+                     HOLEPUNCH_MAX_IN_FLIGHT)"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn rate_limits_print_as_they_are_written() {
         for v in ["20/s", "600/m", "7/h", "1/s", "4294967295/h"] {
             assert_eq!(RateLimit::parse(v).unwrap().to_string(), v);
@@ -1854,11 +1965,13 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 17);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 18);
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_WRITE_TIMEOUT = 30s".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_IDLE_TIMEOUT = 60s".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_CONNECTIONS = default".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_IN_FLIGHT = 256".to_string()));
+        assert!(lines
+            .contains(&"HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT = 64 per client address".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_RATE_LIMIT = off".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOW_FROM = any address".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_ALLOWED_HOSTS = any host".to_string()));

@@ -9,7 +9,10 @@
 //! - [`allowlist`]: endpoint groups and the path decision (pure);
 //! - [`head`]: the whole request decision, from the request head (pure);
 //! - [`cidr`]: address ranges for `HOLEPUNCH_ALLOW_FROM` (pure);
-//! - [`limits`]: requests in flight on the socket, and per-client rates;
+//! - [`limits`]: requests in flight on the socket, in all and per client,
+//!   and per-client rates;
+//! - [`lru`]: a fixed-size map that forgets its least recently used entry
+//!   (the rate table, the metrics cache) (pure);
 //! - [`token`]: the workload token;
 //! - [`claims`]: the `exp` and `iat` of a JWT, read as Nomad reads them (pure);
 //! - [`client_auth`]: the bearer tokens clients must present, if any;
@@ -50,6 +53,7 @@ pub mod guard;
 pub mod head;
 pub mod limits;
 pub mod logging;
+pub mod lru;
 pub mod open_files;
 pub mod process;
 pub mod proxy;

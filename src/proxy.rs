@@ -1,10 +1,12 @@
 //! The Pingora proxy. `request_filter` reads in order: decide
-//! ([`crate::head`]), check the client (the rate limit and the client
-//! tokens), then forward or answer. Every answer the proxy gives itself,
-//! with its status, body, header and outcome, is [`Local::answer`]
-//! (pure). A forwarded request gets the body limit, its absolute form cut
-//! to the path, compression and coalescing for metrics ([`crate::coalesce`]),
-//! and a place under `HOLEPUNCH_MAX_IN_FLIGHT`. `upstream_peer` is the Task
+//! ([`crate::head`]), check the client token, then forward or answer. Every
+//! answer the proxy gives itself, with its status, body, header and
+//! outcome, is [`Local::answer`] (pure). A forwarded request gets the body
+//! limit, its absolute form cut to the path, compression and coalescing for
+//! metrics ([`crate::coalesce`]), a place under `HOLEPUNCH_MAX_IN_FLIGHT`
+//! and the client's share of it, and last, once nothing else can refuse it,
+//! a count under `HOLEPUNCH_RATE_LIMIT` ([`Holepunch::spend`]): a refused
+//! request never counts against anyone's limits. `upstream_peer` is the Task
 //! API socket, and `upstream_request_filter` swaps the client's credentials
 //! for the workload token and its Host for `localhost`. Responses stream
 //! back untouched, headers included.
@@ -20,7 +22,7 @@ use crate::cidr::admits;
 use crate::client_auth::ClientTokens;
 use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
 use crate::head::{decide_request, Head, Rules};
-use crate::limits::{InFlightLimit, Permit, RateLimiter};
+use crate::limits::{Full, InFlightLimit, Permit, RateLimiter};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
 use crate::token::Token;
@@ -93,6 +95,8 @@ pub struct Settings {
     pub in_flight: Arc<InFlight>,
     /// `HOLEPUNCH_MAX_IN_FLIGHT`.
     pub max_in_flight: usize,
+    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`.
+    pub max_in_flight_per_client: usize,
     /// `HOLEPUNCH_RATE_LIMIT`.
     pub rate_limit: Option<crate::config::RateLimit>,
 }
@@ -117,7 +121,7 @@ impl Holepunch {
             upstream_timeout: settings.upstream_timeout,
             coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
-            limit: InFlightLimit::new(settings.max_in_flight),
+            limit: InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_client),
             rate: settings.rate_limit.map(RateLimiter::new),
         })
     }
@@ -141,6 +145,10 @@ pub struct RequestCtx {
     /// This request's place under `HOLEPUNCH_MAX_IN_FLIGHT`, while it is on
     /// the socket.
     permit: Option<Permit>,
+    /// The client's IP address, when the socket knows it.
+    client: Option<IpAddr>,
+    /// Whether this request was counted under `HOLEPUNCH_RATE_LIMIT`.
+    counted: bool,
 }
 
 /// A local answer being written: boxed, so that the futures that may answer
@@ -179,12 +187,15 @@ impl ProxyHttp for Holepunch {
             body_bytes: 0,
             retried: false,
             permit: None,
+            client: None,
+            counted: false,
         }
     }
 
     /// Decides, checks the client, then forwards or answers.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let client = client_ip(session);
+        ctx.client = client;
         if !admits(self.rules.allow_from.as_ref(), client) {
             // Outside HOLEPUNCH_ALLOW_FROM: one answer (`/health`, `/ready`
             // or 403) with `Connection: close`, and the guard closes the
@@ -196,7 +207,7 @@ impl ProxyHttp for Holepunch {
         }
         let next = Next::of(self.decide(session, client));
         ctx.group = next.group();
-        let local = match self.check_client(session, client, &next) {
+        let local = match self.check_client(session, &next) {
             Some(refused) => refused,
             None => match next {
                 Next::Forward {
@@ -374,22 +385,13 @@ impl Holepunch {
         )
     }
 
-    /// What the decision leaves to the proxy about who asks: the rate limit
-    /// (on requests to forward), then the client tokens (on everything but
-    /// `/health` and `/ready`). `Some` answer when the client is refused.
-    fn check_client(
-        &self,
-        session: &Session,
-        client: Option<IpAddr>,
-        next: &Next,
-    ) -> Option<Local> {
+    /// What the decision leaves to the proxy about who asks: the client
+    /// tokens, on everything but `/health` and `/ready`. `Some` answer when
+    /// the client is refused. The limits come last, in [`Holepunch::admit`]
+    /// and [`Holepunch::spend`], so that nothing refused here counts.
+    fn check_client(&self, session: &Session, next: &Next) -> Option<Local> {
         if next.open() {
             return None;
-        }
-        if let (Next::Forward { .. }, Some(rate), Some(ip)) = (next, &self.rate, client) {
-            if let Err(retry_after) = rate.check(ip) {
-                return Some(Local::RateLimited { retry_after });
-            }
         }
         (!self.client_allowed(session)).then_some(Local::Unauthorized)
     }
@@ -482,17 +484,38 @@ impl Holepunch {
         self.answer(session, ctx, Local::Ready(ready)).await
     }
 
-    /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` for a request about to
-    /// go to the socket: `Ok(false)` to go on, `Ok(true)` when it was
-    /// answered 503 instead.
+    /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` and the client's
+    /// share of it for a request about to go to the socket, then counts it
+    /// under the rate limit ([`Holepunch::spend`]): `Ok(false)` to go on,
+    /// `Ok(true)` when it was answered 503 or 429 instead.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if ctx.permit.is_none() {
-            ctx.permit = self.limit.try_acquire();
+            match self.limit.try_acquire(ctx.client) {
+                Ok(permit) => ctx.permit = Some(permit),
+                Err(Full::Total) => return self.answer(session, ctx, Local::Busy).await,
+                Err(Full::Client) => return self.answer(session, ctx, Local::BusyClient).await,
+            }
         }
-        if ctx.permit.is_some() {
-            return Ok(false);
+        if let Some(limited) = self.spend(ctx) {
+            ctx.permit = None;
+            return self.answer(session, ctx, limited).await;
         }
-        self.answer(session, ctx, Local::Busy).await
+        Ok(false)
+    }
+
+    /// Counts the request under `HOLEPUNCH_RATE_LIMIT`, once: the last
+    /// check, made only when the request is about to be forwarded or served
+    /// from a shared response, so that a refused request never counts.
+    /// `Some` answer when the client is over its rate.
+    fn spend(&self, ctx: &mut RequestCtx) -> Option<Local> {
+        if std::mem::replace(&mut ctx.counted, true) {
+            return None;
+        }
+        let (Some(rate), Some(ip)) = (&self.rate, ctx.client) else {
+            return None;
+        };
+        let retry_after = rate.check(ip).err()?;
+        Some(Local::RateLimited { retry_after })
     }
 }
 
@@ -505,9 +528,15 @@ impl Holepunch {
         let req = session.req_header();
         let accept = req.headers.get(http::header::ACCEPT).cloned();
         let key = Coalescer::key(req.raw_path(), accept.as_ref().map(|v| v.as_bytes()));
+        let Some(key) = key else {
+            return self.alone(session, ctx).await;
+        };
         let scrapes = &telemetry::metrics().scrapes;
         match self.coalescer.join(key) {
             Join::Cached(shared) => {
+                if let Some(limited) = self.spend(ctx) {
+                    return self.answer(session, ctx, limited).await;
+                }
                 scrapes.with_label_values(&["cached"]).inc();
                 let age = shared.created.elapsed().as_secs();
                 respond_shared(session, &shared, Some(age)).await?;
@@ -518,9 +547,14 @@ impl Holepunch {
                 waiting.inc();
                 let shared = follower.wait().await;
                 waiting.dec();
+                // Counted once served (here, or in `alone` when it goes
+                // upstream after all), so that a refusal there never counts.
                 let Some(shared) = shared else {
                     return self.alone(session, ctx).await;
                 };
+                if let Some(limited) = self.spend(ctx) {
+                    return self.answer(session, ctx, limited).await;
+                }
                 scrapes.with_label_values(&["coalesced"]).inc();
                 respond_shared(session, &shared, None).await?;
                 Ok(true)

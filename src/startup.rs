@@ -218,6 +218,7 @@ impl Startup {
                 region: config.region.clone(),
             },
             max_in_flight: config.max_in_flight,
+            max_in_flight_per_client: config.max_in_flight_per_client,
             rate_limit: config.rate_limit,
             socket_path: config.socket_path.clone(),
             upstream_timeout: config.upstream_timeout,

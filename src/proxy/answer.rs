@@ -5,7 +5,7 @@
 //! them is tested here without a connection. The proxy writes them.
 
 use crate::allowlist::{BadHead, Decision, Forbidden, Group};
-use crate::config::{MAX_BODY, MAX_IN_FLIGHT, RATE_LIMIT};
+use crate::config::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
 use crate::target::Refusal;
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -22,7 +22,8 @@ pub enum Outcome {
     /// Refused for how it is asked: a bad target or head, a Host
     /// `HOLEPUNCH_ALLOWED_HOSTS` does not allow, a body over the limit.
     Refused,
-    /// Refused by `HOLEPUNCH_RATE_LIMIT` or `HOLEPUNCH_MAX_IN_FLIGHT`.
+    /// Refused by `HOLEPUNCH_RATE_LIMIT`, `HOLEPUNCH_MAX_IN_FLIGHT` or
+    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`.
     Limited,
     /// `/health` and `/ready`, answered by the proxy.
     Local,
@@ -124,6 +125,9 @@ pub enum Local {
     TooLarge { max_body: u64 },
     /// `HOLEPUNCH_MAX_IN_FLIGHT` requests are already on the socket.
     Busy,
+    /// This client already has `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`
+    /// requests on the socket.
+    BusyClient,
 }
 
 /// A plain-text response the proxy writes itself.
@@ -225,6 +229,16 @@ impl Local {
                 Limited,
             )
             .with("Retry-After", "1"),
+            Local::BusyClient => Answer::new(
+                503,
+                concat!(
+                    "service unavailable: this client address already has ",
+                    crate::var_name!(MAX_IN_FLIGHT_PER_CLIENT),
+                    " requests on the Nomad Task API; retry shortly"
+                ),
+                Limited,
+            )
+            .with("Retry-After", "1"),
         }
     }
 
@@ -253,6 +267,7 @@ impl Local {
             Local::RateLimited { .. } => Some(format!("rate limited {client} {target}")),
             Local::Unauthorized => line("unauthorized", ""),
             Local::Busy => line("limited", MAX_IN_FLIGHT),
+            Local::BusyClient => line("limited", MAX_IN_FLIGHT_PER_CLIENT),
             Local::Health
             | Local::Ready(Ok(()))
             | Local::NotFound
@@ -441,6 +456,19 @@ mod tests {
                 false
             )
         );
+        assert_eq!(
+            sent(Local::BusyClient),
+            (
+                503,
+                "service unavailable: this client address already has \
+                 HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT requests on the Nomad Task API; \
+                 retry shortly"
+                    .to_string(),
+                Some(("Retry-After", "1".to_string())),
+                Limited,
+                false
+            )
+        );
     }
 
     #[test]
@@ -483,6 +511,10 @@ mod tests {
         assert_eq!(
             line(Local::Busy),
             some("limited 192.0.2.1:5 GET /v1/x: HOLEPUNCH_MAX_IN_FLIGHT")
+        );
+        assert_eq!(
+            line(Local::BusyClient),
+            some("limited 192.0.2.1:5 GET /v1/x: HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT")
         );
         assert_eq!(
             line(Local::RateLimited { retry_after: 1 }),

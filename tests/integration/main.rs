@@ -17,6 +17,7 @@ mod coalescing;
 mod coalescing_keys;
 mod connections;
 mod expiry;
+mod fairness;
 mod hardening;
 mod lifecycle;
 mod proxy;

@@ -603,8 +603,11 @@ fn node_id_and_server_id_on_agent_groups_get_403() {
 
 #[test]
 fn past_max_in_flight_requests_get_503_and_health_is_never_limited() {
+    // Every place for this one client: the total is what is tested here
+    // (the per-client share: fairness.rs).
     let s = Harness::new()
         .env("HOLEPUNCH_MAX_IN_FLIGHT", "2")
+        .env("HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT", "2")
         .env("HOLEPUNCH_ALLOW_NODES", "true")
         .telemetry()
         .start();

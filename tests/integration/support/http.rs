@@ -4,8 +4,7 @@
 use super::standin;
 use super::IO_TIMEOUT;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// A parsed HTTP response.
@@ -71,50 +70,16 @@ pub struct ClientCert<'a> {
     pub key: &'a [u8],
 }
 
-/// A TCP connection to `addr` (IPv4) from the local address `from`: a
-/// client at another address, such as 127.0.0.2 (every address of
-/// 127.0.0.0/8 is this host's). With the timeouts of [`Conn`].
-pub fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let SocketAddr::V4(to) = addr else {
-        return Err(std::io::ErrorKind::Unsupported.into());
-    };
-    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: socket(2) takes no pointers; the descriptor it returns is
-    // owned by `fd` from here on.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a descriptor just opened and owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    for (call, to) in [
-        ("bind", sockaddr(from, 0)),
-        ("connect", sockaddr(*to.ip(), to.port())),
-    ] {
-        let ptr = (&to as *const libc::sockaddr_in).cast::<libc::sockaddr>();
-        // SAFETY: `ptr` points to a sockaddr_in of `len` bytes that lives
-        // across the call; `fd` is an open socket.
-        let rc = unsafe {
-            if call == "bind" {
-                libc::bind(fd.as_raw_fd(), ptr, len)
-            } else {
-                libc::connect(fd.as_raw_fd(), ptr, len)
-            }
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(std::io::Error::new(e.kind(), format!("{call}: {e}")));
-        }
-    }
-    let stream = TcpStream::from(fd);
+/// A connection from source address `from`, bound before it connects: on
+/// Linux every `127.x.y.z` is a loopback address, so a test can be 16
+/// million clients.
+pub fn connect_from(from: impl Into<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let from = from.into();
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let stream = TcpStream::from(socket);
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(stream)
@@ -188,8 +153,9 @@ impl Conn {
         })
     }
 
-    /// A connection from the local address `from` ([`connect_from`]).
-    pub fn open_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<Conn> {
+    /// A connection from source address `from` (a `127.x.y.z`: one client
+    /// among many).
+    pub fn open_from(from: impl Into<IpAddr>, addr: SocketAddr) -> std::io::Result<Conn> {
         Ok(Conn {
             reader: BufReader::new(Stream::Plain(connect_from(from, addr)?)),
         })
@@ -342,4 +308,13 @@ pub fn get(addr: SocketAddr, target: &str, extra: &str) -> Response {
     let raw =
         format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
     send(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("GET {target}: {e}"))
+}
+
+/// [`get`], from source address `from`.
+pub fn get_from(from: IpAddr, addr: SocketAddr, target: &str, extra: &str) -> Response {
+    let raw =
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
+    Conn::open_from(from, addr)
+        .and_then(|mut conn| conn.request(raw.as_bytes()))
+        .unwrap_or_else(|e| panic!("GET {target} from {from}: {e}"))
 }

@@ -13,7 +13,7 @@ pub mod http;
 pub mod standin;
 pub mod tools;
 
-pub use http::{get, send, tls_client, tls_client_with, ClientCert, Conn, Response};
+pub use http::{get, get_from, send, tls_client, tls_client_with, ClientCert, Conn, Response};
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

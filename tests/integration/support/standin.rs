@@ -151,6 +151,10 @@ nomad_client_host_memory_used{datacenter=\"dc1\",node_class=\"none\"} 2.1e+09\n\
 nomad_client_host_cpu_idle{cpu=\"cpu\",datacenter=\"dc1\",node_class=\"none\"} 97.5\n";
 
 pub const HEALTH_BODY: &str = r#"{"client":{"ok":true,"message":"ok"}}"#;
+/// `/v1/metrics` without `format=prometheus`: the agent's in-memory metrics.
+pub const METRICS_JSON: &str = r#"{"Timestamp":"2026-11-25 08:00:00 +0000 UTC","Gauges":[{"Name":"nomad.client.allocs.running","Value":3,"Labels":{}}],"Counters":[],"Samples":[],"Points":[]}"#;
+/// The same with `pretty`.
+pub const METRICS_JSON_PRETTY: &str = "{\n    \"Timestamp\": \"2026-11-25 08:00:00 +0000 UTC\",\n    \"Gauges\": [\n        {\n            \"Name\": \"nomad.client.allocs.running\",\n            \"Value\": 3,\n            \"Labels\": {}\n        }\n    ],\n    \"Counters\": [],\n    \"Samples\": [],\n    \"Points\": []\n}\n";
 pub const NODE_ID: &str = "f7476465-4d6e-c0de-26d0-e383c49be941";
 pub const START_INDEX: u64 = 42;
 
@@ -310,15 +314,57 @@ impl Request {
         self.target.split('?').next().unwrap_or("")
     }
 
-    fn query(&self) -> HashMap<&str, &str> {
-        self.target
-            .split_once('?')
-            .map(|(_, q)| q)
-            .unwrap_or("")
+    /// The first value of query parameter `name`, as Nomad reads it: Go's
+    /// `url.ParseQuery` (split on `&`; a piece with `;` or a bad escape
+    /// dropped; `+` a space; escapes decoded once; no parameter at all past
+    /// 10,000, `net/url` `parseQuery`), then `Values.Get`.
+    fn param(&self, name: &str) -> Option<String> {
+        let query = self.target.split_once('?').map_or("", |(_, q)| q);
+        if query.matches('&').count() + 1 > GO_MAX_QUERY_PARAMS {
+            return None;
+        }
+        query
             .split('&')
-            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-            .collect()
+            .filter(|piece| !piece.is_empty() && !piece.contains(';'))
+            .filter_map(|piece| {
+                let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
+                Some((go_unescape(k)?, go_unescape(v)?))
+            })
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
+}
+
+/// Go's `url.ParseQuery` reads no parameter from a query with more (the
+/// `urlmaxqueryparams` default).
+const GO_MAX_QUERY_PARAMS: usize = 10_000;
+
+/// Go's `url.QueryUnescape`; `None` where it fails.
+fn go_unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn serve(conn: &UnixStream, state: &State) {
@@ -598,7 +644,7 @@ fn route(req: &Request, state: &State) -> Reply {
         ("HEAD", _) => Reply::text(405, "Invalid method"),
         (_, "/v1/metrics") if !get => Reply::text(405, "Invalid method"),
         (_, "/v1/metrics") => {
-            if req.query().get("format") == Some(&"prometheus") {
+            if req.param("format").as_deref() == Some("prometheus") {
                 wait_metrics_released(state);
                 if state.metrics_status != 200 {
                     return Reply::text(state.metrics_status, "Prometheus is not enabled");
@@ -611,14 +657,15 @@ fn route(req: &Request, state: &State) -> Reply {
                     )],
                     body: state.metrics_body.clone(),
                 }
+            } else if req.param("pretty").is_some_and(|v| v != "0") {
+                // Nomad's `wrap` indents JSON for `pretty` (first value not 0).
+                Reply::json(METRICS_JSON_PRETTY)
             } else {
-                Reply::json(
-                    r#"{"Timestamp":"2026-11-25 08:00:00 +0000 UTC","Gauges":[{"Name":"nomad.client.allocs.running","Value":3,"Labels":{}}],"Counters":[],"Samples":[],"Points":[]}"#,
-                )
+                Reply::json(METRICS_JSON)
             }
         }
-        ("GET", "/v1/agent/health") => match req.query().get("type") {
-            Some(&"server") => Reply {
+        ("GET", "/v1/agent/health") => match req.param("type").as_deref() {
+            Some("server") => Reply {
                 status: 500,
                 ..Reply::json(r#"{"server":{"ok":false,"message":"server not enabled"}}"#)
             },
@@ -657,12 +704,15 @@ fn route(req: &Request, state: &State) -> Reply {
             index,
         ),
         ("GET", "/v1/plugins") => Reply::indexed("[]", index),
+        // Service reads are blocking queries too (Nomad's
+        // nomad/service_registration_endpoint.go: List and GetService use blockingRPC).
         ("GET", "/v1/services") => Reply::indexed(
             r#"[{"Namespace":"default","Services":[{"ServiceName":"web","Tags":["prometheus","http"]}]}]"#,
-            index,
+            blocking_wait(req, state, index),
         ),
         ("GET", p) if p.starts_with("/v1/service/") => {
             let name = &p["/v1/service/".len()..];
+            let index = blocking_wait(req, state, index);
             Reply::indexed(
                 format!(
                     r#"[{{"ID":"_nomad-task-0b1c-web-http","ServiceName":"{name}","Namespace":"default","NodeID":"{NODE_ID}","Datacenter":"dc1","JobID":"web","AllocID":"0b1c2d3e-0000-0000-0000-000000000001","Tags":["prometheus"],"Address":"127.0.0.1","Port":8080,"CreateIndex":10,"ModifyIndex":10}}]"#
@@ -691,16 +741,15 @@ fn route(req: &Request, state: &State) -> Reply {
 /// index then current. Nomad caps `wait` at 5 min plus up to 1/16 jitter;
 /// so does this, to let a long query be tried by hand.
 fn blocking_wait(req: &Request, state: &State, index: u64) -> u64 {
-    let q = req.query();
-    let Some(min) = q.get("index").and_then(|i| i.parse::<u64>().ok()) else {
+    let Some(min) = req.param("index").and_then(|i| i.parse::<u64>().ok()) else {
         return index;
     };
     if min < index {
         return index;
     }
-    let wait = q
-        .get("wait")
-        .and_then(|w| parse_wait(w))
+    let wait = req
+        .param("wait")
+        .and_then(|w| parse_wait(&w))
         .unwrap_or(Duration::from_secs(300));
     let deadline = Instant::now() + wait.min(Duration::from_secs(300 + 300 / 16));
     while Instant::now() < deadline && !state.stop.load(Ordering::SeqCst) {
