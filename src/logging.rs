@@ -293,9 +293,19 @@ impl Redactor {
         }
     }
 
-    /// `line` with every secret in it replaced by `<redacted>`; borrowed
+    /// `line` with every secret in it, and the value of every credential
+    /// header ([`scrub_credentials`]), replaced by `<redacted>`; borrowed
     /// when there is none.
     pub fn redact<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let known = self.redact_known(line);
+        match scrub_credentials(&known) {
+            Cow::Borrowed(_) => known,
+            Cow::Owned(scrubbed) => Cow::Owned(scrubbed),
+        }
+    }
+
+    /// `line` with every secret in it replaced by `<redacted>`.
+    fn redact_known<'a>(&self, line: &'a str) -> Cow<'a, str> {
         if self.broken {
             return Cow::Borrowed(WITHHELD);
         }
@@ -344,6 +354,101 @@ impl Redactor {
         // character boundary: this is valid UTF-8.
         Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| WITHHELD.to_string()))
     }
+}
+
+/// Header names whose values are credentials, in any case:
+/// `authorization` (and `proxy-authorization`), `x-nomad-token`.
+static CREDENTIAL_HEADERS: Lazy<Option<AhoCorasick>> = Lazy::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(["authorization", "x-nomad-token"])
+        .ok()
+});
+
+/// `line` with the value of every credential header replaced by
+/// `<redacted>` (its scheme, such as `Bearer`, kept), whether or not the
+/// value is a secret this process knows. Pingora traces every request's
+/// headers as the client sent them (pingora-proxy 0.9.1 `lib.rs`,
+/// `process_new_http`: `"Request header: {:?}"`), so a wrong token, a
+/// revoked one long forgotten, or one not loaded yet would show there.
+/// Two shapes are recognised: a header map's `Debug` (`"authorization":
+/// "Bearer x"`, also escaped once more) and a header line (`Authorization:
+/// Bearer x\r\n`, raw or as `{:?}` writes the wire bytes). The value ends
+/// at its closing quote, or at the end of its line; a value that cannot be
+/// told apart from what follows it is redacted with what follows.
+pub fn scrub_credentials(line: &str) -> Cow<'_, str> {
+    let Some(names) = &*CREDENTIAL_HEADERS else {
+        return Cow::Borrowed(WITHHELD);
+    };
+    let h = line.as_bytes();
+    let mut spans = Vec::new();
+    for name in names.find_iter(h) {
+        if let Some(span) = credential_value(h, name.end()) {
+            if spans.last().is_none_or(|&(_, end)| span.0 >= end) {
+                spans.push(span);
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(h.len());
+    let mut copied = 0;
+    for (start, end) in spans {
+        out.extend_from_slice(&h[copied..start]);
+        out.extend_from_slice(b"<redacted>");
+        copied = end;
+    }
+    out.extend_from_slice(&h[copied..]);
+    // Each span starts after an ASCII byte and ends before one (or at the
+    // end): character boundaries.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| WITHHELD.to_string()))
+}
+
+/// Where the value of a credential header whose name ends at `at` is in
+/// `h`, scheme left out; `None` when no value follows the name.
+fn credential_value(h: &[u8], at: usize) -> Option<(usize, usize)> {
+    let rest = &h[at..];
+    let (skip, quoted) = if rest.starts_with(b"\": \"") {
+        (4, true)
+    } else if rest.starts_with(b"\\\": \\\"") {
+        (6, true)
+    } else if rest.starts_with(b":") {
+        (
+            1 + rest[1..].iter().take_while(|&&b| b == b' ').count(),
+            false,
+        )
+    } else {
+        return None;
+    };
+    let mut start = at + skip;
+    let mut end = start;
+    // Raw header lines end at a real line break. Escaped ones (`{:?}`) end
+    // at an escaped one, and there `\x` is one unit, so an escaped quote or
+    // backslash in the value does not end it.
+    let raw = !quoted && h[start..].iter().any(|&b| b == b'\r' || b == b'\n');
+    while end < h.len() {
+        match h[end] {
+            b'"' if quoted => break,
+            b'\r' | b'\n' => break,
+            b'\\' if !raw => match h.get(end + 1) {
+                Some(b'r' | b'n') if !quoted => break,
+                Some(next) if next.is_ascii() => end += 2,
+                _ => end += 1,
+            },
+            _ => end += 1,
+        }
+    }
+    // Keep a scheme: letters, then a space, then more.
+    let scheme = h[start..end]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    if scheme > 0 && h.get(start + scheme) == Some(&b' ') && start + scheme + 1 < end {
+        start += scheme + 1;
+    }
+    (start < end && &h[start..end] != b"<redacted>").then_some((start, end))
 }
 
 /// Every form `secret` can take in a log line: as is; escaped once as
@@ -693,6 +798,62 @@ mod tests {
             );
         }
         assert!(matches!(r.redact("client-9999-0"), Cow::Borrowed(_)));
+    }
+
+    /// Whatever the client sent as a credential, known or not.
+    #[test]
+    fn credential_header_values_are_scrubbed_whatever_they_are() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", http::HeaderValue::from_static("localhost"));
+        for (name, value) in [
+            ("authorization", r#"Bearer unknown"to\ken"#),
+            ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+            ("x-nomad-token", "client-sent"),
+        ] {
+            headers.insert(name, http::HeaderValue::from_str(value).unwrap());
+        }
+        headers.insert("accept", http::HeaderValue::from_static("*/*"));
+        let parts = format!("Request header: {headers:?}");
+        let scrubbed = scrub_credentials(&parts);
+        assert_eq!(
+            scrubbed,
+            r#"Request header: {"host": "localhost", "authorization": "Bearer <redacted>", "proxy-authorization": "Basic <redacted>", "x-nomad-token": "<redacted>", "accept": "*/*"}"#
+        );
+        // Escaped once more.
+        let twice = format!("{parts:?}");
+        assert!(!scrub_credentials(&twice).contains("unknown"), "{twice}");
+        assert!(
+            !scrub_credentials(&twice).contains("client-sent"),
+            "{twice}"
+        );
+        // Header lines: as `{:?}` writes wire bytes, and raw.
+        let wire =
+            "GET / HTTP/1.1\r\nAuthorization: Bearer a\"b\\rc\r\nX-NOMAD-TOKEN:x\r\nHost: h\r\n";
+        let debug = format!("{:?}", bytes::Bytes::from(wire));
+        assert_eq!(
+            scrub_credentials(&debug),
+            r#"b"GET / HTTP/1.1\r\nAuthorization: Bearer <redacted>\r\nX-NOMAD-TOKEN:<redacted>\r\nHost: h\r\n""#
+        );
+        assert_eq!(
+            scrub_credentials(wire),
+            "GET / HTTP/1.1\r\nAuthorization: Bearer <redacted>\r\nX-NOMAD-TOKEN:<redacted>\r\nHost: h\r\n"
+        );
+        // A sensitive value, a name in prose, a line without any: unchanged.
+        for line in [
+            r#"{"x-nomad-token": Sensitive}"#,
+            "the authorization header is missing",
+            "nothing",
+        ] {
+            assert!(
+                matches!(scrub_credentials(line), Cow::Borrowed(_)),
+                "{line}"
+            );
+        }
+        // Through the redaction of every line, with no secret known.
+        assert_eq!(
+            redactor(&[]).redact("Authorization: Bearer zzz"),
+            "Authorization: Bearer <redacted>"
+        );
     }
 
     fn boxed(secrets: &[String]) -> Vec<Box<str>> {

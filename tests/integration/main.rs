@@ -19,6 +19,7 @@ mod lifecycle;
 mod proxy;
 mod reload;
 mod retries;
+mod secrets;
 mod security;
 mod targets;
 mod telemetry;
