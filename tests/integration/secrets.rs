@@ -215,8 +215,8 @@ fn no_token_reaches_a_json_trace_log_while_tokens_rotate() {
     }
 }
 
-/// `NOMAD_TOKEN` accepts `"` and `\` too; a short one is redacted where it
-/// stands whole, and so is every form of a long one.
+/// `NOMAD_TOKEN` accepts `"` and `\` too: every form of a long one is
+/// redacted, and a short one wherever it stands whole.
 #[test]
 fn a_nomad_token_with_quotes_and_backslashes_never_reaches_the_log() {
     for (token, format) in [
@@ -235,8 +235,16 @@ fn a_nomad_token_with_quotes_and_backslashes_never_reaches_the_log() {
         for _ in 0..3 {
             assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
         }
+        // Outside a header too: a client that puts it in the target gets
+        // 400 (`"` and `\` are refused there), logged with `escape_ascii`.
+        let target = format!("/v1/metrics?t={token}");
+        assert_eq!(get(s.proxy.addr, &target, "").status, 400);
         let log = s.proxy.log();
         assert_no_secret(&log);
+        assert!(
+            log.contains("GET /v1/metrics?t=<redacted> HTTP/1.1"),
+            "{log}"
+        );
         assert!(
             log.matches("X-Nomad-Token: <redacted>").count() >= 3,
             "{log}"
