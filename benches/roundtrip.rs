@@ -49,6 +49,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
         client_tokens: None,
         tls: None,
         server_conf: ServerConf::default(),
+        run_dir: None,
     };
     let server = startup.into_server(Opt::default()).expect("the server");
     std::thread::spawn(move || server.run(RunArgs::default()));

@@ -22,6 +22,7 @@
 //!   client write timeout, in front of it;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
+//! - [`rundir`]: the private directory of the upgrade socket and pid file;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
 //! - [`logging`]: env_logger with secrets redacted from every line, text or JSON;
 //! - [`allocator`]: glibc's trim and mmap thresholds, set once at startup.
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod logging;
 pub mod proxy;
 pub mod reload;
+pub mod rundir;
 pub mod shutdown;
 pub mod startup;
 pub mod target;

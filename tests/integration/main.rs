@@ -16,6 +16,7 @@ mod coalescing;
 mod coalescing_keys;
 mod hardening;
 mod lifecycle;
+mod private_dir;
 mod proxy;
 mod reload;
 mod retries;
