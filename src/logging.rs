@@ -293,6 +293,17 @@ impl Redactor {
         }
     }
 
+    /// Roughly the heap it holds: the automaton and the forms.
+    pub fn heap_bytes(&self) -> usize {
+        let forms: usize = self
+            .forms
+            .iter()
+            .flatten()
+            .map(|f| f.text.len() + std::mem::size_of::<Form>())
+            .sum();
+        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms
+    }
+
     /// `line` with every secret in it, and the value of every credential
     /// header ([`scrub_credentials`]), replaced by `<redacted>`; borrowed
     /// when there is none.
