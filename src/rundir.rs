@@ -18,10 +18,12 @@
 //! ([`RunDir::choose`]), the first whose socket path fits in a Unix socket
 //! address:
 //! - in a Nomad task, `holepunch` in `NOMAD_TASK_DIR`, else
-//!   `holepunch-<task>` in `NOMAD_ALLOC_DIR`. Nomad creates both mode 0777
-//!   and owned by `nobody` (hashicorp/nomad `client/allocdir/task_dir.go`,
-//!   `TaskDir.Build`, and `alloc_dir.go`, `AllocDir.Build`; `fs_unix.go`,
-//!   `dropDirPermissions`, ORs in 0777), so they are not private;
+//!   `holepunch-<task>` in `NOMAD_ALLOC_DIR`. Nomad creates the task's
+//!   `local/` and the allocation's shared `alloc/` mode 0777, owned by
+//!   `nobody` when the client runs as root (hashicorp/nomad
+//!   `client/allocdir/task_dir.go`, `TaskDir.Build`; `alloc_dir.go`,
+//!   `AllocDir.Build`; `fs_unix.go`, `dropDirPermissions`, which ORs in
+//!   0777), under an allocation directory of 0755: not private;
 //! - elsewhere `nomad-holepunch` in `XDG_RUNTIME_DIR` when it is set to a
 //!   directory of this user's that others cannot write (systemd makes it
 //!   0700), else `/tmp/nomad-holepunch-<uid>` (`/tmp` is sticky: no other
