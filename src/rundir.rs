@@ -144,8 +144,17 @@ impl RunDir {
     }
 
     /// Creates the directory (mode 0700) if it is missing, then checks it:
-    /// at start, before Pingora uses either path.
-    pub fn prepare(&self) -> Result<(), ConfigError> {
+    /// at every start, before Pingora uses either path. Every process makes
+    /// it, not only one started with `-u`: the old process of a handover
+    /// sends its listening sockets to the path, so the directory must be
+    /// this user's before anyone else can claim its name.
+    ///
+    /// `needed`: whether this process uses a path at once (`-u` binds the
+    /// socket, `-d` writes the pid file). When it does not, and no one can
+    /// create the directory either (a read-only filesystem, a parent that
+    /// does not exist), the answer is a warning, not an error: the proxy
+    /// runs, and only a handover would fail.
+    pub fn prepare(&self, needed: bool) -> Result<Option<String>, ConfigError> {
         match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
             Ok(()) => {
                 // Whatever the umask left: exactly 0700.
@@ -154,13 +163,23 @@ impl RunDir {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(self.error(format!(
-                    "cannot be created: {e}; create it (mode 0700), or set \
-                     upgrade_sock and pid_file in the -c file"
-                )))
+                let nobody_can = e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::EROFS);
+                let problem = format!(
+                    "cannot be created: {e}; create it (mode 0700), set \
+                     XDG_RUNTIME_DIR, or set upgrade_sock and pid_file in the -c file"
+                );
+                if needed || !nobody_can {
+                    return Err(self.error(problem));
+                }
+                return Ok(Some(format!(
+                    "{}: {}; a -u handover will not work",
+                    self.dir.display(),
+                    self.error(problem).problem
+                )));
             }
         }
-        self.check()
+        self.check().map(|()| None)
     }
 
     fn error(&self, problem: String) -> ConfigError {
@@ -364,13 +383,13 @@ mod tests {
             from: "XDG_RUNTIME_DIR",
         };
         assert!(run.check().is_ok(), "missing is fine until the start");
-        run.prepare().unwrap();
+        assert_eq!(run.prepare(true), Ok(None));
         let meta = std::fs::symlink_metadata(&run.dir).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o700);
         assert_eq!(meta.uid(), euid());
-        run.prepare().unwrap();
+        assert_eq!(run.prepare(true), Ok(None));
         std::fs::set_permissions(&run.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = run.prepare().unwrap_err().to_string();
+        let err = run.prepare(false).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!(
                 "{}: the directory of the upgrade socket and pid file (from XDG_RUNTIME_DIR) has mode 0755",
@@ -382,6 +401,19 @@ mod tests {
         std::os::unix::fs::symlink(&base, &run.dir).unwrap();
         let err = run.check().unwrap_err().to_string();
         assert!(err.contains("is a symbolic link"), "{err}");
+        // A parent that does not exist: nobody can create it, so only a
+        // process that needs it now (-u, -d) stops.
+        let lost = RunDir {
+            dir: base.join("missing/holepunch"),
+            from: "NOMAD_TASK_DIR",
+        };
+        let warning = lost.prepare(false).unwrap().expect("a warning");
+        assert!(
+            warning.ends_with("a -u handover will not work"),
+            "{warning}"
+        );
+        let err = lost.prepare(true).unwrap_err().to_string();
+        assert!(err.contains("cannot be created"), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -128,7 +128,9 @@ impl Startup {
         // Before Pingora binds the upgrade socket (`-u`) or writes the pid
         // file (`-d`) there.
         if let Some(run_dir) = &self.run_dir {
-            run_dir.prepare()?;
+            if let Some(warning) = run_dir.prepare(opt.upgrade || opt.daemon)? {
+                log::warn!("{warning}");
+            }
         }
         let grace = Duration::from_secs(self.server_conf.grace_period_seconds.unwrap_or(0));
         let server_conf = std::mem::take(&mut self.server_conf);

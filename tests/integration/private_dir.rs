@@ -160,6 +160,40 @@ fn a_directory_open_to_others_stops_the_start() {
     );
 }
 
+/// A directory nobody can create (a read-only filesystem, a task directory
+/// that does not exist) is a warning for a process that does not use it at
+/// once, and an error for one started with `-u`, which must bind there.
+#[test]
+fn a_directory_nobody_can_create_stops_only_a_handover() {
+    let h = Harness::new();
+    let missing = h.path("missing");
+    let missing = missing.to_str().unwrap().to_string();
+    let s = h.env("NOMAD_TASK_DIR", &missing).start();
+    assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
+    let log = s.proxy.log();
+    assert!(log.contains("a -u handover will not work"), "{log}");
+
+    let port = free_port().to_string();
+    let exit = run_to_exit(
+        &[
+            ("NOMAD_TOKEN", TOKEN),
+            ("HOLEPUNCH_BIND", "127.0.0.1"),
+            ("HOLEPUNCH_PORT", &port),
+            ("NOMAD_TASK_DIR", &missing),
+        ],
+        &["-u"],
+    );
+    assert_eq!(exit.status.code(), Some(2), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains(&format!(
+            "nomad-holepunch: {missing}/holepunch: the directory of the upgrade socket \
+             and pid file (from NOMAD_TASK_DIR) cannot be created"
+        )),
+        "{}",
+        exit.stderr
+    );
+}
+
 /// Paths set in the `-c` file are the operator's: used as given, with a
 /// warning when other users can write their directory.
 #[test]
