@@ -86,13 +86,13 @@ fmt:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: criterion benches (decision, round trip), the load benchmark
+## bench: criterion benches (decision, round trip, log redaction), the load benchmark
 ## against the Pingora floor, nginx and HAProxy, the scrape-storm
 ## benchmark, instructions per request against the floor (callgrind), and
 ## system calls per scrape (installs wrk, nginx, haproxy, valgrind, strace
 ## if missing)
 bench: setup
-	$(CARGO) bench --locked --bench decision --bench roundtrip
+	$(CARGO) bench --locked --bench decision --bench roundtrip --bench redaction
 	bash benches/load.sh
 	bash benches/storm.sh
 	bash benches/instructions.sh

@@ -54,6 +54,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
         server_conf: ServerConf::default(),
         open_files: OpenFiles::raise(),
         max_connections: Fitted::exactly(DEFAULT_MAX_CONNECTIONS),
+        run_dir: None,
     };
     let server = startup.into_server(Opt::default()).expect("the server");
     std::thread::spawn(move || server.run(RunArgs::default()));

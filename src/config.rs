@@ -761,7 +761,7 @@ impl Config {
             .collect();
         unknown.sort();
         for name in unknown {
-            problems.push(unknown_variable(name, &vars));
+            problems.push(unknown_variable(name));
         }
         let config = draft.finish(&mut problems);
         problems.finish(config)
@@ -1139,7 +1139,10 @@ fn parse_rate_limit(v: &str) -> Result<RateLimit, String> {
     })
 }
 
-fn unknown_variable(name: &str, vars: &Vars) -> ConfigError {
+/// The error for a `HOLEPUNCH_` variable not in the table. Its value is
+/// never shown: a misspelt variable may hold a token
+/// (`HOLEPUNCH_NOMAD_TOKEN`), and the name is enough to fix it.
+fn unknown_variable(name: &str) -> ConfigError {
     let ours = || {
         table()
             .map(|var| var.name)
@@ -1158,7 +1161,7 @@ fn unknown_variable(name: &str, vars: &Vars) -> ConfigError {
     };
     ConfigError {
         var: name.to_string(),
-        value: vars.get(name).and_then(|v| v.clone().ok()),
+        value: None,
         problem,
     }
 }
@@ -1533,8 +1536,16 @@ mod tests {
         let errs = errors_for(&[TOKEN, ("HOLEPUNCH_ALLOW_NODE", "true")]);
         assert_eq!(
             errs,
-            vec!["HOLEPUNCH_ALLOW_NODE=\"true\": unknown variable; did you mean HOLEPUNCH_ALLOW_NODES?"]
+            vec!["HOLEPUNCH_ALLOW_NODE: unknown variable; did you mean HOLEPUNCH_ALLOW_NODES?"]
         );
+        // Never its value: a misspelt variable may hold a token.
+        let errs = errors_for(&[TOKEN, ("HOLEPUNCH_NOMAD_TOKEN", "s3cr3t\"tok\\en")]);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("HOLEPUNCH_NOMAD_TOKEN: unknown variable; "),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("s3cr3t"), "{errs:?}");
         let errs = errors_for(&[TOKEN, ("HOLEPUNCH_SOMETHING_ELSE", "1")]);
         assert!(
             errs[0].contains("the HOLEPUNCH_ variables are HOLEPUNCH_BIND"),

@@ -32,6 +32,7 @@
 //! - [`open_files`]: the open-files limit, raised at startup;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
+//! - [`rundir`]: the private directory of the upgrade socket and pid file;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
 //! - [`process`]: the process metrics Prometheus clients export, from `/proc`;
 //! - [`logging`]: env_logger with secrets redacted from every line, text or JSON;
@@ -58,6 +59,7 @@ pub mod open_files;
 pub mod process;
 pub mod proxy;
 pub mod reload;
+pub mod rundir;
 pub mod shutdown;
 pub mod startup;
 pub mod target;

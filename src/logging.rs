@@ -2,25 +2,59 @@
 //! removes secrets from every line, as text or as one JSON object per line
 //! (`HOLEPUNCH_LOG_FORMAT=json`, for log shippers).
 //!
-//! The workload token must never reach a log, at any level. Our own code
-//! never logs it, but Pingora's HTTP/1 client logs whole upstream request
-//! headers at debug and trace, and those carry `X-Nomad-Token`. So every
-//! token the process loads is registered here with [`add_secret`], and every
-//! log line has each occurrence that stands as a whole token (a header value,
-//! a quoted string) replaced with `<redacted>`.
+//! No secret may reach a log, at any level. Our own code never logs one,
+//! but Pingora logs upstream request headers at trace (pingora-core 0.9.1
+//! `protocols/http/v1/client.rs`, `write_request_header`: the wire bytes as
+//! `{:?}` of a `BytesMut`), and those carry `X-Nomad-Token`. So every value
+//! holding secrets (the workload token, the client tokens) registers them
+//! here as their owner ([`hold_secrets`], called by `crate::reload`), and
+//! every log line has each secret replaced with `<redacted>`, in every form
+//! a line can show it in ([`forms`]): as is, escaped by `{:?}` (`\"`, `\\`),
+//! by a `HeaderValue`'s `Debug` (`\"` only), by `escape_debug` or
+//! `escape_ascii` (`\'` too), and each of those escaped once more.
+//!
+//! The registry ([`Registry`]) never forgets a secret in use. A reload
+//! replaces what its owner holds; what no owner holds any more is retired,
+//! and only retired secrets age out, oldest first.
+//!
+//! The cost is paid only for lines that are written: one pass of an
+//! Aho-Corasick automaton over the line, whatever the number of secrets,
+//! plus a comparison per candidate ([`Redactor`]; figures in
+//! docs/performance.md). The automaton is rebuilt when the secrets change.
 
 use crate::config::LOG_FORMAT;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use arc_swap::ArcSwap;
 use log::{Log, Metadata, Record};
 use once_cell::sync::Lazy;
 use std::borrow::Cow;
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// How many secrets are remembered: the workload token, the client tokens,
-/// and enough rotations that a replaced token stays redacted long after any
-/// request that carried it has finished.
-const MAX_SECRETS: usize = 64;
+/// Retired secrets kept for redaction: the most recent this many, or as
+/// many as are in use if that is more (so that a whole client token file
+/// rewritten at once stays redacted until the next rewrite). A replaced
+/// token can show only in a line about a request that began before the
+/// swap; a thousand rotations is far longer than any such request lasts.
+pub const MIN_RETIRED: usize = 1024;
 
-static SECRETS: Lazy<RwLock<Secrets>> = Lazy::new(|| RwLock::new(Secrets::default()));
+/// Secrets at least this long are redacted wherever they appear: a real
+/// token (a JWT, a UUID, 32 random bytes) is never a piece of ordinary
+/// text. Shorter ones (development tokens such as `x` or `dev`) only where
+/// they stand whole ([`stands_whole`]), so that they do not garble words.
+pub const ANYWHERE_LEN: usize = 16;
+
+/// What replaces a whole line when the redaction cannot run.
+const WITHHELD: &str = "<log line withheld: the redaction of secrets could not be set up>";
+
+/// Every owner's secrets, and the retired ones. Written by reloads only.
+static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(|| Mutex::new(Registry::default()));
+
+/// The redaction for the secrets in [`REGISTRY`], read by every log line
+/// without a lock, rebuilt and swapped when the secrets change.
+static REDACTOR: Lazy<ArcSwap<Redactor>> =
+    Lazy::new(|| ArcSwap::from_pointee(Redactor::new(std::iter::empty())));
 
 /// How log lines are written (`HOLEPUNCH_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,43 +120,383 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Registers a secret to be redacted from every later log line.
-pub fn add_secret(secret: &str) {
-    SECRETS
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(secret);
+/// Who holds secrets: each value that has some (in `crate::reload`, one
+/// per reloaded file) is one owner, for its whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner(u64);
+
+impl Owner {
+    /// A new owner, holding nothing yet.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Owner {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Owner(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
-/// The most recent secrets, oldest first.
-#[derive(Default)]
-struct Secrets(Vec<String>);
+/// Makes `secrets` what `owner` holds, instead of what it held: from the
+/// time this returns, no log line shows any of them. Those it held before
+/// and no owner holds now are retired. Called before the value holding
+/// them is served.
+pub fn hold_secrets<'a>(owner: Owner, secrets: impl IntoIterator<Item = &'a [u8]>) {
+    let secrets: Vec<Box<str>> = secrets.into_iter().filter_map(secret_text).collect();
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    if registry.hold(owner, secrets) {
+        REDACTOR.store(Arc::new(Redactor::new(registry.all())));
+    }
+}
 
-impl Secrets {
-    fn add(&mut self, secret: &str) {
-        if secret.is_empty() || self.0.iter().any(|s| s == secret) {
-            return;
+/// Retires everything `owner` held (its value is gone).
+pub fn release_secrets(owner: Owner) {
+    hold_secrets(owner, std::iter::empty());
+}
+
+/// A secret as the redaction keeps it: non-empty ASCII (tokens are printable
+/// ASCII, checked when loaded: `crate::token::is_token_text`), so that every
+/// match starts and ends on a character boundary of the line.
+fn secret_text(secret: &[u8]) -> Option<Box<str>> {
+    (!secret.is_empty() && secret.is_ascii())
+        .then(|| std::str::from_utf8(secret).ok().map(Box::from))
+        .flatten()
+}
+
+/// The secrets in use, by owner, and the retired ones, oldest first.
+#[derive(Default)]
+pub struct Registry {
+    held: HashMap<Owner, Vec<Box<str>>>,
+    retired: VecDeque<Box<str>>,
+}
+
+impl Registry {
+    /// Makes `secrets` what `owner` holds; tells whether anything changed.
+    /// Pure: the global registry is [`hold_secrets`].
+    pub fn hold(&mut self, owner: Owner, mut secrets: Vec<Box<str>>) -> bool {
+        secrets.sort_unstable();
+        secrets.dedup();
+        let unchanged = self
+            .held
+            .get(&owner)
+            .map_or(secrets.is_empty(), |held| *held == secrets);
+        if unchanged {
+            return false;
         }
-        if self.0.len() == MAX_SECRETS {
-            self.0.remove(0);
-        }
-        self.0.push(secret.to_string());
+        let old = if secrets.is_empty() {
+            self.held.remove(&owner)
+        } else {
+            self.held.insert(owner, secrets)
+        };
+        self.retire(old.unwrap_or_default());
+        true
     }
 
-    /// `message` with every secret replaced by `<redacted>` wherever it
-    /// stands as a whole token: not preceded or followed by a byte that a
-    /// token can contain. A header line, a quoted value or a URL parameter
-    /// is matched; the `x` inside "exiting" is not, so a short development
-    /// token does not garble the log.
-    fn redact<'a>(&self, message: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(message);
-        for secret in &self.0 {
-            if let Some(replaced) = replace_whole(&out, secret) {
-                out = Cow::Owned(replaced);
+    /// Moves `old` to the end of the retired list, except what is still in
+    /// use; takes out of it what is in use again; then drops the oldest
+    /// beyond the bound ([`MIN_RETIRED`], or the number in use).
+    fn retire(&mut self, old: Vec<Box<str>>) {
+        let Registry { held, retired } = self;
+        let in_use: HashSet<&str> = held.values().flatten().map(|s| &**s).collect();
+        let newly: Vec<Box<str>> = old.into_iter().filter(|s| !in_use.contains(&**s)).collect();
+        let newly_set: HashSet<&str> = newly.iter().map(|s| &**s).collect();
+        retired.retain(|s| !in_use.contains(&**s) && !newly_set.contains(&**s));
+        drop(newly_set);
+        retired.extend(newly);
+        let excess = retired.len().saturating_sub(MIN_RETIRED.max(in_use.len()));
+        retired.drain(..excess);
+    }
+
+    /// Every secret to redact: those in use, then the retired ones.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.held
+            .values()
+            .flatten()
+            .chain(&self.retired)
+            .map(|s| &**s)
+    }
+}
+
+/// The forms of a set of secrets, and the automaton that finds them.
+///
+/// Each form is found by its key, its last [`ANYWHERE_LEN`] bytes (the
+/// whole form when shorter): one Aho-Corasick pass over the line finds
+/// every key (overlapping ones too), and each candidate is then compared
+/// with the whole form ending there. Keying on a short suffix keeps the
+/// automaton small however long the tokens (a JWT is about 1 KB; its last
+/// bytes are its signature, unlike its first, which every token of one
+/// issuer shares).
+pub struct Redactor {
+    /// One pattern per distinct key; `None` with no secrets.
+    keys: Option<AhoCorasick>,
+    /// For each key, the forms that end with it.
+    forms: Vec<Vec<Form>>,
+    /// The automaton could not be built: every line is withheld.
+    broken: bool,
+}
+
+/// One form of a secret.
+struct Form {
+    text: Box<[u8]>,
+    /// Redacted only where it stands whole (a short secret).
+    whole_only: bool,
+}
+
+impl Redactor {
+    /// The redaction of `secrets` (ASCII, as [`hold_secrets`] keeps them).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+        // Each form once; one that is also a form of a longer secret is
+        // redacted wherever it appears.
+        let mut all: HashMap<Vec<u8>, bool> = HashMap::new();
+        for secret in secrets {
+            let whole_only = secret.len() < ANYWHERE_LEN;
+            for form in forms(secret.as_bytes()) {
+                *all.entry(form).or_insert(whole_only) &= whole_only;
             }
         }
-        out
+        let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut forms: Vec<Vec<Form>> = Vec::new();
+        for (text, whole_only) in all {
+            let key = text[text.len().saturating_sub(ANYWHERE_LEN)..].to_vec();
+            let i = *key_index.entry(key.clone()).or_insert_with(|| {
+                keys.push(key);
+                forms.push(Vec::new());
+                keys.len() - 1
+            });
+            forms[i].push(Form {
+                text: text.into(),
+                whole_only,
+            });
+        }
+        if keys.is_empty() {
+            return Redactor {
+                keys: None,
+                forms,
+                broken: false,
+            };
+        }
+        // A contiguous NFA: a DFA would be faster by a little and larger by
+        // megabytes (aho-corasick picks one for up to 100 patterns).
+        let built = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .match_kind(MatchKind::Standard)
+            .build(&keys);
+        match built {
+            Ok(automaton) => Redactor {
+                keys: Some(automaton),
+                forms,
+                broken: false,
+            },
+            Err(_) => Redactor {
+                keys: None,
+                forms: Vec::new(),
+                broken: true,
+            },
+        }
     }
+
+    /// Roughly the heap it holds: the automaton and the forms.
+    pub fn heap_bytes(&self) -> usize {
+        let forms: usize = self
+            .forms
+            .iter()
+            .flatten()
+            .map(|f| f.text.len() + std::mem::size_of::<Form>())
+            .sum();
+        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms
+    }
+
+    /// `line` with every secret in it, and the value of every credential
+    /// header ([`scrub_credentials`]), replaced by `<redacted>`; borrowed
+    /// when there is none.
+    pub fn redact<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let known = self.redact_known(line);
+        match scrub_credentials(&known) {
+            Cow::Borrowed(_) => known,
+            Cow::Owned(scrubbed) => Cow::Owned(scrubbed),
+        }
+    }
+
+    /// `line` with every secret in it replaced by `<redacted>`.
+    fn redact_known<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        if self.broken {
+            return Cow::Borrowed(WITHHELD);
+        }
+        let Some(keys) = &self.keys else {
+            return Cow::Borrowed(line);
+        };
+        let h = line.as_bytes();
+        let Ok(found) = keys.try_find_overlapping_iter(h) else {
+            return Cow::Borrowed(WITHHELD);
+        };
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for m in found {
+            let end = m.end();
+            for form in &self.forms[m.pattern().as_usize()] {
+                let Some(start) = end.checked_sub(form.text.len()) else {
+                    continue;
+                };
+                if h[start..end] == *form.text && (!form.whole_only || stands_whole(h, start, end))
+                {
+                    spans.push((start, end));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return Cow::Borrowed(line);
+        }
+        spans.sort_unstable();
+        let mut out = Vec::with_capacity(h.len());
+        let mut copied = 0;
+        let mut spans = spans.into_iter().peekable();
+        while let Some((start, mut end)) = spans.next() {
+            // Overlapping matches (two forms, or two secrets) are one span.
+            while let Some(&(next_start, next_end)) = spans.peek() {
+                if next_start >= end {
+                    break;
+                }
+                end = end.max(next_end);
+                spans.next();
+            }
+            out.extend_from_slice(&h[copied..start]);
+            out.extend_from_slice(b"<redacted>");
+            copied = end;
+        }
+        out.extend_from_slice(&h[copied..]);
+        // Every span starts and ends on an ASCII byte of the line, so on a
+        // character boundary: this is valid UTF-8.
+        Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| WITHHELD.to_string()))
+    }
+}
+
+/// Header names whose values are credentials, in any case:
+/// `authorization` (and `proxy-authorization`), `x-nomad-token`.
+static CREDENTIAL_HEADERS: Lazy<Option<AhoCorasick>> = Lazy::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(["authorization", "x-nomad-token"])
+        .ok()
+});
+
+/// `line` with the value of every credential header replaced by
+/// `<redacted>` (its scheme, such as `Bearer`, kept), whether or not the
+/// value is a secret this process knows. Pingora traces every request's
+/// headers as the client sent them (pingora-proxy 0.9.1 `lib.rs`,
+/// `process_new_http`: `"Request header: {:?}"`), so a wrong token, a
+/// revoked one long forgotten, or one not loaded yet would show there.
+/// Two shapes are recognised: a header map's `Debug` (`"authorization":
+/// "Bearer x"`, also escaped once more) and a header line (`Authorization:
+/// Bearer x\r\n`, raw or as `{:?}` writes the wire bytes). The value ends
+/// at its closing quote, or at the end of its line; a value that cannot be
+/// told apart from what follows it is redacted with what follows.
+pub fn scrub_credentials(line: &str) -> Cow<'_, str> {
+    let Some(names) = &*CREDENTIAL_HEADERS else {
+        return Cow::Borrowed(WITHHELD);
+    };
+    let h = line.as_bytes();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for name in names.find_iter(h) {
+        // A name inside a value already redacted is skipped before its
+        // value is looked for: each byte is walked once, however many names
+        // a client packs into one header.
+        if spans.last().is_some_and(|&(_, end)| name.start() < end) {
+            continue;
+        }
+        spans.extend(credential_value(h, name.end()));
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(h.len());
+    let mut copied = 0;
+    for (start, end) in spans {
+        out.extend_from_slice(&h[copied..start]);
+        out.extend_from_slice(b"<redacted>");
+        copied = end;
+    }
+    out.extend_from_slice(&h[copied..]);
+    // Each span starts after an ASCII byte and ends before one (or at the
+    // end): character boundaries.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| WITHHELD.to_string()))
+}
+
+/// Where the value of a credential header whose name ends at `at` is in
+/// `h`, scheme left out; `None` when no value follows the name.
+fn credential_value(h: &[u8], at: usize) -> Option<(usize, usize)> {
+    let rest = &h[at..];
+    let (skip, quoted) = if rest.starts_with(b"\": \"") {
+        (4, true)
+    } else if rest.starts_with(b"\\\": \\\"") {
+        (6, true)
+    } else if rest.starts_with(b":") {
+        (
+            1 + rest[1..].iter().take_while(|&&b| b == b' ').count(),
+            false,
+        )
+    } else {
+        return None;
+    };
+    let mut start = at + skip;
+    let mut end = start;
+    // Raw header lines end at a real line break. Escaped ones (`{:?}`) end
+    // at an escaped one, and there `\x` is one unit, so an escaped quote or
+    // backslash in the value does not end it.
+    let raw = !quoted && h[start..].iter().any(|&b| b == b'\r' || b == b'\n');
+    #[cfg(test)]
+    tests::WALKS.with(|w| w.set(w.get() + 1));
+    while end < h.len() {
+        match h[end] {
+            b'"' if quoted => break,
+            b'\r' | b'\n' => break,
+            b'\\' if !raw => match h.get(end + 1) {
+                Some(b'r' | b'n') if !quoted => break,
+                Some(next) if next.is_ascii() => end += 2,
+                _ => end += 1,
+            },
+            _ => end += 1,
+        }
+    }
+    // Keep a scheme: letters, then a space, then more.
+    let scheme = h[start..end]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    if scheme > 0 && h.get(start + scheme) == Some(&b' ') && start + scheme + 1 < end {
+        start += scheme + 1;
+    }
+    (start < end && &h[start..end] != b"<redacted>").then_some((start, end))
+}
+
+/// Every form `secret` can take in a log line: as is; escaped once as
+/// `{:?}` escapes a `str`, a `&[u8]` or a `Bytes` (`\"`, `\\`; JSON escapes
+/// printable ASCII the same way), as a `HeaderValue`'s `Debug` does (`\"`
+/// only: http 1.x `header/value.rs`), or as `escape_debug` and
+/// `escape_ascii` do (`\'` too); and each of those escaped once more (a
+/// `{:?}` of something that holds a `{:?}`). Only `"`, `\` and `'` are
+/// escaped inside a token (printable ASCII), so a token without them has
+/// one form.
+pub fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    const ESCAPED: [&[u8]; 3] = [b"\"", b"\"\\", b"\"\\'"];
+    let once: Vec<Vec<u8>> = ESCAPED.iter().map(|e| escape(secret, e)).collect();
+    let mut all = vec![secret.to_vec()];
+    for form in &once {
+        all.extend(ESCAPED.iter().map(|e| escape(form, e)));
+    }
+    all.extend(once);
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// `s` with a backslash before each byte in `escaped`.
+fn escape(s: &[u8], escaped: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 8);
+    for &b in s {
+        if escaped.contains(&b) {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Bytes that continue a token: base64 and base64url, JWT dots, UUID
@@ -132,30 +506,32 @@ fn token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
 }
 
-/// `haystack` with each whole-token occurrence of `secret` replaced, or
-/// `None` when there is none.
-fn replace_whole(haystack: &str, secret: &str) -> Option<String> {
-    let bytes = haystack.as_bytes();
-    let mut out = String::new();
-    let mut copied = 0;
-    let mut from = 0;
-    while let Some(found) = haystack[from..].find(secret) {
-        let start = from + found;
-        let end = start + secret.len();
-        let before_ok = start == 0 || !token_byte(bytes[start - 1]);
-        let after_ok = end == bytes.len() || !token_byte(bytes[end]);
-        if before_ok && after_ok {
-            out.push_str(&haystack[copied..start]);
-            out.push_str("<redacted>");
-            copied = end;
-        }
-        // Secrets are ASCII (checked when loaded), so `start + 1` is a char boundary.
-        from = start + 1;
-    }
-    (copied > 0).then(|| {
-        out.push_str(&haystack[copied..]);
-        out
-    })
+/// Whether the form at `start..end` of `h` stands whole: at each end where
+/// the form itself has a token byte, the line has none next to it, or (at
+/// the start) an escape sequence ends there. A header line, a quoted value,
+/// a URL parameter, a value after an escaped control byte (`\n`, `\x01`)
+/// is matched; the `x` inside "exiting" is not. An end where the form has
+/// a byte such as `"` or `\` needs no check: nothing there could be part of
+/// a longer word.
+fn stands_whole(h: &[u8], start: usize, end: usize) -> bool {
+    let before = !token_byte(h[start])
+        || start == 0
+        || !token_byte(h[start - 1])
+        || ends_with_escape(&h[..start]);
+    let after = !token_byte(h[end - 1]) || end == h.len() || !token_byte(h[end]);
+    before && after
+}
+
+/// Whether `s` ends with an escape sequence whose last byte is a token
+/// byte: `\n`, `\r`, `\t`, `\0` (Rust), `\x1` (a `HeaderValue`), `\x1b`
+/// (`escape_ascii`, `Bytes`), `\u001b` (JSON).
+fn ends_with_escape(s: &[u8]) -> bool {
+    let hex = |b: &u8| b.is_ascii_hexdigit();
+    let tail = |k: usize| s.len().checked_sub(k).map(|i| &s[i..]);
+    tail(2).is_some_and(|t| t[0] == b'\\' && b"nrt0".contains(&t[1]))
+        || tail(3).is_some_and(|t| t.starts_with(b"\\x") && hex(&t[2]))
+        || tail(4).is_some_and(|t| t.starts_with(b"\\x") && t[2..].iter().all(hex))
+        || tail(6).is_some_and(|t| t.starts_with(b"\\u") && t[2..].iter().all(hex))
 }
 
 /// One log line as a JSON object: `{"ts":..,"level":..,"target":..,"msg":..}`.
@@ -208,11 +584,11 @@ impl Log for Redacting {
             return;
         }
         let message = record.args().to_string();
-        let message = SECRETS
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .redact(&message)
-            .into_owned();
+        let message = REDACTOR.load().redact(&message).into_owned();
+        // JSON escapes `message` after this, as `{:?}` escapes printable
+        // ASCII (`\"`, `\\`): a form it makes of a secret is the escape of
+        // a form redacted here. A control byte it escapes before a short
+        // secret (`\n`, `\u0001`) counts as a boundary ([`stands_whole`]).
         self.0.log(
             &Record::builder()
                 .level(record.level())
@@ -234,6 +610,11 @@ impl Log for Redacting {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// How many credential values were looked for on this thread.
+        pub(super) static WALKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     /// The logger starts before the configuration is checked, from the
     /// process environment. Only "json" is set here: a value every other
     /// test reading the environment also accepts.
@@ -245,39 +626,6 @@ mod tests {
         assert_eq!(format, LogFormat::Json);
         assert_eq!(LogFormat::Json.name(), "json");
         assert_eq!(LogFormat::Text.name(), "text");
-    }
-
-    #[test]
-    fn secrets_are_replaced_everywhere_in_a_line() {
-        let mut secrets = Secrets::default();
-        secrets.add("s3cr3t-token-for-test");
-        secrets.add("");
-        let line =
-            r#"RequestHeader { "x-nomad-token": "s3cr3t-token-for-test" } s3cr3t-token-for-test"#;
-        assert_eq!(
-            secrets.redact(line),
-            r#"RequestHeader { "x-nomad-token": "<redacted>" } <redacted>"#
-        );
-        assert!(matches!(
-            secrets.redact("nothing to hide"),
-            Cow::Borrowed(_)
-        ));
-    }
-
-    #[test]
-    fn short_secrets_are_redacted_only_as_whole_tokens() {
-        let mut secrets = Secrets::default();
-        secrets.add("x");
-        assert_eq!(
-            secrets.redact("Server Test passed, exiting"),
-            "Server Test passed, exiting"
-        );
-        assert_eq!(
-            secrets.redact("b\"X-Nomad-Token: x\\r\\n\" \"x-nomad-token\": \"x\" token=x"),
-            "b\"X-Nomad-Token: <redacted>\\r\\n\" \"x-nomad-token\": \"<redacted>\" token=<redacted>"
-        );
-        assert_eq!(secrets.redact("x"), "<redacted>");
-        assert_eq!(secrets.redact("xx x.y"), "xx x.y");
     }
 
     #[test]
@@ -293,16 +641,333 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_the_last_few_secrets_are_kept() {
-        let mut secrets = Secrets::default();
-        for i in 0..MAX_SECRETS + 2 {
-            secrets.add(&format!("rotating-secret-{i:02}"));
+    fn redactor(secrets: &[&str]) -> Redactor {
+        Redactor::new(secrets.iter().copied())
+    }
+
+    /// A token with `"`, `\` and `'` (printable ASCII, accepted for
+    /// `NOMAD_TOKEN`, in the token file and in the client token file).
+    const NASTY: &str = r#"wl-tok"en\abc'def.0123456789"#;
+
+    /// The forms written by the escapers themselves (std, bytes, http), not
+    /// by [`forms`]: what Pingora's and our lines really contain.
+    fn written_forms(secret: &str) -> Vec<String> {
+        let mut header = http::HeaderValue::from_str(secret).unwrap();
+        let debug_str = format!("{secret:?}");
+        let mut json = String::new();
+        json_escape(secret, &mut json);
+        let mut forms = vec![
+            secret.to_string(),
+            debug_str.clone(),
+            format!("{:?}", bytes::Bytes::copy_from_slice(secret.as_bytes())),
+            format!("{:?}", bytes::BytesMut::from(secret.as_bytes())),
+            format!("{header:?}"),
+            secret.escape_debug().to_string(),
+            secret.as_bytes().escape_ascii().to_string(),
+            json.clone(),
+            // A Debug form inside another Debug, and a Debug form in JSON.
+            format!("{debug_str:?}"),
+            {
+                let mut twice = String::new();
+                json_escape(&debug_str, &mut twice);
+                twice
+            },
+            format!("{:?}", format!("{header:?}")),
+        ];
+        header.set_sensitive(true);
+        assert_eq!(format!("{header:?}"), "Sensitive");
+        // The quotes the Debug forms are written with (escaped too, in a
+        // Debug of a Debug) are not the secret's.
+        for form in &mut forms {
+            for (open, close) in [("b\"", "\""), ("\"", "\""), ("\\\"", "\\\"")] {
+                if let Some(inner) = form.strip_prefix(open).and_then(|f| f.strip_suffix(close)) {
+                    *form = inner.to_string();
+                }
+            }
         }
-        assert_eq!(secrets.redact("rotating-secret-00"), "rotating-secret-00");
+        forms.sort();
+        forms.dedup();
+        forms
+    }
+
+    fn assert_clean(line: &str, secret: &str) {
+        for form in written_forms(secret) {
+            assert!(!line.contains(&form), "{form} is in {line}");
+        }
+    }
+
+    #[test]
+    fn every_written_form_of_a_token_is_a_form_the_redaction_knows() {
+        let known = forms(NASTY.as_bytes());
+        for form in written_forms(NASTY) {
+            assert!(known.contains(&form.clone().into_bytes()), "{form}");
+        }
+        // A token with none of `"`, `\`, `'` has one form.
+        assert_eq!(forms(b"abc.def-ghi_jkl"), vec![b"abc.def-ghi_jkl".to_vec()]);
         assert_eq!(
-            secrets.redact(&format!("rotating-secret-{:02}", MAX_SECRETS + 1)),
-            "<redacted>"
+            forms(b"a'b"),
+            [r"a'b", r"a\'b", r"a\\'b", r"a\\\'b"]
+                .map(|f| f.as_bytes().to_vec())
+                .to_vec()
         );
+    }
+
+    /// Each line as Pingora or our code writes it, with the token in it.
+    #[test]
+    fn a_token_is_redacted_in_every_form_a_line_shows_it() {
+        let r = redactor(&[NASTY]);
+        let mut header = http::HeaderMap::new();
+        header.insert("x-nomad-token", http::HeaderValue::from_str(NASTY).unwrap());
+        let wire = format!("GET /v1/metrics HTTP/1.1\r\nX-Nomad-Token: {NASTY}\r\n\r\n");
+        let lines = [
+            format!(
+                "Writing request header: {:?}",
+                bytes::BytesMut::from(wire.as_str())
+            ),
+            format!("Raw Response header: {:?}", wire),
+            format!("Sending header to upstream {header:?}"),
+            format!(
+                "refused 127.0.0.1:5 {}: bad",
+                wire.as_bytes().escape_ascii()
+            ),
+            format!("denied GET {}", format!("/v1/x?t={NASTY}").escape_debug()),
+            format!("context: {:?}", format!("{header:?}")),
+            NASTY.to_string(),
+        ];
+        for line in &lines {
+            let redacted = r.redact(line);
+            assert!(redacted.contains("<redacted>"), "{line}");
+            assert_clean(&redacted, NASTY);
+        }
+        assert_eq!(
+            r.redact(&lines[0]),
+            r#"Writing request header: b"GET /v1/metrics HTTP/1.1\r\nX-Nomad-Token: <redacted>\r\n\r\n""#
+        );
+        assert_eq!(
+            r.redact(&lines[2]),
+            r#"Sending header to upstream {"x-nomad-token": "<redacted>"}"#
+        );
+    }
+
+    #[test]
+    fn json_output_shows_no_form_of_a_token() {
+        let r = redactor(&[NASTY]);
+        let message = format!("raw {NASTY} debug {NASTY:?} {:?}", format!("{NASTY:?}"));
+        let line = json_line("t", "TRACE", "pingora_core", &r.redact(&message));
+        assert_eq!(line.matches("<redacted>").count(), 3, "{line}");
+        assert_clean(&line, NASTY);
+    }
+
+    #[test]
+    fn a_long_token_is_redacted_wherever_it_appears() {
+        let token = "0123456789abcdef";
+        assert_eq!(token.len(), ANYWHERE_LEN);
+        let r = redactor(&[token]);
+        assert_eq!(
+            r.redact(&format!("x{token}y \\x01{token} %0A{token}")),
+            "x<redacted>y \\x01<redacted> %0A<redacted>"
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_redacted_only_as_whole_tokens() {
+        let r = redactor(&["x"]);
+        assert_eq!(
+            r.redact("Server Test passed, exiting"),
+            "Server Test passed, exiting"
+        );
+        assert_eq!(
+            r.redact("b\"X-Nomad-Token: x\\r\\n\" \"x-nomad-token\": \"x\" token=x"),
+            "b\"X-Nomad-Token: <redacted>\\r\\n\" \"x-nomad-token\": \"<redacted>\" token=<redacted>"
+        );
+        assert_eq!(r.redact("x"), "<redacted>");
+        assert_eq!(r.redact("xx x.y"), "xx x.y");
+        assert!(matches!(r.redact("nothing to hide"), Cow::Borrowed(_)));
+        // After an escaped control byte, in each escaping's words.
+        assert_eq!(
+            r.redact(r"b\nx \rx \tx \0x \x1x \x1bx \u001bx \qx"),
+            r"b\n<redacted> \r<redacted> \t<redacted> \0<redacted> \x1<redacted> \x1b<redacted> \u001b<redacted> \qx"
+        );
+        // An escaped form has other edges: its `\` needs no boundary.
+        let r = redactor(&[r#""dev\"#]);
+        assert_eq!(
+            r.redact(r#"a"dev\b {:?}: "\"dev\\" b"\"dev\\"x"#),
+            r#"a<redacted>b {:?}: "<redacted>" b"<redacted>"x"#
+        );
+    }
+
+    #[test]
+    fn overlapping_secrets_are_one_span() {
+        let r = redactor(&["abc-def-ghi-jkl-mno", "def-ghi-jkl-mno-pqr", "k"]);
+        assert_eq!(
+            r.redact("[abc-def-ghi-jkl-mno-pqr] k"),
+            "[<redacted>] <redacted>"
+        );
+    }
+
+    #[test]
+    fn thousands_of_tokens_are_each_redacted() {
+        let tokens: Vec<String> = (0..3000)
+            .map(|i| format!("client-{i:04}-{:x}", i * 7919))
+            .collect();
+        let r = Redactor::new(tokens.iter().map(String::as_str));
+        for token in tokens.iter().step_by(97) {
+            assert_eq!(
+                r.redact(&format!("Authorization: Bearer {token}\r\n")),
+                "Authorization: Bearer <redacted>\r\n"
+            );
+        }
+        assert!(matches!(r.redact("client-9999-0"), Cow::Borrowed(_)));
+    }
+
+    /// Whatever the client sent as a credential, known or not.
+    #[test]
+    fn credential_header_values_are_scrubbed_whatever_they_are() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", http::HeaderValue::from_static("localhost"));
+        for (name, value) in [
+            ("authorization", r#"Bearer unknown"to\ken"#),
+            ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+            ("x-nomad-token", "client-sent"),
+        ] {
+            headers.insert(name, http::HeaderValue::from_str(value).unwrap());
+        }
+        headers.insert("accept", http::HeaderValue::from_static("*/*"));
+        let parts = format!("Request header: {headers:?}");
+        let scrubbed = scrub_credentials(&parts);
+        assert_eq!(
+            scrubbed,
+            r#"Request header: {"host": "localhost", "authorization": "Bearer <redacted>", "proxy-authorization": "Basic <redacted>", "x-nomad-token": "<redacted>", "accept": "*/*"}"#
+        );
+        // Escaped once more.
+        let twice = format!("{parts:?}");
+        assert!(!scrub_credentials(&twice).contains("unknown"), "{twice}");
+        assert!(
+            !scrub_credentials(&twice).contains("client-sent"),
+            "{twice}"
+        );
+        // Header lines: as `{:?}` writes wire bytes, and raw.
+        let wire =
+            "GET / HTTP/1.1\r\nAuthorization: Bearer a\"b\\rc\r\nX-NOMAD-TOKEN:x\r\nHost: h\r\n";
+        let debug = format!("{:?}", bytes::Bytes::from(wire));
+        assert_eq!(
+            scrub_credentials(&debug),
+            r#"b"GET / HTTP/1.1\r\nAuthorization: Bearer <redacted>\r\nX-NOMAD-TOKEN:<redacted>\r\nHost: h\r\n""#
+        );
+        assert_eq!(
+            scrub_credentials(wire),
+            "GET / HTTP/1.1\r\nAuthorization: Bearer <redacted>\r\nX-NOMAD-TOKEN:<redacted>\r\nHost: h\r\n"
+        );
+        // A sensitive value, a name in prose, a line without any: unchanged.
+        for line in [
+            r#"{"x-nomad-token": Sensitive}"#,
+            "the authorization header is missing",
+            "nothing",
+        ] {
+            assert!(
+                matches!(scrub_credentials(line), Cow::Borrowed(_)),
+                "{line}"
+            );
+        }
+        // Names packed into one value cost one walk over it, not one each.
+        let packed = format!("x: {}", "authorization:".repeat(5000));
+        WALKS.with(|w| w.set(0));
+        assert_eq!(scrub_credentials(&packed), "x: authorization:<redacted>");
+        assert_eq!(WALKS.with(|w| w.get()), 1);
+        // Through the redaction of every line, with no secret known.
+        assert_eq!(
+            redactor(&[]).redact("Authorization: Bearer zzz"),
+            "Authorization: Bearer <redacted>"
+        );
+    }
+
+    fn boxed(secrets: &[String]) -> Vec<Box<str>> {
+        secrets.iter().map(|s| s.as_str().into()).collect()
+    }
+
+    fn all(registry: &Registry) -> HashSet<&str> {
+        registry.all().collect()
+    }
+
+    /// The issue's counts: 64 client tokens, or 8 rewrites of an 8-token
+    /// file, pushed the workload token out of a registry of 64. Here far
+    /// more go by, and the secrets in use stay.
+    #[test]
+    fn secrets_in_use_are_never_evicted() {
+        let mut registry = Registry::default();
+        let (workload, clients) = (Owner::new(), Owner::new());
+        assert!(registry.hold(workload, boxed(&["workload-token".into()])));
+        let generation =
+            |g: usize| -> Vec<String> { (0..100).map(|i| format!("client-{g}-{i}")).collect() };
+        for g in 0..30 {
+            assert!(registry.hold(clients, boxed(&generation(g))));
+            let all = all(&registry);
+            assert!(all.contains("workload-token"), "generation {g}");
+            for token in generation(g) {
+                assert!(all.contains(token.as_str()), "{token}");
+            }
+        }
+        // 2900 retired: the most recent 1024 are kept (generations 19 to
+        // 28, and 24 of 18), the oldest went first.
+        assert_eq!(registry.retired.len(), MIN_RETIRED);
+        let all = all(&registry);
+        for g in 0..30 {
+            let kept = generation(g)
+                .iter()
+                .filter(|t| all.contains(t.as_str()))
+                .count();
+            let want = match g {
+                0..=17 => 0,
+                18 => 24,
+                _ => 100,
+            };
+            assert_eq!(kept, want, "generation {g}");
+        }
+        // The same set again changes nothing.
+        assert!(!registry.hold(clients, boxed(&generation(29))));
+    }
+
+    #[test]
+    fn a_replaced_secret_is_retired_and_a_returning_one_is_in_use() {
+        let mut registry = Registry::default();
+        let (a, b) = (Owner::new(), Owner::new());
+        registry.hold(a, boxed(&["one".into(), "shared".into()]));
+        registry.hold(b, boxed(&["shared".into()]));
+        registry.hold(a, boxed(&["two".into()]));
+        // "shared" is still b's: not retired.
+        assert_eq!(registry.retired, ["one".into()] as [Box<str>; 1]);
+        registry.hold(a, boxed(&["one".into()]));
+        assert_eq!(registry.retired, ["two".into()] as [Box<str>; 1]);
+        registry.hold(b, Vec::new());
+        assert_eq!(
+            registry.retired,
+            ["two".into(), "shared".into()] as [Box<str>; 2]
+        );
+        // As many retired as in use are kept, when that is more.
+        let many: Vec<String> = (0..MIN_RETIRED + 500).map(|i| format!("t{i}")).collect();
+        registry.hold(b, boxed(&many));
+        registry.hold(b, Vec::new());
+        assert_eq!(registry.retired.len(), MIN_RETIRED);
+        registry.hold(b, boxed(&many));
+        let more: Vec<String> = (0..MIN_RETIRED + 500).map(|i| format!("u{i}")).collect();
+        registry.hold(b, boxed(&more));
+        assert_eq!(registry.retired.len(), MIN_RETIRED + 500);
+        assert!(all(&registry).contains("t0"));
+    }
+
+    /// Through the global registry and the logger's redactor, as `reload`
+    /// uses them.
+    #[test]
+    fn held_secrets_are_redacted_until_long_after_release() {
+        let owner = Owner::new();
+        let line = "token=held-token-for-the-global-test";
+        hold_secrets(owner, [&b"held-token-for-the-global-test"[..]]);
+        assert_eq!(REDACTOR.load().redact(line), "token=<redacted>");
+        release_secrets(owner);
+        assert_eq!(REDACTOR.load().redact(line), "token=<redacted>");
+        // Not ASCII: not a token this process accepts, and never matched
+        // inside a character.
+        hold_secrets(owner, ["tökén-ünicode-secret-x".as_bytes(), b""]);
+        assert!(REDACTOR.load().redact("é").eq("é"));
     }
 }

@@ -48,48 +48,67 @@ pub trait Value: Send + Sync + 'static {
 
 /// The value in use, read without a lock; replaced whole, and only when a
 /// new one differs.
-pub struct Current<T: Value>(ArcSwap<T>);
+///
+/// Each `Current` owns its value's secrets in the log redaction
+/// ([`logging::Owner`]): a new value's secrets replace the old value's
+/// there, and those the new value no longer holds are retired (kept
+/// redacted for a while, then forgotten). Secrets in use are never
+/// forgotten.
+pub struct Current<T: Value> {
+    value: ArcSwap<T>,
+    owner: logging::Owner,
+}
 
 impl<T: Value> Current<T> {
     /// Holds `value`, its secrets registered first.
     pub fn new(value: T) -> Current<T> {
-        register(&value);
+        let owner = logging::Owner::new();
+        register(owner, &value);
         value.in_use();
-        Current(ArcSwap::from_pointee(value))
+        Current {
+            value: ArcSwap::from_pointee(value),
+            owner,
+        }
     }
 
     /// The value in use, for a short read (no reference count is taken).
     pub fn load(&self) -> Guard<Arc<T>> {
-        self.0.load()
+        self.value.load()
     }
 
     /// The value in use, to keep.
     pub fn load_full(&self) -> Arc<T> {
-        self.0.load_full()
+        self.value.load_full()
     }
 
     /// Puts `new` in use unless it is the [`Value::same`] as the value in
     /// use, and tells whether it did. Its secrets are registered before it
-    /// is served. Readers see the old value or the new one, whole. The
-    /// compare and the swap are two steps: there is one writer, the watcher.
+    /// is served, and the old value's that it does not hold are retired.
+    /// Readers see the old value or the new one, whole. The compare and the
+    /// swap are two steps: there is one writer, the watcher.
     pub fn replace_if_changed(&self, new: T) -> bool {
-        if self.0.load().same(&new) {
+        if self.value.load().same(&new) {
             return false;
         }
-        register(&new);
+        register(self.owner, &new);
         let new = Arc::new(new);
-        self.0.store(Arc::clone(&new));
+        self.value.store(Arc::clone(&new));
         new.in_use();
         true
     }
 }
 
-fn register<T: Value>(value: &T) {
-    for secret in value.secrets() {
-        if let Ok(s) = std::str::from_utf8(secret) {
-            logging::add_secret(s);
-        }
+impl<T: Value> Drop for Current<T> {
+    /// Its secrets are retired, not forgotten: a reader may still hold the
+    /// value.
+    fn drop(&mut self) {
+        logging::release_secrets(self.owner);
     }
+}
+
+/// Makes `value`'s secrets what `owner` holds in the log redaction.
+fn register<T: Value>(owner: logging::Owner, value: &T) {
+    logging::hold_secrets(owner, value.secrets());
 }
 
 /// Something built from one or more files that are read together.

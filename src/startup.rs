@@ -10,6 +10,7 @@ use crate::guard::{GuardSettings, HeaderGuard, Outsiders};
 use crate::head::Rules;
 use crate::open_files::OpenFiles;
 use crate::proxy::{Holepunch, Settings};
+use crate::rundir::RunDir;
 use crate::shutdown::{Drain, InFlight};
 use crate::tls::CertReloader;
 use crate::token::Token;
@@ -20,7 +21,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ use std::time::Duration;
 /// `kill_timeout`. A config file (`-c`) may set `grace_period_seconds`.
 pub const DEFAULT_GRACE_SECONDS: u64 = 5;
 
-/// Pingora's defaults for these two, replaced by paths a Nomad task can write.
+/// Pingora's defaults for these two, in `/tmp`: replaced by paths in a
+/// private directory (`crate::rundir`).
 const PINGORA_PID_FILE: &str = "/tmp/pingora.pid";
 const PINGORA_UPGRADE_SOCK: &str = "/tmp/pingora_upgrade.sock";
 
@@ -45,6 +46,9 @@ pub struct Startup {
     pub open_files: OpenFiles,
     /// `HOLEPUNCH_MAX_CONNECTIONS` as it applies under them.
     pub max_connections: Fitted,
+    /// The private directory of the upgrade socket and pid file, when
+    /// either is left to its default.
+    pub run_dir: Option<RunDir>,
 }
 
 impl Startup {
@@ -59,10 +63,16 @@ impl Startup {
         let mut problems = Problems::default();
         let config = Config::from_env().map_err(|errors| problems.extend(errors));
         let server_conf = problems.take(server_conf);
+        let run_dir = server_conf
+            .as_ref()
+            .and_then(|(_, run_dir)| run_dir.clone());
+        if let Some(run_dir) = &run_dir {
+            problems.take(run_dir.check());
+        }
         let Ok(config) = config else {
             return problems.finish(None);
         };
-        let threads = server_conf.as_ref().map_or(1, |c| c.threads);
+        let threads = server_conf.as_ref().map_or(1, |(c, _)| c.threads);
         let max_connections = problems.take(max_connections(&config, threads, &open_files));
         let token = problems.take(Token::load(&config.token));
         let client_tokens = config
@@ -79,7 +89,7 @@ impl Startup {
             .and_then(|files| files.client_ca.as_ref())
             .and_then(|path| problems.take(ClientCas::load(path)));
         let startup = token.zip(server_conf).zip(max_connections).map(
-            |((token, server_conf), max_connections)| Startup {
+            |((token, (server_conf, _)), max_connections)| Startup {
                 config,
                 token: Arc::new(token),
                 client_tokens: client_tokens.map(Arc::new),
@@ -88,6 +98,7 @@ impl Startup {
                 server_conf,
                 open_files,
                 max_connections,
+                run_dir,
             },
         );
         problems.finish(startup)
@@ -139,6 +150,13 @@ impl Startup {
     /// The Pingora server, with the proxy, the file watcher, the drain and,
     /// when asked for, the telemetry endpoint.
     pub fn into_server(mut self, opt: Opt) -> Result<Server, ConfigError> {
+        // Before Pingora binds the upgrade socket (`-u`) or writes the pid
+        // file (`-d`) there.
+        if let Some(run_dir) = &self.run_dir {
+            if let Some(warning) = run_dir.prepare(opt.upgrade || opt.daemon)? {
+                log::warn!("{warning}");
+            }
+        }
         let grace = Duration::from_secs(self.server_conf.grace_period_seconds.unwrap_or(0));
         let server_conf = std::mem::take(&mut self.server_conf);
         let mut server = Server::new_with_opt_and_conf(opt, server_conf);
@@ -307,8 +325,10 @@ fn bind_reason(e: &std::io::Error) -> String {
 }
 
 /// Pingora's settings: from `-c FILE` if given, else its defaults; then our
-/// defaults for what the file leaves unset.
-fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
+/// defaults for what the file leaves unset, and the private directory when
+/// the upgrade socket or the pid file is left to its default. A path set in
+/// the file whose directory other users can write gets a warning.
+fn server_conf(opt: &mut Opt) -> Result<(ServerConf, Option<RunDir>), ConfigError> {
     let mut conf = match opt.conf.take() {
         Some(path) => ServerConf::load_from_yaml(&path).map_err(|e| ConfigError {
             var: "-c".to_string(),
@@ -330,26 +350,27 @@ fn server_conf(opt: &mut Opt) -> Result<ServerConf, ConfigError> {
     conf.grace_period_seconds
         .get_or_insert(DEFAULT_GRACE_SECONDS);
     conf.graceful_shutdown_timeout_seconds.get_or_insert(1);
-    if conf.upgrade_sock == PINGORA_UPGRADE_SOCK {
-        conf.upgrade_sock = task_writable_path("holepunch_upgrade.sock", 107);
+    let default_sock = conf.upgrade_sock == PINGORA_UPGRADE_SOCK;
+    let default_pid = conf.pid_file == PINGORA_PID_FILE;
+    let run_dir = (default_sock || default_pid).then(RunDir::choose);
+    if let Some(run_dir) = &run_dir {
+        if default_sock {
+            conf.upgrade_sock = run_dir.upgrade_sock();
+        }
+        if default_pid {
+            conf.pid_file = run_dir.pid_file();
+        }
     }
-    if conf.pid_file == PINGORA_PID_FILE {
-        conf.pid_file = task_writable_path("holepunch.pid", 4096);
+    for (what, path, default) in [
+        ("upgrade_sock", &conf.upgrade_sock, default_sock),
+        ("pid_file", &conf.pid_file, default_pid),
+    ] {
+        if let Some(warning) = (!default)
+            .then(|| crate::rundir::shared_dir_warning(what, path))
+            .flatten()
+        {
+            log::warn!("{warning}");
+        }
     }
-    Ok(conf)
-}
-
-/// `name` in the task's own directory (`NOMAD_TASK_DIR`), else the
-/// allocation's (`NOMAD_ALLOC_DIR`), else /tmp: the first whose path fits
-/// in `max_len` bytes (a Unix socket path holds at most 107).
-fn task_writable_path(name: &str, max_len: usize) -> String {
-    ["NOMAD_TASK_DIR", "NOMAD_ALLOC_DIR"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| PathBuf::from(dir).join(name))
-        .chain([PathBuf::from("/tmp").join(name)])
-        .filter_map(|p| p.into_os_string().into_string().ok())
-        .find(|p| p.len() <= max_len)
-        .unwrap_or_else(|| format!("/tmp/{name}"))
+    Ok((conf, run_dir))
 }

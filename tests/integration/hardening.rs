@@ -74,8 +74,8 @@ fn check_prints_the_effective_settings_with_the_token_redacted() {
         "TLS: off",
         "client tokens: off",
         "shutdown grace period: 5s",
-        "upgrade socket: /alloc/task/local/holepunch_upgrade.sock",
-        "pid file: /alloc/task/local/holepunch.pid",
+        "upgrade socket: /alloc/task/local/holepunch/upgrade.sock",
+        "pid file: /alloc/task/local/holepunch/holepunch.pid",
         "configuration OK",
     ] {
         assert!(

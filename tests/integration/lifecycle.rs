@@ -30,7 +30,7 @@ fn bad_variables_exit_2_with_one_line_per_problem() {
         "nomad-holepunch: HOLEPUNCH_PORT=\"70000\": expected a port number from 1 to 65535",
         "nomad-holepunch: HOLEPUNCH_BIND=\"localhost:80\": expected an IPv4 or IPv6 address",
         "nomad-holepunch: HOLEPUNCH_ALLOW_NODES=\"yes\": expected a boolean: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false or False",
-        "nomad-holepunch: HOLEPUNCH_ALOW_STATUS=\"true\": unknown variable; did you mean HOLEPUNCH_ALLOW_STATUS?",
+        "nomad-holepunch: HOLEPUNCH_ALOW_STATUS: unknown variable; did you mean HOLEPUNCH_ALLOW_STATUS?",
         "nomad-holepunch: not starting: 4 configuration problem(s)",
     ] {
         assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in:\n{stderr}");

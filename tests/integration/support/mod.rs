@@ -229,7 +229,8 @@ pub const TLS_CLIENT_CA: &str = "client-ca.crt";
 /// By default: a fresh temp dir, the stand-in on `api.sock` there accepting
 /// [`TOKEN`], and the proxy on a free `127.0.0.1` port with a clean
 /// environment of `HOLEPUNCH_BIND`, `HOLEPUNCH_PORT`,
-/// `HOLEPUNCH_SOCKET_PATH` (that socket) and `NOMAD_TOKEN` ([`TOKEN`]),
+/// `HOLEPUNCH_SOCKET_PATH` (that socket), `NOMAD_TOKEN` ([`TOKEN`]) and
+/// `XDG_RUNTIME_DIR` (the temp dir),
 /// considered up once `/health` answers. Each setter changes one of these.
 pub struct Harness {
     dir: TempDir,
@@ -259,12 +260,16 @@ impl Harness {
     pub fn new() -> Harness {
         let dir = TempDir::new();
         let socket = dir.file(SOCKET);
+        // The private directory of the upgrade socket and pid file
+        // (src/rundir.rs) goes in the temp dir, not in /tmp.
+        let runtime = dir.path().to_str().expect("a UTF-8 temp path").to_string();
         Harness {
             dir,
             standin: standin::Options::new(TOKEN),
             env: vec![
                 ("HOLEPUNCH_SOCKET_PATH".into(), Some(socket)),
                 ("NOMAD_TOKEN".into(), Some(TOKEN.into())),
+                ("XDG_RUNTIME_DIR".into(), Some(runtime)),
             ],
             args: Vec::new(),
             bind: IpAddr::from([127, 0, 0, 1]),

@@ -1,0 +1,272 @@
+//! No secret reaches the log, at any level, in any form: the workload token
+//! and the client tokens, current and replaced, holding `"`, `\` and `'`
+//! (which `{:?}`, `escape_debug` and JSON escape), at `RUST_LOG=trace`, in
+//! text and in JSON, while both are rotated and requests flow.
+//!
+//! Every test token carries the marker [`MARK`] at its start, middle and
+//! end. Escaping leaves letters alone, so any form of any token, whole or
+//! in part, leaves the marker in the log: one search finds them all.
+
+use crate::support::standin::Options;
+use crate::support::{get, run_to_exit, Harness, Proxy, CLIENT_TOKENS, IO_TIMEOUT, TOKEN};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// In every test token, and in nothing else the proxy logs.
+const MARK: &str = "zqk";
+
+/// Workload token number `n`: long (a redaction anywhere), with `"`, `\`
+/// and `'`.
+fn workload(n: usize) -> String {
+    format!("{MARK}W{n}.eyJ\"{MARK}\\x'{n:08x}{MARK}")
+}
+
+/// Client token `i` of generation `g`. Most hold `"`, `\` and `'`; every
+/// third only `'`; every tenth is short (redacted where it stands whole).
+fn client(g: usize, i: usize) -> String {
+    match i % 10 {
+        1 => format!("{MARK}\"{g}{i}\\"),
+        _ if i % 3 == 0 => format!("{MARK}C{g}x{i}'{MARK}{:06x}{MARK}", g * 7919 + i),
+        _ => format!("{MARK}C{g}x{i}\"{MARK}\\q'{:06x}{MARK}", g * 7919 + i),
+    }
+}
+
+const CLIENTS: usize = 100;
+const GENERATIONS: usize = 4;
+
+fn generation(g: usize) -> Vec<String> {
+    (0..CLIENTS).map(|i| client(g, i)).collect()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// Replaces `path` the way Nomad and templates do: a new file renamed over.
+fn replace(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Asserts that no token's marker is in `log`, showing where one is.
+fn assert_no_secret(log: &str) {
+    if let Some(at) = log.find(MARK) {
+        let from = log[..at].rfind('\n').map_or(0, |n| n + 1);
+        let to = log[at..].find('\n').map_or(log.len(), |n| at + n);
+        panic!("a secret in the log: {}", &log[from..to]);
+    }
+}
+
+/// The proxy with the workload token from a file and 100 client tokens,
+/// both rotated while one thread keeps sending requests with no token,
+/// with a replaced one and with the workload token itself, and this one
+/// sends requests with the current tokens, in the header, and in the query
+/// (forwarded when the token has only `'`; refused with 400 when it has `"`
+/// or `\`, in the path too).
+fn rotate_everything(format: &str) -> Proxy {
+    let h = Harness::new();
+    let token_file = h.path("nomad_token");
+    std::fs::write(&token_file, workload(0)).unwrap();
+    let mut options = Options::new(TOKEN);
+    options.tokens = (0..GENERATIONS).map(workload).collect();
+    let s = h
+        .standin(options)
+        .env("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap())
+        .env("RUST_LOG", "trace")
+        .env("HOLEPUNCH_LOG_FORMAT", format)
+        .client_tokens(&generation(0).join("\n"))
+        .start();
+    let addr = s.proxy.addr;
+    let clients_file = s.dir.join(CLIENT_TOKENS);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut sent = 0;
+            // Bounded in count and time.
+            while !stop.load(Ordering::SeqCst) && sent < 5000 && Instant::now() < deadline {
+                let extra = match sent % 3 {
+                    0 => String::new(),
+                    // Accepted in the first generation, refused after.
+                    1 => bearer(&client(0, 2)),
+                    _ => format!("X-Nomad-Token: {}\r\n", workload(0)),
+                };
+                let status = get(addr, "/v1/metrics", &extra).status;
+                assert!(
+                    status == 401 || (sent % 3 == 1 && status == 200),
+                    "{status}"
+                );
+                sent += 1;
+            }
+            sent
+        })
+    };
+
+    let mut forwarded = 0;
+    for g in 0..GENERATIONS {
+        if g > 0 {
+            replace(&clients_file, &generation(g).join("\n"));
+            replace(&token_file, &workload(g));
+            let first = client(g, 5);
+            eventually_ok(&s.proxy, || {
+                get(addr, "/v1/metrics", &bearer(&first)).status == 200
+            });
+            eventually_ok(&s.proxy, || {
+                assert_eq!(get(addr, "/v1/metrics", &bearer(&first)).status, 200);
+                let last = s.standin.requests().pop().unwrap();
+                last.header("x-nomad-token") == Some(workload(g).as_str())
+            });
+            // Every replaced client token is refused from now on.
+            for old in generation(g - 1).iter().step_by(7) {
+                assert_eq!(get(addr, "/v1/metrics", &bearer(old)).status, 401);
+            }
+        }
+        for (i, token) in generation(g).iter().enumerate().step_by(4) {
+            assert_eq!(get(addr, "/v1/metrics", &bearer(token)).status, 200);
+            forwarded += 1;
+            if !token.contains('"') {
+                // Forwarded with the token in the query too.
+                let query = format!("/v1/metrics?format=prometheus&t={token}");
+                assert_eq!(get(addr, &query, &bearer(token)).status, 200);
+                forwarded += 1;
+            } else if i % 20 == 8 {
+                // `"` and `\` are refused in a path and in a query.
+                for target in [format!("/v1/{token}"), format!("/v1/metrics?t={token}")] {
+                    assert_eq!(get(addr, &target, &bearer(token)).status, 400);
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let refused = background.join().unwrap();
+    assert!(refused > 0);
+    assert!(s.standin.requests().len() >= forwarded);
+
+    let log = s.proxy.log();
+    assert_no_secret(&log);
+    // The lines that would show the tokens were written, redacted: the
+    // upstream request header at trace, once for each request forwarded
+    // (its bytes as `{:?}`), the access lines with the query
+    // (`escape_debug`), the refused paths (`escape_ascii`), the reloads.
+    let wire = log.matches("X-Nomad-Token: <redacted>").count();
+    assert!(wire >= forwarded, "{wire} of {forwarded}:\n{log}");
+    // Pingora's trace of each request's headers as the client sent them:
+    // a credential is scrubbed there even before its file is reloaded.
+    let presented = log
+        .matches("authorization\\\": \\\"Bearer <redacted>")
+        .count()
+        + log.matches("authorization\": \"Bearer <redacted>").count();
+    assert!(presented >= forwarded, "{presented} of {forwarded}:\n{log}");
+    assert!(
+        log.contains("&t=<redacted> 200 allowed group=metrics"),
+        "{log}"
+    );
+    assert!(log.contains("refused 127.0.0.1:"), "{log}");
+    assert!(log.contains("GET /v1/<redacted> HTTP/1.1"), "{log}");
+    assert!(
+        log.contains("GET /v1/metrics?t=<redacted> HTTP/1.1"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("client tokens reloaded").count(),
+        GENERATIONS - 1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("workload token reloaded").count(),
+        GENERATIONS - 1,
+        "{log}"
+    );
+    s.proxy
+}
+
+/// [`crate::support::eventually`] with the proxy's log when it fails.
+fn eventually_ok(proxy: &Proxy, check: impl FnMut() -> bool) {
+    crate::support::eventually(IO_TIMEOUT, check, || proxy.log());
+}
+
+#[test]
+fn no_token_reaches_a_trace_log_while_tokens_rotate() {
+    let proxy = rotate_everything("text");
+    let log = proxy.log();
+    assert!(
+        log.contains("Writing request header: b\"GET /v1/metrics"),
+        "{log}"
+    );
+}
+
+#[test]
+fn no_token_reaches_a_json_trace_log_while_tokens_rotate() {
+    let proxy = rotate_everything("json");
+    let log = proxy.log();
+    assert!(
+        log.contains(r#""msg":"Writing request header: b\"GET /v1/metrics"#),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(
+            line.starts_with("{\"ts\":\"") && line.ends_with("\"}"),
+            "not a JSON line: {line}"
+        );
+    }
+}
+
+/// `NOMAD_TOKEN` accepts `"` and `\` too: every form of a long one is
+/// redacted, and a short one wherever it stands whole.
+#[test]
+fn a_nomad_token_with_quotes_and_backslashes_never_reaches_the_log() {
+    for (token, format) in [
+        (workload(7), "text"),
+        (format!("{MARK}\"\\1"), "text"),
+        (format!("{MARK}\"\\1"), "json"),
+    ] {
+        let mut options = Options::new(&token);
+        options.tokens.push(TOKEN.into());
+        let s = Harness::new()
+            .standin(options)
+            .env("NOMAD_TOKEN", &token)
+            .env("RUST_LOG", "trace")
+            .env("HOLEPUNCH_LOG_FORMAT", format)
+            .start();
+        for _ in 0..3 {
+            assert_eq!(get(s.proxy.addr, "/v1/metrics", "").status, 200);
+        }
+        // Outside a header too: a client that puts it in the target gets
+        // 400 (`"` and `\` are refused there), logged with `escape_ascii`.
+        let target = format!("/v1/metrics?t={token}");
+        assert_eq!(get(s.proxy.addr, &target, "").status, 400);
+        let log = s.proxy.log();
+        assert_no_secret(&log);
+        assert!(
+            log.contains("GET /v1/metrics?t=<redacted> HTTP/1.1"),
+            "{log}"
+        );
+        assert!(
+            log.matches("X-Nomad-Token: <redacted>").count() >= 3,
+            "{log}"
+        );
+    }
+}
+
+/// A misspelt variable may hold a token: its value is never printed.
+#[test]
+fn an_unknown_variables_value_is_never_printed() {
+    let secret = workload(9);
+    let exit = run_to_exit(
+        &[("NOMAD_TOKEN", TOKEN), ("HOLEPUNCH_NOMAD_TOKEN", &secret)],
+        &["--check"],
+    );
+    assert_eq!(exit.status.code(), Some(2), "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .starts_with("nomad-holepunch: HOLEPUNCH_NOMAD_TOKEN: unknown variable; "),
+        "{}",
+        exit.stderr
+    );
+    assert_no_secret(&exit.stderr);
+    assert_no_secret(&exit.stdout);
+}
