@@ -11,9 +11,11 @@
 # CHANGELOG-unsupported.md).
 # With ACLs on, avoid Nomad 2.0.1: it refused client RPCs for allocations of
 # jobs in node_pool "all" (acl/acl.go AllowClientOp; GH-27973, fixed in 2.0.2).
-# With tls = true, the checks need Nomad 1.9.6 or later to accept a
-# certificate the client does not trust (tls_skip_verify in Nomad's own
-# checks: client/serviceregistration/checks/client.go, checkHTTP, GH-24781).
+# With tls = true, the job needs Nomad 1.9.6 or later: its checks then set
+# tls_skip_verify, which Nomad refused on its own (provider = "nomad")
+# checks before 1.9.6 ("tls_skip_verify may only be set for Consul service
+# checks", nomad/structs/services.go, validateNomad) and honours from 1.9.6
+# (client/serviceregistration/checks/client.go, checkHTTP; GH-24781).
 #
 # Updates roll one node at a time (the `update` block), and each node's proxy
 # is gone for a short gap while its replacement starts: docs/upgrades.md
@@ -79,7 +81,7 @@ variable "client_tokens" {
 
 variable "tls" {
   type        = bool
-  description = "TLS on the listener (HOLEPUNCH_TLS_CERT_FILE and HOLEPUNCH_TLS_KEY_FILE), from the items tls_cert and tls_key (PEM) of the Nomad variable at var.secrets_path."
+  description = "TLS on the listener (HOLEPUNCH_TLS_CERT_FILE and HOLEPUNCH_TLS_KEY_FILE), from the items tls_cert and tls_key (PEM) of the Nomad variable at var.secrets_path. Needs Nomad 1.9.6 or later (the checks' tls_skip_verify)."
   default     = false
 }
 
@@ -266,6 +268,12 @@ job "holepunch" {
           destination = "secrets/client-tokens"
           change_mode = "noop"
           perms       = "400"
+          # The image's user: Nomad sets a rendered file's owner only when
+          # uid/gid are set (client/allocrunner/taskrunner/template/template.go);
+          # otherwise it belongs to the client agent (root), and a 0400 file
+          # would be unreadable to the proxy.
+          uid         = 65532
+          gid         = 65532
           data        = "{{ with nomadVar \"${var.secrets_path}\" }}{{ .client_tokens }}{{ end }}"
         }
       }
@@ -277,6 +285,8 @@ job "holepunch" {
           destination = "secrets/tls.${template.value == "cert" ? "crt" : "key"}"
           change_mode = "noop"
           perms       = "400"
+          uid         = 65532
+          gid         = 65532
           data        = "{{ with nomadVar \"${var.secrets_path}\" }}{{ .tls_${template.value} }}{{ end }}"
         }
       }
@@ -323,7 +333,7 @@ job "holepunch" {
           name            = "alive"
           type            = "http"
           protocol        = var.tls ? "https" : "http"
-          tls_skip_verify = true
+          tls_skip_verify = var.tls
           path            = "/health"
           interval        = "10s"
           timeout         = "2s"
@@ -337,7 +347,7 @@ job "holepunch" {
           name            = "ready"
           type            = "http"
           protocol        = var.tls ? "https" : "http"
-          tls_skip_verify = true
+          tls_skip_verify = var.tls
           path            = "/ready"
           interval        = "10s"
           timeout         = "2s"

@@ -41,14 +41,30 @@ Options:
   -h, --help        print this help
 
 Signals: SIGTERM drains requests in flight and exits 0; SIGQUIT hands the
-listening socket to a new instance started with -u; SIGINT exits at once."
+listening socket to a new instance started with -u; SIGHUP re-reads every
+watched file (token, client tokens, certificates); SIGINT exits at once."
 );
+
+/// The program's own name. A first argument that names it (`nomad-holepunch`,
+/// `/opt/nomad-holepunch`) is skipped: Nomad's docker and podman drivers
+/// pass a job's `command` to the image's entrypoint as its first argument
+/// (hashicorp/nomad `drivers/docker/driver.go`, `createContainerConfig`:
+/// `config.Cmd = [command, args...]`, the image's `ENTRYPOINT` kept), so a
+/// job written for the Go original's image, whose `command` is
+/// `/opt/nomad-holepunch`, runs `nomad-holepunch /opt/nomad-holepunch`.
+const PROGRAM: &str = "nomad-holepunch";
+
+/// Whether `arg` names this program, as a job's `command` would.
+fn names_the_program(arg: &str) -> bool {
+    arg.rsplit('/').next() == Some(PROGRAM)
+}
 
 /// Parses the arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut opt = Opt::default();
     let mut check = false;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    args.next_if(|first| names_the_program(first));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -110,6 +126,36 @@ mod tests {
         assert!(matches!(args(&["--version"]), Ok(Command::Version)));
         assert!(matches!(args(&["-V"]), Ok(Command::Version)));
         assert!(matches!(args(&["--check", "-h"]), Ok(Command::Help)));
+    }
+
+    /// A job written for the Go original's image sets `command =
+    /// "/opt/nomad-holepunch"`; the docker driver passes it to this image's
+    /// entrypoint as the first argument. Only the first argument, and only
+    /// this program's name.
+    #[test]
+    fn a_first_argument_naming_the_program_is_skipped() {
+        for first in [
+            "/opt/nomad-holepunch",
+            "nomad-holepunch",
+            "/usr/local/bin/nomad-holepunch",
+        ] {
+            let Ok(Command::Run(opt)) = args(&[first]) else {
+                panic!("{first} alone runs")
+            };
+            assert!(!opt.upgrade);
+            let Ok(Command::Check(opt)) = args(&[first, "--check", "-c", "x.yaml"]) else {
+                panic!("{first} --check checks")
+            };
+            assert_eq!(opt.conf.as_deref(), Some("x.yaml"));
+        }
+        for other in ["/opt/nomad-holepunch2", "/opt/other", "nomad-holepunch/"] {
+            assert!(args(&[other]).is_err(), "{other}");
+        }
+        assert!(args(&["-u", "/opt/nomad-holepunch"]).is_err(), "only first");
+        assert!(
+            args(&["nomad-holepunch", "nomad-holepunch"]).is_err(),
+            "once"
+        );
     }
 
     #[test]

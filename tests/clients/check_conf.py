@@ -506,10 +506,12 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
     if set(checks) != {"/health", "/ready"} or any(unquote(c.get("type")) != "http" for c in checks.values()):
         fail(f"{path}: the service checks must be http on /health and /ready")
     for c in checks.values():
-        # Over TLS when TLS is on; Nomad's own checks honour tls_skip_verify
-        # from 1.9.6 (client/serviceregistration/checks/client.go).
-        if c.get("protocol") != '${var.tls ? "https" : "http"}' or c.get("tls_skip_verify") is not True:
-            fail(f"{path}: each check must use https when var.tls is on, with tls_skip_verify")
+        # Over TLS when TLS is on, and tls_skip_verify only then: Nomad
+        # refuses it on its own checks before 1.9.6 (nomad/structs/services.go,
+        # validateNomad), so set unconditionally it would refuse the job on
+        # 1.7.0-1.9.5; from 1.9.6 checkHTTP honours it.
+        if c.get("protocol") != '${var.tls ? "https" : "http"}' or c.get("tls_skip_verify") != "${var.tls}":
+            fail(f"{path}: each check must use https and tls_skip_verify only when var.tls is on")
     telemetry = services.get("holepunch-telemetry")
     if (
         not telemetry
@@ -564,6 +566,18 @@ def check_holepunch_job(path, binary, work, bound, timing, root):
         data = unquote(t["content"][0]["data"])
         if 'nomadVar \\"${var.secrets_path}\\"' not in data or unquote(t["content"][0].get("change_mode")) != "noop":
             fail(f"{path}: each template must read the Nomad variable var.secrets_path, change_mode noop (the proxy re-reads): {data}")
+    # The rendered files belong to the image's user: Nomad sets the owner
+    # only when uid/gid are given (client/allocrunner/taskrunner/template/
+    # template.go), else the client agent (root) owns a 0400 file the proxy
+    # cannot read.
+    with open(os.path.join(root, "Containerfile"), encoding="utf-8") as fh:
+        user = re.search(r"^USER (\d+):(\d+)$", fh.read(), re.M)
+    if not user:
+        fail("Containerfile: no numeric USER uid:gid")
+    for t in templates:
+        content = t["content"][0]
+        if (str(content.get("uid")), str(content.get("gid"))) != user.groups():
+            fail(f"{path}: template {unquote(content['destination'])} must render as the image's user (uid/gid {':'.join(user.groups())})")
     fixtures = os.path.join(root, "tests", "fixtures", "tls")
     with open(os.path.join(work, "client-tokens"), "w", encoding="utf-8") as fh:
         fh.write("a-client-token\n")
