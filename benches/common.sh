@@ -80,9 +80,9 @@ start_upstream() {
     mkdir -p "$work/www/v1/agent"
     printf '{"client":{"ok":true,"message":"ok"}}' > "$work/www/v1/agent/health"
     awk 'BEGIN {
-        print "# HELP nomad_client_allocs_running Number of running allocations"
-        print "# TYPE nomad_client_allocs_running gauge"
-        print "nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3"
+        print "# HELP nomad_client_allocations_running nomad_client_allocations_running"
+        print "# TYPE nomad_client_allocations_running gauge"
+        print "nomad_client_allocations_running{datacenter=\"dc1\",node_class=\"none\"} 3"
         n = 0; size = 0
         while (size < 90000) {
             line = sprintf("nomad_client_host_cpu_idle{cpu=\"cpu%d\",datacenter=\"dc1\",node_id=\"f7476465-4d6e-c0de-26d0-e383c49be941\"} 97.%d", n, n)

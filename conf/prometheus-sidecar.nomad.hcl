@@ -193,8 +193,10 @@ job "prometheus" {
 
           # The Nomad servers' own metrics, for HolepunchNodeWithoutProxy
           # (nomad_nomad_heartbeat_active, the servers' count of live clients).
-          # Servers register no service to discover: list them. /v1/metrics needs no
-          # token; with TLS on the servers' HTTP API, use https and tls_config.
+          # Servers register no service to discover: list every server by its own
+          # address, not a load-balanced name (only the leader counts; the others
+          # report 0). /v1/metrics needs no token; with TLS on the servers' HTTP
+          # API, use https and tls_config.
           - job_name: nomad-servers
             metrics_path: /v1/metrics
             params:

@@ -159,7 +159,7 @@ fn a_real_prometheus_scrapes_nomad_metrics_through_the_proxy() {
 
     prometheus.query_until("up%7Bjob%3D%22nomad%22%7D", "1");
     // A metric of the Nomad agent, scraped through the proxy.
-    let answer = prometheus.query_until("nomad_client_allocs_running", "3");
+    let answer = prometheus.query_until("nomad_client_allocations_running", "3");
     assert!(answer.contains(r#""via":"nomad-holepunch""#), "{answer}");
     assert!(answer.contains(r#""job":"nomad""#), "{answer}");
     // The denied endpoint is down for Prometheus; the scrape above is not
@@ -282,7 +282,10 @@ fn a_real_prometheus_scrapes_with_a_client_certificate_as_the_readme_shows() {
             ("expired", "0"),
         ],
     );
-    prometheus.query_until("nomad_client_allocs_running%7Bjob%3D%22readme%22%7D", "3");
+    prometheus.query_until(
+        "nomad_client_allocations_running%7Bjob%3D%22readme%22%7D",
+        "3",
+    );
     // Prometheus says why the others are down: the proxy's alert.
     let targets = prometheus.targets();
     for alert in [
@@ -322,7 +325,10 @@ fn a_real_prometheus_scrapes_with_a_client_certificate_and_a_client_token() {
         &prometheus,
         &[("both", "1"), ("cert-only", "0"), ("token-only", "0")],
     );
-    prometheus.query_until("nomad_client_allocs_running%7Bjob%3D%22both%22%7D", "3");
+    prometheus.query_until(
+        "nomad_client_allocations_running%7Bjob%3D%22both%22%7D",
+        "3",
+    );
     let targets = prometheus.targets();
     assert!(targets.contains("401 Unauthorized"), "{targets}");
     assert!(targets.contains("certificate required"), "{targets}");

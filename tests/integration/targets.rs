@@ -104,7 +104,7 @@ fn escaped_paths_reach_the_socket_byte_for_byte() {
         (
             b"/v1/m%65trics",
             200,
-            "nomad.client.allocs.running",
+            "nomad.client.allocations.running",
             Some("/v1/m%65trics"),
         ),
         (
@@ -148,7 +148,7 @@ fn escaped_paths_reach_the_socket_byte_for_byte() {
         (
             b"http://localhost/v1/m%65trics",
             200,
-            "nomad.client.allocs.running",
+            "nomad.client.allocations.running",
             Some("/v1/m%65trics"),
         ),
         // Decoded, it is a closed group's path: denied, never forwarded.

@@ -159,7 +159,7 @@ fn prometheus_scrapes_over_tls_with_a_client_token_as_the_readme_shows() {
     let mut last = (String::new(), String::new());
     let scraped = poll_until(Duration::from_secs(60), || {
         last = (
-            prometheus.query("nomad_client_allocs_running%7Bjob%3D%22nomad-clients%22%7D"),
+            prometheus.query("nomad_client_allocations_running%7Bjob%3D%22nomad-clients%22%7D"),
             prometheus.query("up%7Bjob%3D%22no-token%22%7D"),
         );
         last.0.contains(r#""3"]"#) && last.1.contains(r#""0"]"#)

@@ -131,12 +131,15 @@ pub struct StandIn {
 
 /// The fixed part of the Prometheus response; tests look for these lines,
 /// and the Grafana dashboard's Nomad panels (conf/grafana/) read them: the
-/// names Nomad's client gives them (client/client.go, setGaugeForMemoryStats
-/// and setGaugeForCPUStats, under go-metrics' "nomad" prefix).
+/// names Nomad's client gives them, under go-metrics' "nomad" prefix
+/// (hashicorp/nomad client/client.go: emitClientMetrics for the gauge of
+/// running allocations, `client.allocations.running`, not the counter
+/// `client.allocs.running` that task runners bump; setGaugeForMemoryStats
+/// and setGaugeForCPUStats for the host, with publish_node_metrics).
 pub const PROMETHEUS_HEAD: &str =
-    "# HELP nomad_client_allocs_running Number of running allocations\n\
-# TYPE nomad_client_allocs_running gauge\n\
-nomad_client_allocs_running{datacenter=\"dc1\",node_class=\"none\"} 3\n\
+    "# HELP nomad_client_allocations_running nomad_client_allocations_running\n\
+# TYPE nomad_client_allocations_running gauge\n\
+nomad_client_allocations_running{datacenter=\"dc1\",node_class=\"none\"} 3\n\
 # HELP nomad_client_uptime Client uptime in seconds\n\
 # TYPE nomad_client_uptime gauge\n\
 nomad_client_uptime{datacenter=\"dc1\",node_class=\"none\"} 4242\n\
@@ -152,9 +155,9 @@ nomad_client_host_cpu_idle{cpu=\"cpu\",datacenter=\"dc1\",node_class=\"none\"} 9
 
 pub const HEALTH_BODY: &str = r#"{"client":{"ok":true,"message":"ok"}}"#;
 /// `/v1/metrics` without `format=prometheus`: the agent's in-memory metrics.
-pub const METRICS_JSON: &str = r#"{"Timestamp":"2026-11-25 08:00:00 +0000 UTC","Gauges":[{"Name":"nomad.client.allocs.running","Value":3,"Labels":{}}],"Counters":[],"Samples":[],"Points":[]}"#;
+pub const METRICS_JSON: &str = r#"{"Timestamp":"2026-11-25 08:00:00 +0000 UTC","Gauges":[{"Name":"nomad.client.allocations.running","Value":3,"Labels":{}}],"Counters":[],"Samples":[],"Points":[]}"#;
 /// The same with `pretty`.
-pub const METRICS_JSON_PRETTY: &str = "{\n    \"Timestamp\": \"2026-11-25 08:00:00 +0000 UTC\",\n    \"Gauges\": [\n        {\n            \"Name\": \"nomad.client.allocs.running\",\n            \"Value\": 3,\n            \"Labels\": {}\n        }\n    ],\n    \"Counters\": [],\n    \"Samples\": [],\n    \"Points\": []\n}\n";
+pub const METRICS_JSON_PRETTY: &str = "{\n    \"Timestamp\": \"2026-11-25 08:00:00 +0000 UTC\",\n    \"Gauges\": [\n        {\n            \"Name\": \"nomad.client.allocations.running\",\n            \"Value\": 3,\n            \"Labels\": {}\n        }\n    ],\n    \"Counters\": [],\n    \"Samples\": [],\n    \"Points\": []\n}\n";
 pub const NODE_ID: &str = "f7476465-4d6e-c0de-26d0-e383c49be941";
 pub const START_INDEX: u64 = 42;
 
