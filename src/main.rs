@@ -2,6 +2,7 @@
 //! everything, then hands the server to Pingora. The logic lives in the
 //! library (`src/lib.rs`).
 
+use holepunch::build_info;
 use holepunch::cli::{self, Command};
 use holepunch::config::ConfigError;
 use holepunch::logging::{self, LogFormat};
@@ -15,7 +16,7 @@ fn main() {
         Ok(Command::Run(opt)) => (opt, false),
         Ok(Command::Check(opt)) => (opt, true),
         Ok(Command::Version) => {
-            println!("nomad-holepunch {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", build_info::version_line());
             return;
         }
         Ok(Command::Help) => {
@@ -37,7 +38,7 @@ fn main() {
         return;
     }
 
-    info!("nomad-holepunch {} starting", env!("CARGO_PKG_VERSION"));
+    info!("{} starting", build_info::version_line());
     for line in startup.describe() {
         info!("{line}");
     }
