@@ -38,7 +38,12 @@ fn main() {
         return;
     }
 
-    info!("{} starting", build_info::version_line());
+    info!(
+        "nomad-holepunch {} starting (commit {}, pingora {})",
+        build_info::VERSION,
+        build_info::COMMIT,
+        build_info::PINGORA
+    );
     for line in startup.describe() {
         info!("{line}");
     }
