@@ -240,8 +240,10 @@ def deb_contents():
         entries[path.removeprefix("./").rstrip("/")] = perms
     files = {p for p, perms in entries.items() if perms.startswith("-")}
     expected = {"usr/bin/nomad-holepunch"} | {
-        f"{DOC}/{n}" for n in ("copyright", "README.Debian", "README.md", "changelog.gz", "THIRD-PARTY-LICENSES.gz")
+        f"{DOC}/{n}"
+        for n in ("copyright", "README.Debian", "README.md", "changelog.gz", "CHANGELOG.md.gz", "THIRD-PARTY-LICENSES.gz")
     }
+    expected.add("usr/share/lintian/overrides/nomad-holepunch")
     expected |= {f"{DOC}/examples/{p}" for p in CONF}
     assert files == expected, f"extra {sorted(files - expected)}, missing {sorted(expected - files)}"
     assert entries["usr/bin/nomad-holepunch"] == "-rwxr-xr-x", entries["usr/bin/nomad-holepunch"]
@@ -259,8 +261,11 @@ def deb_runs():
     examples = os.path.join(root, DOC, "examples")
     assert tree_files(examples) == CONF, "the examples differ from conf/"
     runs(binary, examples, "package")
-    with gzip.open(os.path.join(root, DOC, "changelog.gz"), "rb") as fh:
-        assert fh.read() == open(os.path.join(ROOT, "CHANGELOG.md"), "rb").read(), "changelog.gz is not CHANGELOG.md"
+    with gzip.open(os.path.join(root, DOC, "CHANGELOG.md.gz"), "rb") as fh:
+        assert fh.read() == open(os.path.join(ROOT, "CHANGELOG.md"), "rb").read(), "CHANGELOG.md.gz is not CHANGELOG.md"
+    with gzip.open(os.path.join(root, DOC, "changelog.gz"), "rt", encoding="utf-8") as fh:
+        first = fh.readline()
+    assert first.startswith(f"nomad-holepunch ({VERSION}) "), f"changelog.gz starts {first!r}"
     with open(os.path.join(root, DOC, "copyright"), encoding="utf-8") as fh:
         assert "License: MPL-2.0" in fh.read(), "copyright does not name MPL-2.0"
 

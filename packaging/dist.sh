@@ -6,7 +6,7 @@
 #       README.md, CHANGELOG.md, THIRD-PARTY-LICENSES and conf/, under one
 #       top directory of the same name
 #   nomad-holepunch_<version>_<arch>.deb           /usr/bin/nomad-holepunch,
-#       and conf/ as examples under /usr/share/doc/nomad-holepunch
+#       the documents, and conf/ as examples under /usr/share/doc/nomad-holepunch
 #   nomad-holepunch-<version>-linux-<arch>.cdx.json  the CycloneDX bill of
 #       materials (packaging/sbom.py, from Cargo.lock)
 #   SHA256SUMS                                      over every file above
@@ -81,7 +81,17 @@ doc=$deb/usr/share/doc/nomad-holepunch
 mkdir -p "$deb/DEBIAN" "$deb/usr/bin" "$doc"
 cp "$bin" "$deb/usr/bin/nomad-holepunch"
 cp README.md packaging/debian/README.Debian packaging/debian/copyright "$doc/"
-gzip -9 -n -c CHANGELOG.md >"$doc/changelog.gz"
+# A native package's changelog.gz is in Debian's format (lintian parses it);
+# the project's own changelog goes beside it.
+gzip -9 -n -c CHANGELOG.md >"$doc/CHANGELOG.md.gz"
+{
+  printf 'nomad-holepunch (%s) unstable; urgency=medium\n\n' "$version"
+  printf '  * Release %s, commit %s.\n' "$version" "$commit"
+  printf '    See /usr/share/doc/nomad-holepunch/CHANGELOG.md.gz for the changes.\n\n'
+  printf ' -- %s  %s\n' "$maintainer" "$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9 -n >"$doc/changelog.gz"
+mkdir -p "$deb/usr/share/lintian/overrides"
+cp packaging/debian/lintian-overrides "$deb/usr/share/lintian/overrides/nomad-holepunch"
 gzip -9 -n -c "$stage/THIRD-PARTY-LICENSES" >"$doc/THIRD-PARTY-LICENSES.gz"
 cp -r conf "$doc/examples"
 normalise "$deb/usr" bin/nomad-holepunch
