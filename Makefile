@@ -2,9 +2,13 @@
 #
 #   make run    build, then start the proxy on localhost:6120 in front of a
 #               stand-in Nomad Task API socket (Ctrl-C stops both)
-#   make test   install what is missing (setup, setup-test), then fmt,
-#               clippy, every test
-#   make build  optimised binary in target/release/nomad-holepunch
+#   make test   install what is missing (setup, setup-test, setup-dist), then
+#               fmt, clippy, cargo deny, every test, the release build, and
+#               make dist checked (packaging/check_dist.py)
+#   make build  optimised binary in target/release/nomad-holepunch, with its
+#               dependency list embedded (cargo auditable)
+#   make dist   release artifacts for this platform in dist/: archive, Debian
+#               package, bill of materials, SHA256SUMS
 #   make bench  criterion benchmarks, then the load, storm, instruction and
 #               system-call benchmarks (benches/*.sh)
 
@@ -19,19 +23,49 @@ RUN_DIR := target/run
 PY_VENV := target/py
 RUN_TOKEN := dev-workload-token
 
-.PHONY: all build run test setup setup-test container-build fmt lint bench clean
+# The tools the build and the release checks need, pinned, built from
+# crates.io into a directory of their own (not ~/.cargo/bin, where they
+# would replace whatever version you have), kept between clones.
+TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nomad-holepunch-tools
+export PATH := $(TOOLS)/bin:$(PATH)
+CARGO_AUDITABLE_VERSION := 0.7.7
+CARGO_DENY_VERSION := 0.20.2
+RUST_AUDIT_INFO_VERSION := 0.5.4
+# The platform `make build` builds for, and the one dist and deny look at.
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+
+.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench clean
 
 all: build
 
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-## setup: the system packages the build needs (cmake, for libz-ng under Pingora)
+# $(call cargo-tool,CRATE,VERSION): `cargo install` CRATE at exactly VERSION
+# into $(TOOLS), unless it is there already (checked without the network).
+# Built without LTO and with parallel codegen: a tool's own speed does not
+# matter here, its build time does (cargo-deny: about 1m40s on 2 cores
+# instead of several minutes).
+define cargo-tool
+	@$(CARGO) install --list --root "$(TOOLS)" 2>/dev/null | grep -qxF "$(1) v$(2):" || { \
+	  echo "make: installing $(1) $(2) into $(TOOLS)"; \
+	  env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	    $(CARGO) install --quiet --locked --root "$(TOOLS)" --version "=$(2)" $(1); \
+	}
+endef
+
+## setup: what every build needs: cmake (libz-ng under Pingora) from apt.
 setup:
 	@command -v cmake >/dev/null 2>&1 || { \
 	  echo "make setup: installing cmake"; \
 	  $(APT_INSTALL) update -qq && \
 	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake >/dev/null; \
 	}
+
+## setup-build: what the release build needs besides: cargo-auditable, which
+## embeds the dependency list in the binary (`make run`'s debug build does
+## without it).
+setup-build: setup
+	$(call cargo-tool,cargo-auditable,$(CARGO_AUDITABLE_VERSION))
 
 ## setup-test: what the client tests need besides the build: Debian's
 ## prometheus package (prometheus, promtool; its service is not started) and
@@ -52,8 +86,22 @@ setup-test:
 	  cp tests/clients/requirements.txt $(PY_VENV)/.installed; \
 	}
 
-build: setup
-	$(CARGO) build --release --locked --bin nomad-holepunch
+## setup-dist: what make dist and its checks need: cargo-deny,
+## rust-audit-info (reads the list back out of the binary), and dpkg-dev
+## (dpkg-shlibdeps) from apt.
+setup-dist:
+	@command -v dpkg-shlibdeps >/dev/null 2>&1 || { \
+	  echo "make setup-dist: installing dpkg-dev"; \
+	  $(APT_INSTALL) update -qq && \
+	  $(APT_INSTALL) install -y -qq --no-install-recommends dpkg-dev >/dev/null; \
+	}
+	$(call cargo-tool,cargo-deny,$(CARGO_DENY_VERSION))
+	$(call cargo-tool,rust-audit-info,$(RUST_AUDIT_INFO_VERSION))
+
+## build: the release binary. `cargo auditable build` is `cargo build` plus
+## the dependency list in a .dep-v0 section; the Containerfile runs the same.
+build: setup-build
+	$(CARGO) auditable build --release --locked --bin nomad-holepunch
 
 ## run: the proxy on 127.0.0.1:6120 against a stand-in socket in target/run.
 ## HOLEPUNCH_* variables from your shell pass through (HOLEPUNCH_ALLOW_NODES=true make run).
@@ -69,10 +117,12 @@ run: setup
 	target/debug/nomad-holepunch
 
 ## test: what CI runs. Plain `cargo test` skips the tests that need what
-## setup-test installs (#[ignore = "needs ..."]); here they run too.
-test: setup setup-test fmt lint
+## setup-test installs (#[ignore = "needs ..."]); here they run too. Then the
+## release build (once), make dist, and the checks of what it made.
+test: setup setup-build setup-test setup-dist fmt lint deny
 	HOLEPUNCH_TEST_PYTHON=$(CURDIR)/$(PY_VENV)/bin/python $(CARGO) test --locked -- --include-ignored
 	@$(MAKE) --no-print-directory container-build
+	@$(MAKE) --no-print-directory check-dist
 
 ## container-build: the Containerfile's build step (`make build`), then the
 ## release binary checks the Pingora settings the image ships.
@@ -85,6 +135,26 @@ fmt:
 
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## deny: licenses, duplicate crates and sources (deny.toml), offline. The
+## crate graph is this platform's (cargo metadata --filter-platform): without
+## it cargo would want every platform's crates, windows-sys included, which
+## a Linux build never downloads. The fetch is a no-op once they are here.
+deny: setup-dist
+	@mkdir -p target
+	$(CARGO) fetch --locked --target $(HOST)
+	$(CARGO) metadata --frozen --format-version 1 --filter-platform $(HOST) >target/deny-metadata.json
+	$(CARGO) deny --frozen --target $(HOST) --metadata-path target/deny-metadata.json \
+	  check --deny warnings licenses bans sources
+
+## dist: the release artifacts for this platform, in dist/ (packaging/dist.sh).
+dist: build setup-dist
+	bash packaging/dist.sh
+
+## check-dist: make dist, then every check of what it made
+## (packaging/check_dist.py; the venv has the CycloneDX schema validator).
+check-dist: dist setup-test
+	$(PY_VENV)/bin/python packaging/check_dist.py
 
 ## bench: criterion benches (decision, round trip, log redaction), the load benchmark
 ## against the Pingora floor, nginx and HAProxy, the scrape-storm
@@ -100,3 +170,4 @@ bench: setup
 
 clean:
 	$(CARGO) clean
+	rm -rf dist

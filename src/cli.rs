@@ -37,7 +37,7 @@ Options:
   -t, --test        check that the server can start, then exit
       --check       validate the environment and configuration, print the
                     effective settings (token redacted), exit 0 or 2
-  -V, --version     print the version
+  -V, --version     print the version, the git commit and the Pingora version
   -h, --help        print this help
 
 Signals: SIGTERM drains requests in flight and exits 0; SIGQUIT hands the

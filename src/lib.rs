@@ -4,6 +4,7 @@
 //!
 //! The modules, from the request's point of view:
 //! - [`cli`]: the command-line flags (pure);
+//! - [`build_info`]: the version, git commit and Pingora version (pure);
 //! - [`config`]: the environment variables, parsed strictly (pure);
 //! - [`target`]: the request-target rule, one function (pure);
 //! - [`allowlist`]: endpoint groups and the path decision (pure);
@@ -40,6 +41,7 @@
 
 pub mod allocator;
 pub mod allowlist;
+pub mod build_info;
 pub mod cidr;
 pub mod claims;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! everything, then hands the server to Pingora. The logic lives in the
 //! library (`src/lib.rs`).
 
+use holepunch::build_info;
 use holepunch::cli::{self, Command};
 use holepunch::config::ConfigError;
 use holepunch::logging::{self, LogFormat};
@@ -17,7 +18,7 @@ fn main() {
         Ok(Command::Run(opt)) => (opt, false),
         Ok(Command::Check(opt)) => (opt, true),
         Ok(Command::Version) => {
-            println!("nomad-holepunch {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", build_info::version_line());
             return;
         }
         Ok(Command::Help) => {
@@ -39,7 +40,12 @@ fn main() {
         return;
     }
 
-    info!("nomad-holepunch {} starting", env!("CARGO_PKG_VERSION"));
+    info!(
+        "nomad-holepunch {} starting (commit {}, pingora {})",
+        build_info::VERSION,
+        build_info::COMMIT,
+        build_info::PINGORA
+    );
     for line in startup.describe() {
         info!("{line}");
     }

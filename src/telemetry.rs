@@ -139,11 +139,15 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
     };
     register_int_gauge_vec!(
         "holepunch_build_info",
-        "The running build: always 1",
-        &["version"]
+        "The running build (the labels --version prints): always 1",
+        &["version", "commit", "pingora"]
     )
     .expect("register holepunch_build_info")
-    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .with_label_values(&[
+        crate::build_info::VERSION,
+        crate::build_info::COMMIT,
+        crate::build_info::PINGORA,
+    ])
     .set(1);
     metrics
 });
@@ -281,7 +285,9 @@ mod tests {
             "holepunch_client_connections_shed_total{action=\"refused\"}",
             "holepunch_client_tokens ",
             &format!(
-                "holepunch_build_info{{version=\"{}\"}} 1",
+                "holepunch_build_info{{commit=\"{}\",pingora=\"{}\",version=\"{}\"}} 1",
+                crate::build_info::COMMIT,
+                crate::build_info::PINGORA,
                 env!("CARGO_PKG_VERSION")
             ),
         ] {

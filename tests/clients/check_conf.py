@@ -36,9 +36,10 @@ thing available here. Run by tests/clients.rs (so by `make test`):
   conf/ write a one-line block with more than one argument (python-hcl2
   accepts `identity { env = true file = true }`; HCL2 does not);
 - the Containerfile (which no container engine here can build) pins its
-  bases, builds with `make setup build` as `make test` does, and runs as a
-  non-root user with the labels and port operators look for, its binary
-  also at the Go original's /opt/nomad-holepunch.
+  bases (as build arguments a registry mirror can override), builds with
+  `make setup build` as `make test` does, passes REVISION to the binary, and
+  runs as a non-root user with the labels and port operators look for, its
+  binary also at the Go original's /opt/nomad-holepunch.
 
 Prints one line per check and exits 1 on the first failure.
 """
@@ -786,7 +787,18 @@ def check_containerfile(root):
     path = os.path.join(root, "Containerfile")
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    # The base images are build arguments (a registry mirror can name its
+    # copies); their defaults are what is pinned.
+    args = dict(re.findall(r"^ARG (\w+)=(\S*)", text, re.M))
+    raw_froms = re.findall(r"^FROM (\S+)", text, re.M)
+    if raw_froms[:2] != ["${BUILD_IMAGE}", "${RUNTIME_IMAGE}"]:
+        fail(f"{path}: the stages must be FROM ${{BUILD_IMAGE}} and FROM ${{RUNTIME_IMAGE}}, build arguments: {raw_froms}")
+    first_from = text.index("\nFROM ")
+    for name in ("BUILD_IMAGE", "RUNTIME_IMAGE"):
+        m = re.search(rf"^ARG {name}=\S+$", text, re.M)
+        if not m or m.start() > first_from:
+            fail(f"{path}: ARG {name} needs a default, before the first FROM")
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), f) for f in raw_froms]
     if len(froms) != 2:
         fail(f"{path}: expected a build and a run stage, found {froms}")
     if not re.fullmatch(r"docker\.io/library/rust:\d+\.\d+\.\d+-\w+", froms[0]):
@@ -798,8 +810,12 @@ def check_containerfile(root):
         fail(f"{path}: the build must run `make setup build`, as make test does: {runs}")
     with open(os.path.join(root, "Makefile"), encoding="utf-8") as fh:
         makefile = fh.read()
-    if not re.search(r"^build: setup\n\t\$\(CARGO\) build --release --locked --bin nomad-holepunch$", makefile, re.M):
-        fail("Makefile: `make build` is not the release cargo build the Containerfile relies on")
+    if not re.search(r"^build: setup\n\t\$\(CARGO\) auditable build --release --locked --bin nomad-holepunch$", makefile, re.M):
+        fail("Makefile: `make build` is not the release cargo auditable build the Containerfile relies on")
+    # The image has no .git: the commit reaches build.rs from REVISION.
+    build_stage = text[: text.index("\nFROM ${RUNTIME_IMAGE}")]
+    if not re.search(r'^ARG REVISION=""\nENV NOMAD_HOLEPUNCH_COMMIT=\$\{REVISION\}$', build_stage, re.M):
+        fail(f"{path}: the build stage must pass ARG REVISION to build.rs as NOMAD_HOLEPUNCH_COMMIT")
     # make test ends with `$(MAKE) container-build`, which depends on build.
     test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M)
     if (
@@ -828,7 +844,8 @@ def check_containerfile(root):
         fail(f"{path}: WORKDIR /opt, as the original's image, for command = \"./nomad-holepunch\"")
     for needle in (
         'org.opencontainers.image.licenses="MPL-2.0"',
-        "org.opencontainers.image.source=",
+        'org.opencontainers.image.source="${SOURCE}"',
+        'org.opencontainers.image.revision="${REVISION}"',
         f'org.opencontainers.image.version="{version}"',
         "EXPOSE 6120",
         'ENTRYPOINT ["/usr/local/bin/nomad-holepunch"]',
@@ -836,8 +853,8 @@ def check_containerfile(root):
         if needle not in text:
             fail(f"{path}: missing {needle}")
     ok(
-        f"{path}: pinned bases, make setup build, non-root, labels, port 6120, version {version}, "
-        "/opt/nomad-holepunch linked"
+        f"{path}: pinned bases as build arguments, make setup build, REVISION into the binary, "
+        f"non-root, labels, port 6120, version {version}, /opt/nomad-holepunch linked"
     )
 
 

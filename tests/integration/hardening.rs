@@ -12,13 +12,61 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The commit the binary should report, found the way an operator would:
+/// `NOMAD_HOLEPUNCH_COMMIT` if the build was given one, else git in this
+/// checkout, else "unknown".
+fn expected_commit() -> String {
+    if let Some(c) = std::env::var("NOMAD_HOLEPUNCH_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+    {
+        return c;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--show-toplevel"]) {
+        Some(top) if std::fs::canonicalize(&top).ok() == std::fs::canonicalize(root).ok() => {
+            git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into())
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// The version of `pingora` in Cargo.lock.
+fn locked_pingora() -> String {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+        .expect("Cargo.lock");
+    let entry = lock
+        .split("[[package]]")
+        .find(|e| e.lines().any(|l| l == "name = \"pingora\""))
+        .expect("pingora in Cargo.lock");
+    let line = entry
+        .lines()
+        .find(|l| l.starts_with("version = "))
+        .expect("a version line");
+    line["version = ".len()..].trim_matches('"').to_string()
+}
+
 #[test]
-fn version_prints_the_package_version() {
+fn version_prints_the_version_the_commit_and_pingora() {
     let Exit { status, stdout, .. } = run_to_exit(&[], &["--version"]);
     assert_eq!(status.code(), Some(0));
     assert_eq!(
         stdout,
-        format!("nomad-holepunch {}\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "nomad-holepunch {} (commit {}, pingora {})\n",
+            env!("CARGO_PKG_VERSION"),
+            expected_commit(),
+            locked_pingora()
+        )
     );
 }
 

@@ -54,7 +54,9 @@ fn own_metrics_count_requests_by_group_decision_and_status() {
         (r#"holepunch_metrics_scrapes_total{served="upstream"}"#, 1.0),
         (
             &format!(
-                "holepunch_build_info{{version=\"{}\"}}",
+                "holepunch_build_info{{commit=\"{}\",pingora=\"{}\",version=\"{}\"}}",
+                holepunch::build_info::COMMIT,
+                holepunch::build_info::PINGORA,
                 env!("CARGO_PKG_VERSION")
             ),
             1.0,
