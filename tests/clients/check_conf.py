@@ -810,7 +810,7 @@ def check_containerfile(root):
         fail(f"{path}: the build must run `make setup build`, as make test does: {runs}")
     with open(os.path.join(root, "Makefile"), encoding="utf-8") as fh:
         makefile = fh.read()
-    if not re.search(r"^build: setup\n\t\$\(CARGO\) auditable build --release --locked --bin nomad-holepunch$", makefile, re.M):
+    if not re.search(r"^build: setup-build\n\t\$\(CARGO\) auditable build --release --locked --bin nomad-holepunch$", makefile, re.M):
         fail("Makefile: `make build` is not the release cargo auditable build the Containerfile relies on")
     # The image has no .git: the commit reaches build.rs from REVISION.
     build_stage = text[: text.index("\nFROM ${RUNTIME_IMAGE}")]
