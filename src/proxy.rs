@@ -484,23 +484,32 @@ impl Holepunch {
         self.answer(session, ctx, Local::Ready(ready)).await
     }
 
+    /// [`Holepunch::admission`], answering the refusal if there is one:
+    /// `Ok(false)` to go on, `Ok(true)` when it was answered 503 or 429
+    /// instead.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admission(ctx) {
+            Some(refused) => self.answer(session, ctx, refused).await,
+            None => Ok(false),
+        }
+    }
+
     /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` and the client's
     /// share of it for a request about to go to the socket, then counts it
-    /// under the rate limit ([`Holepunch::spend`]): `Ok(false)` to go on,
-    /// `Ok(true)` when it was answered 503 or 429 instead.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// under the rate limit ([`Holepunch::spend`]). Writes nothing: `Some`
+    /// refusal (503 or 429) for the caller to answer once it has let go of
+    /// whatever others wait on (a coalescing leader's followers).
+    fn admission(&self, ctx: &mut RequestCtx) -> Option<Local> {
         if ctx.permit.is_none() {
             match self.limit.try_acquire(ctx.client) {
                 Ok(permit) => ctx.permit = Some(permit),
-                Err(Full::Total) => return self.answer(session, ctx, Local::Busy).await,
-                Err(Full::Client) => return self.answer(session, ctx, Local::BusyClient).await,
+                Err(Full::Total) => return Some(Local::Busy),
+                Err(Full::Client) => return Some(Local::BusyClient),
             }
         }
-        if let Some(limited) = self.spend(ctx) {
-            ctx.permit = None;
-            return self.answer(session, ctx, limited).await;
-        }
-        Ok(false)
+        let limited = self.spend(ctx)?;
+        ctx.permit = None;
+        Some(limited)
     }
 
     /// Counts the request under `HOLEPUNCH_RATE_LIMIT`, once: the last
@@ -589,8 +598,12 @@ impl Holepunch {
             .scrapes
             .with_label_values(&["upstream"])
             .inc();
-        if self.admit(session, ctx).await? {
-            return Ok(true); // Dropping the leader releases the followers.
+        if let Some(refused) = self.admission(ctx) {
+            // Let the followers go before a byte of the refusal is written:
+            // its write waits for this client alone, which may read nothing
+            // (until HOLEPUNCH_CLIENT_WRITE_TIMEOUT). They fetch their own.
+            drop(leader);
+            return self.answer(session, ctx, refused).await;
         }
         let target = session.req_header().raw_path().to_vec();
         match Box::pin(self.fetch(&target, accept, leader)).await {
