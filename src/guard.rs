@@ -62,6 +62,7 @@ use crate::cidr::{admits, AddrSet};
 use crate::client_cert::ClientCas;
 use crate::connections::{Connections, Peer, Slot};
 use crate::deadline::WriteDeadline;
+use crate::logging::{capped, Verdict};
 use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -489,7 +490,7 @@ fn shown(client: Option<IpAddr>) -> String {
 /// closed after it.
 async fn forbid(stream: &mut Stream, header: &[u8]) {
     let body = Forbidden::Address.reason();
-    log::info!("refused {} on the telemetry listener: {body}", peer(stream));
+    refusal_line(|| format!("refused {} on the telemetry listener: {body}", peer(stream)));
     let response = format!(
         "HTTP/1.1 403 Forbidden\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
@@ -505,8 +506,19 @@ async fn forbid(stream: &mut Stream, header: &[u8]) {
     let _ = stream.flush().await;
 }
 
-/// How much of a refused request line is logged.
-const LOGGED_LINE_BYTES: usize = 2048;
+/// Logs a refusal at info, throttled as every refusal line is
+/// ([`crate::logging::refusal_line`]).
+fn refusal_line(line: impl FnOnce() -> String) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    if let Verdict::Log(dropped) = crate::logging::refusal_line() {
+        if let Some(dropped) = dropped {
+            log::info!("{dropped}");
+        }
+        log::info!("{}", line());
+    }
+}
 
 /// Answers 400 to a request whose target [`refused_target`] refused, and
 /// counts and logs it as the proxy does its own refusals. The connection is
@@ -514,9 +526,10 @@ const LOGGED_LINE_BYTES: usize = 2048;
 async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
     let reason = refusal.reason();
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
-    // As much of it as Pingora's own 400 logs: a 64 KiB line is no use in a log.
-    let line = &line[..line.len().min(LOGGED_LINE_BYTES)];
-    log::info!("refused {} {}: {reason}", peer(stream), line.escape_ascii());
+    refusal_line(|| {
+        let shown = capped(line.escape_ascii());
+        format!("refused {} {shown}: {reason}", peer(stream))
+    });
     crate::telemetry::metrics()
         .requests
         .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])

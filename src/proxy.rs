@@ -23,6 +23,7 @@ use crate::client_auth::ClientTokens;
 use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
 use crate::head::{decide_request, Head, Rules};
 use crate::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::logging::{self, Verdict};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
 use crate::token::Token;
@@ -454,11 +455,18 @@ impl Holepunch {
         ctx: &mut RequestCtx,
         local: Local,
     ) -> Answering<'a> {
-        if log::log_enabled!(log::Level::Info) {
-            let req = session.req_header();
-            let line = local.log_line(client(session), &req.method, escaped_target(req));
-            if let Some(line) = line {
-                info!("{line}");
+        // A refusal counts against no limit: its lines are throttled
+        // (`logging::refusal_line`), and its target is capped.
+        if log::log_enabled!(log::Level::Info) && local.logged() {
+            if let Verdict::Log(dropped) = logging::refusal_line() {
+                if let Some(dropped) = dropped {
+                    info!("{dropped}");
+                }
+                let req = session.req_header();
+                let line = local.log_line(client(session), &req.method, escaped_target(req));
+                if let Some(line) = line {
+                    info!("{line}");
+                }
             }
         }
         let Answer {
@@ -887,11 +895,11 @@ fn client(session: &Session) -> impl fmt::Display + '_ {
     )
 }
 
-/// The raw target for a log line, with anything unprintable escaped.
-fn escaped_target(req: &RequestHeader) -> impl fmt::Display + '_ {
-    Shown(move |f: &mut fmt::Formatter<'_>| {
-        fmt::Display::fmt(&String::from_utf8_lossy(req.raw_path()).escape_debug(), f)
-    })
+/// The raw target for a log line, with anything unprintable escaped, and
+/// cut to `logging::LOGGED_TARGET_BYTES`: every line that shows a target
+/// (refusals, errors, access lines) shows at most that much of it.
+fn escaped_target(req: &RequestHeader) -> String {
+    logging::capped(String::from_utf8_lossy(req.raw_path()).escape_debug())
 }
 
 /// Displays with a closure, so that a log line formats in place.
