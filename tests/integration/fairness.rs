@@ -438,8 +438,9 @@ fn a_refused_leader_holds_up_no_identical_scrape(s: &Setup, attacker: IpAddr, re
     let scrape =
         format!("GET {SCRAPE} HTTP/1.1\r\nHost: localhost\r\nAccept: {PROMETHEUS_ACCEPT}\r\n\r\n");
     let mut held = connect_tight_from(attacker, s.proxy.addr).expect("the attacker connects");
-    let mut victims = 0;
     for sent in 1..=MAX_REFUSED_SCRAPES {
+        // One victim has been served after each refused scrape before this one.
+        let victims = sent - 1;
         held.write_all(scrape.as_bytes())
             .expect("the attacker sends");
         // Its scrape is past the coalescing table: it led, and was refused
@@ -457,7 +458,6 @@ fn a_refused_leader_holds_up_no_identical_scrape(s: &Setup, attacker: IpAddr, re
         // A scrape from a client that has sent nothing, identical to the
         // attacker's: served, not held behind the attacker's refusal.
         let victim = client(60, victims);
-        victims += 1;
         let raw = format!(
             "GET {SCRAPE} HTTP/1.1\r\nHost: localhost\r\nAccept: {PROMETHEUS_ACCEPT}\r\n\
              Connection: close\r\n\r\n"
