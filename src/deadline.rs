@@ -32,6 +32,7 @@
 //! sender cannot tell from reading.
 
 use crate::config::CLIENT_WRITE_TIMEOUT;
+use crate::connections::StallWatch;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -64,17 +65,41 @@ pub struct WriteDeadline {
     acked: Option<u64>,
     /// Bytes our writes handed on since the timer was armed.
     written: u64,
+    /// Told when the timer is armed and disarmed: the connection cap may
+    /// close a connection whose writes have waited long enough.
+    stalls: Option<StallWatch>,
 }
 
 impl WriteDeadline {
     pub fn wrap(inner: Stream, timeout: Duration) -> Stream {
-        Box::new(WriteDeadline {
+        Box::new(WriteDeadline::new(inner, timeout, None))
+    }
+
+    /// [`WriteDeadline::wrap`], telling `stalls` when a write starts to
+    /// wait for the client (the timer is armed) and when the client has
+    /// taken [`MIN_PROGRESS`] since, or sent its next request (disarmed).
+    pub fn watched(inner: Stream, timeout: Duration, stalls: StallWatch) -> Stream {
+        Box::new(WriteDeadline::new(inner, timeout, Some(stalls)))
+    }
+
+    fn new(inner: Stream, timeout: Duration, stalls: Option<StallWatch>) -> WriteDeadline {
+        WriteDeadline {
             inner,
             timeout,
             timer: None,
             acked: None,
             written: 0,
-        })
+            stalls,
+        }
+    }
+
+    /// The timer is disarmed: the client is taking what is written.
+    fn disarm(&mut self) {
+        if self.timer.take().is_some() {
+            if let Some(stalls) = &self.stalls {
+                stalls.moving();
+            }
+        }
     }
 
     /// Bytes the client has acknowledged so far, if the kernel tells.
@@ -94,7 +119,7 @@ impl WriteDeadline {
             if self.timer.is_some() {
                 self.written += n as u64;
                 if self.written >= MIN_PROGRESS {
-                    self.timer = None;
+                    self.disarm();
                 }
             }
             return poll;
@@ -113,6 +138,9 @@ impl WriteDeadline {
         if self.timer.is_none() {
             self.acked = self.acked_bytes();
             self.written = 0;
+            if let Some(stalls) = &self.stalls {
+                stalls.waiting();
+            }
         }
         let timer = self.timer.get_or_insert_with(|| Box::pin(sleep(timeout)));
         if timer.as_mut().poll(cx).is_ready() {
@@ -127,10 +155,15 @@ impl WriteDeadline {
                     self.acked = now;
                     self.written = 0;
                     self.timer = Some(timer);
+                    // It took enough: its wait starts again from now.
+                    if let Some(stalls) = &self.stalls {
+                        stalls.moving();
+                        stalls.waiting();
+                    }
                     return Poll::Pending;
                 }
             }
-            self.timer = None;
+            self.disarm();
             log::info!(
                 "closing a client that took no bytes for {timeout:?} ({CLIENT_WRITE_TIMEOUT})"
             );
@@ -175,7 +208,7 @@ impl AsyncRead for WriteDeadline {
         if buf.filled().len() > before {
             // The client sent something (its next request): it is here,
             // and a new response starts a new count.
-            self.timer = None;
+            self.disarm();
         }
         poll
     }
