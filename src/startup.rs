@@ -242,6 +242,7 @@ impl Startup {
             socket_path: config.socket_path.clone(),
             upstream_timeout: config.upstream_timeout,
             max_body: config.max_body,
+            body_period: config.client_header_timeout,
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
             metrics_cache_ttl: config.metrics_cache_ttl,
