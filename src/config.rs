@@ -317,7 +317,7 @@ static VARS: [Var; 28] = [
     Var {
         name: CLIENT_HEADER_TIMEOUT,
         default: DefaultValue::Value("10s"),
-        meaning: "how long a client may take to send a whole request header",
+        meaning: "how long a client may take to send a whole request header (a body: each 64 KiB)",
         parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_header_timeout = t)),
         show: Some(|c| format!("{CLIENT_HEADER_TIMEOUT} = {:?}", c.client_header_timeout)),
     },
