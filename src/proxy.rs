@@ -832,10 +832,15 @@ async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>
         }
         None => shared.body.clone(),
     };
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    // A failure here is the client's (gone, or not reading): logged and
+    // counted as such, not as the proxy's 500.
+    let written = async {
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    };
+    written.await.map_err(|e| e.into_down())
 }
 
 /// Turns on the compression module for this response: a metrics response
@@ -972,8 +977,11 @@ async fn respond(
         Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
         Cow::Owned(s) => Bytes::from(s),
     };
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    let written = async {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    };
+    written.await.map_err(|e| e.into_down())
 }
 
 /// The client's address for a log line, or `-`.
