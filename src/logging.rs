@@ -21,6 +21,10 @@
 //! Aho-Corasick automaton over the line, whatever the number of secrets,
 //! plus a comparison per candidate ([`Redactor`]; figures in
 //! docs/performance.md). The automaton is rebuilt when the secrets change.
+//!
+//! A line never shows more than [`LOGGED_TARGET_BYTES`] of a request target
+//! ([`capped`]), and refusal lines, which a client can cause without limit,
+//! are throttled ([`refusal_line`], [`Throttle`]).
 
 use crate::config::LOG_FORMAT;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
