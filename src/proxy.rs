@@ -93,7 +93,7 @@ pub struct Settings {
     /// The largest request body forwarded.
     pub max_body: u64,
     /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
-    /// come at [`MIN_PROGRESS`] per this long at least ([`BodyPace`]).
+    /// come at [`MIN_PROGRESS`] per this long at least (`BodyPace`).
     pub body_period: Duration,
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
@@ -258,7 +258,7 @@ impl ProxyHttp for Holepunch {
 
     /// Counts the body as it streams and stops it past the limit, for
     /// bodies whose length was not declared up front, and stops one that
-    /// comes too slowly ([`BodyPace`]).
+    /// comes too slowly (`BodyPace`).
     async fn request_body_filter(
         &self,
         _session: &mut Session,
