@@ -71,6 +71,9 @@ macro_rules! var_name {
     (MAX_CONNECTIONS) => {
         "HOLEPUNCH_MAX_CONNECTIONS"
     };
+    (MAX_CONNECTIONS_PER_CLIENT) => {
+        "HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT"
+    };
     (ALLOW_FROM) => {
         "HOLEPUNCH_ALLOW_FROM"
     };
@@ -131,6 +134,7 @@ pub const CLIENT_HEADER_TIMEOUT: &str = var_name!(CLIENT_HEADER_TIMEOUT);
 pub const CLIENT_WRITE_TIMEOUT: &str = var_name!(CLIENT_WRITE_TIMEOUT);
 pub const CLIENT_IDLE_TIMEOUT: &str = var_name!(CLIENT_IDLE_TIMEOUT);
 pub const MAX_CONNECTIONS: &str = var_name!(MAX_CONNECTIONS);
+pub const MAX_CONNECTIONS_PER_CLIENT: &str = var_name!(MAX_CONNECTIONS_PER_CLIENT);
 pub const ALLOW_FROM: &str = var_name!(ALLOW_FROM);
 pub const ALLOWED_HOSTS: &str = var_name!(ALLOWED_HOSTS);
 /// Set by Nomad for every task: the region of the agent.
@@ -225,7 +229,7 @@ pub fn table() -> impl Iterator<Item = Var> {
         }))
 }
 
-static VARS: [Var; 27] = [
+static VARS: [Var; 28] = [
     Var {
         name: BIND,
         default: DefaultValue::Value("0.0.0.0"),
@@ -313,7 +317,7 @@ static VARS: [Var; 27] = [
     Var {
         name: CLIENT_HEADER_TIMEOUT,
         default: DefaultValue::Value("10s"),
-        meaning: "how long a client may take to send a whole request header",
+        meaning: "how long a client may take to send a whole request header (a body: each 64 KiB)",
         parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_header_timeout = t)),
         show: Some(|c| format!("{CLIENT_HEADER_TIMEOUT} = {:?}", c.client_header_timeout)),
     },
@@ -342,6 +346,24 @@ static VARS: [Var; 27] = [
         show: Some(|c| match c.max_connections {
             Some(n) => format!("{MAX_CONNECTIONS} = {n}"),
             None => format!("{MAX_CONNECTIONS} = default"),
+        }),
+    },
+    Var {
+        name: MAX_CONNECTIONS_PER_CLIENT,
+        // The default is `limits::default_per_client` of the cap in force
+        // (`crate::connections::Fitted`), which says why.
+        default: DefaultValue::Unset(concat!(
+            "a quarter of `",
+            var_name!(MAX_CONNECTIONS),
+            "` (`256`), at least 4 and below it"
+        )),
+        meaning: "the most of those connections from one client address",
+        parse: Parse::With(|v, d| {
+            parse_max_connections_per_client(v).map(|n| d.max_connections_per_client = Some(n))
+        }),
+        show: Some(|c| match c.max_connections_per_client {
+            Some(n) => format!("{MAX_CONNECTIONS_PER_CLIENT} = {n} per client address"),
+            None => format!("{MAX_CONNECTIONS_PER_CLIENT} = default"),
         }),
     },
     Var {
@@ -558,6 +580,9 @@ pub struct Config {
     /// The most client connections open at once, when the operator set it;
     /// `None`: the default, fitted to the open-files limit at startup.
     pub max_connections: Option<usize>,
+    /// The most of those from one client address, when the operator set
+    /// it; `None`: a quarter of the cap in force (`crate::connections::Fitted`).
+    pub max_connections_per_client: Option<usize>,
     /// The client addresses served, when limited.
     pub allow_from: Option<AddrSet>,
     /// The Host names served, when limited.
@@ -713,6 +738,7 @@ struct Draft {
     client_write_timeout: Duration,
     client_idle_timeout: Duration,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     allow_from: Option<AddrSet>,
     allowed_hosts: Option<HostList>,
     region: Option<String>,
@@ -787,6 +813,7 @@ impl Draft {
             .map(|(ip, port)| SocketAddr::new(ip, port));
         let telemetry_listen = self.telemetry_listen(listen, problems);
         let max_in_flight_per_client = self.max_in_flight_per_client(problems);
+        self.check_connections_per_client(problems);
         self.check_all_off_loopback(problems);
         Some(Config {
             listen: listen?,
@@ -799,6 +826,7 @@ impl Draft {
             client_write_timeout: self.client_write_timeout,
             client_idle_timeout: self.client_idle_timeout,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             allow_from: self.allow_from,
             allowed_hosts: self.allowed_hosts,
             region: self.region,
@@ -939,6 +967,29 @@ impl Draft {
             );
         }
         per_client
+    }
+
+    /// HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT, never more than a
+    /// HOLEPUNCH_MAX_CONNECTIONS the operator set. Under a default cap,
+    /// lowered at startup to fit the open-files limit, it is lowered with it
+    /// (`crate::connections::Fitted::share`).
+    fn check_connections_per_client(&self, problems: &mut Problems) {
+        let (Some(max), Some(per_client)) = (self.max_connections, self.max_connections_per_client)
+        else {
+            return;
+        };
+        if per_client > max {
+            let problem = format!(
+                "one client cannot hold more connections than {MAX_CONNECTIONS} allows in all \
+                 ({max}): set it from 1 to {max}, or leave it unset for {}",
+                crate::limits::default_per_client(max)
+            );
+            problems.add(
+                MAX_CONNECTIONS_PER_CLIENT,
+                Some(&per_client.to_string()),
+                problem,
+            );
+        }
     }
 
     /// ALL forwards anything with the workload token: off loopback, only to
@@ -1127,6 +1178,16 @@ fn parse_max_connections(v: &str) -> Result<usize, String> {
             "expected a whole number of connections from 1 to {MAX_MAX_CONNECTIONS} \
              (default {})",
             crate::connections::DEFAULT_MAX_CONNECTIONS
+        )),
+    }
+}
+
+fn parse_max_connections_per_client(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 && n <= MAX_MAX_CONNECTIONS && !v.starts_with('+') => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of connections from 1 to {MAX_CONNECTIONS} \
+             (unset: a quarter of {MAX_CONNECTIONS})"
         )),
     }
 }
@@ -1926,6 +1987,53 @@ mod tests {
     }
 
     #[test]
+    fn the_per_client_connection_share_never_exceeds_a_cap_the_operator_set() {
+        let share = |vars: &[(&str, &str)]| {
+            let mut all = vec![TOKEN];
+            all.extend_from_slice(vars);
+            cfg(&all).map(|c| c.max_connections_per_client)
+        };
+        // Unset: a quarter of the cap in force, decided at startup.
+        assert_eq!(share(&[]).unwrap(), None);
+        assert_eq!(
+            share(&[(MAX_CONNECTIONS_PER_CLIENT, "10")]).unwrap(),
+            Some(10)
+        );
+        // Above a cap the operator set: an error naming both.
+        let both = [(MAX_CONNECTIONS, "8"), (MAX_CONNECTIONS_PER_CLIENT, "8")];
+        assert_eq!(share(&both).unwrap(), Some(8));
+        let errs = errors_for(&[
+            TOKEN,
+            (MAX_CONNECTIONS, "8"),
+            (MAX_CONNECTIONS_PER_CLIENT, "9"),
+        ]);
+        assert_eq!(
+            errs,
+            [
+                "HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT=\"9\": one client cannot hold more \
+                 connections than HOLEPUNCH_MAX_CONNECTIONS allows in all (8): set it from 1 \
+                 to 8, or leave it unset for 4"
+            ]
+        );
+        // Above the default cap it is lowered with it at startup, not refused.
+        assert_eq!(
+            share(&[(MAX_CONNECTIONS_PER_CLIENT, "5000")]).unwrap(),
+            Some(5000)
+        );
+        for bad in ["0", "-1", "+2", "two", "1000001"] {
+            let errs = errors_for(&[TOKEN, (MAX_CONNECTIONS_PER_CLIENT, bad)]);
+            assert_eq!(
+                errs,
+                [format!(
+                    "HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT={bad:?}: expected a whole number of \
+                     connections from 1 to HOLEPUNCH_MAX_CONNECTIONS (unset: a quarter of \
+                     HOLEPUNCH_MAX_CONNECTIONS)"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn rate_limits_print_as_they_are_written() {
         for v in ["20/s", "600/m", "7/h", "1/s", "4294967295/h"] {
             assert_eq!(RateLimit::parse(v).unwrap().to_string(), v);
@@ -1976,10 +2084,11 @@ mod tests {
             "Task API socket: /secrets/api.sock (from default)"
         );
         assert_eq!(lines[2], "workload token: NOMAD_TOKEN (<redacted>)");
-        assert_eq!(lines.len(), 4 + Group::ALL.len() + 18);
+        assert_eq!(lines.len(), 4 + Group::ALL.len() + 19);
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_WRITE_TIMEOUT = 30s".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_CLIENT_IDLE_TIMEOUT = 60s".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_CONNECTIONS = default".to_string()));
+        assert!(lines.contains(&"HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT = default".to_string()));
         assert!(lines.contains(&"HOLEPUNCH_MAX_IN_FLIGHT = 256".to_string()));
         assert!(lines
             .contains(&"HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT = 64 per client address".to_string()));

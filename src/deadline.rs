@@ -30,8 +30,14 @@
 //! A client that stops reading is closed within one to two timeouts: its
 //! kernel keeps acknowledging until its receive buffer is full, which the
 //! sender cannot tell from reading.
+//!
+//! The guard's streams also tell the connection cap when a write begins to
+//! wait for the client and when that wait ends ([`WriteDeadline::watched`],
+//! [`StallWatch`]): at the cap, a connection whose write has waited long
+//! enough may be closed for a new one ([`crate::connections`]).
 
 use crate::config::CLIENT_WRITE_TIMEOUT;
+use crate::connections::StallWatch;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -64,17 +70,65 @@ pub struct WriteDeadline {
     acked: Option<u64>,
     /// Bytes our writes handed on since the timer was armed.
     written: u64,
+    /// Told when a write starts to wait for the client and when it stops
+    /// ([`WriteDeadline::watched`]).
+    stalls: Option<StallWatch>,
+    /// Whether `stalls` was told a wait began, and not yet that it ended.
+    stalled: bool,
 }
 
 impl WriteDeadline {
     pub fn wrap(inner: Stream, timeout: Duration) -> Stream {
-        Box::new(WriteDeadline {
+        Box::new(WriteDeadline::new(inner, timeout, None))
+    }
+
+    /// [`WriteDeadline::wrap`], telling `stalls` when a write starts to
+    /// wait for the client, and when that wait ends: a write (or flush)
+    /// accepted whole, the client taking [`MIN_PROGRESS`] since the wait
+    /// began, or its next request. The connection cap may close a
+    /// connection whose wait has lasted long enough
+    /// ([`crate::connections::STALLED_AFTER`]). A write accepted only in
+    /// part (a client that takes a few bytes at a time) does not end it.
+    pub fn watched(inner: Stream, timeout: Duration, stalls: StallWatch) -> Stream {
+        Box::new(WriteDeadline::new(inner, timeout, Some(stalls)))
+    }
+
+    fn new(inner: Stream, timeout: Duration, stalls: Option<StallWatch>) -> WriteDeadline {
+        WriteDeadline {
             inner,
             timeout,
             timer: None,
             acked: None,
             written: 0,
-        })
+            stalls,
+            stalled: false,
+        }
+    }
+
+    /// The timer is disarmed: the client is taking what is written.
+    fn disarm(&mut self) {
+        self.timer = None;
+        self.stall_ends();
+    }
+
+    /// A write waits for the client: tells [`StallWatch::waiting`], once
+    /// per wait.
+    fn stall_begins(&mut self) {
+        if !self.stalled {
+            self.stalled = true;
+            if let Some(stalls) = &self.stalls {
+                stalls.waiting();
+            }
+        }
+    }
+
+    /// The wait is over: tells [`StallWatch::moving`].
+    fn stall_ends(&mut self) {
+        if std::mem::take(&mut self.stalled) {
+            if let Some(stalls) = &self.stalls {
+                stalls.moving();
+            }
+        }
     }
 
     /// Bytes the client has acknowledged so far, if the kernel tells.
@@ -83,18 +137,23 @@ impl WriteDeadline {
         digest.tcp_info().map(|info| info.tcpi_bytes_acked)
     }
 
-    /// After an inner write returned `poll`: counts what it took, and ends
-    /// the period once the client has taken [`MIN_PROGRESS`].
+    /// After an inner write of `len` bytes returned `poll`: counts what it
+    /// took, and ends the period once the client has taken [`MIN_PROGRESS`].
     fn wrote(
         &mut self,
         cx: &mut Context<'_>,
+        len: usize,
         poll: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         if let Poll::Ready(Ok(n)) = poll {
+            if n == len {
+                // Taken whole: nothing of this write waits any more.
+                self.stall_ends();
+            }
             if self.timer.is_some() {
                 self.written += n as u64;
                 if self.written >= MIN_PROGRESS {
-                    self.timer = None;
+                    self.disarm();
                 }
             }
             return poll;
@@ -110,6 +169,7 @@ impl WriteDeadline {
             return poll;
         }
         let timeout = self.timeout;
+        self.stall_begins();
         if self.timer.is_none() {
             self.acked = self.acked_bytes();
             self.written = 0;
@@ -127,10 +187,13 @@ impl WriteDeadline {
                     self.acked = now;
                     self.written = 0;
                     self.timer = Some(timer);
+                    // It took enough: its wait starts again from now.
+                    self.stall_ends();
+                    self.stall_begins();
                     return Poll::Pending;
                 }
             }
-            self.timer = None;
+            self.disarm();
             log::info!(
                 "closing a client that took no bytes for {timeout:?} ({CLIENT_WRITE_TIMEOUT})"
             );
@@ -175,7 +238,7 @@ impl AsyncRead for WriteDeadline {
         if buf.filled().len() > before {
             // The client sent something (its next request): it is here,
             // and a new response starts a new count.
-            self.timer = None;
+            self.disarm();
         }
         poll
     }
@@ -188,7 +251,7 @@ impl AsyncWrite for WriteDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(cx, poll)
+        self.wrote(cx, buf.len(), poll)
     }
 
     fn poll_write_vectored(
@@ -197,7 +260,8 @@ impl AsyncWrite for WriteDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(cx, poll)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.wrote(cx, len, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -206,6 +270,9 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = poll {
+            self.stall_ends();
+        }
         self.watch(cx, poll)
     }
 
@@ -344,6 +411,65 @@ mod tests {
                 .expect("the trickle was not given up within 5 s")
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    /// Polls a write of `buf` once: what it took, or `None` while it waits.
+    async fn write_once(w: &mut Stream, buf: &[u8]) -> Option<usize> {
+        std::future::poll_fn(|cx| match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(r) => Poll::Ready(Some(r.expect("a write"))),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
+
+    #[test]
+    fn a_write_that_waits_for_the_peer_is_reported_until_it_is_taken() {
+        use crate::connections::{Connections, Peer};
+        block_on(async {
+            // One place: a new connection takes it only from a stalled one.
+            let conns = Connections::with_stall(1, 1, Duration::ZERO);
+            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            assert!(slot.busy());
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let mut w =
+                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            // Taken whole: no wait.
+            assert_eq!(write_once(&mut w, &[b'x'; 1000]).await, Some(1000));
+            assert!(conns.admit(Peer::Insider, None).is_none());
+            // Taken in part, then waiting: still no wait reported until the
+            // write has to wait; then it is.
+            let big = [b'y'; 4096];
+            assert_eq!(write_once(&mut w, &big).await, Some(24));
+            assert!(conns.admit(Peer::Insider, None).is_none());
+            assert_eq!(write_once(&mut w, &big[24..]).await, None);
+            // The peer takes a little: a part, not enough to end the wait.
+            let mut buf = [0; 512];
+            peer.read_exact(&mut buf).await.unwrap();
+            assert_eq!(write_once(&mut w, &big[24..]).await, Some(512));
+            let new = conns
+                .admit(Peer::Insider, None)
+                .expect("the stalled one makes room");
+            assert!(slot.is_closed());
+            drop((w, slot, new));
+            // Another connection, in the place they left, whose
+            // peer takes everything: a write taken whole ends its wait, and
+            // nothing is stalled to make room for a newcomer.
+            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            assert!(slot.busy());
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let mut w =
+                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            assert_eq!(write_once(&mut w, &big).await, Some(1024));
+            assert_eq!(write_once(&mut w, &big[1024..]).await, None);
+            let mut all = vec![0; 1024];
+            peer.read_exact(&mut all).await.unwrap();
+            assert_eq!(write_once(&mut w, &big[1024..2048]).await, Some(1024));
+            assert!(
+                conns.admit(Peer::Insider, None).is_none(),
+                "nothing stalled"
+            );
+            assert!(!slot.is_closed());
         });
     }
 

@@ -8,9 +8,11 @@
 //! connection whose certificate is no longer trusted is closed before its
 //! next request ([`crate::client_cert::ClientCas::recheck`]). A kept-alive connection waits at most
 //! `HOLEPUNCH_CLIENT_IDLE_TIMEOUT` for its next request. Each connection
-//! holds a place under `HOLEPUNCH_MAX_CONNECTIONS`
-//! ([`crate::connections`]), and is idle, so closed first at the cap,
-//! whenever no request of its own is in progress.
+//! holds a place under `HOLEPUNCH_MAX_CONNECTIONS` and its client's share
+//! of it ([`crate::connections`]), and is idle, so closed first at the cap,
+//! whenever no request of its own is in progress; its writes tell the cap
+//! when they stall, so that at the cap it can be closed while it waits for
+//! a client that has stopped reading.
 //!
 //! A client outside `HOLEPUNCH_ALLOW_FROM` gets one answer per connection,
 //! with `Connection: close`, then the connection is closed: on the proxy's
@@ -62,6 +64,7 @@ use crate::cidr::{admits, AddrSet};
 use crate::client_cert::ClientCas;
 use crate::connections::{Connections, Peer, Slot};
 use crate::deadline::WriteDeadline;
+use crate::logging::{capped, Verdict};
 use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -340,7 +343,9 @@ where
             () = slot.closed() => return closed_for_room(client),
             stream = self.handshake(stream, deadline) => stream?,
         };
-        let mut stream = WriteDeadline::wrap(stream, settings.write_timeout);
+        // Its writes tell the cap when they wait for the client: a
+        // connection stalled so may be closed for a new one at the cap.
+        let mut stream = WriteDeadline::watched(stream, settings.write_timeout, slot.watch());
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
@@ -366,8 +371,7 @@ where
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
-                    let _ = stream.write_all(response.as_bytes()).await;
-                    let _ = stream.flush().await;
+                    unless_closed(&slot, write_all(&mut stream, response.as_bytes())).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {
@@ -380,7 +384,7 @@ where
                 HeaderRead::Closed => return None,
             }
             if let Some(refusal) = refused_target(&buf) {
-                refuse(&mut stream, &buf, refusal).await;
+                unless_closed(&slot, refuse(&mut stream, &buf, refusal)).await;
                 return None;
             }
             if let (Some(cas), Some(checked)) = (cas, checked.as_mut()) {
@@ -395,7 +399,7 @@ where
                 }
             }
             if !admitted && settings.outsiders == Outsiders::Forbidden {
-                forbid(&mut stream, &buf).await;
+                unless_closed(&slot, forbid(&mut stream, &buf)).await;
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -425,7 +429,14 @@ where
             // Pipelining is never enabled here, so the finished session left no
             // prefix of its own: these bytes are the start of the request.
             session.set_pipelined_prefix(buf);
-            let reused = self.inner.process_new_http(session, shutdown).await?;
+            // A connection whose writes stalled may be closed for a new one
+            // at the cap ([`Slot::watch`]): dropping the request drops its
+            // stream and everything it holds.
+            let served = unless_closed(&slot, self.inner.process_new_http(session, shutdown));
+            let Some(reused) = served.await else {
+                return closed_for_room(client);
+            };
+            let reused = reused?;
             let (next, kept) = reused.consume();
             if !admitted {
                 // One answer for an outsider, whatever the app said.
@@ -460,11 +471,13 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
 /// A place under `HOLEPUNCH_MAX_CONNECTIONS` for a new connection, or
 /// `None` (logged) when it is refused.
 fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> Option<Slot> {
-    let slot = connections.admit(peer);
+    let slot = connections.admit(peer, client);
     if slot.is_none() {
         log::debug!(
-            "refused a connection from {}: {} connections open, each with a request in progress",
+            "refused a connection from {}: at its share of {} connections, or all {} open \
+             are busy",
             shown(client),
+            connections.per_client(),
             connections.max()
         );
     }
@@ -474,10 +487,26 @@ fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> 
 /// Logs a connection closed to make room for a new one, and closes it.
 fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
     log::debug!(
-        "closed an idle connection from {} to make room for a new one",
+        "closed a connection from {} (idle, or its writes stalled) to make room for a new one",
         shown(client)
     );
     None
+}
+
+/// `work`, unless the connection is closed to make room first (`None`).
+async fn unless_closed<T>(slot: &Slot, work: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = slot.closed() => None,
+        done = work => Some(done),
+    }
+}
+
+/// Writes and flushes a whole response the guard makes itself; a failure
+/// is the client's, and the connection is closed after it either way.
+async fn write_all(stream: &mut Stream, response: &[u8]) {
+    let _ = stream.write_all(response).await;
+    let _ = stream.flush().await;
 }
 
 fn shown(client: Option<IpAddr>) -> String {
@@ -489,7 +518,7 @@ fn shown(client: Option<IpAddr>) -> String {
 /// closed after it.
 async fn forbid(stream: &mut Stream, header: &[u8]) {
     let body = Forbidden::Address.reason();
-    log::info!("refused {} on the telemetry listener: {body}", peer(stream));
+    refusal_line(|| format!("refused {} on the telemetry listener: {body}", peer(stream)));
     let response = format!(
         "HTTP/1.1 403 Forbidden\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
@@ -501,12 +530,22 @@ async fn forbid(stream: &mut Stream, header: &[u8]) {
             &body
         }
     );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.flush().await;
+    write_all(stream, response.as_bytes()).await;
 }
 
-/// How much of a refused request line is logged.
-const LOGGED_LINE_BYTES: usize = 2048;
+/// Logs a refusal at info, throttled as every refusal line is
+/// ([`crate::logging::refusal_line`]).
+fn refusal_line(line: impl FnOnce() -> String) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    if let Verdict::Log(dropped) = crate::logging::refusal_line() {
+        if let Some(dropped) = dropped {
+            log::info!("{dropped}");
+        }
+        log::info!("{}", line());
+    }
+}
 
 /// Answers 400 to a request whose target [`refused_target`] refused, and
 /// counts and logs it as the proxy does its own refusals. The connection is
@@ -514,9 +553,10 @@ const LOGGED_LINE_BYTES: usize = 2048;
 async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
     let reason = refusal.reason();
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
-    // As much of it as Pingora's own 400 logs: a 64 KiB line is no use in a log.
-    let line = &line[..line.len().min(LOGGED_LINE_BYTES)];
-    log::info!("refused {} {}: {reason}", peer(stream), line.escape_ascii());
+    refusal_line(|| {
+        let shown = capped(line.escape_ascii());
+        format!("refused {} {shown}: {reason}", peer(stream))
+    });
     crate::telemetry::metrics()
         .requests
         .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])
@@ -533,8 +573,7 @@ async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
             &body
         }
     );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.flush().await;
+    write_all(stream, response.as_bytes()).await;
 }
 
 #[cfg(test)]

@@ -29,14 +29,15 @@
 //!   client write and idle timeouts, `HOLEPUNCH_ALLOW_FROM` for connections,
 //!   in front of it and of the telemetry listener;
 //! - [`connections`]: `HOLEPUNCH_MAX_CONNECTIONS`, one count for both
-//!   listeners;
+//!   listeners, and each client's share of it;
 //! - [`open_files`]: the open-files limit, raised at startup;
 //! - [`shutdown`]: in-flight counting and the early exit after SIGTERM;
 //! - [`startup`]: loading and checking all of it, and assembling the server;
 //! - [`rundir`]: the private directory of the upgrade socket and pid file;
 //! - [`telemetry`]: the proxy's own Prometheus metrics;
 //! - [`process`]: the process metrics Prometheus clients export, from `/proc`;
-//! - [`logging`]: env_logger with secrets redacted from every line, text or JSON;
+//! - [`logging`]: env_logger with secrets redacted from every line, text or JSON,
+//!   targets cut and refusal lines throttled;
 //! - [`allocator`]: glibc's trim and mmap thresholds, set once at startup.
 
 pub mod allocator;

@@ -21,6 +21,10 @@
 //! Aho-Corasick automaton over the line, whatever the number of secrets,
 //! plus a comparison per candidate ([`Redactor`]; figures in
 //! docs/performance.md). The automaton is rebuilt when the secrets change.
+//!
+//! A line never shows more than [`LOGGED_TARGET_BYTES`] of a request target
+//! ([`capped`]), and refusal lines, which a client can cause without limit,
+//! are throttled ([`refusal_line`], [`Throttle`]).
 
 use crate::config::LOG_FORMAT;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
@@ -31,6 +35,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Retired secrets kept for redaction: the most recent this many, or as
 /// many as are in use if that is more (so that a whole client token file
@@ -572,6 +577,137 @@ fn json_escape(s: &str, out: &mut String) {
     }
 }
 
+/// The most bytes of a request target (or of a refused request line) a log
+/// line shows: as much as Pingora's own 400 logs. A target can be nearly
+/// `MAX_HEADER_BYTES` (64 KiB), which is no use in a log.
+pub const LOGGED_TARGET_BYTES: usize = 2048;
+
+/// `shown` (a request target or line, escaped for the log) as a log line
+/// shows it: its secrets redacted, then cut to [`LOGGED_TARGET_BYTES`] with
+/// a note of its length. Redacted before it is cut, so that the cut never
+/// leaves the start of a secret that the whole line's redaction would no
+/// longer recognise.
+pub fn capped(shown: impl std::fmt::Display) -> String {
+    cap(&REDACTOR.load(), &shown.to_string())
+}
+
+/// [`capped`] with a given redaction (pure, for tests).
+fn cap(redactor: &Redactor, text: &str) -> String {
+    let text = redactor.redact(text);
+    if text.len() <= LOGGED_TARGET_BYTES {
+        return text.into_owned();
+    }
+    let mut end = LOGGED_TARGET_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...(cut: {} bytes in all)", &text[..end], text.len())
+}
+
+/// Refusal lines logged per second at most: what the proxy answers itself
+/// (403, 401, 400, 421, 429, 503 ...), the guard's 400, and the telemetry
+/// listener's 403. A refusal counts against no limit, so a broken or
+/// hostile client can send as many as it likes; past this, one line says
+/// how many were not logged. Ten a second is more than any scraper that is
+/// merely misconfigured makes, and with [`LOGGED_TARGET_BYTES`] caps a
+/// flood at about 20 KB of log a second.
+pub const REFUSAL_LINES_PER_SECOND: u32 = 10;
+
+/// Lines not logged by a [`Throttle`], reported with the next one logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub lines: u64,
+    /// From the first line not logged to the one that reports them.
+    pub over: std::time::Duration,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refusal lines not logged in the last {:.1}s (at most \
+             {REFUSAL_LINES_PER_SECOND} a second are)",
+            self.lines,
+            self.over.as_secs_f64()
+        )
+    }
+}
+
+/// At most `per_second` lines in each second, in windows of one second
+/// that start with the first line after the last one ended. Pure: the
+/// caller gives the time.
+#[derive(Debug)]
+pub struct Throttle {
+    per_second: u32,
+    /// When the current window began, and the lines logged in it.
+    window: Option<Instant>,
+    logged: u32,
+    /// Lines not logged since the last one logged, and when the first was.
+    dropped: u64,
+    dropped_since: Option<Instant>,
+}
+
+impl Throttle {
+    pub const fn new(per_second: u32) -> Throttle {
+        Throttle {
+            per_second,
+            window: None,
+            logged: 0,
+            dropped: 0,
+            dropped_since: None,
+        }
+    }
+
+    /// Whether a line may be logged at `now`.
+    pub fn admit(&mut self, now: Instant) -> Verdict {
+        let ended = self
+            .window
+            .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW);
+        if ended {
+            self.window = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= self.per_second {
+            self.dropped += 1;
+            self.dropped_since.get_or_insert(now);
+            return Verdict::Drop;
+        }
+        self.logged += 1;
+        let since = self.dropped_since.take();
+        let lines = std::mem::take(&mut self.dropped);
+        Verdict::Log(since.map(|since| Dropped {
+            lines,
+            over: now.saturating_duration_since(since),
+        }))
+    }
+}
+
+/// What a [`Throttle`] says of a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log it, after a line saying how many were not logged, if any were.
+    Log(Option<Dropped>),
+    /// Drop it (it is counted, and reported with the next line logged).
+    Drop,
+}
+
+/// A [`Throttle`]'s window.
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The one throttle of every refusal line.
+static REFUSALS: Mutex<Throttle> = Mutex::new(Throttle::new(REFUSAL_LINES_PER_SECOND));
+
+/// Whether a refusal line may be logged now ([`REFUSAL_LINES_PER_SECOND`]).
+/// The caller logs the [`Dropped`] line first, if there is one, from its
+/// own module as the line itself. Ask only when the line's level is
+/// enabled, so that lines nobody would see use none of the allowance.
+pub fn refusal_line() -> Verdict {
+    REFUSALS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(Instant::now())
+}
+
 struct Redacting(env_logger::Logger);
 
 impl Log for Redacting {
@@ -638,6 +774,88 @@ mod tests {
                 "denied 127.0.0.1:5 GET \"/v1/a\\b\"\n\u{1}"
             ),
             r#"{"ts":"2026-11-25T10:00:00.000Z","level":"INFO","target":"holepunch::proxy","msg":"denied 127.0.0.1:5 GET \"/v1/a\\b\"\n\u0001"}"#
+        );
+    }
+
+    #[test]
+    fn refusal_lines_are_throttled_and_the_dropped_ones_reported() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let mut throttle = Throttle::new(3);
+        // Three in the first second, then drops.
+        for ms in [0, 10, 20] {
+            assert_eq!(throttle.admit(at(ms)), Verdict::Log(None), "{ms}");
+        }
+        for ms in [30, 500, 999] {
+            assert_eq!(throttle.admit(at(ms)), Verdict::Drop, "{ms}");
+        }
+        // The next window's first line carries the count, from the first
+        // line dropped; the window starts at that line.
+        let dropped = Dropped {
+            lines: 3,
+            over: std::time::Duration::from_millis(1_470),
+        };
+        assert_eq!(throttle.admit(at(1_500)), Verdict::Log(Some(dropped)));
+        assert_eq!(
+            dropped.to_string(),
+            "3 refusal lines not logged in the last 1.5s (at most 10 a second are)"
+        );
+        assert_eq!(throttle.admit(at(1_600)), Verdict::Log(None));
+        assert_eq!(throttle.admit(at(2_499)), Verdict::Log(None));
+        assert_eq!(throttle.admit(at(2_499)), Verdict::Drop);
+        assert_eq!(
+            throttle.admit(at(2_500)),
+            Verdict::Log(Some(Dropped {
+                lines: 1,
+                over: std::time::Duration::from_millis(1),
+            }))
+        );
+        // A flood of a million in one second: three logged.
+        let mut logged = 0;
+        for i in 0..1_000_000u64 {
+            if let Verdict::Log(_) = throttle.admit(at(10_000) + std::time::Duration::from_nanos(i))
+            {
+                logged += 1;
+            }
+        }
+        assert_eq!(logged, 3);
+        // A clock that goes backwards (another thread's `now`) is the same window.
+        assert_eq!(throttle.admit(at(9_000)), Verdict::Drop);
+    }
+
+    #[test]
+    fn a_logged_target_is_cut_after_its_secrets_are_redacted() {
+        let none = redactor(&[]);
+        assert_eq!(cap(&none, "/v1/metrics"), "/v1/metrics");
+        let exact = "a".repeat(LOGGED_TARGET_BYTES);
+        assert_eq!(cap(&none, &exact), exact);
+        let long = format!("/v1/agent/self?{}", "a".repeat(60_000));
+        let shown = cap(&none, &long);
+        assert_eq!(
+            shown,
+            format!(
+                "{}...(cut: 60015 bytes in all)",
+                &long[..LOGGED_TARGET_BYTES]
+            )
+        );
+        // Never inside a character.
+        let wide = "\u{e9}".repeat(LOGGED_TARGET_BYTES);
+        let shown = cap(&none, &wide);
+        assert!(shown.starts_with(&"\u{e9}".repeat(LOGGED_TARGET_BYTES / 2)));
+        assert!(shown.ends_with(&format!("...(cut: {} bytes in all)", wide.len())));
+        // A secret across the cut is redacted whole, not cut into a piece
+        // the line's own redaction would not know.
+        let secret = "s3cr3t-token-0123456789abcdef";
+        let straddling = format!(
+            "{}{secret}{}",
+            "a".repeat(LOGGED_TARGET_BYTES - 10),
+            "b".repeat(100)
+        );
+        let shown = cap(&redactor(&[secret]), &straddling);
+        assert!(!shown.contains(&secret[..10]), "{shown}");
+        assert!(
+            shown.ends_with("a<redacted>...(cut: 2148 bytes in all)"),
+            "{shown}"
         );
     }
 

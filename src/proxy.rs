@@ -21,8 +21,10 @@ use crate::allowlist::{Decision, Group};
 use crate::cidr::admits;
 use crate::client_auth::ClientTokens;
 use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
+use crate::deadline::MIN_PROGRESS;
 use crate::head::{decide_request, Head, Rules};
 use crate::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::logging::{self, Verdict};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
 use crate::token::Token;
@@ -70,6 +72,9 @@ pub struct Holepunch {
     client_tokens: Option<Arc<ClientTokens>>,
     max_body: u64,
     upstream_timeout: Duration,
+    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: the pace of a request body too
+    /// ([`BodyPace`]).
+    body_period: Duration,
     coalescer: Coalescer,
     in_flight: Arc<InFlight>,
     limit: Arc<InFlightLimit>,
@@ -87,6 +92,9 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// The largest request body forwarded.
     pub max_body: u64,
+    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
+    /// come at [`MIN_PROGRESS`] per this long at least (`BodyPace`).
+    pub body_period: Duration,
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
     pub client_tokens: Option<Arc<ClientTokens>>,
@@ -119,6 +127,7 @@ impl Holepunch {
             client_tokens: settings.client_tokens,
             max_body: settings.max_body,
             upstream_timeout: settings.upstream_timeout,
+            body_period: settings.body_period,
             coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
             limit: InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_client),
@@ -149,6 +158,8 @@ pub struct RequestCtx {
     client: Option<IpAddr>,
     /// Whether this request was counted under `HOLEPUNCH_RATE_LIMIT`.
     counted: bool,
+    /// The pace its body must keep, while one is coming.
+    body_pace: Option<BodyPace>,
 }
 
 /// A local answer being written: boxed, so that the futures that may answer
@@ -189,6 +200,7 @@ impl ProxyHttp for Holepunch {
             permit: None,
             client: None,
             counted: false,
+            body_pace: None,
         }
     }
 
@@ -245,22 +257,36 @@ impl ProxyHttp for Holepunch {
     }
 
     /// Counts the body as it streams and stops it past the limit, for
-    /// bodies whose length was not declared up front.
+    /// bodies whose length was not declared up front, and stops one that
+    /// comes too slowly (`BodyPace`).
     async fn request_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(chunk) = body {
-            ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > self.max_body {
+        let n = body.as_ref().map_or(0, Bytes::len);
+        ctx.body_bytes += n as u64;
+        if ctx.body_bytes > self.max_body {
+            return Error::e_explain(
+                HTTPStatus(413),
+                format!("request body over {} bytes", self.max_body),
+            );
+        }
+        if let Some(pace) = ctx.body_pace.as_mut() {
+            if !pace.took(n, Instant::now()) {
                 return Error::e_explain(
-                    HTTPStatus(413),
-                    format!("request body over {} bytes", self.max_body),
+                    HTTPStatus(408),
+                    format!(
+                        "request body under {MIN_PROGRESS} bytes in {:?}",
+                        pace.period
+                    ),
                 );
             }
+        }
+        if end_of_stream || body.is_none() {
+            ctx.body_pace = None;
         }
         Ok(())
     }
@@ -418,13 +444,33 @@ impl Holepunch {
         origin_offset: usize,
     ) -> Result<bool> {
         ctx.outcome = Outcome::Allowed;
-        let req = session.req_header();
-        if declared_length(req).is_some_and(|len| len > self.max_body) {
+        if declared_length(session.req_header()).is_some_and(|len| len > self.max_body) {
             let max_body = self.max_body;
             return self
                 .answer(session, ctx, Local::TooLarge { max_body })
                 .await;
         }
+        // A body (under ALL only: the groups refuse them) must keep a pace:
+        // Pingora's own timeout is per read (60 s), so a body trickled a
+        // byte at a time, or one that stops, would hold the connection, the
+        // in-flight place and the socket connection for good. An upgrade's
+        // stream, once upgraded, is not a body and is left alone.
+        if !session.is_body_empty()
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::UPGRADE)
+        {
+            ctx.body_pace = Some(BodyPace::new(self.body_period, Instant::now()));
+            // A body that stops altogether: no read returns, and Pingora's
+            // per-read timeout ends it (pingora-core 0.9.1
+            // `protocols/http/v1/server.rs`, `read_body`). Only body reads
+            // use it: once the body is done, the wait for the answer reads
+            // with no timeout (`read_body_or_idle`, `idle`), so a blocking
+            // query is never cut by it.
+            session.set_read_timeout(Some(self.body_period));
+        }
+        let req = session.req_header();
         if origin_offset > 0 {
             // Absolute-form: forward exactly the path that was decided on.
             let origin = req.raw_path()[origin_offset..].to_vec();
@@ -454,11 +500,18 @@ impl Holepunch {
         ctx: &mut RequestCtx,
         local: Local,
     ) -> Answering<'a> {
-        if log::log_enabled!(log::Level::Info) {
-            let req = session.req_header();
-            let line = local.log_line(client(session), &req.method, escaped_target(req));
-            if let Some(line) = line {
-                info!("{line}");
+        // A refusal counts against no limit: its lines are throttled
+        // (`logging::refusal_line`), and its target is capped.
+        if log::log_enabled!(log::Level::Info) && local.logged() {
+            if let Verdict::Log(dropped) = logging::refusal_line() {
+                if let Some(dropped) = dropped {
+                    info!("{dropped}");
+                }
+                let req = session.req_header();
+                let line = local.log_line(client(session), &req.method, escaped_target(req));
+                if let Some(line) = line {
+                    info!("{line}");
+                }
             }
         }
         let Answer {
@@ -484,23 +537,32 @@ impl Holepunch {
         self.answer(session, ctx, Local::Ready(ready)).await
     }
 
+    /// [`Holepunch::admission`], answering the refusal if there is one:
+    /// `Ok(false)` to go on, `Ok(true)` when it was answered 503 or 429
+    /// instead.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admission(ctx) {
+            Some(refused) => self.answer(session, ctx, refused).await,
+            None => Ok(false),
+        }
+    }
+
     /// Takes a place under `HOLEPUNCH_MAX_IN_FLIGHT` and the client's
     /// share of it for a request about to go to the socket, then counts it
-    /// under the rate limit ([`Holepunch::spend`]): `Ok(false)` to go on,
-    /// `Ok(true)` when it was answered 503 or 429 instead.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// under the rate limit ([`Holepunch::spend`]). Writes nothing: `Some`
+    /// refusal (503 or 429) for the caller to answer once it has let go of
+    /// whatever others wait on (a coalescing leader's followers).
+    fn admission(&self, ctx: &mut RequestCtx) -> Option<Local> {
         if ctx.permit.is_none() {
             match self.limit.try_acquire(ctx.client) {
                 Ok(permit) => ctx.permit = Some(permit),
-                Err(Full::Total) => return self.answer(session, ctx, Local::Busy).await,
-                Err(Full::Client) => return self.answer(session, ctx, Local::BusyClient).await,
+                Err(Full::Total) => return Some(Local::Busy),
+                Err(Full::Client) => return Some(Local::BusyClient),
             }
         }
-        if let Some(limited) = self.spend(ctx) {
-            ctx.permit = None;
-            return self.answer(session, ctx, limited).await;
-        }
-        Ok(false)
+        let limited = self.spend(ctx)?;
+        ctx.permit = None;
+        Some(limited)
     }
 
     /// Counts the request under `HOLEPUNCH_RATE_LIMIT`, once: the last
@@ -589,8 +651,12 @@ impl Holepunch {
             .scrapes
             .with_label_values(&["upstream"])
             .inc();
-        if self.admit(session, ctx).await? {
-            return Ok(true); // Dropping the leader releases the followers.
+        if let Some(refused) = self.admission(ctx) {
+            // Let the followers go before a byte of the refusal is written:
+            // its write waits for this client alone, which may read nothing
+            // (until HOLEPUNCH_CLIENT_WRITE_TIMEOUT). They fetch their own.
+            drop(leader);
+            return self.answer(session, ctx, refused).await;
         }
         let target = session.req_header().raw_path().to_vec();
         match Box::pin(self.fetch(&target, accept, leader)).await {
@@ -766,10 +832,15 @@ async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>
         }
         None => shared.body.clone(),
     };
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    // A failure here is the client's (gone, or not reading): logged and
+    // counted as such, not as the proxy's 500.
+    let written = async {
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    };
+    written.await.map_err(|e| e.into_down())
 }
 
 /// Turns on the compression module for this response: a metrics response
@@ -794,6 +865,45 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
         .ok()
 }
 
+/// The pace a request body must keep: [`MIN_PROGRESS`] (64 KiB) or its
+/// end in each period of `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, from its
+/// request header on (the write deadline's rule, [`crate::deadline`], for
+/// what the client sends). Pure: the caller gives the time. A body of 1 MiB
+/// (`HOLEPUNCH_MAX_BODY`'s default) at 10 s a period may take 160 s; one
+/// trickled a byte at a time is ended after one or two periods.
+#[derive(Debug)]
+struct BodyPace {
+    period: Duration,
+    /// When the current period began, and the bytes taken in it.
+    since: Instant,
+    taken: u64,
+}
+
+impl BodyPace {
+    fn new(period: Duration, now: Instant) -> BodyPace {
+        BodyPace {
+            period,
+            since: now,
+            taken: 0,
+        }
+    }
+
+    /// `n` more bytes came at `now`: `false` when a whole period has gone
+    /// by with less than [`MIN_PROGRESS`] in it.
+    fn took(&mut self, n: usize, now: Instant) -> bool {
+        self.taken += n as u64;
+        if now.saturating_duration_since(self.since) < self.period {
+            return true;
+        }
+        if self.taken < MIN_PROGRESS {
+            return false;
+        }
+        self.since = now;
+        self.taken = 0;
+        true
+    }
+}
+
 /// The status and body for a request that failed after it was allowed.
 /// Status 0 means the client is gone and gets nothing.
 fn error_response(e: &Error) -> (u16, &'static str) {
@@ -801,6 +911,13 @@ fn error_response(e: &Error) -> (u16, &'static str) {
         (HTTPStatus(413), _) => (
             413,
             concat!("payload too large (", crate::var_name!(MAX_BODY), ")"),
+        ),
+        (HTTPStatus(408), _) => (
+            408,
+            concat!(
+                "request timeout: the request body came slower than 64 KiB per ",
+                crate::var_name!(CLIENT_HEADER_TIMEOUT)
+            ),
         ),
         (HTTPStatus(code), _) => (*code, ""),
         (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
@@ -860,8 +977,11 @@ async fn respond(
         Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
         Cow::Owned(s) => Bytes::from(s),
     };
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    let written = async {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    };
+    written.await.map_err(|e| e.into_down())
 }
 
 /// The client's address for a log line, or `-`.
@@ -874,11 +994,11 @@ fn client(session: &Session) -> impl fmt::Display + '_ {
     )
 }
 
-/// The raw target for a log line, with anything unprintable escaped.
-fn escaped_target(req: &RequestHeader) -> impl fmt::Display + '_ {
-    Shown(move |f: &mut fmt::Formatter<'_>| {
-        fmt::Display::fmt(&String::from_utf8_lossy(req.raw_path()).escape_debug(), f)
-    })
+/// The raw target for a log line, with anything unprintable escaped, and
+/// cut to `logging::LOGGED_TARGET_BYTES`: every line that shows a target
+/// (refusals, errors, access lines) shows at most that much of it.
+fn escaped_target(req: &RequestHeader) -> String {
+    logging::capped(String::from_utf8_lossy(req.raw_path()).escape_debug())
 }
 
 /// Displays with a closure, so that a log line formats in place.
@@ -902,4 +1022,33 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 /// group (forwarded under ALL only) and for local answers.
 fn group_label(group: Option<Group>) -> &'static str {
     group.map_or("none", Group::name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_come_at_64_kib_a_period() {
+        let period = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // A byte every 3 s: within the first period, fine; past it, ended.
+        let mut trickle = BodyPace::new(period, t0);
+        for s in [0, 3, 6, 9] {
+            assert!(trickle.took(1, at(s)), "{s}");
+        }
+        assert!(!trickle.took(1, at(12)));
+        // 64 KiB in the first period, then a new period from the chunk that
+        // ended it; a pause shorter than a period is fine.
+        let mut steady = BodyPace::new(period, t0);
+        assert!(steady.took(40_000, at(2)));
+        assert!(steady.took(25_536, at(9)));
+        assert!(steady.took(1, at(11)), "64 KiB in the first period");
+        // The second period, from 11 s, takes 64 KiB too: a third from 21 s.
+        assert!(steady.took(65_536, at(20)));
+        assert!(steady.took(0, at(21)));
+        // The third has 10 bytes when it ends.
+        assert!(!steady.took(10, at(31)));
+    }
 }

@@ -167,7 +167,8 @@ impl Startup {
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
         // One count for both listeners.
         crate::telemetry::init();
-        let connections = Connections::new(self.max_connections.max);
+        let connections =
+            Connections::new(self.max_connections.max, self.max_connections.per_client);
         // TLS is the guard's: its handshake counts toward the header deadline.
         let acceptor = self.tls_acceptor()?;
         let guard = |tls, client_cas, outsiders| GuardSettings {
@@ -241,6 +242,7 @@ impl Startup {
             socket_path: config.socket_path.clone(),
             upstream_timeout: config.upstream_timeout,
             max_body: config.max_body,
+            body_period: config.client_header_timeout,
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
             metrics_cache_ttl: config.metrics_cache_ttl,
@@ -291,7 +293,8 @@ fn max_connections(
         var: MAX_CONNECTIONS.to_string(),
         value: config.max_connections.map(|n| n.to_string()),
         problem,
-    })?;
+    })?
+    .share(config.max_connections_per_client);
     if let Some(from) = fitted.lowered_from {
         log::warn!(
             "{MAX_CONNECTIONS}: its default {from} needs {} open files with {} = {}, \

@@ -43,8 +43,12 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub client_connections_max: IntGauge,
     /// `holepunch_client_connections_shed_total{action}`: at the cap, idle
-    /// connections closed for new ones (`closed_idle`) and new connections
-    /// refused while every connection had a request in progress (`refused`).
+    /// connections closed for new ones (`closed_idle`), connections whose
+    /// client had stopped taking their response closed for new ones
+    /// (`closed_stalled`), and new connections refused (`refused`); at a
+    /// client's share, its own idle connections closed for its new ones
+    /// (`closed_client_idle`) and its new connections refused
+    /// (`refused_client`).
     pub connections_shed: IntCounterVec,
     /// `holepunch_client_tokens`: see [`client_tokens`].
     pub client_tokens: IntGaugeVec,
@@ -116,7 +120,7 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .expect("register holepunch_client_connections_max"),
         connections_shed: register_int_counter_vec!(
             "holepunch_client_connections_shed_total",
-            "At the connection cap: idle connections closed for new ones (closed_idle), new connections refused while every connection had a request in progress (refused)",
+            "New connections at the connection cap: an idle connection closed for it (closed_idle), one whose client had stopped reading closed for it (closed_stalled), or refused (refused); at its client's share: its own idle connection closed (closed_client_idle), or refused (refused_client)",
             &["action"]
         )
         .expect("register holepunch_client_connections_shed_total"),

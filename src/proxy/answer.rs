@@ -242,6 +242,18 @@ impl Local {
         }
     }
 
+    /// Whether this answer has an info line ([`Local::log_line`]).
+    pub fn logged(&self) -> bool {
+        !matches!(
+            self,
+            Local::Health
+                | Local::Ready(Ok(()))
+                | Local::NotFound
+                | Local::MethodNotAllowed
+                | Local::TooLarge { .. }
+        )
+    }
+
     /// The info line for the operator's log, if this answer has one; the
     /// client's address, the method and the escaped target as given.
     pub fn log_line(
@@ -530,6 +542,22 @@ mod tests {
             Local::TooLarge { max_body: 1 },
         ] {
             assert_eq!(line(quiet.clone()), None, "{quiet:?}");
+            assert!(!quiet.logged(), "{quiet:?}");
+        }
+        for logged in [
+            Local::Ready(Err("why")),
+            Local::Deny(None),
+            Local::Forbid(Forbidden::Address),
+            Local::Misdirected,
+            Local::BadHead(BadHead::Upgrade),
+            Local::Refuse(Refusal::DotSegment),
+            Local::RateLimited { retry_after: 1 },
+            Local::Unauthorized,
+            Local::Busy,
+            Local::BusyClient,
+        ] {
+            assert!(line(logged.clone()).is_some(), "{logged:?}");
+            assert!(logged.logged(), "{logged:?}");
         }
     }
 

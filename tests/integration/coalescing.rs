@@ -2,7 +2,7 @@
 //! ACL RPC per upstream request, so identical scrapes share one.
 
 use crate::support::standin::{prometheus_body, Options};
-use crate::support::{eventually, get, poll_until, Harness, Response, TOKEN};
+use crate::support::{eventually, get, poll_until, Harness, Response, IO_TIMEOUT, TOKEN};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,9 @@ fn a_hundred_concurrent_scrapes_make_one_upstream_request() {
         "never {} scrapes waiting:\n{text}",
         SCRAPES - 1
     );
+    // The followers can all be waiting before the leader's request has
+    // been read at the socket: wait for it, then there is exactly one.
+    assert!(s.standin.wait_for_requests(1, IO_TIMEOUT));
     assert_eq!(s.standin.requests().len(), 1);
     s.standin.release_metrics();
     for (i, scrape) in scrapes.into_iter().enumerate() {

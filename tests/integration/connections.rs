@@ -7,6 +7,7 @@
 //! A client "outside" is one bound to 127.0.0.2 with `HOLEPUNCH_ALLOW_FROM`
 //! set to 127.0.0.1: every address of 127.0.0.0/8 reaches the proxy.
 
+use crate::support::http::{connect_from, connect_tight_from};
 use crate::support::standin::{Options, HEALTH_BODY, PROMETHEUS_HEAD};
 use crate::support::{get, sample, Conn, Harness, Ready, Response, IO_TIMEOUT, TOKEN};
 use std::io::{Read, Write};
@@ -193,7 +194,12 @@ fn the_idle_timeout_closes_a_kept_alive_connection_and_never_a_request_in_progre
 
 #[test]
 fn at_the_cap_the_longest_idle_connection_is_closed_for_a_new_one() {
-    let s = Harness::new().env("HOLEPUNCH_MAX_CONNECTIONS", "3").start();
+    // One client address here, so its share is the whole cap: the cap
+    // alone is tested.
+    let s = Harness::new()
+        .env("HOLEPUNCH_MAX_CONNECTIONS", "3")
+        .env("HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT", "3")
+        .start();
     // Idle the longest first: a, then b, then c.
     let mut conns: Vec<Conn> = (0..3)
         .map(|_| {
@@ -218,6 +224,7 @@ fn at_the_cap_connections_from_outside_allow_from_are_closed_first() {
     // A long header timeout: only the cap closes a connection that sends nothing.
     let s = Harness::new()
         .env("HOLEPUNCH_MAX_CONNECTIONS", "2")
+        .env("HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT", "2")
         .env("HOLEPUNCH_ALLOW_FROM", "127.0.0.1")
         .env("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "5m")
         .start();
@@ -243,6 +250,7 @@ fn a_request_in_flight_is_never_closed_and_with_every_connection_busy_a_new_one_
         .standin(options)
         .telemetry()
         .env("HOLEPUNCH_MAX_CONNECTIONS", "2")
+        .env("HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT", "2")
         .env("HOLEPUNCH_ALLOW_NODES", "true")
         // Only the cap closes a connection that sends nothing.
         .env("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "5m")
@@ -318,11 +326,12 @@ fn under_a_low_open_files_limit_idle_connections_cannot_starve_a_scrape() {
         "{log}"
     );
 
-    // 160 idle telemetry connections, more than the limit allows: all but
-    // the newest 32 are closed to make room for the next.
+    // 160 idle telemetry connections from as many addresses (one address
+    // would stop at its share, 8), more than the limit allows: all but the
+    // newest 32 are closed to make room for the next.
     let telemetry = s.proxy.telemetry_addr();
-    let mut idle: Vec<TcpStream> = (0..160)
-        .map(|_| TcpStream::connect(telemetry).expect("connect"))
+    let mut idle: Vec<TcpStream> = (0..160u8)
+        .map(|i| connect_from(Ipv4Addr::new(127, 0, 80, i + 1), telemetry).expect("connect"))
         .collect();
     let mut closed = vec![false; idle.len()];
     let all_but_32 = crate::support::poll_until(IO_TIMEOUT, || {
@@ -363,4 +372,165 @@ fn a_connection_cap_set_above_the_open_files_limit_stops_the_start() {
         "{}",
         s.proxy.log()
     );
+}
+
+/// A scrape on a connection that will read none of its answer: each with
+/// its own `Accept`, so that each makes its own request on the socket (the
+/// stand-in's count is then the latch that it was read, and its connection
+/// is busy).
+fn unread_scrape(from: Ipv4Addr, addr: std::net::SocketAddr, n: usize) -> TcpStream {
+    let mut conn = connect_tight_from(from, addr).expect("connect");
+    let raw = format!(
+        "GET /v1/metrics?format=prometheus HTTP/1.1\r\nHost: localhost\r\n\
+         Accept: text/plain;n={n}\r\n\r\n"
+    );
+    conn.write_all(raw.as_bytes()).expect("send");
+    conn
+}
+
+/// A metrics body far larger than what a connection that reads nothing
+/// takes ([`connect_tight_from`]: about 40 KB): its writes wait for good.
+const LARGE_METRICS: usize = 1 << 20;
+
+/// The counts of `holepunch_client_connections_shed_total`, by action.
+fn shed(metrics: &str, action: &str) -> f64 {
+    let series = format!("holepunch_client_connections_shed_total{{action=\"{action}\"}}");
+    sample(metrics, &series).unwrap_or(0.0)
+}
+
+#[test]
+fn one_address_that_reads_nothing_holds_no_more_than_its_share_of_the_connections() {
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = LARGE_METRICS;
+    // The default share of 8 is 4. The write timeout is far past the test.
+    let s = Harness::new()
+        .standin(options)
+        .telemetry()
+        .env("HOLEPUNCH_MAX_CONNECTIONS", "8")
+        .env("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "5m")
+        .start();
+    let addr = s.proxy.addr;
+    let greedy = Ipv4Addr::new(127, 0, 90, 1);
+    // One connection idle after a request, then three whose answers it
+    // never reads: its whole share.
+    let mut idle = Conn::open_from(greedy, addr).unwrap();
+    assert_eq!(ask(&mut idle, "/v1/agent/health").status, 200);
+    let mut unread = Vec::new();
+    for n in 1..=3 {
+        unread.push(unread_scrape(greedy, addr, n));
+        assert!(s.standin.wait_for_requests(1 + n, IO_TIMEOUT));
+    }
+    // A fourth: its own idle connection is closed for it, and it is served.
+    unread.push(unread_scrape(greedy, addr, 4));
+    idle.wait_closed()
+        .expect("its own idle connection was closed for its new one");
+    assert!(s.standin.wait_for_requests(5, IO_TIMEOUT));
+    // A fifth, with none of its own idle: refused, closed unanswered.
+    let mut refused = Conn::open_from(greedy, addr).unwrap();
+    refused
+        .send(&kept("/v1/agent/health"))
+        .expect("send before the close is seen");
+    refused
+        .wait_closed()
+        .expect("past its share, a new connection is refused");
+    // Everyone else is served: a scrape, /health, the telemetry listener.
+    for (n, target) in [(2, "/v1/metrics?format=prometheus"), (3, "/health")] {
+        let mut other = Conn::open_from(Ipv4Addr::new(127, 0, 90, n), addr).unwrap();
+        assert_eq!(ask(&mut other, target).status, 200, "{target}");
+    }
+    let metrics = s.proxy.own_metrics();
+    assert_eq!(shed(&metrics, "closed_client_idle"), 1.0, "{metrics}");
+    assert_eq!(shed(&metrics, "refused_client"), 1.0, "{metrics}");
+    assert_eq!(
+        shed(&metrics, "refused") + shed(&metrics, "closed_stalled"),
+        0.0
+    );
+    assert_eq!(s.standin.requests().len(), 6);
+    drop(unread);
+}
+
+#[test]
+fn at_the_cap_a_connection_whose_client_reads_nothing_is_closed_for_a_new_one() {
+    let mut options = Options::new(TOKEN);
+    options.metrics_bytes = LARGE_METRICS;
+    // Four places, each taken by a client that reads none of its answer;
+    // the write timeout is far past the test, so only the cap can end them.
+    let s = Harness::new()
+        .standin(options)
+        .telemetry()
+        .env("HOLEPUNCH_MAX_CONNECTIONS", "4")
+        .env("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "5m")
+        .start();
+    let addr = s.proxy.addr;
+    let mut unread: Vec<TcpStream> = (1..=4u8)
+        .map(|n| {
+            let conn = unread_scrape(Ipv4Addr::new(127, 0, 91, n), addr, n.into());
+            assert!(s.standin.wait_for_requests(n.into(), IO_TIMEOUT));
+            conn
+        })
+        .collect();
+    // A new client: refused while the writes have waited less than
+    // STALLED_AFTER (1 s), then served in the place of one of them.
+    let newcomer = Ipv4Addr::new(127, 0, 91, 9);
+    let served = crate::support::poll_until(IO_TIMEOUT, || {
+        let mut conn = Conn::open_from(newcomer, addr).ok()?;
+        conn.request(&kept("/v1/agent/health")).ok()
+    });
+    let resp = served.unwrap_or_else(|| {
+        panic!(
+            "every connection from a new client was refused while four clients read nothing:\n{}",
+            s.proxy.log()
+        )
+    });
+    assert_eq!((resp.status, resp.text().as_str()), (200, HEALTH_BODY));
+    // Exactly one of the four was closed: what its kernel held of the
+    // answer, then the end, long before the whole answer. The others,
+    // drained as far as they have been sent, are still open.
+    let mut got = vec![0; unread.len()];
+    let mut ended = vec![false; unread.len()];
+    let one_closed = crate::support::poll_until(IO_TIMEOUT, || {
+        for (i, conn) in unread.iter_mut().enumerate() {
+            if !ended[i] {
+                ended[i] = drained_to_the_end(conn, &mut got[i]);
+            }
+        }
+        ended.iter().any(|e| *e)
+    });
+    assert!(one_closed.is_some(), "none of the four was closed");
+    assert_eq!(ended.iter().filter(|e| **e).count(), 1, "{ended:?}");
+    for (got, ended) in got.iter().zip(&ended) {
+        assert!(
+            !ended || *got < LARGE_METRICS,
+            "closed only after its whole answer ({got} bytes)"
+        );
+    }
+    let metrics = s.proxy.own_metrics();
+    assert!(shed(&metrics, "closed_stalled") >= 1.0, "{metrics}");
+    assert_eq!(s.standin.requests().len(), 5);
+}
+
+/// Reads what `conn` has waiting, without blocking, counting it in `got`:
+/// `true` at its end (an end of file or a reset), `false` once nothing
+/// more is there for now.
+fn drained_to_the_end(conn: &mut TcpStream, got: &mut usize) -> bool {
+    conn.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0; 64 * 1024];
+    let mut ended = false;
+    // Bounded: the whole answer is 1 MiB.
+    for _ in 0..1_000 {
+        match conn.read(&mut buf) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => *got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    conn.set_nonblocking(false).expect("blocking");
+    ended
 }

@@ -10,10 +10,15 @@
 //!   new entry, a query Go would read nothing of is never shared, and a full
 //!   cache forgets its least recently used entry;
 //! - one client's blocking queries stop at its share of
-//!   `HOLEPUNCH_MAX_IN_FLIGHT`, and another client's scrape is served.
+//!   `HOLEPUNCH_MAX_IN_FLIGHT`, and another client's scrape is served;
+//! - a coalescing leader refused (429, or 503 for its share), whose
+//!   refusal cannot be written because its client reads nothing, holds up
+//!   no other client's identical scrape.
 
+use crate::support::http::connect_tight_from;
 use crate::support::standin::{Options, METRICS_JSON, METRICS_JSON_PRETTY, PROMETHEUS_HEAD};
-use crate::support::{get_from, Conn, Harness, Response, IO_TIMEOUT, TOKEN};
+use crate::support::{get_from, sample, Conn, Harness, Response, Setup, IO_TIMEOUT, TOKEN};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 const SCRAPE: &str = "/v1/metrics?format=prometheus";
@@ -381,4 +386,148 @@ fn one_clients_blocking_queries_leave_another_clients_scrape_served() {
         .filter(|r| r.starts_with("GET /v1/service/"))
         .count();
     assert_eq!((services, s.standin.requests().len()), (4, 5));
+}
+
+/// What Prometheus sends as `Accept` (v3): the victims' and the attacker's
+/// scrapes are identical, so they join one fetch.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+/// How many refused scrapes the attacker may send before its refusal can
+/// no longer be written: each refusal is about 250 bytes, and a connection
+/// set up as [`connect_tight_from`] takes about 40 KB (160 of them) before
+/// the proxy's writes wait. A bound against a loop that never gets there.
+const MAX_REFUSED_SCRAPES: usize = 2_000;
+
+/// The review's stuck leader. The caller has had `attacker` lead one
+/// scrape and be refused, and `attacker` is refused every scrape (429, or
+/// 503 for its share of in-flight places: `refusal` is the status class of
+/// `holepunch_requests_total{decision="limited"}` that counts it). On one
+/// connection that reads nothing, it sends the victims' own scrape again
+/// and again: each makes it the coalescing leader of that key, and each is
+/// refused. Once the proxy's buffers toward it are full, the refusal cannot
+/// be written. Before the fix the leader stayed registered until that write
+/// ended (`HOLEPUNCH_CLIENT_WRITE_TIMEOUT`, 5 minutes here), and every
+/// identical scrape waited behind it as a follower.
+///
+/// The stuck state is observed, not timed: the attacker's scrape has been
+/// counted as gone upstream (`holepunch_metrics_scrapes_total{served="upstream"}`,
+/// counted before the refusal is decided) and its refusal is not counted in
+/// `holepunch_requests_total{decision="limited"}` (counted once written),
+/// both before and after a victim's whole scrape. Until then, each refused
+/// scrape's refusal is written and counted, and the next one is sent.
+fn a_refused_leader_holds_up_no_identical_scrape(s: &Setup, attacker: IpAddr, refusal: &str) {
+    let metrics = || s.proxy.own_metrics();
+    let upstream = |m: &str| sample(m, "holepunch_metrics_scrapes_total{served=\"upstream\"}");
+    let limited_series = format!(
+        "holepunch_requests_total{{code=\"{refusal}\",decision=\"limited\",group=\"metrics\"}}"
+    );
+    let limited = |m: &str| sample(m, &limited_series).unwrap_or(0.0) as usize;
+    // The caller's one refused scrape, counted once its refusal was written:
+    // the count starts from there.
+    let (upstream0, limited0) = (1, 1);
+    crate::support::eventually(
+        IO_TIMEOUT,
+        || {
+            let m = metrics();
+            upstream(&m) == Some(1.0) && limited(&m) == 1
+        },
+        || format!("the first refusal was never counted:\n{}", metrics()),
+    );
+    let scrape =
+        format!("GET {SCRAPE} HTTP/1.1\r\nHost: localhost\r\nAccept: {PROMETHEUS_ACCEPT}\r\n\r\n");
+    let mut held = connect_tight_from(attacker, s.proxy.addr).expect("the attacker connects");
+    for sent in 1..=MAX_REFUSED_SCRAPES {
+        // One victim has been served after each refused scrape before this one.
+        let victims = sent - 1;
+        held.write_all(scrape.as_bytes())
+            .expect("the attacker sends");
+        // Its scrape is past the coalescing table: it led, and was refused
+        // (counted or not). Every victim before it went upstream once.
+        crate::support::eventually(
+            IO_TIMEOUT,
+            || {
+                let m = metrics();
+                let led = upstream(&m).and_then(|n| (n as usize).checked_sub(upstream0 + victims));
+                (led == Some(sent)).then_some(())
+            },
+            || format!("the attacker's scrape {sent} never led:\n{}", s.proxy.log()),
+        );
+        let before = limited(&metrics()) - limited0;
+        // A scrape from a client that has sent nothing, identical to the
+        // attacker's: served, not held behind the attacker's refusal.
+        let victim = client(60, victims);
+        let raw = format!(
+            "GET {SCRAPE} HTTP/1.1\r\nHost: localhost\r\nAccept: {PROMETHEUS_ACCEPT}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let resp = Conn::open_from(victim, s.proxy.addr)
+            .and_then(|mut conn| conn.request(raw.as_bytes()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the scrape of {victim} waited behind the attacker's refused leader \
+                     (scrape {sent}): {e}"
+                )
+            });
+        assert_eq!(resp.status, 200, "{victim}: {}", resp.text());
+        assert!(resp.text().starts_with(PROMETHEUS_HEAD));
+        let after = limited(&metrics()) - limited0;
+        match (before, after) {
+            // Its refusal was written: the buffers are not full yet.
+            (_, n) if n == sent => continue,
+            // Not written before the victim's scrape, nor after it: the
+            // victim was served while the refusal waited for the attacker.
+            (b, n) if b == sent - 1 && n == sent - 1 => {
+                assert!(sent > 1, "the first refusal could not be written");
+                return;
+            }
+            other => panic!("refusals counted {other:?} after {sent} refused scrapes"),
+        }
+    }
+    panic!("the attacker's refusals were still written after {MAX_REFUSED_SCRAPES} of them");
+}
+
+/// The proxy for the stuck-leader tests: its own metrics, and a write
+/// timeout far past the test's IO timeout, so that a victim held behind
+/// the attacker's refusal cannot be released by it.
+fn stuck_leader_proxy(env: &[(&str, &str)]) -> Setup {
+    Harness::new()
+        .telemetry()
+        .env("HOLEPUNCH_CLIENT_WRITE_TIMEOUT", "5m")
+        .envs(env)
+        .start()
+}
+
+#[test]
+fn a_leader_refused_by_the_rate_limit_holds_up_no_identical_scrape() {
+    let s = stuck_leader_proxy(&[("HOLEPUNCH_RATE_LIMIT", "1/h")]);
+    let attacker = client(50, 0);
+    // It spends its rate: every scrape of its own is refused 429 from now on.
+    assert_eq!(
+        get_from(attacker, s.proxy.addr, "/v1/agent/health", "").status,
+        200
+    );
+    assert_eq!(get_from(attacker, s.proxy.addr, SCRAPE, "").status, 429);
+    a_refused_leader_holds_up_no_identical_scrape(&s, attacker, "4xx");
+}
+
+#[test]
+fn a_leader_refused_for_its_share_of_max_in_flight_holds_up_no_identical_scrape() {
+    let s = stuck_leader_proxy(&[
+        ("HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT", "1"),
+        ("HOLEPUNCH_ALLOW_SERVICES", "true"),
+    ]);
+    let attacker = client(51, 0);
+    // A blocking query the stand-in holds takes its one place: every scrape
+    // of its own is refused 503 from now on.
+    let mut blocking = Conn::open_from(attacker, s.proxy.addr).unwrap();
+    blocking
+        .send(b"GET /v1/service/web?index=42&wait=5m HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(s.standin.wait_for_requests(1, IO_TIMEOUT));
+    assert_eq!(get_from(attacker, s.proxy.addr, SCRAPE, "").status, 503);
+    a_refused_leader_holds_up_no_identical_scrape(&s, attacker, "5xx");
+    s.standin.bump_index();
+    assert_eq!(blocking.read_response(false).unwrap().status, 200);
 }

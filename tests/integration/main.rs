@@ -22,6 +22,7 @@ mod hardening;
 mod lifecycle;
 mod private_dir;
 mod proxy;
+mod refusal_logs;
 mod reload;
 mod retries;
 mod secrets;

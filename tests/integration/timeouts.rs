@@ -2,7 +2,9 @@
 //! held longer than the client timeouts is not cut off; the upstream timeout
 //! spares an answer that comes under it and cuts one that does not come, and
 //! it is a limit on each read of a body, so a body that stalls midway is cut
-//! while one that pauses for less goes through.
+//! while one that pauses for less goes through. Under ALL, a request body
+//! must come at 64 KiB per `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: one trickled a
+//! byte at a time gets 408, one that stops is cut.
 //!
 //! The stand-in holds answers until the test releases them (a raised
 //! `X-Nomad-Index`, or a stalled body let go). How long to hold is measured
@@ -14,7 +16,7 @@
 use crate::support;
 use crate::support::standin::{Options, NODE_ID, START_INDEX};
 use crate::support::{setup, Conn, Harness, Response, IO_TIMEOUT, TOKEN};
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -225,4 +227,95 @@ fn a_metrics_scrape_that_stalls_midway_gets_504() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(s.standin.bodies_stalled(), 1);
     assert_eq!(s.standin.requests().len(), 1);
+}
+
+/// Under ALL, bodies are forwarded: the proxy under ALL, with a one-second
+/// header timeout, which is also the period a body must send 64 KiB in.
+fn all_with_a_short_header_timeout() -> support::Setup {
+    setup(&[
+        ("HOLEPUNCH_ALLOW_ALL", "true"),
+        ("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s"),
+    ])
+}
+
+#[test]
+fn a_request_body_trickled_a_byte_at_a_time_gets_408() {
+    let s = all_with_a_short_header_timeout();
+    let mut conn = TcpStream::connect(s.proxy.addr).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_all(b"PUT /v1/var/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    // A one-byte chunk every 100 ms: each read returns at once, so no
+    // per-read timeout ever fires. 100 chunks would take 10 s, ten periods.
+    let mut sent = 0;
+    for _ in 0..100 {
+        if conn.write_all(b"1\r\na\r\n").is_err() || answered(&mut conn) {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sent < 100, "a body trickled for 10 s was never cut");
+    let resp = read_one_response(&mut conn);
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert_eq!(
+        resp.text(),
+        "request timeout: the request body came slower than 64 KiB per \
+         HOLEPUNCH_CLIENT_HEADER_TIMEOUT"
+    );
+    assert!(s.standin.requests().is_empty(), "{:?}", s.seen());
+}
+
+#[test]
+fn a_request_body_that_stops_is_cut_at_the_header_timeout() {
+    let s = all_with_a_short_header_timeout();
+    let mut conn = Conn::open(s.proxy.addr).unwrap();
+    // 10 of the 100 bytes it declares, then nothing: closed after the
+    // header timeout, far before the test's IO timeout (10 s), where
+    // Pingora's own per-read timeout is 60 s.
+    conn.send(b"PUT /v1/var/a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    conn.wait_closed()
+        .expect("a body that stops is cut at the header timeout");
+    assert!(s.standin.requests().is_empty(), "{:?}", s.seen());
+    // A body sent at once goes through, and a kept-alive connection waits
+    // for its next request as long as the idle timeout says.
+    let body = "x".repeat(200_000);
+    let raw = format!("PUT /v1/var/b HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n{body}");
+    let mut conn = Conn::open(s.proxy.addr).unwrap();
+    let resp = conn.request(raw.as_bytes()).unwrap();
+    assert_ne!(resp.status, 408);
+    let seen = s.standin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.len(), 200_000);
+}
+
+/// Whether the proxy has answered, or closed, `conn` (read without blocking).
+fn answered(conn: &mut TcpStream) -> bool {
+    let mut byte = [0; 1];
+    conn.set_nonblocking(true).unwrap();
+    let seen = match conn.peek(&mut byte) {
+        Ok(_) => true,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    conn.set_nonblocking(false).unwrap();
+    seen
+}
+
+/// The one response on `conn`, read to its end (`Content-Length`).
+fn read_one_response(conn: &mut TcpStream) -> Response {
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no response: {text:?}"));
+    Response {
+        status,
+        headers: Vec::new(),
+        body: body.as_bytes().to_vec(),
+    }
 }
