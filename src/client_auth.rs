@@ -62,7 +62,7 @@ impl ClientTokens {
             value: Some(path.display().to_string()),
             problem,
         };
-        let raw = files::read(path, files::CLIENT_TOKENS)
+        let raw = files::read_at_start(path, files::CLIENT_TOKENS)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
         let parsed = parse_tokens(&raw);
         warn_skipped(path, &parsed.skipped);

@@ -196,8 +196,8 @@ impl ClientCas {
         let provider = CryptoProvider::get_default()
             .cloned()
             .ok_or_else(|| error("no TLS crypto provider installed".to_string()))?;
-        let raw =
-            files::read(path, files::CLIENT_CAS).map_err(|e| error(format!("cannot read: {e}")))?;
+        let raw = files::read_at_start(path, files::CLIENT_CAS)
+            .map_err(|e| error(format!("cannot read: {e}")))?;
         let trusted = trust(&provider, &raw).map_err(error)?;
         Ok(ClientCas {
             path: path.to_path_buf(),

@@ -58,7 +58,7 @@ impl CertReloader {
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
         let read = |var: &str, p: &PathBuf, cap: Cap| {
-            crate::files::read(p, cap).map_err(|e| ConfigError {
+            crate::files::read_at_start(p, cap).map_err(|e| ConfigError {
                 var: var.to_string(),
                 value: Some(p.display().to_string()),
                 problem: format!("cannot read: {e}"),

@@ -172,7 +172,7 @@ impl Token {
                     value: Some(path.display().to_string()),
                     problem,
                 };
-                let raw = files::read(path, files::WORKLOAD_TOKEN).map_err(|p| {
+                let raw = files::read_at_start(path, files::WORKLOAD_TOKEN).map_err(|p| {
                     error(match p {
                         files::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
                             "no workload token: {} does not exist; give the task identity \
