@@ -186,7 +186,7 @@ impl Startup {
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
         service.add_tcp(&self.config.listen.to_string());
-        server.add_service(service);
+        let listener = server.add_service(service);
 
         let mut watcher = Watcher::default();
         watcher.watch(self.token);
@@ -199,8 +199,12 @@ impl Startup {
         if let Some(client_cas) = self.client_cas {
             watcher.watch(client_cas);
         }
-        // Always: with no file to watch it still answers SIGHUP.
-        server.add_service(background_service("file watcher", watcher));
+        // Always: with no file to watch it still answers SIGHUP. The
+        // listener starts once the watcher's first pass has read every
+        // file again (`crate::watch`): a `-u` process loaded them before
+        // it waited for the old one's sockets.
+        let watching = server.add_service(background_service("file watcher", watcher));
+        listener.add_dependency(&watching);
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
         let open: Vec<&str> = crate::allowlist::Group::ALL

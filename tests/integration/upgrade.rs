@@ -238,3 +238,90 @@ fn the_entrypoint_reloads_on_sighup_without_failing_a_request() {
         "entrypoint reload under load: {ok} requests, {retried} keep-alive retries, 0 failed"
     );
 }
+
+/// A client token revoked while a `-u` process waits for the sockets is
+/// refused by it from its first connection: it reads every file again
+/// before it accepts one (the files it loaded at its start may be seconds
+/// old by then), not half a second after. Probed on new connections from
+/// before the SIGQUIT until the old process has exited and the new one
+/// serves alone.
+#[test]
+fn a_client_token_revoked_before_a_handover_is_refused_from_its_first_connection() {
+    let h = Harness::new().client_tokens("token-a-0123456789\ntoken-b-0123456789\n");
+    let tokens = h.path(support::CLIENT_TOKENS);
+    let (conf, upgrade_sock) = conf_in(&h);
+    let Setup {
+        standin,
+        proxy: mut old,
+        dir: _dir,
+    } = h.args(&["-c", &conf]).start();
+    let addr = old.addr;
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    assert_eq!(
+        support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status,
+        200
+    );
+
+    // The new process loads both tokens, then waits on the upgrade socket.
+    let (new, _) = Harness::new()
+        .env("HOLEPUNCH_SOCKET_PATH", standin.path().to_str().unwrap())
+        .env("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap())
+        .args(&["-u", "-c", &conf])
+        .port(addr.port())
+        .ready(Ready::Spawned)
+        .start_proxy();
+    eventually(
+        support::IO_TIMEOUT,
+        || upgrade_sock.exists(),
+        || format!("no upgrade socket:\n{}", new.log()),
+    );
+    // B is revoked; the old process applies it.
+    let tmp = tokens.with_extension("tmp");
+    std::fs::write(&tmp, "token-a-0123456789\n").unwrap();
+    std::fs::rename(&tmp, &tokens).unwrap();
+    eventually(
+        support::IO_TIMEOUT,
+        || support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status == 401,
+        || old.log(),
+    );
+
+    // B, on a new connection each time, from before the handover until
+    // the new process has served 100 requests alone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::SeqCst) && statuses.len() < 100_000 {
+                let resp = support::get(addr, "/v1/metrics", &bearer("token-b-0123456789"));
+                statuses.push(resp.status);
+            }
+            statuses
+        })
+    };
+    hand_over(&mut old, &new, &upgrade_sock);
+    let after = standin.requests().len();
+    for _ in 0..100 {
+        assert_eq!(
+            support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status,
+            401
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let statuses = probes.join().unwrap();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        served,
+        0,
+        "B served {served} times in {} probes:\n{}",
+        statuses.len(),
+        new.log()
+    );
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(standin.requests().len(), after, "nothing forwarded for B");
+    // A still works, on the new process.
+    assert_eq!(
+        support::get(addr, "/v1/metrics", &bearer("token-a-0123456789")).status,
+        200
+    );
+}
