@@ -187,11 +187,7 @@ impl ClientCas {
     /// Reads and checks the CA file at startup; a problem is fatal there,
     /// named under `HOLEPUNCH_TLS_CLIENT_CA_FILE`.
     pub fn load(path: &Path) -> Result<ClientCas, ConfigError> {
-        let error = |problem: String| ConfigError {
-            var: TLS_CLIENT_CA_FILE.to_string(),
-            value: Some(path.display().to_string()),
-            problem,
-        };
+        let error = |problem: String| ConfigError::with_path(TLS_CLIENT_CA_FILE, path, problem);
         pingora::tls::install_default_crypto_provider();
         let provider = CryptoProvider::get_default()
             .cloned()

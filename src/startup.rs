@@ -250,10 +250,12 @@ impl Startup {
             metrics_cache_ttl: config.metrics_cache_ttl,
             in_flight: Arc::clone(in_flight),
         })
-        .map_err(|e| ConfigError {
-            var: config.socket_path_from.to_string(),
-            value: Some(config.socket_path.clone()),
-            problem: format!("not a usable Unix socket path: {e}"),
+        .map_err(|e| {
+            ConfigError::with_path(
+                config.socket_path_from,
+                std::path::Path::new(&config.socket_path),
+                format!("not a usable Unix socket path: {e}"),
+            )
         })
     }
 

@@ -23,7 +23,7 @@
 //! would be logged whole.
 
 use crate::client_cert::ClientCas;
-use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::config::{path_in_message, ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
 use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
 use crate::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::Acceptor;
@@ -58,11 +58,8 @@ impl CertReloader {
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
         let read = |var: &str, p: &PathBuf, cap: Cap| {
-            crate::files::read_at_start(p, cap).map_err(|e| ConfigError {
-                var: var.to_string(),
-                value: Some(p.display().to_string()),
-                problem: format!("cannot read: {e}"),
-            })
+            crate::files::read_at_start(p, cap)
+                .map_err(|e| ConfigError::with_path(var, p, format!("cannot read: {e}")))
         };
         let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
         let key = read(TLS_KEY_FILE, &files.key, PRIVATE_KEY)?;
@@ -72,11 +69,7 @@ impl CertReloader {
             } else {
                 &files.cert
             };
-            ConfigError {
-                var: var.to_string(),
-                value: Some(path.display().to_string()),
-                problem: e,
-            }
+            ConfigError::with_path(var, path, e)
         })?;
         Ok(CertReloader {
             files: files.clone(),
@@ -177,19 +170,19 @@ fn certified_key(
         .map_err(|e| {
             let e = format!(
                 "{}: not a PEM certificate chain: {}",
-                files.cert.display(),
+                path_in_message(&files.cert),
                 pem_problem(&e, "certificate")
             );
             (TLS_CERT_FILE, e)
         })?;
     if chain.is_empty() {
-        let e = format!("{}: no PEM certificate in it", files.cert.display());
+        let e = format!("{}: no PEM certificate in it", path_in_message(&files.cert));
         return Err((TLS_CERT_FILE, e));
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
         let e = format!(
             "{}: not a PEM private key: {}",
-            files.key.display(),
+            path_in_message(&files.key),
             pem_problem(
                 &e,
                 "private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY section)"
@@ -207,8 +200,8 @@ fn certified_key(
         let e = format!(
             "the certificate in {} and the private key in {TLS_KEY_FILE}=\"{}\" do not \
              belong together ({e})",
-            files.cert.display(),
-            files.key.display()
+            path_in_message(&files.cert),
+            path_in_message(&files.key)
         );
         (TLS_CERT_FILE, e)
     })

@@ -398,3 +398,63 @@ fn a_private_key_never_reaches_stderr_or_the_log_whichever_pem_file_breaks() {
         assert_eq!(log.matches("not a PEM").count(), 6, "{log}");
     }
 }
+
+/// A token set by mistake in a variable that names a file or directory is
+/// never printed: an error shows such a value only when it is plainly a
+/// path (starting with `/`, `./` or `../`), and so does the start's
+/// description of the Task API socket made from it.
+#[test]
+fn a_token_in_a_path_variable_is_never_printed() {
+    let secret = workload(11);
+    let dir = crate::support::TempDir::new();
+    let runtime = dir.file("");
+    let with_token = [
+        ("NOMAD_TOKEN", TOKEN),
+        ("XDG_RUNTIME_DIR", runtime.as_str()),
+    ];
+    for (var, env, code) in [
+        ("HOLEPUNCH_TOKEN_FILE", &with_token[1..], 2),
+        ("HOLEPUNCH_CLIENT_TOKEN_FILE", &with_token[..], 2),
+        ("HOLEPUNCH_TLS_CLIENT_CA_FILE", &with_token[..], 2),
+        ("NOMAD_SECRETS_DIR", &with_token[1..], 2),
+        ("HOLEPUNCH_SOCKET_PATH", &with_token[..], 0),
+    ] {
+        let mut env = env.to_vec();
+        env.push((var, &secret));
+        let exit = run_to_exit(&env, &["--check"]);
+        assert_eq!(exit.status.code(), Some(code), "{var}: {}", exit.stderr);
+        assert_no_secret(&exit.stderr);
+        assert_no_secret(&exit.stdout);
+        let said = format!("{}{}", exit.stdout, exit.stderr);
+        assert!(said.contains("not shown"), "{var}: {said}");
+    }
+    // TLS: the certificate and the key.
+    for var in ["HOLEPUNCH_TLS_CERT_FILE", "HOLEPUNCH_TLS_KEY_FILE"] {
+        let mut env = with_token.to_vec();
+        let key = format!("{}/a.key", crate::support::FIXTURES);
+        let cert = format!("{}/a.crt", crate::support::FIXTURES);
+        env.push(("HOLEPUNCH_TLS_CERT_FILE", &cert));
+        env.push(("HOLEPUNCH_TLS_KEY_FILE", &key));
+        env.push((var, &secret));
+        let exit = run_to_exit(&env, &["--check"]);
+        assert_eq!(exit.status.code(), Some(2), "{var}: {}", exit.stderr);
+        assert_no_secret(&exit.stderr);
+        assert!(
+            exit.stderr
+                .starts_with(&format!("nomad-holepunch: {var}: its value is not shown")),
+            "{var}: {}",
+            exit.stderr
+        );
+    }
+    // A path is shown, as before.
+    let exit = run_to_exit(
+        &[("HOLEPUNCH_TOKEN_FILE", "/nonexistent/token")],
+        &["--check"],
+    );
+    assert!(
+        exit.stderr
+            .starts_with("nomad-holepunch: HOLEPUNCH_TOKEN_FILE=\"/nonexistent/token\": "),
+        "{}",
+        exit.stderr
+    );
+}
