@@ -358,7 +358,13 @@ fn server_conf(opt: &mut Opt) -> Result<(ServerConf, Option<RunDir>), ConfigErro
     conf.graceful_shutdown_timeout_seconds.get_or_insert(1);
     let default_sock = conf.upgrade_sock == PINGORA_UPGRADE_SOCK;
     let default_pid = conf.pid_file == PINGORA_PID_FILE;
-    let run_dir = (default_sock || default_pid).then(RunDir::choose);
+    let run_dir = (default_sock || default_pid).then(|| {
+        let (run_dir, warning) = RunDir::choose();
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
+        run_dir
+    });
     if let Some(run_dir) = &run_dir {
         if default_sock {
             conf.upgrade_sock = run_dir.upgrade_sock();
