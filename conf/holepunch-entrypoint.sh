@@ -73,7 +73,8 @@ start() {
 
 # Runs `nomad-holepunch --check` with these arguments: its exit status in
 # $checked, and the upgrade socket it names in $named (empty if it fails).
-# Its stdout (the settings) is kept; its stderr (what is wrong) is not.
+# Its stdout (the settings) is read, not shown; its stderr (what is wrong)
+# goes to the script's.
 check() {
     named=
     if out=$( trap '' HUP; exec "$bin" "$@" --check ); then
@@ -90,11 +91,13 @@ alive() {
     kill -0 "$1" 2>/dev/null
 }
 
-# Whether process $1 handles SIGQUIT yet. A shell starts a command in the
-# background with SIGQUIT ignored, until Pingora installs its handler once
-# the process runs (pingora-core 0.9.1 `server/mod.rs`, `main_loop`): a
-# SIGQUIT before that is lost, and the new process waits for sockets that
-# never come. Without /proc there is no telling: yes.
+# Whether process $1 handles SIGQUIT yet. A shell without job control
+# starts a command in the background with SIGINT and SIGQUIT ignored (POSIX
+# Shell Command Language, 2.11 Signals and Error Handling), until Pingora
+# installs its handlers once the process runs (pingora-core 0.9.1
+# `server/mod.rs`, `main_loop`): a SIGQUIT before that is lost, and the new
+# process waits for sockets that never come. Without /proc there is no
+# telling: yes.
 handles_quit() {
     [ -r /proc/self/status ] || return 0
     mask=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
