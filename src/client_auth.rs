@@ -57,12 +57,8 @@ impl ClientTokens {
     /// cannot be read or holds no token is a configuration error, which
     /// `--check` reports too. Skipped lines are warned about, as on reload.
     pub fn load(path: &Path) -> Result<ClientTokens, ConfigError> {
-        let error = |problem: String| ConfigError {
-            var: CLIENT_TOKEN_FILE.to_string(),
-            value: Some(path.display().to_string()),
-            problem,
-        };
-        let raw = files::read(path, files::CLIENT_TOKENS)
+        let error = |problem: String| ConfigError::with_path(CLIENT_TOKEN_FILE, path, problem);
+        let raw = files::read_at_start(path, files::CLIENT_TOKENS)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
         let parsed = parse_tokens(&raw);
         warn_skipped(path, &parsed.skipped);

@@ -187,17 +187,13 @@ impl ClientCas {
     /// Reads and checks the CA file at startup; a problem is fatal there,
     /// named under `HOLEPUNCH_TLS_CLIENT_CA_FILE`.
     pub fn load(path: &Path) -> Result<ClientCas, ConfigError> {
-        let error = |problem: String| ConfigError {
-            var: TLS_CLIENT_CA_FILE.to_string(),
-            value: Some(path.display().to_string()),
-            problem,
-        };
+        let error = |problem: String| ConfigError::with_path(TLS_CLIENT_CA_FILE, path, problem);
         pingora::tls::install_default_crypto_provider();
         let provider = CryptoProvider::get_default()
             .cloned()
             .ok_or_else(|| error("no TLS crypto provider installed".to_string()))?;
-        let raw =
-            files::read(path, files::CLIENT_CAS).map_err(|e| error(format!("cannot read: {e}")))?;
+        let raw = files::read_at_start(path, files::CLIENT_CAS)
+            .map_err(|e| error(format!("cannot read: {e}")))?;
         let trusted = trust(&provider, &raw).map_err(error)?;
         Ok(ClientCas {
             path: path.to_path_buf(),
@@ -262,7 +258,12 @@ pub struct Checked {
 fn trust(provider: &Arc<CryptoProvider>, raw: &[u8]) -> Result<Trusted, String> {
     let certs = CertificateDer::pem_slice_iter(raw)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM file of CA certificates: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "not a PEM file of CA certificates: {}",
+                crate::tls::pem_problem(&e, "certificate")
+            )
+        })?;
     if certs.is_empty() {
         return Err("no PEM certificate in it: expected the CA certificates \
                     that client certificates must chain to"
@@ -456,6 +457,31 @@ mod tests {
         }
         let err = ClientCas::load(&dir.join("missing.pem")).unwrap_err();
         assert!(err.problem.starts_with("cannot read: "), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A CA file broken in the ways that put its contents into the PEM
+    /// parser's error (a key pasted in on one line, a BEGIN line run on, a
+    /// byte base64 does not have) is refused at the start and on reload
+    /// with words holding no part of it.
+    #[test]
+    fn a_broken_ca_file_is_refused_without_a_byte_of_it() {
+        use crate::tls::broken_pem;
+        let dir = std::env::temp_dir().join(format!("holepunch-ca-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        let cas = cas("ca.crt");
+        for secret in [fixture("ca.key"), fixture("ca.crt")] {
+            for broken in broken_pem::all(&secret) {
+                let file = [fixture("ca.crt"), broken].concat();
+                std::fs::write(&path, &file).unwrap();
+                let err = ClientCas::load(&path).unwrap_err().to_string();
+                assert!(err.contains("not a PEM file of CA certificates"), "{err}");
+                broken_pem::assert_holds_nothing_of(&err, &secret);
+                let err = cas.reload(&[file]).unwrap_err();
+                broken_pem::assert_holds_nothing_of(&err, &secret);
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -493,7 +493,8 @@ impl Follower {
     /// finish within its deadline: fetch your own then.
     pub async fn wait(mut self) -> Option<Arc<Shared>> {
         let ready = self.rx.wait_for(|s| !matches!(s, State::Fetching));
-        match pingora::time::timeout(self.wait, ready).await {
+        // tokio's timer: Pingora's does not survive `-d` (`crate::shutdown`).
+        match tokio::time::timeout(self.wait, ready).await {
             Ok(Ok(state)) => match &*state {
                 State::Ready(shared) => Some(Arc::clone(shared)),
                 _ => None,
@@ -836,10 +837,9 @@ mod tests {
         };
         // The leader is still fetching: only the deadline can end the wait
         // (the outer minute only keeps a broken deadline from hanging).
-        let waited = block_on(pingora::time::timeout(
-            Duration::from_secs(60),
-            follower.wait(),
-        ));
+        let waited = block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), follower.wait()).await
+        });
         assert_eq!(waited.ok().map(|w| w.is_none()), Some(true));
         drop(leader);
     }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The name of each variable, the only place it is written (the endpoint
@@ -256,7 +256,8 @@ static VARS: [Var; 28] = [
         show: Some(|c| {
             format!(
                 "Task API socket: {} (from {})",
-                c.socket_path, c.socket_path_from
+                path_in_message(Path::new(&c.socket_path)),
+                c.socket_path_from
             )
         }),
     },
@@ -669,6 +670,52 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// How a path that came from a variable is shown in a message: as it is
+/// when it is plainly a path (absolute, or starting with `./` or `../`),
+/// otherwise not at all. A value that is not plainly a path may be a token
+/// set in the wrong variable (a client token in HOLEPUNCH_CLIENT_TOKEN_FILE,
+/// the workload token in NOMAD_SECRETS_DIR), and the paths made from it
+/// (`$NOMAD_SECRETS_DIR/nomad_token`) hold it whole. A token holds a `/`
+/// often (base64), so a `/` alone does not make a path; one starting with
+/// `/` is a token only by a 1 in 64 chance of base64, and never a JWT or a
+/// UUID. Nomad's own paths are absolute. Pure.
+pub fn shown_path(path: &Path) -> Option<&str> {
+    path.to_str()
+        .filter(|p| p.starts_with('/') || p.starts_with("./") || p.starts_with("../"))
+}
+
+/// What stands for a path [`shown_path`] does not show.
+pub const PATH_NOT_SHOWN: &str = "(a value not shown: not a path starting with /, ./ or ../)";
+
+/// `path` for the inside of a message: [`shown_path`], or
+/// [`PATH_NOT_SHOWN`].
+pub fn path_in_message(path: &Path) -> &str {
+    shown_path(path).unwrap_or(PATH_NOT_SHOWN)
+}
+
+impl ConfigError {
+    /// A problem with the path `path`, named by the variable `var`: the
+    /// path is shown as the value when [`shown_path`] shows it; otherwise
+    /// the message says why it is not, before the problem.
+    pub fn with_path(var: &str, path: &Path, problem: String) -> ConfigError {
+        match shown_path(path) {
+            Some(shown) => ConfigError {
+                var: var.to_string(),
+                value: Some(shown.to_string()),
+                problem,
+            },
+            None => ConfigError {
+                var: var.to_string(),
+                value: None,
+                problem: format!(
+                    "its value is not shown, as it is not a path starting with /, ./ or ../ \
+                     (a token set here by mistake?); {problem}"
+                ),
+            },
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
@@ -862,7 +909,7 @@ impl Draft {
                  (move the task directory to a shorter path or link the socket somewhere shorter)",
                 path.len()
             );
-            problems.add(from, Some(&path), problem);
+            problems.push(ConfigError::with_path(from, Path::new(&path), problem));
         }
         (path, from)
     }
@@ -914,7 +961,7 @@ impl Draft {
                         "client certificates are checked in the TLS handshake, so they \
                          need TLS on the listener: set {TLS_CERT_FILE} and {TLS_KEY_FILE} too"
                     );
-                    problems.add(TLS_CLIENT_CA_FILE, Some(&ca.display().to_string()), problem);
+                    problems.push(ConfigError::with_path(TLS_CLIENT_CA_FILE, ca, problem));
                 }
                 return None;
             }
@@ -1590,6 +1637,44 @@ mod tests {
                 "{var} in {errs:#?}"
             );
         }
+    }
+
+    /// A path variable's value is shown only when it is plainly a path: a
+    /// token put there by mistake (a JWT, a UUID, base64 with a `/` inside)
+    /// is not, and neither is a path made from it.
+    #[test]
+    fn only_what_is_plainly_a_path_is_shown() {
+        for path in ["/secrets/nomad_token", "./local/tokens", "../tokens", "/"] {
+            assert_eq!(shown_path(Path::new(path)), Some(path));
+        }
+        for value in [
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+            "0b6f1c4e-7d2a-4f35-9a0b-2f1c3d4e5f60",
+            "dGhpcy9pcy9iYXNlNjQ=/more",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln/nomad_token",
+            "local/tokens",
+            "",
+        ] {
+            assert_eq!(shown_path(Path::new(value)), None, "{value}");
+            assert_eq!(path_in_message(Path::new(value)), PATH_NOT_SHOWN);
+        }
+        let shown = ConfigError::with_path(TOKEN_FILE, Path::new("/s/t"), "gone".into());
+        assert_eq!(shown.to_string(), "HOLEPUNCH_TOKEN_FILE=\"/s/t\": gone");
+        let hidden = ConfigError::with_path(TOKEN_FILE, Path::new("s3cr3t.tok"), "gone".into());
+        assert_eq!(
+            hidden.to_string(),
+            "HOLEPUNCH_TOKEN_FILE: its value is not shown, as it is not a path starting with \
+             /, ./ or ../ (a token set here by mistake?); gone"
+        );
+        // The socket path made from NOMAD_SECRETS_DIR, too long here.
+        let secret = "s3cr3t".repeat(20);
+        let errs = errors_for(&[TOKEN, (NOMAD_SECRETS_DIR, &secret)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("NOMAD_SECRETS_DIR: its value is not shown"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("s3cr3t"), "{errs:?}");
     }
 
     #[test]

@@ -286,7 +286,8 @@ impl AsyncWrite for WriteDeadline {
 impl Shutdown for WriteDeadline {
     async fn shutdown(&mut self) {
         // A client that takes nothing cannot stall the close either.
-        let _ = pingora::time::timeout(self.timeout, self.inner.shutdown()).await;
+        // tokio's timer: Pingora's does not survive `-d` (`crate::shutdown`).
+        let _ = tokio::time::timeout(self.timeout, self.inner.shutdown()).await;
     }
 }
 

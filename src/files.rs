@@ -5,24 +5,46 @@
 //!
 //! A path can be replaced by anything between two reads: a FIFO, on which a
 //! plain `open` waits for a writer that may never come; a link to
-//! `/dev/zero`, which never ends; a directory; a file far larger than any
-//! token. [`read`] looks at what the path names (`stat`, following links, so
-//! the symlinks operators and templating tools make keep working) and opens
-//! only a regular file, with `O_NONBLOCK` so that a FIFO swapped in after
-//! the look cannot make the open wait. It then checks what it opened
-//! (`fstat`) and reads at most the cap plus one byte, so a file that grows
-//! past its cap while it is read is refused too, and memory stays bounded
-//! whatever the path names.
+//! `/dev/zero`, which never ends; a device, whose driver may act on an
+//! open alone (a tape rewinds, a terminal may become the controlling one);
+//! a directory; a file far larger than any token. So [`read`] never opens
+//! the path for reading until it knows what the path names:
 //!
-//! A read of a regular file can still wait on a hung network filesystem;
-//! `crate::watch` runs its reads off the runtime for that, one at a time for
-//! each watched item.
+//! 1. it takes a handle on whatever the path names with `O_PATH` (links
+//!    followed, so the symlinks operators and templating tools make keep
+//!    working). open(2): with `O_PATH` "the file itself is not opened":
+//!    no driver's `open` runs, no FIFO partner is woken;
+//! 2. it checks that handle (`fstat`): a regular file within the cap, or
+//!    nothing is opened at all;
+//! 3. it opens that same file, not the path again, through
+//!    `/proc/self/fd/N` (`O_RDONLY | O_NONBLOCK | O_NOCTTY`), so a path
+//!    swapped for a device since step 1 is never opened; checks what it
+//!    opened again (`fstat`: the same file, still regular);
+//! 4. it reads at most the cap plus one byte, so a file that grows past
+//!    its cap while it is read is refused too, and memory stays bounded
+//!    whatever the path names.
+//!
+//! Where `/proc` is not mounted (some minimal containers), step 3 opens
+//! the path again instead, with `O_NONBLOCK` (a FIFO swapped in cannot
+//! make the open wait) and `O_NOCTTY`, and refuses anything but the file
+//! step 1 checked; a device swapped in between the two steps may then be
+//! opened before it is refused. That is logged once.
+//!
+//! A read of a regular file can still wait on a hung network filesystem.
+//! `crate::watch` runs its reads off the runtime for that, one at a time
+//! for each watched item; at startup, [`read_at_start`] gives a read
+//! [`crate::watch::SLOW_READ`] and reports one that has not returned by
+//! then, so that a hung file stops `--check` and the start (exit 2) rather
+//! than blocking them for good.
 
 use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// The most bytes one kind of file may hold, and the kind's name for the
 /// message that refuses a larger one.
@@ -92,6 +114,10 @@ pub enum Problem {
     NotRegular(&'static str),
     /// Over its kind's cap.
     TooLarge(Cap),
+    /// Another file took the path's place while it was opened.
+    Replaced,
+    /// The read had not returned after this long ([`read_at_start`]).
+    Hung(Duration),
     /// The system refused (permissions, I/O).
     Io(std::io::Error),
 }
@@ -106,6 +132,11 @@ impl fmt::Display for Problem {
                 "it is larger than {}, the most {} may hold",
                 size(cap.bytes),
                 cap.what
+            ),
+            Problem::Replaced => f.write_str("another file took its place while it was opened"),
+            Problem::Hung(after) => write!(
+                f,
+                "reading it has not returned after {after:?} (a hung network filesystem?)"
             ),
             Problem::Io(e) => write!(f, "{e}"),
         }
@@ -133,21 +164,93 @@ fn size(bytes: u64) -> String {
 /// The whole of the regular file at `path` (links followed), if it holds at
 /// most `cap` bytes. Never waits for a writer, never opens a device.
 pub fn read(path: &Path, cap: Cap) -> Result<Vec<u8>, Problem> {
-    // Look first: opening some devices does something by itself (a tape
-    // rewinds, a terminal may become the controlling one), so only what is
-    // a regular file now is opened at all.
-    check(&std::fs::metadata(path)?, cap)?;
-    // If a FIFO took the file's place since, O_NONBLOCK makes the open
-    // return at once instead of waiting for a writer (open(2): "O_NONBLOCK
-    // ... the open() returns ... without waiting"); on a regular file it
-    // changes nothing ("this flag has no effect for regular files").
-    let file = OpenOptions::new()
+    read_through(path, cap, Path::new(PROC_FDS))
+}
+
+/// Where this process's descriptors can be opened again by number.
+const PROC_FDS: &str = "/proc/self/fd";
+
+/// Whether the fallback for a missing `/proc` has been logged.
+static NO_PROC_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// [`read`], opening descriptors again through `proc_fds` (a directory
+/// that does not exist, in the tests, stands for `/proc` not mounted).
+fn read_through(path: &Path, cap: Cap, proc_fds: &Path) -> Result<Vec<u8>, Problem> {
+    // A handle on what the path names, without opening it: O_PATH ignores
+    // every other flag but O_CLOEXEC (which std sets), O_DIRECTORY and
+    // O_NOFOLLOW (open(2)).
+    let handle = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    // What was opened is what counts.
-    let len = check(&file.metadata()?, cap)?;
+    let seen = handle.metadata()?;
+    check(&seen, cap)?;
+    // Open the file the handle holds, not whatever the path names now.
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    let again = proc_fds.join(handle.as_raw_fd().to_string());
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(&again)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !proc_fds.exists() => {
+            if !NO_PROC_LOGGED.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "{} is not there (is /proc mounted?): watched files are opened by their \
+                     path after they are checked, so a device swapped in between the two \
+                     may be opened (it is refused after)",
+                    proc_fds.display()
+                );
+            }
+            // If a FIFO took the file's place since, O_NONBLOCK makes the
+            // open return at once instead of waiting for a writer (open(2):
+            // "O_NONBLOCK ... the open() returns ... without waiting"); on
+            // a regular file it changes nothing.
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)?
+        }
+        opened => opened?,
+    };
+    // What was opened is what counts: the file the handle was checked on.
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+        return Err(Problem::Replaced);
+    }
+    let len = check(&opened, cap)?;
     read_capped(file, len, cap)
+}
+
+/// [`read`], for the start: a read that has not returned after
+/// [`crate::watch::SLOW_READ`] (a regular file on a hung network
+/// filesystem) is [`Problem::Hung`]. The read goes on in a thread of its
+/// own, which the process's exit ends.
+pub fn read_at_start(path: &Path, cap: Cap) -> Result<Vec<u8>, Problem> {
+    read_within(read, path, cap, crate::watch::SLOW_READ)
+}
+
+/// How a file is read: [`read`], or a stand-in in tests.
+type ReadFile = fn(&Path, Cap) -> Result<Vec<u8>, Problem>;
+
+/// `read(path, cap)` on a thread of its own, waited for at most `bound`.
+fn read_within(read: ReadFile, path: &Path, cap: Cap, bound: Duration) -> Result<Vec<u8>, Problem> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    let owned = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("read-at-start".into())
+        .spawn(move || {
+            // The receiver may have given up: nothing to do then.
+            let _ = done.send(read(&owned, cap));
+        })?;
+    match result.recv_timeout(bound) {
+        Ok(contents) => contents,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Problem::Hung(bound)),
+        // The thread ended without an answer: it panicked (a bug).
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Problem::Io(
+            std::io::Error::other("the read ended without a result"),
+        )),
+    }
 }
 
 /// Refuses anything but a regular file within `cap`; its length.
@@ -277,6 +380,134 @@ mod tests {
             .unwrap();
         let err = check(&file.metadata().unwrap(), SMALL).unwrap_err();
         assert!(matches!(err, Problem::NotRegular("a FIFO")), "{err}");
+    }
+
+    /// Whether anything opened `path` (an inotify `IN_OPEN` event) while
+    /// `action` ran. Events are queued by the `open` call itself, so they
+    /// are all there once `action` returns.
+    fn opened_during(path: &Path, action: impl FnOnce()) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on a descriptor this test owns, a valid
+        // NUL-terminated path and a buffer of the size given.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0, "inotify_init1");
+            assert!(libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) >= 0);
+            action();
+            let mut buf = [0u8; 4096];
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n > 0
+        }
+    }
+
+    /// What the path names is checked on an `O_PATH` handle, which opens
+    /// nothing: a FIFO (standing for any device: a driver's `open` would
+    /// run where a FIFO's wakes a writer) is refused without an open of it
+    /// ever happening, which inotify would see (`IN_OPEN`). Linux reports
+    /// no event for an `O_PATH` handle (fs/open.c `do_dentry_open` marks it
+    /// `FMODE_NONOTIFY`); a kernel that does cannot tell the two apart, and
+    /// the test says so and checks only the refusal there. The same FIFO
+    /// opened for reading, as the check used to do after a swap, is seen.
+    #[test]
+    fn a_fifo_is_refused_without_being_opened() {
+        let d = dir("o-path");
+        let fifo = d.0.join("fifo");
+        mkfifo(&fifo);
+        let link = d.0.join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let tells_apart = !opened_during(&fifo, || {
+            let handle = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(&fifo);
+            drop(handle.unwrap());
+        });
+        if !tells_apart {
+            eprintln!("this kernel reports O_PATH handles to inotify: only the refusal is checked");
+        }
+        for path in [&fifo, &link] {
+            let mut result = None;
+            let opened = opened_during(&fifo, || result = Some(read(path, SMALL)));
+            let err = result.unwrap().unwrap_err();
+            assert!(matches!(err, Problem::NotRegular("a FIFO")), "{err}");
+            assert!(!(opened && tells_apart), "{} was opened", path.display());
+        }
+        // The control: an open for reading is seen.
+        let opened = opened_during(&fifo, || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+        });
+        assert!(opened);
+    }
+
+    /// The file opened for reading is the one that was checked: a
+    /// descriptor directory whose entries name another file (as a path
+    /// swapped between the two steps would) is refused. Without `/proc`,
+    /// the path is opened again and read.
+    #[test]
+    fn the_file_read_is_the_file_checked() {
+        let d = dir("reopen");
+        let file = d.0.join("token");
+        std::fs::write(&file, b"12345678").unwrap();
+        let other = d.0.join("other");
+        std::fs::write(&other, b"other").unwrap();
+        let fds = d.0.join("fds");
+        std::fs::create_dir(&fds).unwrap();
+        for n in 0..4096 {
+            std::os::unix::fs::symlink(&other, fds.join(n.to_string())).unwrap();
+        }
+        let err = read_through(&file, SMALL, &fds).unwrap_err();
+        assert!(matches!(err, Problem::Replaced), "{err}");
+        assert_eq!(
+            read_through(&file, SMALL, Path::new(PROC_FDS)).unwrap(),
+            b"12345678"
+        );
+        // No /proc: read all the same, and what is not a regular file is
+        // still refused.
+        let no_proc = d.0.join("no-proc");
+        assert_eq!(read_through(&file, SMALL, &no_proc).unwrap(), b"12345678");
+        let fifo = d.0.join("fifo");
+        mkfifo(&fifo);
+        let err = read_through(&fifo, SMALL, &no_proc).unwrap_err();
+        assert!(matches!(err, Problem::NotRegular("a FIFO")), "{err}");
+    }
+
+    /// Released by the test that holds up [`held_read`].
+    static RELEASED: (std::sync::Mutex<bool>, std::sync::Condvar) =
+        (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+    /// A read that does not return until [`RELEASED`] (bounded, so a
+    /// failed test cannot hang the run), as one on a hung network
+    /// filesystem.
+    fn held_read(_: &Path, _: Cap) -> Result<Vec<u8>, Problem> {
+        let (released, wake) = &RELEASED;
+        let guard = released.lock().unwrap();
+        let _ = wake.wait_timeout_while(guard, Duration::from_secs(60), |r| !*r);
+        Ok(b"late".to_vec())
+    }
+
+    /// At the start, a read that has not returned within its bound is a
+    /// problem, named as hung; one that returns is its result.
+    #[test]
+    fn a_read_at_the_start_that_does_not_return_is_a_problem() {
+        let bound = Duration::from_millis(50);
+        let err = read_within(held_read, Path::new("/hung/token"), SMALL, bound).unwrap_err();
+        assert!(matches!(err, Problem::Hung(b) if b == bound), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "reading it has not returned after 50ms (a hung network filesystem?)"
+        );
+        *RELEASED.0.lock().unwrap() = true;
+        RELEASED.1.notify_all();
+        let d = dir("start");
+        let file = d.0.join("token");
+        std::fs::write(&file, b"12345678").unwrap();
+        assert_eq!(read_at_start(&file, SMALL).unwrap(), b"12345678");
     }
 
     /// A file that says it is small but reads longer (as one that grows

@@ -716,7 +716,8 @@ impl Holepunch {
                 .await;
             Ok(header)
         };
-        let header = match pingora::time::timeout(deadline, fetch).await {
+        // tokio's timer: Pingora's does not survive `-d` (`crate::shutdown`).
+        let header = match tokio::time::timeout(deadline, fetch).await {
             Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
             Err(_) => {
                 return Err(Some(
@@ -789,7 +790,7 @@ impl Holepunch {
             );
         }
         let connect = tokio::net::UnixStream::connect(&self.socket_path);
-        match pingora::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
+        match tokio::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
             Ok(Ok(_stream)) => Ok(()),
             Ok(Err(e)) => Err(match e.kind() {
                 std::io::ErrorKind::NotFound => {

@@ -24,10 +24,27 @@
 //!   `client/allocdir/task_dir.go`, `TaskDir.Build`; `alloc_dir.go`,
 //!   `AllocDir.Build`; `fs_unix.go`, `dropDirPermissions`, which ORs in
 //!   0777), under an allocation directory of 0755: not private;
-//! - elsewhere `nomad-holepunch` in `XDG_RUNTIME_DIR` when it is set to a
-//!   directory of this user's that others cannot write (systemd makes it
-//!   0700), else `/tmp/nomad-holepunch-<uid>` (`/tmp` is sticky: no other
-//!   user can remove or rename it there).
+//! - elsewhere `nomad-holepunch` in `XDG_RUNTIME_DIR` when it is safe
+//!   ([`runtime_dir_problem`]): a directory of this user's that others
+//!   cannot write (systemd makes it 0700), not a symbolic link, and reached
+//!   only through directories and links that no other user can change
+//!   (each owned by root or this user, and writable by no one else unless
+//!   sticky). Otherwise `/tmp/nomad-holepunch-<uid>` (`/tmp` is sticky: no
+//!   other user can remove or rename it there), and the start logs a
+//!   warning saying why `XDG_RUNTIME_DIR` was not used and where the
+//!   socket went instead.
+//!
+//! Why every ancestor: a directory of this user's, mode 0700, inside one
+//! another user owns, can be renamed away by that user, who then makes
+//! their own in its place and binds the upgrade socket there; the old
+//! process of a handover sends its listening sockets to that path. Why
+//! warn, not stop: the same environment makes the same choice in the old
+//! process and in the new one, so a handover between them works (and
+//! `sudo -E`, which keeps another user's `XDG_RUNTIME_DIR`, must not stop
+//! the proxy); a choice that changed between the two (the directory
+//! became unsafe, or was removed at logout) is in both processes' logs,
+//! and `conf/holepunch-entrypoint.sh` refuses a handover whose `--check`
+//! names another upgrade socket than the running process's.
 //!
 //! Paths set in the `-c` file are the operator's choice and are used as
 //! given; a directory other users can write gets a warning
@@ -63,24 +80,42 @@ pub struct Vars {
     pub task_dir: Option<OsString>,
     pub alloc_dir: Option<OsString>,
     pub task_name: Option<OsString>,
-    /// `XDG_RUNTIME_DIR`, when it is a directory of this user's that others
-    /// cannot write (checked by [`RunDir::choose`]).
+    /// `XDG_RUNTIME_DIR`, when it is safe ([`runtime_dir_problem`], checked
+    /// by [`RunDir::choose`]).
     pub runtime_dir: Option<OsString>,
 }
 
 impl RunDir {
     /// The directory for this process: the first of [`RunDir::candidates`]
-    /// for its environment and user.
-    pub fn choose() -> RunDir {
+    /// for its environment and user; and, when `XDG_RUNTIME_DIR` would have
+    /// been chosen but is not safe, a warning saying why and where the
+    /// directory is instead.
+    pub fn choose() -> (RunDir, Option<String>) {
         let uid = euid();
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let vars = Vars {
+        let mut vars = Vars {
             task_dir: var("NOMAD_TASK_DIR"),
             alloc_dir: var("NOMAD_ALLOC_DIR"),
             task_name: var("NOMAD_TASK_NAME"),
-            runtime_dir: var("XDG_RUNTIME_DIR").filter(|d| runtime_dir_usable(Path::new(d), uid)),
+            runtime_dir: var("XDG_RUNTIME_DIR"),
         };
-        RunDir::candidates(&vars, uid)
+        let chosen = RunDir::candidates(&vars, uid);
+        let runtime_dir = vars.runtime_dir.take().unwrap_or_default();
+        if chosen.from != XDG_RUNTIME_DIR {
+            return (chosen, None);
+        }
+        let Some(why) = runtime_dir_problem(Path::new(&runtime_dir), uid, &SystemFs) else {
+            return (chosen, None);
+        };
+        let instead = RunDir::candidates(&vars, uid);
+        let warning = format!(
+            "{XDG_RUNTIME_DIR}={:?} is not used for the upgrade socket and pid file: {why}; \
+             they are in {} instead (a -u handover works between processes that chose the \
+             same directory: start both with the same environment)",
+            runtime_dir.to_string_lossy(),
+            instead.dir.display()
+        );
+        (instead, Some(warning))
     }
 
     /// The first directory, in the order in the module's doc, whose
@@ -243,12 +278,166 @@ pub fn problem(seen: &Seen, uid: u32) -> Option<String> {
     Some(format!("{why}: {fix}"))
 }
 
-/// Whether `XDG_RUNTIME_DIR` can hold the directory: a directory of
-/// `uid`'s that no one else can write.
-fn runtime_dir_usable(dir: &Path, uid: u32) -> bool {
-    dir.is_absolute()
-        && std::fs::metadata(dir)
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
+/// The variable [`RunDir::choose`] checks before it uses it.
+const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
+
+/// What [`runtime_dir_problem`] needs of the filesystem: the real one
+/// ([`SystemFs`]), or a made-up one in tests.
+pub trait Lookup {
+    /// `lstat(2)`: the entry itself, a link not followed.
+    fn lstat(&self, path: &Path) -> std::io::Result<Seen>;
+    /// `readlink(2)`.
+    fn read_link(&self, path: &Path) -> std::io::Result<PathBuf>;
+}
+
+/// The filesystem.
+pub struct SystemFs;
+
+impl Lookup for SystemFs {
+    fn lstat(&self, path: &Path) -> std::io::Result<Seen> {
+        std::fs::symlink_metadata(path).map(|m| Seen::of(&m))
+    }
+    fn read_link(&self, path: &Path) -> std::io::Result<PathBuf> {
+        std::fs::read_link(path)
+    }
+}
+
+/// The most symbolic links followed in one path, as Linux's `MAXSYMLINKS`.
+const MAX_LINKS: usize = 40;
+
+/// Why `dir` (`XDG_RUNTIME_DIR`) cannot hold the private directory of a
+/// process running as `uid`; `None` when it can.
+///
+/// The path is followed as the kernel resolves it, one component at a
+/// time, links included, and everything it goes through must be beyond the
+/// reach of other users: each directory owned by root or `uid`, and not
+/// writable by group or others unless sticky (then others can add entries
+/// but not move ours: `/tmp`); each link owned by root or `uid` (a link's
+/// owner can replace it where the sticky bit protects it). `dir` itself
+/// must be a directory, not a link, owned by `uid`, writable by no one
+/// else. Nothing is written; the answer holds as long as no one with
+/// those rights changes it.
+pub fn runtime_dir_problem(dir: &Path, uid: u32, fs: &dyn Lookup) -> Option<String> {
+    if !dir.is_absolute() {
+        return Some("it is not an absolute path".to_string());
+    }
+    let trusted = |owner: u32| owner == 0 || owner == uid;
+    let mut at = PathBuf::from("/");
+    // What is left to follow, last first.
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let push = |todo: &mut Vec<std::ffi::OsString>, path: &Path| {
+        for c in path.components().rev() {
+            match c {
+                std::path::Component::Normal(name) => todo.push(name.to_os_string()),
+                std::path::Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+    };
+    push(&mut todo, dir);
+    let mut links = 0;
+    let mut seen = match fs.lstat(&at) {
+        Ok(seen) => seen,
+        Err(e) => return Some(format!("/ cannot be examined: {e}")),
+    };
+    while let Some(name) = todo.pop() {
+        // Everything `at` names so far was checked as a directory on the way.
+        if let Some(why) = ancestor_problem(&at, &seen, uid) {
+            return Some(why);
+        }
+        if name == ".." {
+            at.pop();
+            seen = match fs.lstat(&at) {
+                Ok(seen) => seen,
+                Err(e) => return Some(format!("{} cannot be examined: {e}", at.display())),
+            };
+            continue;
+        }
+        let next = at.join(&name);
+        seen = match fs.lstat(&next) {
+            Ok(seen) => seen,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("{} does not exist", next.display()))
+            }
+            Err(e) => return Some(format!("{} cannot be examined: {e}", next.display())),
+        };
+        if !seen.is_symlink {
+            at = next;
+            continue;
+        }
+        if todo.is_empty() {
+            return Some(format!(
+                "{} is a symbolic link; it must be the directory itself",
+                next.display()
+            ));
+        }
+        if !trusted(seen.owner) {
+            return Some(format!(
+                "{} is a symbolic link owned by uid {}, who can point it elsewhere",
+                next.display(),
+                seen.owner
+            ));
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Some(format!("more than {MAX_LINKS} symbolic links"));
+        }
+        let target = match fs.read_link(&next) {
+            Ok(target) => target,
+            Err(e) => return Some(format!("{} cannot be read: {e}", next.display())),
+        };
+        // Followed from the link's directory, or from / for an absolute one.
+        push(&mut todo, &target);
+        if target.is_absolute() {
+            at = PathBuf::from("/");
+        }
+        seen = match fs.lstat(&at) {
+            Ok(seen) => seen,
+            Err(e) => return Some(format!("{} cannot be examined: {e}", at.display())),
+        };
+    }
+    if !seen.is_dir {
+        return Some(format!("{} is not a directory", at.display()));
+    }
+    if seen.owner != uid {
+        return Some(format!(
+            "{} is owned by uid {}, not by this process's uid {uid}",
+            at.display(),
+            seen.owner
+        ));
+    }
+    if seen.mode & 0o022 != 0 {
+        return Some(format!(
+            "{} can be written by other users (mode {:04o})",
+            at.display(),
+            seen.mode
+        ));
+    }
+    None
+}
+
+/// What is wrong with `seen`, at `path`, as a directory on the way to the
+/// private directory of a process running as `uid`. Pure.
+fn ancestor_problem(path: &Path, seen: &Seen, uid: u32) -> Option<String> {
+    if !seen.is_dir {
+        Some(format!("{} is not a directory", path.display()))
+    } else if seen.owner != 0 && seen.owner != uid {
+        Some(format!(
+            "{} is owned by uid {} (neither root nor this process's uid {uid}), who can move \
+             what is in it",
+            path.display(),
+            seen.owner
+        ))
+    } else if seen.mode & 0o022 != 0 && seen.mode & 0o1000 == 0 {
+        Some(format!(
+            "{} can be written by other users (mode {:04o}) and is not sticky, so they can \
+             move what is in it",
+            path.display(),
+            seen.mode
+        ))
+    } else {
+        None
+    }
 }
 
 /// A warning for an upgrade socket or pid file set in the `-c` file whose
@@ -415,5 +604,166 @@ mod tests {
         let err = lost.prepare(true).unwrap_err().to_string();
         assert!(err.contains("cannot be created"), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A made-up filesystem: each path's `lstat`, and a link's target.
+    #[derive(Default)]
+    struct Fake(std::collections::HashMap<PathBuf, (Seen, Option<PathBuf>)>);
+
+    impl Fake {
+        /// `/` (root's, 0755), `/tmp` (root's, sticky 01777), and
+        /// `/run/user/1000` (root's 0755 above 1000's 0700), as a system
+        /// with systemd has them.
+        fn system() -> Fake {
+            Fake::default()
+                .dir("/", 0, 0o755)
+                .dir("/tmp", 0, 0o1777)
+                .dir("/run", 0, 0o755)
+                .dir("/run/user", 0, 0o755)
+                .dir("/run/user/1000", 1000, 0o700)
+        }
+        fn dir(mut self, path: &str, owner: u32, mode: u32) -> Fake {
+            let seen = Seen {
+                is_symlink: false,
+                is_dir: true,
+                owner,
+                mode,
+            };
+            self.0.insert(path.into(), (seen, None));
+            self
+        }
+        fn link(mut self, path: &str, owner: u32, target: &str) -> Fake {
+            let seen = Seen {
+                is_symlink: true,
+                is_dir: false,
+                owner,
+                mode: 0o777,
+            };
+            self.0.insert(path.into(), (seen, Some(target.into())));
+            self
+        }
+        fn problem(&self, dir: &str) -> Option<String> {
+            runtime_dir_problem(Path::new(dir), 1000, self)
+        }
+    }
+
+    impl Lookup for Fake {
+        fn lstat(&self, path: &Path) -> std::io::Result<Seen> {
+            self.0
+                .get(path)
+                .map(|(seen, _)| *seen)
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        }
+        fn read_link(&self, path: &Path) -> std::io::Result<PathBuf> {
+            self.0
+                .get(path)
+                .and_then(|(_, target)| target.clone())
+                .ok_or_else(|| std::io::ErrorKind::InvalidInput.into())
+        }
+    }
+
+    #[test]
+    fn xdg_runtime_dir_is_used_only_when_nothing_on_its_way_is_another_users() {
+        let fs = Fake::system();
+        assert_eq!(fs.problem("/run/user/1000"), None);
+        assert_eq!(fs.problem("/run/user/1000/"), None);
+        assert_eq!(
+            fs.problem("run/user/1000").as_deref(),
+            Some("it is not an absolute path")
+        );
+        assert_eq!(
+            fs.problem("/run/user/1001").as_deref(),
+            Some("/run/user/1001 does not exist")
+        );
+        // The review's attack: a 0700 directory of this user's, inside one
+        // another user owns (who renamed it away and made their own).
+        let fs = Fake::system()
+            .dir("/tmp/evil", 65534, 0o755)
+            .dir("/tmp/evil/run", 1000, 0o700);
+        assert_eq!(
+            fs.problem("/tmp/evil/run").as_deref(),
+            Some(
+                "/tmp/evil is owned by uid 65534 (neither root nor this process's uid 1000), \
+                 who can move what is in it"
+            )
+        );
+        // Writable by others: refused unless sticky (then they cannot move
+        // what is ours: /tmp).
+        let fs = Fake::system()
+            .dir("/tmp/open", 1000, 0o777)
+            .dir("/tmp/open/run", 1000, 0o700);
+        assert!(fs
+            .problem("/tmp/open/run")
+            .unwrap()
+            .starts_with("/tmp/open can be written by other users (mode 0777) and is not sticky"),);
+        let fs = Fake::system().dir("/tmp/mine", 1000, 0o700);
+        assert_eq!(fs.problem("/tmp/mine"), None);
+        // The directory itself: not a link, this user's, writable by no one else.
+        let fs = Fake::system()
+            .link("/tmp/runtime-1000", 1000, "/run/user/1000")
+            .dir("/tmp/theirs", 65534, 0o700)
+            .dir("/tmp/shared", 1000, 0o770);
+        assert_eq!(
+            fs.problem("/tmp/runtime-1000").as_deref(),
+            Some("/tmp/runtime-1000 is a symbolic link; it must be the directory itself")
+        );
+        assert_eq!(
+            fs.problem("/tmp/theirs").as_deref(),
+            Some("/tmp/theirs is owned by uid 65534, not by this process's uid 1000")
+        );
+        assert_eq!(
+            fs.problem("/tmp/shared").as_deref(),
+            Some("/tmp/shared can be written by other users (mode 0770)")
+        );
+    }
+
+    /// Links on the way are followed as the kernel follows them: each one
+    /// must be root's or this user's, and so must every directory its
+    /// target goes through.
+    #[test]
+    fn links_on_the_way_are_followed_and_checked() {
+        // /var/run -> /run, root's: fine.
+        let fs = Fake::system()
+            .dir("/var", 0, 0o755)
+            .link("/var/run", 0, "../run");
+        assert_eq!(fs.problem("/var/run/user/1000"), None);
+        let fs = Fake::system()
+            .dir("/var", 0, 0o755)
+            .link("/var/run", 0, "/run");
+        assert_eq!(fs.problem("/var/run/user/1000"), None);
+        // Planted by another user in /tmp.
+        let fs = Fake::system().link("/tmp/rt", 65534, "/run/user");
+        assert_eq!(
+            fs.problem("/tmp/rt/1000").as_deref(),
+            Some("/tmp/rt is a symbolic link owned by uid 65534, who can point it elsewhere")
+        );
+        // A link of root's, through a directory of another user's.
+        let fs = Fake::system()
+            .link("/tmp/rt", 0, "/srv/x/run")
+            .dir("/srv", 65534, 0o755)
+            .dir("/srv/x", 0, 0o755)
+            .dir("/srv/x/run", 1000, 0o700);
+        assert!(fs
+            .problem("/tmp/rt/run")
+            .unwrap()
+            .starts_with("/srv is owned by uid 65534"));
+        // A link in a link's target.
+        let fs = Fake::system()
+            .link("/tmp/a", 0, "/opt/b/c")
+            .dir("/opt", 0, 0o755)
+            .link("/opt/b", 65534, "/run/user")
+            .dir("/run/user/c", 1000, 0o700);
+        assert_eq!(
+            fs.problem("/tmp/a/x").as_deref(),
+            Some("/opt/b is a symbolic link owned by uid 65534, who can point it elsewhere")
+        );
+        // A loop.
+        let fs = Fake::system()
+            .link("/tmp/l1", 0, "/tmp/l2")
+            .link("/tmp/l2", 0, "/tmp/l1");
+        assert_eq!(
+            fs.problem("/tmp/l1/x").as_deref(),
+            Some("more than 40 symbolic links")
+        );
     }
 }

@@ -7,6 +7,10 @@
 //! SIGKILL after the task's `kill_timeout` (5 s by default), so waiting the
 //! full period for nothing only slows every deploy. [`Drain`] ends the
 //! process early instead; the grace period stays the upper bound.
+//!
+//! Its timer is tokio's, not Pingora's fast timer, which does not survive
+//! the fork of `-d` (see [`Drain`]'s loop); the proxy's other timeouts
+//! (`crate::coalesce`, `crate::proxy`, `crate::deadline`) are tokio's too.
 
 use async_trait::async_trait;
 use log::{info, warn};
@@ -90,7 +94,15 @@ impl BackgroundService for Drain {
                 );
                 break;
             }
-            pingora::time::sleep(POLL).await;
+            // tokio's timer, driven by this service's runtime: Pingora's
+            // fast timer (`pingora::time`) fires from a clock thread that
+            // `-d` does not carry across its fork (pingora-core 0.9.1
+            // `server/mod.rs`, `run`: `pause_for_fork` starts that thread in
+            // the parent), and a timer registered in the two seconds after
+            // the fork waits for another one to start it again
+            // (pingora-timeout 0.9.1 `timer.rs`, `DELAYS_SEC`): a SIGTERM
+            // soon after a `-d` start waited the whole grace period.
+            tokio::time::sleep(POLL).await;
             quiet = if self.in_flight.count() == 0 {
                 quiet + 1
             } else {

@@ -187,7 +187,7 @@ impl Startup {
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
         service.add_tcp(&self.config.listen.to_string());
-        server.add_service(service);
+        let listener = server.add_service(service);
 
         let mut watcher = Watcher::default();
         watcher.watch(self.token);
@@ -200,8 +200,12 @@ impl Startup {
         if let Some(client_cas) = self.client_cas {
             watcher.watch(client_cas);
         }
-        // Always: with no file to watch it still answers SIGHUP.
-        server.add_service(background_service("file watcher", watcher));
+        // Always: with no file to watch it still answers SIGHUP. The
+        // listener starts once the watcher's first pass has read every
+        // file again (`crate::watch`): a `-u` process loaded them before
+        // it waited for the old one's sockets.
+        let watching = server.add_service(background_service("file watcher", watcher));
+        listener.add_dependency(&watching);
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
         let open: Vec<&str> = crate::allowlist::Group::ALL
@@ -248,10 +252,12 @@ impl Startup {
             metrics_cache_ttl: config.metrics_cache_ttl,
             in_flight: Arc::clone(in_flight),
         })
-        .map_err(|e| ConfigError {
-            var: config.socket_path_from.to_string(),
-            value: Some(config.socket_path.clone()),
-            problem: format!("not a usable Unix socket path: {e}"),
+        .map_err(|e| {
+            ConfigError::with_path(
+                config.socket_path_from,
+                std::path::Path::new(&config.socket_path),
+                format!("not a usable Unix socket path: {e}"),
+            )
         })
     }
 
@@ -355,7 +361,13 @@ fn server_conf(opt: &mut Opt) -> Result<(ServerConf, Option<RunDir>), ConfigErro
     conf.graceful_shutdown_timeout_seconds.get_or_insert(1);
     let default_sock = conf.upgrade_sock == PINGORA_UPGRADE_SOCK;
     let default_pid = conf.pid_file == PINGORA_PID_FILE;
-    let run_dir = (default_sock || default_pid).then(RunDir::choose);
+    let run_dir = (default_sock || default_pid).then(|| {
+        let (run_dir, warning) = RunDir::choose();
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
+        run_dir
+    });
     if let Some(run_dir) = &run_dir {
         if default_sock {
             conf.upgrade_sock = run_dir.upgrade_sock();

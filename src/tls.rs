@@ -16,15 +16,20 @@
 //! A pair that cannot be read, is not a regular file, is over its cap
 //! (`files::CERTIFICATE_CHAIN`, `files::PRIVATE_KEY`) or does not go
 //! together keeps the last good certificate in use.
+//!
+//! What is wrong with a PEM file is said in words fixed here
+//! ([`pem_problem`]), never with the PEM parser's own error text, which can
+//! carry the file's contents: a private key whose line breaks were lost
+//! would be logged whole.
 
 use crate::client_cert::ClientCas;
-use crate::config::{ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::config::{path_in_message, ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
 use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
 use crate::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::Acceptor;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{version, ServerConfig};
@@ -53,11 +58,8 @@ impl CertReloader {
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
         let read = |var: &str, p: &PathBuf, cap: Cap| {
-            crate::files::read(p, cap).map_err(|e| ConfigError {
-                var: var.to_string(),
-                value: Some(p.display().to_string()),
-                problem: format!("cannot read: {e}"),
-            })
+            crate::files::read_at_start(p, cap)
+                .map_err(|e| ConfigError::with_path(var, p, format!("cannot read: {e}")))
         };
         let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
         let key = read(TLS_KEY_FILE, &files.key, PRIVATE_KEY)?;
@@ -67,11 +69,7 @@ impl CertReloader {
             } else {
                 &files.cert
             };
-            ConfigError {
-                var: var.to_string(),
-                value: Some(path.display().to_string()),
-                problem: e,
-            }
+            ConfigError::with_path(var, path, e)
         })?;
         Ok(CertReloader {
             files: files.clone(),
@@ -170,15 +168,26 @@ fn certified_key(
     let chain = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            let e = format!("{}: not a PEM certificate chain: {e}", files.cert.display());
+            let e = format!(
+                "{}: not a PEM certificate chain: {}",
+                path_in_message(&files.cert),
+                pem_problem(&e, "certificate")
+            );
             (TLS_CERT_FILE, e)
         })?;
     if chain.is_empty() {
-        let e = format!("{}: no PEM certificate in it", files.cert.display());
+        let e = format!("{}: no PEM certificate in it", path_in_message(&files.cert));
         return Err((TLS_CERT_FILE, e));
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
-        let e = format!("{}: not a PEM private key: {e}", files.key.display());
+        let e = format!(
+            "{}: not a PEM private key: {}",
+            path_in_message(&files.key),
+            pem_problem(
+                &e,
+                "private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY section)"
+            )
+        );
         (TLS_KEY_FILE, e)
     })?;
     let provider = CryptoProvider::get_default().ok_or_else(|| {
@@ -191,11 +200,109 @@ fn certified_key(
         let e = format!(
             "the certificate in {} and the private key in {TLS_KEY_FILE}=\"{}\" do not \
              belong together ({e})",
-            files.cert.display(),
-            files.key.display()
+            path_in_message(&files.cert),
+            path_in_message(&files.key)
         );
         (TLS_CERT_FILE, e)
     })
+}
+
+/// What is wrong with a PEM file, in fixed words that hold nothing read
+/// from it; `expected` names the section that was looked for.
+///
+/// Never the text of rustls-pki-types' `pem::Error` (1.16.0 `src/pem.rs`,
+/// `read` and `impl Display for Error`): `MissingSectionEnd` carries the
+/// label of the section left open and `IllegalSectionStart` the whole
+/// BEGIN line, printed as lists of bytes, and a PEM that lost its line
+/// breaks (a key passed through a variable or a template) is one line, so
+/// that label is the whole key; `Base64Decode` names the byte it could not
+/// decode. Used for the certificate chain, the key and the client CA file
+/// (`crate::client_cert`).
+pub fn pem_problem(e: &pem::Error, expected: &str) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a -----BEGIN line has no matching -----END line \
+            (were its line breaks lost, putting the whole file on one line?)"
+            .to_string(),
+        pem::Error::IllegalSectionStart { .. } => "a line starting with -----BEGIN is not a \
+            well-formed BEGIN line (it must end with five dashes, on a line of its own)"
+            .to_string(),
+        pem::Error::Base64Decode(_) => {
+            "the text between a -----BEGIN and an -----END line is not valid base64".to_string()
+        }
+        pem::Error::SectionTooLarge => "a PEM section is larger than 256 MB".to_string(),
+        pem::Error::NoItemsFound => format!("no PEM {expected} in it"),
+        pem::Error::Io(_) => "it could not be read".to_string(),
+        // A variant added later: its text is not known to hold nothing of
+        // the file.
+        _ => "it is not a well-formed PEM file".to_string(),
+    }
+}
+
+/// PEM files broken the ways that put their contents into a parser's
+/// error, and a search for any part of a secret in a text, for the tests
+/// here and in `crate::client_cert`.
+#[cfg(test)]
+pub(crate) mod broken_pem {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+
+    /// `pem` with its line breaks lost (through a variable or a template):
+    /// `-----BEGIN X----- MIG... -----END X-----` on one line.
+    pub fn one_line(pem: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(pem);
+        let mut one = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        one.push('\n');
+        one.into_bytes()
+    }
+
+    /// `pem` whose BEGIN line runs on into the base64 (one line break
+    /// lost): an illegal section start.
+    pub fn begin_run_on(pem: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(pem);
+        text.replacen("-----\n", "----- ", 1).into_bytes()
+    }
+
+    /// `pem` with a character base64 does not have in its first line of
+    /// base64.
+    pub fn bad_base64(pem: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(pem);
+        text.replacen("-----\n", "-----\n%", 1).into_bytes()
+    }
+
+    /// Every broken form of `pem`.
+    pub fn all(pem: &[u8]) -> [Vec<u8>; 3] {
+        [one_line(pem), begin_run_on(pem), bad_base64(pem)]
+    }
+
+    /// Panics, showing it, if `text` holds any part of the PEM file `pem`
+    /// (its base64 text, 8 characters at a time) or of what it encodes, in
+    /// any form a parser's error shows bytes in: as they are, as lists of
+    /// decimal bytes (`[77, 73, 71, ...]`, the file's bytes or the DER's),
+    /// or in hex, 4 bytes at a time.
+    pub fn assert_holds_nothing_of(text: &str, pem: &[u8]) {
+        let body: String = String::from_utf8_lossy(pem)
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = PrivateKeyDer::from_pem_slice(pem)
+            .map(|k| k.secret_der().to_vec())
+            .or_else(|_| rustls::pki_types::CertificateDer::from_pem_slice(pem).map(|c| c.to_vec()))
+            .expect("a PEM key or certificate");
+        let mut forms: Vec<String> = body
+            .as_bytes()
+            .windows(8)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        for bytes in [pem, &der[..]] {
+            for w in bytes.windows(4) {
+                forms.push(format!("{}, {}, {}, {}", w[0], w[1], w[2], w[3]));
+                forms.push(w.iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+        for form in forms {
+            assert!(!text.contains(&form), "{form:?} of the file in: {text}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,5 +370,64 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("do not belong together"), "{err}");
         assert_eq!(chain(&tls), b);
+    }
+
+    /// A key or a chain broken in the ways that put the file's contents in
+    /// the PEM parser's error (its line breaks lost, a BEGIN line run on
+    /// into the base64, a byte base64 does not have) is refused at the
+    /// start and on reload with words of our own, holding no part of the
+    /// key. The chain is refused with a key in it too (a bundle).
+    #[test]
+    fn a_broken_pem_file_is_refused_without_a_byte_of_it() {
+        let dir = std::env::temp_dir().join(format!("holepunch-tls-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: None,
+        };
+        let key = fixture("a.key");
+        let cert = fixture("a.crt");
+        for (n, broken) in broken_pem::all(&key).into_iter().enumerate() {
+            let bundle = [cert.clone(), broken.clone()].concat();
+            for (var, cert_file, key_file) in [
+                (TLS_KEY_FILE, &cert, &broken),
+                (TLS_CERT_FILE, &bundle, &key),
+            ] {
+                std::fs::write(&files.cert, cert_file).unwrap();
+                std::fs::write(&files.key, key_file).unwrap();
+                let err = CertReloader::load(&files).unwrap_err();
+                assert_eq!(err.var, var, "{err}");
+                let text = err.to_string();
+                let why = [
+                    "no matching -----END line",
+                    "not a well-formed BEGIN line",
+                    "not valid base64",
+                ][n];
+                assert!(text.contains(why), "{text}");
+                broken_pem::assert_holds_nothing_of(&text, &key);
+            }
+        }
+        // On reload: the same words, and the last good pair stays.
+        std::fs::write(&files.cert, &cert).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        let tls = CertReloader::load(&files).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for broken in broken_pem::all(&key) {
+            let bundle = [cert.clone(), broken.clone()].concat();
+            for pair in [[cert.clone(), broken.clone()], [bundle, key.clone()]] {
+                let err = tls.reload(&pair).unwrap_err();
+                assert!(err.contains("not a PEM"), "{err}");
+                broken_pem::assert_holds_nothing_of(&err, &key);
+            }
+        }
+        let err = tls.reload(&[cert.clone(), cert.clone()]).unwrap_err();
+        assert!(
+            err.ends_with(
+                "not a PEM private key: no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY \
+                 or EC PRIVATE KEY section) in it"
+            ),
+            "{err}"
+        );
     }
 }

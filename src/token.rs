@@ -22,7 +22,7 @@
 //! (`crate::claims` reads its `exp` and `iat`, unverified).
 
 use crate::claims::{self, Lifetime, Unreadable};
-use crate::config::{ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
+use crate::config::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
 use crate::telemetry;
@@ -53,7 +53,9 @@ impl TokenSource {
     /// A description for logs: where the token comes from, never its value.
     pub fn describe(&self) -> String {
         match self {
-            TokenSource::File { path, var } => format!("file {} (from {var})", path.display()),
+            TokenSource::File { path, var } => {
+                format!("file {} (from {var})", path_in_message(path))
+            }
             TokenSource::Env(_) => format!("{NOMAD_TOKEN} (<redacted>)"),
         }
     }
@@ -167,17 +169,13 @@ impl Token {
                 Ok(Token::new(value, None))
             }
             TokenSource::File { path, var } => {
-                let error = |problem: String| ConfigError {
-                    var: var.to_string(),
-                    value: Some(path.display().to_string()),
-                    problem,
-                };
-                let raw = files::read(path, files::WORKLOAD_TOKEN).map_err(|p| {
+                let error = |problem: String| ConfigError::with_path(var, path, problem);
+                let raw = files::read_at_start(path, files::WORKLOAD_TOKEN).map_err(|p| {
                     error(match p {
                         files::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
                             "no workload token: {} does not exist; give the task identity \
                              {{ file = true }} or {{ env = true }}, or set {TOKEN_FILE}",
-                            path.display(),
+                            path_in_message(path),
                         ),
                         _ => format!("cannot read the token file: {p}"),
                     })

@@ -3,8 +3,9 @@
 //! `crate::reload::Reloadable`).
 //!
 //! Nomad renews identities and re-renders templates by writing a new file,
-//! often renamed over the old one. [`Watcher`] reads every watched file each
-//! half second, and at once on SIGHUP; when the bytes differ from the last
+//! often renamed over the old one. [`Watcher`] reads every watched file when
+//! it starts, before the listeners accept a connection, then
+//! each half second, and at once on SIGHUP; when the bytes differ from the last
 //! ones read it hands them to the owner ([`Reload`]). A file that is
 //! missing, unreadable or refused by its owner leaves the last good value in
 //! place (or, for an owner that fails closed, its fallback: no client token)
@@ -35,6 +36,7 @@ use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -370,11 +372,40 @@ impl BackgroundService for Watcher {
     /// Pingora calls this once, when the service starts
     /// (pingora-core 0.9.1 `services/background.rs`), so what the watcher
     /// remembers between passes lives here, with no lock.
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    ///
+    /// The first pass reads every file at once, and the listeners wait for
+    /// it (`crate::startup` makes them depend on this service; pingora-core
+    /// 0.9.1 `server/mod.rs`, `run_service`, waits on a dependency's ready
+    /// notice before starting a service). Services start after Pingora's
+    /// bootstrap, and a `-u` process waits there, for up to about 6 s, for
+    /// the old process's sockets, holding what its start loaded: a client
+    /// token revoked meanwhile would otherwise be let in until the first
+    /// poll. A first pass still reading after [`SLOW_READ`] is failed as
+    /// hung, as on any poll, and the listeners start.
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let mut passes = Passes::new(&self.items, files::read);
+        // Before the first pass: a SIGHUP during it is not lost.
         let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .inspect_err(|e| warn!("cannot listen for SIGHUP ({e}); it is ignored"))
             .ok();
+        passes.wake(Cause::Poll);
+        let hung = tokio::time::sleep(SLOW_READ);
+        tokio::pin!(hung);
+        while !passes.reads.is_empty() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(done) = passes.next() => passes.finish(done),
+                () = &mut hung => {
+                    passes.check_slow(Instant::now());
+                    break;
+                }
+            }
+        }
+        ready.notify_ready();
         let mut polls =
             tokio::time::interval_at(tokio::time::Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

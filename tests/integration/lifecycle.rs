@@ -4,8 +4,8 @@
 use crate::support;
 use crate::support::standin::{Options, StandIn, START_INDEX};
 use crate::support::{
-    eventually, get, run_to_exit, send, setup, Exit, Harness, Killed, Response, Setup, TempDir,
-    IO_TIMEOUT, SOCKET, TOKEN,
+    eventually, get, run_to_exit, send, setup, Exit, Harness, Killed, Ready, Response, Setup,
+    TempDir, IO_TIMEOUT, SOCKET, TOKEN,
 };
 use std::net::TcpStream;
 use std::process::ExitStatus;
@@ -491,4 +491,97 @@ fn the_grace_period_bounds_shutdown_when_a_request_outlives_it() {
         log.contains("grace period over with 1 request(s) still in flight; exiting"),
         "{log}"
     );
+}
+
+/// Whether the process `pid` has a handler for `signal` (its `SigCgt`
+/// mask in `/proc/<pid>/status`).
+fn catches(pid: u32, signal: libc::c_int) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// Whether the process `pid` is gone (or a zombie, its exit done).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// A daemon of ours, killed (SIGKILL, by its PID) if the test leaves it
+/// running.
+struct Daemon(u32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !gone(self.0) {
+            // SAFETY: kill(2) on the PID this test's daemon wrote.
+            unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// With `-d`, a SIGTERM soon after the start still ends the process as
+/// soon as nothing is in flight. Pingora's fast timer, which the drain
+/// used, fires from a clock thread that does not survive the daemon's
+/// fork, and a timer set in the two seconds after it waited the whole
+/// grace period (5 minutes here; the wait below is bounded well inside).
+#[test]
+fn a_daemon_sigterm_soon_after_the_start_exits_long_before_the_grace_period() {
+    let h = Harness::new();
+    let (pid_file, log) = (h.path("holepunch.pid"), h.path("daemon.log"));
+    let yaml = format!(
+        "---\nversion: 1\ngrace_period_seconds: 300\npid_file: {}\nupgrade_sock: {}\nerror_log: {}\n",
+        pid_file.display(),
+        h.path("upgrade.sock").display(),
+        log.display()
+    );
+    let h = h
+        .pingora_settings(&yaml)
+        .args(&["-d"])
+        .ready(Ready::Spawned);
+    let (mut parent, _dir) = h.start_proxy();
+    let status = parent.wait_exit(IO_TIMEOUT).expect("the parent exits");
+    assert_eq!(status.code(), Some(0), "{}", parent.log());
+    let pid: u32 = eventually(
+        IO_TIMEOUT,
+        || std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok(),
+        || {
+            format!(
+                "no pid file: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        },
+    );
+    let daemon = Daemon(pid);
+    // As soon as Pingora listens for SIGTERM: the signal is handled, not
+    // the default action's end.
+    eventually(
+        IO_TIMEOUT,
+        || catches(pid, libc::SIGTERM),
+        || "SIGTERM never caught".into(),
+    );
+    // SAFETY: kill(2) on the PID the daemon wrote; it is running.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    eventually(
+        Duration::from_secs(60),
+        || gone(daemon.0),
+        || {
+            format!(
+                "still running with 4 of its 5 minutes of grace to go:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        },
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
 }

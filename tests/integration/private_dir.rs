@@ -237,3 +237,103 @@ fn an_upgrade_socket_set_in_a_shared_directory_is_warned_about() {
     // The pid file's directory is this user's and not writable by others.
     assert!(!exit.stderr.contains("pid_file"), "{}", exit.stderr);
 }
+
+/// `XDG_RUNTIME_DIR` is used only when nothing on its way is in another
+/// user's reach: a 0700 directory of this user's, inside one that others
+/// can write (or, as root can arrange, that another user owns), could be
+/// renamed away and replaced by theirs, upgrade socket included (the
+/// review's handover theft). Such a directory, or a link, is not used: the
+/// start says so, naming the reason and where the socket is instead, and
+/// `--check` shows that path.
+#[test]
+fn an_xdg_runtime_dir_within_another_users_reach_is_not_used_and_the_start_says_so() {
+    let base = TempDir::new();
+    let check = |xdg: &Path| {
+        let exit = run_to_exit(
+            &[
+                ("NOMAD_TOKEN", TOKEN),
+                ("XDG_RUNTIME_DIR", xdg.to_str().unwrap()),
+            ],
+            &["--check"],
+        );
+        assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+        exit
+    };
+    let fallback = format!("/tmp/nomad-holepunch-{}", euid());
+    let not_used = |xdg: &Path, why: &str| {
+        let exit = check(xdg);
+        assert!(
+            exit.stdout
+                .contains(&format!("upgrade socket: {fallback}/upgrade.sock\n")),
+            "{}",
+            exit.stdout
+        );
+        let warning = format!(
+            "XDG_RUNTIME_DIR={:?} is not used for the upgrade socket and pid file: {why}; \
+             they are in {fallback} instead",
+            xdg.display().to_string()
+        );
+        assert!(
+            exit.stderr.contains(&warning),
+            "{warning}\nnot in:\n{}",
+            exit.stderr
+        );
+    };
+    // Others can write the directory it is in.
+    let open = base.join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let run = open.join("run");
+    std::fs::create_dir(&run).unwrap();
+    chmod(&run, 0o700);
+    not_used(
+        &run,
+        &format!(
+            "{} can be written by other users (mode 0777) and is not sticky, so they can \
+             move what is in it",
+            open.display()
+        ),
+    );
+    // A link, even to a private directory of this user's.
+    let private = base.join("private");
+    std::fs::create_dir(&private).unwrap();
+    chmod(&private, 0o700);
+    let link = base.join("link");
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    not_used(
+        &link,
+        &format!(
+            "{} is a symbolic link; it must be the directory itself",
+            link.display()
+        ),
+    );
+    // The review's setup: another user owns the directory above.
+    if euid() == 0 {
+        let evil = base.join("evil");
+        std::fs::create_dir(&evil).unwrap();
+        chmod(&evil, 0o755);
+        std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+        let run = evil.join("run");
+        std::fs::create_dir(&run).unwrap();
+        chmod(&run, 0o700);
+        not_used(
+            &run,
+            &format!(
+                "{} is owned by uid 65534 (neither root nor this process's uid 0), who can \
+                 move what is in it",
+                evil.display()
+            ),
+        );
+    }
+    // The same private directory, reached safely: used, and nothing said.
+    let exit = check(&private);
+    assert!(
+        exit.stdout.contains(&format!(
+            "upgrade socket: {}/nomad-holepunch/upgrade.sock\n",
+            private.display()
+        )),
+        "{}",
+        exit.stdout
+    );
+    assert!(!exit.stderr.contains("is not used"), "{}", exit.stderr);
+}

@@ -270,3 +270,191 @@ fn an_unknown_variables_value_is_never_printed() {
     assert_no_secret(&exit.stderr);
     assert_no_secret(&exit.stdout);
 }
+
+/// A PEM file that lost its line breaks (passed through a variable or a
+/// template): `-----BEGIN X----- MIG... -----END X-----` on one line.
+fn pem_on_one_line(pem: &str) -> String {
+    pem.split_whitespace().collect::<Vec<_>>().join(" ") + "\n"
+}
+
+/// A PEM file whose BEGIN line runs on into its base64.
+fn pem_begin_run_on(pem: &str) -> String {
+    pem.replacen("-----\n", "----- ", 1)
+}
+
+/// Panics, showing where, if `text` holds any part of the PEM file `pem`:
+/// its base64, 8 characters at a time, or its bytes as a list of decimal
+/// numbers (`[77, 73, 71, ...]`, how the PEM parser's errors print a
+/// line), 4 at a time.
+fn assert_holds_nothing_of(text: &str, pem: &str) {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let pieces = body.as_bytes().windows(8).map(|w| w.to_vec());
+    let lists = pem
+        .as_bytes()
+        .windows(4)
+        .map(|w| format!("{}, {}, {}, {}", w[0], w[1], w[2], w[3]).into_bytes());
+    for piece in pieces.chain(lists) {
+        let piece = String::from_utf8(piece).unwrap();
+        if let Some(at) = text.find(&piece) {
+            let from = text[..at].rfind('\n').map_or(0, |n| n + 1);
+            let to = text[at..].find('\n').map_or(text.len(), |n| at + n);
+            panic!("{piece:?} of the key in: {}", &text[from..to]);
+        }
+    }
+}
+
+/// The TLS private key never reaches stderr or the log, whichever of the
+/// three PEM files it breaks: the key file on one line or with its BEGIN
+/// line run on, and the same key pasted into the certificate chain (a
+/// bundle) or the client CA file. At the start (`--check` and a real start
+/// exit 2, naming the variable) and on reload, in text and in JSON.
+#[test]
+fn a_private_key_never_reaches_stderr_or_the_log_whichever_pem_file_breaks() {
+    use crate::support::{CLIENT_FIXTURES, FIXTURES, TLS_CERT, TLS_CLIENT_CA, TLS_KEY};
+    let read = |path: String| std::fs::read_to_string(&path).unwrap();
+    let key = read(format!("{FIXTURES}/a.key"));
+    let cert = read(format!("{FIXTURES}/a.crt"));
+    let ca = read(format!("{CLIENT_FIXTURES}/ca.crt"));
+    let broken = [pem_on_one_line(&key), pem_begin_run_on(&key)];
+    // (variable, file name, its good contents, what goes in it broken)
+    let files = |bad: &str| {
+        [
+            (
+                "HOLEPUNCH_TLS_KEY_FILE",
+                TLS_KEY,
+                key.clone(),
+                bad.to_string(),
+            ),
+            (
+                "HOLEPUNCH_TLS_CERT_FILE",
+                TLS_CERT,
+                cert.clone(),
+                cert.clone() + bad,
+            ),
+            (
+                "HOLEPUNCH_TLS_CLIENT_CA_FILE",
+                TLS_CLIENT_CA,
+                ca.clone(),
+                ca.clone() + bad,
+            ),
+        ]
+    };
+
+    // At the start.
+    let dir = crate::support::TempDir::new();
+    for bad in &broken {
+        for (var, name, _, contents) in files(bad) {
+            for (_, name, good, _) in files(bad) {
+                std::fs::write(dir.join(name), good).unwrap();
+            }
+            std::fs::write(dir.join(name), &contents).unwrap();
+            let env = [
+                ("NOMAD_TOKEN", TOKEN),
+                ("XDG_RUNTIME_DIR", &dir.file("")),
+                ("HOLEPUNCH_PORT", &crate::support::free_port().to_string()),
+                ("HOLEPUNCH_TLS_KEY_FILE", &dir.file(TLS_KEY)),
+                ("HOLEPUNCH_TLS_CERT_FILE", &dir.file(TLS_CERT)),
+                ("HOLEPUNCH_TLS_CLIENT_CA_FILE", &dir.file(TLS_CLIENT_CA)),
+            ];
+            for args in [&["--check"][..], &[]] {
+                let exit = run_to_exit(&env, args);
+                assert_eq!(exit.status.code(), Some(2), "{var}: {}", exit.stderr);
+                let first = exit.stderr.lines().next().unwrap_or_default();
+                assert!(
+                    first.starts_with(&format!("nomad-holepunch: {var}="))
+                        && first.contains("not a PEM"),
+                    "{var}: {}",
+                    exit.stderr
+                );
+                assert_holds_nothing_of(&exit.stderr, &key);
+                assert_holds_nothing_of(&exit.stdout, &key);
+            }
+        }
+    }
+
+    // On reload.
+    for format in ["text", "json"] {
+        let s = Harness::new()
+            .tls()
+            .client_ca()
+            .env("HOLEPUNCH_LOG_FORMAT", format)
+            .start();
+        let mut refused = 0;
+        for bad in &broken {
+            for (var, name, good, contents) in files(bad) {
+                let path = s.dir.join(name);
+                replace(&path, &contents);
+                refused += 1;
+                eventually_ok(&s.proxy, || {
+                    s.proxy.log().matches("not a PEM").count() >= refused
+                });
+                replace(&path, &good);
+                let log = s.proxy.log();
+                assert!(log.contains(&path.display().to_string()), "{var}: {log}");
+            }
+        }
+        let log = s.proxy.log();
+        assert_holds_nothing_of(&log, &key);
+        assert_eq!(log.matches("not a PEM").count(), 6, "{log}");
+    }
+}
+
+/// A token set by mistake in a variable that names a file or directory is
+/// never printed: an error shows such a value only when it is plainly a
+/// path (starting with `/`, `./` or `../`), and so does the start's
+/// description of the Task API socket made from it.
+#[test]
+fn a_token_in_a_path_variable_is_never_printed() {
+    let secret = workload(11);
+    let dir = crate::support::TempDir::new();
+    let runtime = dir.file("");
+    let with_token = [
+        ("NOMAD_TOKEN", TOKEN),
+        ("XDG_RUNTIME_DIR", runtime.as_str()),
+    ];
+    for (var, env, code) in [
+        ("HOLEPUNCH_TOKEN_FILE", &with_token[1..], 2),
+        ("HOLEPUNCH_CLIENT_TOKEN_FILE", &with_token[..], 2),
+        ("HOLEPUNCH_TLS_CLIENT_CA_FILE", &with_token[..], 2),
+        ("NOMAD_SECRETS_DIR", &with_token[1..], 2),
+        ("HOLEPUNCH_SOCKET_PATH", &with_token[..], 0),
+    ] {
+        let mut env = env.to_vec();
+        env.push((var, &secret));
+        let exit = run_to_exit(&env, &["--check"]);
+        assert_eq!(exit.status.code(), Some(code), "{var}: {}", exit.stderr);
+        assert_no_secret(&exit.stderr);
+        assert_no_secret(&exit.stdout);
+        let said = format!("{}{}", exit.stdout, exit.stderr);
+        assert!(said.contains("not shown"), "{var}: {said}");
+    }
+    // TLS: the certificate and the key.
+    for var in ["HOLEPUNCH_TLS_CERT_FILE", "HOLEPUNCH_TLS_KEY_FILE"] {
+        let mut env = with_token.to_vec();
+        let key = format!("{}/a.key", crate::support::FIXTURES);
+        let cert = format!("{}/a.crt", crate::support::FIXTURES);
+        env.push(("HOLEPUNCH_TLS_CERT_FILE", &cert));
+        env.push(("HOLEPUNCH_TLS_KEY_FILE", &key));
+        env.push((var, &secret));
+        let exit = run_to_exit(&env, &["--check"]);
+        assert_eq!(exit.status.code(), Some(2), "{var}: {}", exit.stderr);
+        assert_no_secret(&exit.stderr);
+        assert!(
+            exit.stderr
+                .starts_with(&format!("nomad-holepunch: {var}: its value is not shown")),
+            "{var}: {}",
+            exit.stderr
+        );
+    }
+    // A path is shown, as before.
+    let exit = run_to_exit(
+        &[("HOLEPUNCH_TOKEN_FILE", "/nonexistent/token")],
+        &["--check"],
+    );
+    assert!(
+        exit.stderr
+            .starts_with("nomad-holepunch: HOLEPUNCH_TOKEN_FILE=\"/nonexistent/token\": "),
+        "{}",
+        exit.stderr
+    );
+}

@@ -238,3 +238,342 @@ fn the_entrypoint_reloads_on_sighup_without_failing_a_request() {
         "entrypoint reload under load: {ok} requests, {retried} keep-alive retries, 0 failed"
     );
 }
+
+/// A client token revoked while a `-u` process waits for the sockets is
+/// refused by it from its first connection: it reads every file again
+/// before it accepts one (the files it loaded at its start may be seconds
+/// old by then), not half a second after. Probed on new connections from
+/// before the SIGQUIT until the old process has exited and the new one
+/// serves alone.
+#[test]
+fn a_client_token_revoked_before_a_handover_is_refused_from_its_first_connection() {
+    let h = Harness::new().client_tokens("token-a-0123456789\ntoken-b-0123456789\n");
+    let tokens = h.path(support::CLIENT_TOKENS);
+    let (conf, upgrade_sock) = conf_in(&h);
+    let Setup {
+        standin,
+        proxy: mut old,
+        dir: _dir,
+    } = h.args(&["-c", &conf]).start();
+    let addr = old.addr;
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    assert_eq!(
+        support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status,
+        200
+    );
+
+    // The new process loads both tokens, then waits on the upgrade socket.
+    let (new, _) = Harness::new()
+        .env("HOLEPUNCH_SOCKET_PATH", standin.path().to_str().unwrap())
+        .env("HOLEPUNCH_CLIENT_TOKEN_FILE", tokens.to_str().unwrap())
+        .args(&["-u", "-c", &conf])
+        .port(addr.port())
+        .ready(Ready::Spawned)
+        .start_proxy();
+    eventually(
+        support::IO_TIMEOUT,
+        || upgrade_sock.exists(),
+        || format!("no upgrade socket:\n{}", new.log()),
+    );
+    // B is revoked; the old process applies it.
+    let tmp = tokens.with_extension("tmp");
+    std::fs::write(&tmp, "token-a-0123456789\n").unwrap();
+    std::fs::rename(&tmp, &tokens).unwrap();
+    eventually(
+        support::IO_TIMEOUT,
+        || support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status == 401,
+        || old.log(),
+    );
+
+    // B, on a new connection each time, from before the handover until
+    // the new process has served 100 requests alone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::SeqCst) && statuses.len() < 100_000 {
+                let resp = support::get(addr, "/v1/metrics", &bearer("token-b-0123456789"));
+                statuses.push(resp.status);
+            }
+            statuses
+        })
+    };
+    hand_over(&mut old, &new, &upgrade_sock);
+    let after = standin.requests().len();
+    for _ in 0..100 {
+        assert_eq!(
+            support::get(addr, "/v1/metrics", &bearer("token-b-0123456789")).status,
+            401
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let statuses = probes.join().unwrap();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        served,
+        0,
+        "B served {served} times in {} probes:\n{}",
+        statuses.len(),
+        new.log()
+    );
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(standin.requests().len(), after, "nothing forwarded for B");
+    // A still works, on the new process.
+    assert_eq!(
+        support::get(addr, "/v1/metrics", &bearer("token-a-0123456789")).status,
+        200
+    );
+}
+
+/// The `nomad-holepunch` processes whose parent is `pid` (the entrypoint
+/// script's, not its `sleep`s or `--check` runs), and not yet exited.
+fn holepunch_children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, not ")".
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let (state, ppid) = (fields.next(), fields.next());
+        if head.ends_with("(nomad-holepunch")
+            && state != Some("Z")
+            && ppid == Some(&pid.to_string())
+            && std::fs::read_link(format!("/proc/{child}/exe"))
+                .is_ok_and(|exe| exe == std::path::Path::new(support::binary()))
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Kills (SIGKILL, by PID) every `nomad-holepunch` still running with the
+/// settings file `conf` when dropped: what a failed entrypoint test leaves
+/// behind (the script is killed, its children would run on).
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe == std::path::Path::new(support::binary()));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ours && String::from_utf8_lossy(&cmdline).contains(&self.0) {
+                // SAFETY: kill(2) on a process of this test's, found just now.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// The one `nomad-holepunch` the script runs, once there is exactly one.
+fn the_one_serving(wrapper: &support::Proxy) -> u32 {
+    eventually(
+        Duration::from_secs(30),
+        || match holepunch_children(wrapper.pid())[..] {
+            [one] => Some(one),
+            _ => None,
+        },
+        || {
+            format!(
+                "not one process: {:?}\n{}",
+                holepunch_children(wrapper.pid()),
+                wrapper.log()
+            )
+        },
+    )
+}
+
+/// A SIGHUP to the entrypoint while a watched file is bad (the token file
+/// empty for a moment, as a template re-renders it) hands nothing over:
+/// `--check` fails, the script says so, and the process that was serving
+/// goes on serving, every request answered. Once the file is fixed, the
+/// next SIGHUP hands over.
+#[test]
+fn a_sighup_to_the_entrypoint_while_a_file_is_bad_leaves_the_running_process_serving() {
+    let h = Harness::new();
+    let token_file = h.path("nomad_token");
+    std::fs::write(&token_file, support::TOKEN).unwrap();
+    let (conf, _) = conf_in(&h);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
+    let Setup {
+        standin,
+        proxy: mut wrapper,
+        dir: _dir,
+    } = h
+        .program(script)
+        .args(&[support::binary(), "-c", &conf])
+        .unset("NOMAD_TOKEN")
+        .env("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap())
+        .start();
+    let _leftovers = Leftovers(conf.clone());
+    let serving = the_one_serving(&wrapper);
+    let load = Load::start(wrapper.addr);
+    load.wait_ok(0, 100);
+
+    std::fs::write(&token_file, "").unwrap();
+    wrapper.signal(libc::SIGHUP);
+    wrapper.wait_log(
+        Duration::from_secs(30),
+        &format!(
+            "holepunch-entrypoint: SIGHUP: no handover: nomad-holepunch --check fails with the \
+             files and settings as they are now (exit 2; its reasons above); the running \
+             process (pid {serving}) keeps serving"
+        ),
+    );
+    load.wait_ok(load.ok(), 100);
+    assert_eq!(holepunch_children(wrapper.pid()), [serving]);
+    let log = wrapper.log();
+    assert!(log.contains("the token file is empty"), "{log}");
+    assert!(!log.contains("starting a new nomad-holepunch"), "{log}");
+    assert!(!log.contains("SIGQUIT received"), "{log}");
+
+    // Fixed: the next SIGHUP hands over.
+    std::fs::write(&token_file, support::TOKEN).unwrap();
+    wrapper.signal(libc::SIGHUP);
+    wrapper.wait_log(Duration::from_secs(30), "SIGHUP: handover done: pid ");
+    load.wait_ok(load.ok(), 100);
+    let (ok, failed, retried) = load.finish();
+    assert_eq!(failed, 0, "{failed} requests failed ({ok} succeeded)");
+    assert_eq!(standin.requests().len(), ok);
+    let now = the_one_serving(&wrapper);
+    assert_ne!(now, serving);
+
+    wrapper.signal(libc::SIGTERM);
+    let status = wrapper
+        .wait_exit(Duration::from_secs(30))
+        .expect("the entrypoint exits");
+    assert_eq!(status.code(), Some(0), "{}", wrapper.log());
+    eprintln!("a bad file at a SIGHUP: {ok} requests, {retried} keep-alive retries, 0 failed");
+}
+
+/// SIGHUPs during a handover wait for it: they make one more handover
+/// after it, never a second one at the same time (two new processes on
+/// one upgrade socket: one of them panicked, another served as an orphan).
+/// The script stays up, exactly one process serves, no request fails.
+#[test]
+fn sighups_during_a_handover_make_one_more_after_it_and_one_process_serves() {
+    let h = Harness::new();
+    let (conf, _) = conf_in(&h);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
+    let Setup {
+        standin,
+        proxy: mut wrapper,
+        dir: _dir,
+    } = h
+        .program(script)
+        .args(&[support::binary(), "-c", &conf])
+        .start();
+    let _leftovers = Leftovers(conf.clone());
+    let first = the_one_serving(&wrapper);
+    let load = Load::start(wrapper.addr);
+    load.wait_ok(0, 100);
+
+    wrapper.signal(libc::SIGHUP);
+    wrapper.wait_log(
+        Duration::from_secs(30),
+        "SIGHUP: starting a new nomad-holepunch with -u",
+    );
+    // The new process has yet to make its socket and take the listening
+    // one (its accept polls every second): these land during it.
+    for _ in 0..4 {
+        wrapper.signal(libc::SIGHUP);
+    }
+    wrapper.wait_log(
+        Duration::from_secs(30),
+        "holepunch-entrypoint: SIGHUP during a handover: handled once this one ends",
+    );
+    eventually(
+        Duration::from_secs(60),
+        || wrapper.log().matches("SIGHUP: handover done").count() == 2,
+        || wrapper.log(),
+    );
+    load.wait_ok(load.ok(), 100);
+    let (ok, failed, retried) = load.finish();
+    assert_eq!(failed, 0, "{failed} requests failed ({ok} succeeded)");
+    assert_eq!(standin.requests().len(), ok);
+    // The handed-over processes finish; one serves, the script is up.
+    let last = the_one_serving(&wrapper);
+    assert_ne!(last, first);
+    assert!(wrapper.exited().is_none(), "{}", wrapper.log());
+    let log = wrapper.log();
+    assert_eq!(
+        log.matches("SIGHUP: starting a new nomad-holepunch with -u")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("Giving up"), "{log}");
+    assert_eq!(get_status(wrapper.addr), 200);
+
+    wrapper.signal(libc::SIGTERM);
+    let status = wrapper
+        .wait_exit(Duration::from_secs(30))
+        .expect("the entrypoint exits");
+    assert_eq!(status.code(), Some(0), "{}", wrapper.log());
+    eprintln!("SIGHUPs during a handover: {ok} requests, {retried} keep-alive retries, 0 failed");
+}
+
+fn get_status(addr: std::net::SocketAddr) -> u16 {
+    support::get(addr, "/v1/agent/health", "").status
+}
+
+/// The entrypoint starts its process with SIGHUP ignored, so that no
+/// SIGHUP can end it before its `main` ignores it (a shell resets a signal
+/// it traps to the default in a child; one ignored stays ignored across
+/// exec). Seen on a stand-in program's signal mask: `sleep`, which never
+/// changes it.
+#[test]
+fn the_entrypoint_starts_its_process_with_sighup_ignored() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
+    let mut wrapper = support::Killed::spawn(
+        std::process::Command::new(script)
+            .args(["/bin/sleep", "60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let script_pid = wrapper.pid().to_string();
+    let ignored = eventually(
+        support::IO_TIMEOUT,
+        || {
+            std::fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .find_map(|entry| {
+                    let pid = entry.file_name().to_string_lossy().into_owned();
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                    let field = |name: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim().to_string())
+                    };
+                    (cmdline == b"/bin/sleep\x0060\x00" && field("PPid:")? == script_pid)
+                        .then(|| u64::from_str_radix(&field("SigIgn:")?, 16).ok())
+                        .flatten()
+                })
+        },
+        || "the script's sleep never started".into(),
+    );
+    assert_ne!(ignored & (1 << (libc::SIGHUP - 1)), 0, "SigIgn {ignored:x}");
+    wrapper.signal(libc::SIGTERM);
+    let status = wrapper
+        .wait_exit(support::IO_TIMEOUT)
+        .expect("the script exits");
+    // The script exits with its process's status: sleep ended by SIGTERM.
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}
