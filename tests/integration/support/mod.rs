@@ -420,6 +420,14 @@ impl Harness {
                 })
                 .is_some(),
             };
+            // The telemetry listener is another Pingora service, started
+            // beside the proxy's: up once it too accepts a connection.
+            let up = up
+                && (self.ready == Ready::Spawned
+                    || proxy.telemetry.is_none_or(|addr| {
+                        poll_until(Duration::from_secs(20), || TcpStream::connect(addr).is_ok())
+                            .is_some()
+                    }));
             if up {
                 return (proxy, self.dir);
             }
