@@ -7,17 +7,27 @@
 //! call (`protocols/http/v1/server.rs`, `write_body`): a response header
 //! write, a flush, and the guard's own 431 wait for as long as the client
 //! does, and a large body is cut off even while the client keeps reading.
-//! Here every write and flush is covered. The timer is armed only when a
-//! write has to wait, so a client that keeps up costs nothing; it is
-//! disarmed once the client has taken [`MIN_PROGRESS`], and when the client
-//! sends its next request.
+//! Here every write and flush is covered. The deadline measures only time
+//! spent waiting with a write pending: the timer is armed when a write has
+//! to wait, so a client that keeps up costs nothing, and it is disarmed
+//! when the waiting write (or flush) is taken whole and nothing of ours
+//! waits any more, once the client has taken [`MIN_PROGRESS`], and when the
+//! client sends its next request. So a sparse stream (an event stream's
+//! heartbeats every 10 s) whose writes wait now and then, minutes apart,
+//! has each wait timed alone.
 //!
 //! Why a floor, not "any byte": a client that takes a few bytes at a time
 //! (a tiny receive buffer read now and then, or a hand-made TCP stack that
 //! opens its window a byte at a time) would otherwise restart the clock
 //! forever, and hold its connection, and a place under
-//! `HOLEPUNCH_MAX_IN_FLIGHT`, for as long as it liked. 64 KiB per 30 s is
-//! about 2 KB/s; a scraper reads at the network's pace.
+//! `HOLEPUNCH_MAX_IN_FLIGHT`, for as long as it liked. A write taken in
+//! part does not end the wait: within one timeout the client must take the
+//! rest of the write, or [`MIN_PROGRESS`]. Pingora writes a body in chunks
+//! of up to 64 KiB (pingora-core 0.9.1 `protocols/http/v1/body.rs`,
+//! `BODY_BUFFER_SIZE`), so a large response must go at about 64 KiB per
+//! timeout; 64 KiB per 30 s is about 2 KB/s, and a scraper reads at the
+//! network's pace. A stream of small chunks needs each taken within the
+//! timeout: a client can hold it no longer than a reader keeping up would.
 //!
 //! "Takes" is read from the kernel as well as from our own writes: a socket
 //! with a full send buffer is woken for writing only once a good part of it
@@ -147,8 +157,12 @@ impl WriteDeadline {
     ) -> Poll<io::Result<usize>> {
         if let Poll::Ready(Ok(n)) = poll {
             if n == len {
-                // Taken whole: nothing of this write waits any more.
-                self.stall_ends();
+                // Taken whole: nothing of ours waits any more, so the
+                // period ends. Only time spent waiting counts: on a sparse
+                // stream (heartbeats every 10 s) two short waits minutes
+                // apart are two periods, not one.
+                self.disarm();
+                return poll;
             }
             if self.timer.is_some() {
                 self.written += n as u64;
@@ -162,8 +176,9 @@ impl WriteDeadline {
     }
 
     /// After the inner write, flush or shutdown returned `poll`: while it
-    /// waits, arm the timer (or check it). A trickle of small writes does not
-    /// disarm it: only [`MIN_PROGRESS`] does, or a new request.
+    /// waits, arm the timer (or check it). A write taken only in part does
+    /// not disarm it: the rest of it taken ([`WriteDeadline::wrote`]),
+    /// [`MIN_PROGRESS`], or a new request does.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             return poll;
@@ -271,7 +286,8 @@ impl AsyncWrite for WriteDeadline {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Ok(())) = poll {
-            self.stall_ends();
+            // Everything written is on its way: nothing waits.
+            self.disarm();
         }
         self.watch(cx, poll)
     }
@@ -470,6 +486,38 @@ mod tests {
                 "nothing stalled"
             );
             assert!(!slot.is_closed());
+        });
+    }
+
+    /// A sparse stream (an event stream's heartbeats): a write that waits
+    /// for a moment, then, more than a timeout later and with under
+    /// [`MIN_PROGRESS`] in between, another. Only the time spent waiting
+    /// counts: the second wait starts its own period.
+    #[test]
+    fn waits_far_apart_on_a_sparse_stream_are_each_timed_alone() {
+        block_on(async {
+            let timeout = Duration::from_millis(300);
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let mut w = WriteDeadline::wrap(Box::new(ours), timeout);
+            // 2 KiB through a 1 KiB pipe: the write waits until the peer
+            // reads, which it does at once. Twice, with more than a timeout
+            // between them and 4 KiB in all.
+            for round in 0..2 {
+                let reader = async {
+                    let mut buf = [0; 2048];
+                    peer.read_exact(&mut buf).await.map(|_| ())
+                };
+                // A failed write ends the reader too, which would wait for
+                // the rest for good.
+                tokio::try_join!(w.write_all(&[b'x'; 2048]), reader)
+                    .unwrap_or_else(|e| panic!("round {round}: the write failed: {e}"));
+                // Idle, nothing pending: this time is no wait of the client's.
+                tokio::time::sleep(timeout * 2).await;
+            }
+            // A trickle within one write is still held to the floor: a
+            // write the peer never takes fails at the timeout.
+            let err = w.write_all(&[b'x'; 4096]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
     }
 
