@@ -44,8 +44,12 @@
 //! The guard's streams also tell the connection cap when a write begins to
 //! wait for the client and when that wait ends ([`WriteDeadline::watched`],
 //! [`StallWatch`]): at the cap, a connection whose write has waited long
-//! enough may be closed for a new one ([`crate::connections`]).
+//! enough may be closed for a new one ([`crate::connections`]). And with
+//! client certificates they keep the record of the connection's last
+//! certificate check ([`WriteDeadline::checked`]), which the guard's check
+//! before each request and the proxy's on each chunk share.
 
+use crate::client_cert::Checked;
 use crate::config::CLIENT_WRITE_TIMEOUT;
 use crate::connections::StallWatch;
 use async_trait::async_trait;
@@ -58,7 +62,7 @@ use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, AL
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -85,11 +89,14 @@ pub struct WriteDeadline {
     stalls: Option<StallWatch>,
     /// Whether `stalls` was told a wait began, and not yet that it ended.
     stalled: bool,
+    /// When the client's certificate was last found good, with client
+    /// certificates on ([`WriteDeadline::checked`]).
+    checked: Option<Mutex<Checked>>,
 }
 
 impl WriteDeadline {
     pub fn wrap(inner: Stream, timeout: Duration) -> Stream {
-        Box::new(WriteDeadline::new(inner, timeout, None))
+        Box::new(WriteDeadline::new(inner, timeout, None, None))
     }
 
     /// [`WriteDeadline::wrap`], telling `stalls` when a write starts to
@@ -99,11 +106,23 @@ impl WriteDeadline {
     /// connection whose wait has lasted long enough
     /// ([`crate::connections::STALLED_AFTER`]). A write accepted only in
     /// part (a client that takes a few bytes at a time) does not end it.
-    pub fn watched(inner: Stream, timeout: Duration, stalls: StallWatch) -> Stream {
-        Box::new(WriteDeadline::new(inner, timeout, Some(stalls)))
+    /// `checked`, with client certificates on: when the handshake checked
+    /// the client's certificate ([`WriteDeadline::checked`]).
+    pub fn watched(
+        inner: Stream,
+        timeout: Duration,
+        stalls: StallWatch,
+        checked: Option<Checked>,
+    ) -> Stream {
+        Box::new(WriteDeadline::new(inner, timeout, Some(stalls), checked))
     }
 
-    fn new(inner: Stream, timeout: Duration, stalls: Option<StallWatch>) -> WriteDeadline {
+    fn new(
+        inner: Stream,
+        timeout: Duration,
+        stalls: Option<StallWatch>,
+        checked: Option<Checked>,
+    ) -> WriteDeadline {
         WriteDeadline {
             inner,
             timeout,
@@ -112,7 +131,22 @@ impl WriteDeadline {
             written: 0,
             stalls,
             stalled: false,
+            checked: checked.map(Mutex::new),
         }
+    }
+
+    /// The record of the last check of the client certificate on `stream`,
+    /// when `stream` is a guard's and certificates are on: one record per
+    /// connection, which the guard (before each request) and the proxy (on
+    /// each chunk of a response, through the session's stream) both bring
+    /// up to date ([`crate::client_cert::ClientCas::recheck_stream`]).
+    pub fn checked(stream: &Stream) -> Option<&Mutex<Checked>> {
+        // The box's content, not the box: `Box<dyn IO>` is an `IO` too.
+        let io: &dyn pingora::protocols::IO = &**stream;
+        io.as_any()
+            .downcast_ref::<WriteDeadline>()?
+            .checked
+            .as_ref()
     }
 
     /// The timer is disarmed: the client is taking what is written.
@@ -448,8 +482,12 @@ mod tests {
             let mut slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
-            let mut w =
-                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            let mut w = WriteDeadline::watched(
+                Box::new(ours),
+                Duration::from_secs(3600),
+                slot.watch(),
+                None,
+            );
             // Taken whole: no wait.
             assert_eq!(write_once(&mut w, &[b'x'; 1000]).await, Some(1000));
             assert!(conns.admit(Peer::Insider, None).is_none());
@@ -474,8 +512,12 @@ mod tests {
             let mut slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
-            let mut w =
-                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            let mut w = WriteDeadline::watched(
+                Box::new(ours),
+                Duration::from_secs(3600),
+                slot.watch(),
+                None,
+            );
             assert_eq!(write_once(&mut w, &big).await, Some(1024));
             assert_eq!(write_once(&mut w, &big[1024..]).await, None);
             let mut all = vec![0; 1024];
