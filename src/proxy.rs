@@ -28,6 +28,11 @@
 //! at its next chunk, if one comes; until then it holds its place under
 //! `HOLEPUNCH_MAX_IN_FLIGHT` and no data reaches the client.
 //!
+//! **Upgraded connections** (`101 Switching Protocols`, under ALL only) are
+//! tunnels: no per-read timeout on either side once upgraded, since an idle
+//! shell or a server-push WebSocket is silent one way for as long as it
+//! likes ([`Holepunch::upstream_peer`], `upstream_response_filter`).
+//!
 //! The [`ProxyHttp`] methods are in the order Pingora calls them.
 
 mod answer;
@@ -186,6 +191,8 @@ pub struct RequestCtx {
     /// The client token list its token was found in, with client tokens
     /// on: checked again while it is in flight.
     admitted: Option<Admitted>,
+    /// Whether it became a tunnel (`101 Switching Protocols`).
+    upgraded: bool,
 }
 
 /// A local answer being written: boxed, so that the futures that may answer
@@ -228,6 +235,7 @@ impl ProxyHttp for Holepunch {
             counted: false,
             body_pace: None,
             admitted: None,
+            upgraded: false,
         }
     }
 
@@ -261,12 +269,27 @@ impl ProxyHttp for Holepunch {
         self.answer(session, ctx, local).await
     }
 
+    /// The Task API socket. A request that asks for an upgrade (under ALL
+    /// only: `crate::head` refuses `Upgrade` on every group path) reads
+    /// from the socket with no timeout: once upgraded, the agent's side of
+    /// an idle `exec` shell is silent for as long as the user is, and
+    /// `HOLEPUNCH_UPSTREAM_TIMEOUT` would cut it. The peer's read timeout
+    /// is its only per-read one for this request (pingora-core 0.9.1
+    /// `protocols/http/v1/client.rs`, `read_body_ref`, set from the peer in
+    /// `HttpSession::new_with_options`), and not part of the pool's key
+    /// (`upstreams/peer.rs`, `impl Hash for HttpPeer`), so pooling is
+    /// unchanged. What bounds it: the client, which can end the tunnel,
+    /// and whose leaving ends it; its place under the in-flight limits.
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+        let mut peer = self.peer.clone();
+        if session.is_upgrade_req() {
+            peer.options.read_timeout = None;
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -286,7 +309,8 @@ impl ProxyHttp for Holepunch {
     /// Checks the client's credential again (`in_flight_check`), then
     /// counts the body as it streams and stops it past the limit, for
     /// bodies whose length was not declared up front, and stops one that
-    /// comes too slowly (`BodyPace`).
+    /// comes too slowly (`BodyPace`). An upgraded connection's bytes are
+    /// no body: neither applies to them.
     async fn request_body_filter(
         &self,
         session: &mut Session,
@@ -295,6 +319,9 @@ impl ProxyHttp for Holepunch {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.in_flight_check(session, ctx)?;
+        if ctx.upgraded {
+            return Ok(());
+        }
         let n = body.as_ref().map_or(0, Bytes::len);
         ctx.body_bytes += n as u64;
         if ctx.body_bytes > self.max_body {
@@ -323,7 +350,13 @@ impl ProxyHttp for Holepunch {
     /// The response header from the socket, before anything of it is
     /// written: the client's credential is checked again (a blocking query
     /// answered minutes after its token was revoked gets 401, not Nomad's
-    /// data).
+    /// data). A `101` makes the connection a tunnel: from then on no
+    /// per-read timeout on the client's side (Pingora's would cut a tunnel
+    /// silent one way for `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, or 60 s by
+    /// default: pingora-core 0.9.1 `protocols/http/v1/server.rs`,
+    /// `read_body`, and `init_body_reader`, which makes an upgraded
+    /// connection's bytes a close-delimited body), no body pace, no body
+    /// limit.
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -336,8 +369,15 @@ impl ProxyHttp for Holepunch {
                 .with_label_values(&[group_label(ctx.group)])
                 .observe(sent.elapsed().as_secs_f64());
         }
-        let _ = upstream_response;
-        self.in_flight_check(session, ctx)
+        self.in_flight_check(session, ctx)?;
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && session.is_upgrade_req()
+        {
+            ctx.upgraded = true;
+            ctx.body_pace = None;
+            session.set_read_timeout(None);
+        }
+        Ok(())
     }
 
     /// Every chunk of the response on its way to the client: the client's
@@ -590,23 +630,20 @@ impl Holepunch {
         // A body (under ALL only: the groups refuse them) must keep a pace:
         // Pingora's own timeout is per read (60 s), so a body trickled a
         // byte at a time, or one that stops, would hold the connection, the
-        // in-flight place and the socket connection for good. An upgrade's
-        // stream, once upgraded, is not a body and is left alone.
-        if !session.is_body_empty()
-            && !session
-                .req_header()
-                .headers
-                .contains_key(http::header::UPGRADE)
-        {
+        // in-flight place and the socket connection for good. An upgrade
+        // request's body too: only once upgraded (`101`) are its bytes a
+        // tunnel's, and `upstream_response_filter` lifts both.
+        if !session.is_body_empty() {
             ctx.body_pace = Some(BodyPace::new(self.body_period, Instant::now()));
-            // A body that stops altogether: no read returns, and Pingora's
-            // per-read timeout ends it (pingora-core 0.9.1
-            // `protocols/http/v1/server.rs`, `read_body`). Only body reads
-            // use it: once the body is done, the wait for the answer reads
-            // with no timeout (`read_body_or_idle`, `idle`), so a blocking
-            // query is never cut by it.
-            session.set_read_timeout(Some(self.body_period));
         }
+        // A body that stops altogether: no read returns, and Pingora's
+        // per-read timeout ends it (pingora-core 0.9.1
+        // `protocols/http/v1/server.rs`, `read_body`), this long rather than
+        // its 60 s. Only body reads use it: once the body is done, or with
+        // none, the wait for the answer reads with no timeout
+        // (`read_body_or_idle`, `idle`), so a blocking query is never cut by
+        // it; and an upgraded connection has it lifted at its `101`.
+        session.set_read_timeout(Some(self.body_period));
         let req = session.req_header();
         if origin_offset > 0 {
             // Absolute-form: forward exactly the path that was decided on.
