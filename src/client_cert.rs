@@ -277,7 +277,7 @@ impl ClientCas {
 
 impl Checked {
     /// A record matching no set of CAs: the next check is a full one.
-    fn never(now: Instant) -> Checked {
+    pub(crate) fn never(now: Instant) -> Checked {
         Checked {
             generation: u64::MAX,
             at: now,

@@ -141,7 +141,7 @@ impl WriteDeadline {
     /// each chunk of a response, through the session's stream) both bring
     /// up to date ([`crate::client_cert::ClientCas::recheck_stream`]).
     pub fn checked(stream: &Stream) -> Option<&Mutex<Checked>> {
-        // The box's content, not the box: `Box<dyn IO>` is an `IO` too.
+        // What the box holds: the guard's stream, or another.
         let io: &dyn pingora::protocols::IO = &**stream;
         io.as_any()
             .downcast_ref::<WriteDeadline>()?
@@ -561,6 +561,27 @@ mod tests {
             let err = w.write_all(&[b'x'; 4096]).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
+    }
+
+    /// The proxy reaches the record through the session's stream, a
+    /// `Box<dyn IO>`: found on a guard's stream that keeps one, and on no
+    /// other (which is then checked in full).
+    #[test]
+    fn the_certificate_record_is_found_through_the_stream() {
+        use crate::connections::{Connections, Peer};
+        let conns = Connections::with_stall(1, 1, Duration::ZERO);
+        let slot = conns.admit(Peer::Insider, None).unwrap();
+        let timeout = Duration::from_secs(1);
+        let checked = Checked::never(std::time::Instant::now());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let kept = WriteDeadline::watched(Box::new(ours), timeout, slot.watch(), Some(checked));
+        assert!(WriteDeadline::checked(&kept).is_some());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let none = WriteDeadline::watched(Box::new(ours), timeout, slot.watch(), None);
+        assert!(WriteDeadline::checked(&none).is_none());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let other: Stream = Box::new(ours);
+        assert!(WriteDeadline::checked(&other).is_none());
     }
 
     #[test]
