@@ -251,25 +251,32 @@ impl Registry {
 /// where the line's token stops (the line ends, a byte no token holds
 /// follows, such as Pingora's ` cause: ...` or a closing quote, or a cut
 /// marker `...`). A token that goes on past where it parts from the secret
-/// (another JWT of the same issuer) is not a piece.
+/// (another JWT of the same issuer) is not a piece. Many tokens may share
+/// their first bytes (`scraper-...`), so the form a piece belongs to is
+/// found by a binary search of the forms in order, not by trying each: the
+/// form with the longest common start is next to where the line's text
+/// would sort.
 pub struct Redactor {
     /// One pattern per distinct key; `None` with no secrets.
     keys: Option<AhoCorasick>,
-    /// For each key, the forms it finds.
+    /// For each key, what it finds.
     keyed: Vec<Keyed>,
     /// Every form of every secret, once.
     forms: Vec<Form>,
+    /// The forms longer than [`MIN_PIECE`] (indexes into `forms`), in the
+    /// order of their bytes.
+    pieces: Vec<u32>,
     /// The automaton could not be built: every line is withheld.
     broken: bool,
 }
 
-/// What one key finds: forms (indexes into [`Redactor`]'s `forms`).
+/// What one key finds.
 #[derive(Default)]
 struct Keyed {
-    /// Forms that end with it.
+    /// Forms that end with it (indexes into [`Redactor`]'s `forms`).
     ends: Vec<u32>,
-    /// Forms longer than [`MIN_PIECE`] that start with it.
-    starts: Vec<u32>,
+    /// Whether it is the start of a form longer than [`MIN_PIECE`].
+    starts: bool,
 }
 
 /// One form of a secret.
@@ -316,19 +323,23 @@ impl Redactor {
             }
         }
         let mut keyed: Vec<Keyed> = keys.iter().map(|_| Keyed::default()).collect();
+        let mut pieces: Vec<u32> = Vec::new();
         for (k, i, starts) in found_by {
             let keyed = &mut keyed[k];
             if starts {
-                keyed.starts.push(i);
+                keyed.starts = true;
+                pieces.push(i);
             } else {
                 keyed.ends.push(i);
             }
         }
+        pieces.sort_unstable_by(|a, b| forms[*a as usize].text.cmp(&forms[*b as usize].text));
         if keys.is_empty() {
             return Redactor {
                 keys: None,
                 keyed,
                 forms,
+                pieces,
                 broken: false,
             };
         }
@@ -343,12 +354,14 @@ impl Redactor {
                 keys: Some(automaton),
                 keyed,
                 forms,
+                pieces,
                 broken: false,
             },
             Err(_) => Redactor {
                 keys: None,
                 keyed: Vec::new(),
                 forms: Vec::new(),
+                pieces: Vec::new(),
                 broken: true,
             },
         }
@@ -364,9 +377,31 @@ impl Redactor {
         let keyed: usize = self
             .keyed
             .iter()
-            .map(|k| std::mem::size_of::<Keyed>() + 4 * (k.ends.len() + k.starts.len()))
+            .map(|k| std::mem::size_of::<Keyed>() + 4 * k.ends.len())
             .sum();
-        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms + keyed
+        let pieces = 4 * self.pieces.len();
+        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms + keyed + pieces
+    }
+
+    /// The length of the piece of a form that starts at `start` of `h`, if
+    /// there is one ([`is_piece`]): of the forms in order, the one with the
+    /// longest common start with the line is a neighbour of where the line
+    /// would sort.
+    fn piece_at(&self, h: &[u8], start: usize) -> Option<usize> {
+        let rest = &h[start..];
+        let text = |i: u32| self.forms.get(i as usize).map_or(&[][..], |f| &f.text[..]);
+        let at = self.pieces.partition_point(|&i| text(i) < rest);
+        let (len, common) = [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pieces.get(k))
+            .map(|&i| {
+                let form = text(i);
+                let common = form.iter().zip(rest).take_while(|(a, b)| a == b).count();
+                (form.len(), common)
+            })
+            .max_by_key(|&(_, common)| common)?;
+        (common < len && is_piece(h, start, start + common)).then_some(common)
     }
 
     /// `line` with every secret in it, and the value of every credential
@@ -412,18 +447,9 @@ impl Redactor {
                 }
             }
             // A piece: the start of a form, where the line's token stops.
-            let start = m.start();
-            for form in keyed
-                .starts
-                .iter()
-                .filter_map(|&i| self.forms.get(i as usize))
-            {
-                let len = h[start..]
-                    .iter()
-                    .zip(&form.text[..])
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                if len < form.text.len() && is_piece(h, start, start + len) {
+            if keyed.starts {
+                let start = m.start();
+                if let Some(len) = self.piece_at(h, start) {
                     spans.push((start, start + len));
                 }
             }
@@ -1111,6 +1137,18 @@ mod tests {
             assert!(shown.contains("<redacted>"), "{line}: {shown}");
             assert!(!shown.contains(&token[..8]) && !shown.contains(&NASTY[..8]));
         }
+        // Many tokens sharing their start: each one's piece is found.
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("scraper-{i:04}-0123456789abcdef"))
+            .collect();
+        let r = Redactor::new(many.iter().map(String::as_str));
+        for i in [0, 1, 537, 998, 999] {
+            for cut in [8, 13, 14, many[i].len() - 1] {
+                let line = format!("Bearer {} cause: x", &many[i][..cut]);
+                assert_eq!(r.redact(&line), "Bearer <redacted> cause: x", "{i} {cut}");
+            }
+        }
+        let r = redactor(&[token, NASTY]);
         // Not a piece: a token that goes on past the point where it parts
         // from the secret (another JWT with the same header), a prefix
         // inside a longer word, or one shorter than 8 bytes.
