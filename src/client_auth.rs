@@ -7,6 +7,13 @@
 //! added and revoked with no restart. Tokens are compared in constant time,
 //! and registered with the log redaction like the workload token.
 //!
+//! A request's token is checked again while it is in flight
+//! ([`ClientTokens::still_admits`], called by `crate::proxy` when the
+//! response header comes from the socket and on every body chunk either
+//! way): a token revoked meanwhile gets no more Nomad data. The check
+//! compares the list's generation first, and the token only when the list
+//! changed, so a long response costs one atomic load per chunk.
+//!
 //! The list fails closed: what the file holds now is what is accepted. A
 //! line that cannot be a token is skipped, with a warning naming its line
 //! number, and the other lines apply. A file with no token left, gone,
@@ -22,15 +29,50 @@ use crate::telemetry;
 use crate::token::is_token_text;
 use log::warn;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// How many skipped lines are named one by one each time the file is
 /// read; the rest are counted in one more line.
 const MAX_LINE_WARNINGS: usize = 16;
 
-/// The accepted client tokens, as a client token file lists them.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TokenList(Vec<Box<[u8]>>);
+/// Numbers each token list made, so that a request can tell whether the
+/// list in use is the one its token was last found in.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The accepted client tokens, as a client token file lists them. Equal
+/// when they hold the same tokens, whatever their generations.
+#[derive(Debug)]
+pub struct TokenList {
+    tokens: Vec<Box<[u8]>>,
+    /// This list's number, unique in the process.
+    generation: u64,
+}
+
+impl TokenList {
+    fn new(tokens: Vec<Box<[u8]>>) -> TokenList {
+        TokenList {
+            tokens,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether `presented` is one of these tokens. Every token is
+    /// compared, in constant time, whatever matches.
+    fn holds(&self, presented: &[u8]) -> bool {
+        self.tokens
+            .iter()
+            .fold(false, |found, t| found | constant_time_eq(t, presented))
+    }
+}
+
+impl PartialEq for TokenList {
+    fn eq(&self, other: &TokenList) -> bool {
+        self.tokens == other.tokens
+    }
+}
+
+impl Eq for TokenList {}
 
 impl reload::Value for TokenList {
     fn same(&self, new: &TokenList) -> bool {
@@ -38,8 +80,15 @@ impl reload::Value for TokenList {
     }
 
     fn secrets(&self) -> Vec<&[u8]> {
-        self.0.iter().map(|t| &t[..]).collect()
+        self.tokens.iter().map(|t| &t[..]).collect()
     }
+}
+
+/// The token list a request's token was last found in: what
+/// [`ClientTokens::still_admits`] compares with the list in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    generation: u64,
 }
 
 /// The accepted client tokens.
@@ -62,7 +111,7 @@ impl ClientTokens {
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
         let parsed = parse_tokens(&raw);
         warn_skipped(path, &parsed.skipped);
-        if parsed.tokens.0.is_empty() {
+        if parsed.tokens.tokens.is_empty() {
             return Err(error(NO_TOKEN.to_string()));
         }
         telemetry::client_tokens().set(parsed.tokens.count());
@@ -76,20 +125,43 @@ impl ClientTokens {
     /// Whether an `Authorization` header value carries an accepted token.
     /// Every accepted token is compared, in constant time, whatever matches.
     pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization.and_then(bearer) else {
-            return false;
-        };
-        self.tokens
-            .load()
-            .0
-            .iter()
-            .fold(false, |found, t| found | constant_time_eq(t, presented))
+        self.admit(authorization).is_some()
+    }
+
+    /// [`ClientTokens::allows`], and if so, the list the token was found
+    /// in, for [`ClientTokens::still_admits`].
+    pub fn admit(&self, authorization: Option<&[u8]>) -> Option<Admitted> {
+        let presented = authorization.and_then(bearer)?;
+        let list = self.tokens.load();
+        list.holds(presented).then_some(Admitted {
+            generation: list.generation,
+        })
+    }
+
+    /// Whether a request admitted with this `Authorization` value (the
+    /// request's own, unchanged) is still: at once while the list in use
+    /// is the one `admitted` names, else by checking the token against the
+    /// new list, and `admitted` then names it. Cheap enough for every
+    /// chunk of a response: an atomic load and a compare while the list
+    /// does not change.
+    pub fn still_admits(&self, authorization: Option<&[u8]>, admitted: &mut Admitted) -> bool {
+        let list = self.tokens.load();
+        if list.generation == admitted.generation {
+            return true;
+        }
+        let held = authorization
+            .and_then(bearer)
+            .is_some_and(|presented| list.holds(presented));
+        if held {
+            admitted.generation = list.generation;
+        }
+        held
     }
 
     /// Whether no token is accepted now (the file is empty, gone or
     /// unreadable): `/ready` fails then.
     pub fn is_empty(&self) -> bool {
-        self.tokens.load().0.is_empty()
+        self.tokens.load().tokens.is_empty()
     }
 }
 
@@ -99,7 +171,7 @@ const NO_TOKEN: &str = "the client token file holds no token (one per line; blan
 
 impl TokenList {
     fn count(&self) -> i64 {
-        i64::try_from(self.0.len()).unwrap_or(i64::MAX)
+        i64::try_from(self.tokens.len()).unwrap_or(i64::MAX)
     }
 }
 
@@ -128,7 +200,7 @@ impl Reloadable for ClientTokens {
             warned.clone_from(&parsed.skipped);
         }
         drop(warned);
-        if parsed.tokens.0.is_empty() {
+        if parsed.tokens.tokens.is_empty() {
             return Err(format!("{}: {NO_TOKEN}", self.path.display()));
         }
         telemetry::client_tokens().set(parsed.tokens.count());
@@ -148,7 +220,7 @@ impl Reloadable for ClientTokens {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         Some((
-            TokenList(Vec::new()),
+            TokenList::new(Vec::new()),
             "no client token is accepted: every client gets 401 until it is fixed",
         ))
     }
@@ -180,7 +252,7 @@ pub fn parse_tokens(raw: &[u8]) -> Parsed {
         }
     }
     Parsed {
-        tokens: TokenList(tokens),
+        tokens: TokenList::new(tokens),
         skipped,
     }
 }
@@ -232,7 +304,7 @@ mod tests {
     fn tokens(list: &[&str]) -> ClientTokens {
         ClientTokens {
             path: "/dev/null".into(),
-            tokens: Current::new(TokenList(
+            tokens: Current::new(TokenList::new(
                 list.iter().map(|t| t.as_bytes().into()).collect(),
             )),
             warned: Mutex::default(),
@@ -245,18 +317,18 @@ mod tests {
         assert_eq!(
             parsed,
             Parsed {
-                tokens: TokenList(vec![b"alpha"[..].into(), b"beta"[..].into()]),
+                tokens: TokenList::new(vec![b"alpha"[..].into(), b"beta"[..].into()]),
                 skipped: vec![]
             }
         );
         let parsed = parse_tokens(b"\n# nothing\n");
-        assert!(parsed.tokens.0.is_empty() && parsed.skipped.is_empty());
+        assert!(parsed.tokens.tokens.is_empty() && parsed.skipped.is_empty());
         // A bad line is skipped and numbered; the others apply.
         let parsed = parse_tokens(b"ok\nnot ok\n# c\nt\xc3\xb6k\nfine\n");
         assert_eq!(
             parsed,
             Parsed {
-                tokens: TokenList(vec![b"ok"[..].into(), b"fine"[..].into()]),
+                tokens: TokenList::new(vec![b"ok"[..].into(), b"fine"[..].into()]),
                 skipped: vec![2, 4]
             }
         );
@@ -272,7 +344,7 @@ mod tests {
             let printable = (0x21..=0x7e).contains(&b);
             let parsed = parse_tokens(&raw);
             assert_eq!(
-                parsed.tokens.0.len(),
+                parsed.tokens.tokens.len(),
                 usize::from(printable),
                 "byte {b:#04x}"
             );
@@ -335,6 +407,33 @@ mod tests {
             assert!(t.is_empty());
             assert!(!t.allows(Some(b"Bearer beta")));
         }
+    }
+
+    /// A request in flight keeps its standing while the list does not
+    /// change, and is checked again, once, when it does.
+    #[test]
+    fn a_request_in_flight_loses_a_token_revoked_meanwhile() {
+        let t = tokens(&["alpha", "beta"]);
+        let (a, b) = (Some(&b"Bearer alpha"[..]), Some(&b"Bearer beta"[..]));
+        let mut with_a = t.admit(a).expect("admitted");
+        let mut with_b = t.admit(b).expect("admitted");
+        assert_eq!(t.admit(Some(b"Bearer gamma")), None);
+        assert!(t.still_admits(a, &mut with_a) && t.still_admits(b, &mut with_b));
+        // The same tokens rewritten: no new list, nothing checked again.
+        assert_eq!(t.reload(&[b"alpha\n# c\nbeta\n".to_vec()]), Ok(false));
+        let before = with_a;
+        assert!(t.still_admits(a, &mut with_a));
+        assert_eq!(with_a, before);
+        // beta revoked: a request that came with it is refused from now
+        // on; one that came with alpha is found in the new list.
+        assert_eq!(t.reload(&[b"alpha\n".to_vec()]), Ok(true));
+        assert!(!t.still_admits(b, &mut with_b));
+        assert!(!t.still_admits(b, &mut with_b), "and stays refused");
+        assert!(t.still_admits(a, &mut with_a));
+        assert_ne!(with_a, before, "now checked against the new list");
+        // Every token revoked at once (the file gone).
+        assert!(t.fail().is_some());
+        assert!(!t.still_admits(a, &mut with_a));
     }
 
     #[test]

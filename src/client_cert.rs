@@ -73,12 +73,24 @@
 //! forwarded. Most requests cost an atomic load, a clock read and two
 //! compares.
 //!
+//! **Long responses too.** A blocking query, an event stream or an
+//! upgraded `exec` session can last far longer than one request's start.
+//! So the proxy asks again ([`ClientCas::recheck_stream`]) when the
+//! response header comes from the socket and on every body chunk either
+//! way, with the same per-connection record the guard keeps (on the
+//! connection's stream, `crate::deadline::WriteDeadline::checked`): a
+//! response whose client certificate is no longer trusted is cut at its
+//! next chunk, the connection closed, and one whose header has not been
+//! written gets nothing at all. The cost per chunk is the guard's per
+//! request, and a lock nobody else holds.
+//!
 //! Revocation is by removing the CA (or letting the certificate expire);
 //! certificate revocation lists are not read.
 
 use crate::config::{ConfigError, TLS_CLIENT_CA_FILE};
 use crate::files::{self, WatchedFile};
 use crate::reload::{self, Current, Name, Reloadable};
+use pingora::protocols::Stream;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -241,6 +253,31 @@ impl ClientCas {
             at: now,
         };
         Ok(())
+    }
+
+    /// [`ClientCas::recheck`] for a client's stream: the chain its TLS
+    /// session holds, and the record of its last check that the guard keeps
+    /// on the stream (`crate::deadline::WriteDeadline::checked`). A stream
+    /// with no record (not the guard's) is checked in full.
+    pub fn recheck_stream(&self, stream: &Stream, now: Instant) -> Result<(), Error> {
+        let chain = stream.get_ssl().and_then(|tls| tls.peer_cert_chain_der());
+        match crate::deadline::WriteDeadline::checked(stream) {
+            Some(record) => {
+                let mut checked = record.lock().unwrap_or_else(|e| e.into_inner());
+                self.recheck(chain, &mut checked, now)
+            }
+            None => self.recheck(chain, &mut Checked::never(now), now),
+        }
+    }
+}
+
+impl Checked {
+    /// A record matching no set of CAs: the next check is a full one.
+    pub(crate) fn never(now: Instant) -> Checked {
+        Checked {
+            generation: u64::MAX,
+            at: now,
+        }
     }
 }
 

@@ -7,17 +7,27 @@
 //! call (`protocols/http/v1/server.rs`, `write_body`): a response header
 //! write, a flush, and the guard's own 431 wait for as long as the client
 //! does, and a large body is cut off even while the client keeps reading.
-//! Here every write and flush is covered. The timer is armed only when a
-//! write has to wait, so a client that keeps up costs nothing; it is
-//! disarmed once the client has taken [`MIN_PROGRESS`], and when the client
-//! sends its next request.
+//! Here every write and flush is covered. The deadline measures only time
+//! spent waiting with a write pending: the timer is armed when a write has
+//! to wait, so a client that keeps up costs nothing, and it is disarmed
+//! when the waiting write (or flush) is taken whole and nothing of ours
+//! waits any more, once the client has taken [`MIN_PROGRESS`], and when the
+//! client sends its next request. So a sparse stream (an event stream's
+//! heartbeats every 10 s) whose writes wait now and then, minutes apart,
+//! has each wait timed alone.
 //!
 //! Why a floor, not "any byte": a client that takes a few bytes at a time
 //! (a tiny receive buffer read now and then, or a hand-made TCP stack that
 //! opens its window a byte at a time) would otherwise restart the clock
 //! forever, and hold its connection, and a place under
-//! `HOLEPUNCH_MAX_IN_FLIGHT`, for as long as it liked. 64 KiB per 30 s is
-//! about 2 KB/s; a scraper reads at the network's pace.
+//! `HOLEPUNCH_MAX_IN_FLIGHT`, for as long as it liked. A write taken in
+//! part does not end the wait: within one timeout the client must take the
+//! rest of the write, or [`MIN_PROGRESS`]. Pingora writes a body in chunks
+//! of up to 64 KiB (pingora-core 0.9.1 `protocols/http/v1/body.rs`,
+//! `BODY_BUFFER_SIZE`), so a large response must go at about 64 KiB per
+//! timeout; 64 KiB per 30 s is about 2 KB/s, and a scraper reads at the
+//! network's pace. A stream of small chunks needs each taken within the
+//! timeout: a client can hold it no longer than a reader keeping up would.
 //!
 //! "Takes" is read from the kernel as well as from our own writes: a socket
 //! with a full send buffer is woken for writing only once a good part of it
@@ -34,8 +44,12 @@
 //! The guard's streams also tell the connection cap when a write begins to
 //! wait for the client and when that wait ends ([`WriteDeadline::watched`],
 //! [`StallWatch`]): at the cap, a connection whose write has waited long
-//! enough may be closed for a new one ([`crate::connections`]).
+//! enough may be closed for a new one ([`crate::connections`]). And with
+//! client certificates they keep the record of the connection's last
+//! certificate check ([`WriteDeadline::checked`]), which the guard's check
+//! before each request and the proxy's on each chunk share.
 
+use crate::client_cert::Checked;
 use crate::config::CLIENT_WRITE_TIMEOUT;
 use crate::connections::StallWatch;
 use async_trait::async_trait;
@@ -48,7 +62,7 @@ use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, AL
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -75,11 +89,14 @@ pub struct WriteDeadline {
     stalls: Option<StallWatch>,
     /// Whether `stalls` was told a wait began, and not yet that it ended.
     stalled: bool,
+    /// When the client's certificate was last found good, with client
+    /// certificates on ([`WriteDeadline::checked`]).
+    checked: Option<Mutex<Checked>>,
 }
 
 impl WriteDeadline {
     pub fn wrap(inner: Stream, timeout: Duration) -> Stream {
-        Box::new(WriteDeadline::new(inner, timeout, None))
+        Box::new(WriteDeadline::new(inner, timeout, None, None))
     }
 
     /// [`WriteDeadline::wrap`], telling `stalls` when a write starts to
@@ -89,11 +106,23 @@ impl WriteDeadline {
     /// connection whose wait has lasted long enough
     /// ([`crate::connections::STALLED_AFTER`]). A write accepted only in
     /// part (a client that takes a few bytes at a time) does not end it.
-    pub fn watched(inner: Stream, timeout: Duration, stalls: StallWatch) -> Stream {
-        Box::new(WriteDeadline::new(inner, timeout, Some(stalls)))
+    /// `checked`, with client certificates on: when the handshake checked
+    /// the client's certificate ([`WriteDeadline::checked`]).
+    pub fn watched(
+        inner: Stream,
+        timeout: Duration,
+        stalls: StallWatch,
+        checked: Option<Checked>,
+    ) -> Stream {
+        Box::new(WriteDeadline::new(inner, timeout, Some(stalls), checked))
     }
 
-    fn new(inner: Stream, timeout: Duration, stalls: Option<StallWatch>) -> WriteDeadline {
+    fn new(
+        inner: Stream,
+        timeout: Duration,
+        stalls: Option<StallWatch>,
+        checked: Option<Checked>,
+    ) -> WriteDeadline {
         WriteDeadline {
             inner,
             timeout,
@@ -102,7 +131,22 @@ impl WriteDeadline {
             written: 0,
             stalls,
             stalled: false,
+            checked: checked.map(Mutex::new),
         }
+    }
+
+    /// The record of the last check of the client certificate on `stream`,
+    /// when `stream` is a guard's and certificates are on: one record per
+    /// connection, which the guard (before each request) and the proxy (on
+    /// each chunk of a response, through the session's stream) both bring
+    /// up to date ([`crate::client_cert::ClientCas::recheck_stream`]).
+    pub fn checked(stream: &Stream) -> Option<&Mutex<Checked>> {
+        // What the box holds: the guard's stream, or another.
+        let io: &dyn pingora::protocols::IO = &**stream;
+        io.as_any()
+            .downcast_ref::<WriteDeadline>()?
+            .checked
+            .as_ref()
     }
 
     /// The timer is disarmed: the client is taking what is written.
@@ -147,8 +191,12 @@ impl WriteDeadline {
     ) -> Poll<io::Result<usize>> {
         if let Poll::Ready(Ok(n)) = poll {
             if n == len {
-                // Taken whole: nothing of this write waits any more.
-                self.stall_ends();
+                // Taken whole: nothing of ours waits any more, so the
+                // period ends. Only time spent waiting counts: on a sparse
+                // stream (heartbeats every 10 s) two short waits minutes
+                // apart are two periods, not one.
+                self.disarm();
+                return poll;
             }
             if self.timer.is_some() {
                 self.written += n as u64;
@@ -162,8 +210,9 @@ impl WriteDeadline {
     }
 
     /// After the inner write, flush or shutdown returned `poll`: while it
-    /// waits, arm the timer (or check it). A trickle of small writes does not
-    /// disarm it: only [`MIN_PROGRESS`] does, or a new request.
+    /// waits, arm the timer (or check it). A write taken only in part does
+    /// not disarm it: the rest of it taken ([`WriteDeadline::wrote`]),
+    /// [`MIN_PROGRESS`], or a new request does.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             return poll;
@@ -271,7 +320,8 @@ impl AsyncWrite for WriteDeadline {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Ok(())) = poll {
-            self.stall_ends();
+            // Everything written is on its way: nothing waits.
+            self.disarm();
         }
         self.watch(cx, poll)
     }
@@ -433,8 +483,12 @@ mod tests {
             let mut slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
-            let mut w =
-                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            let mut w = WriteDeadline::watched(
+                Box::new(ours),
+                Duration::from_secs(3600),
+                slot.watch(),
+                None,
+            );
             // Taken whole: no wait.
             assert_eq!(write_once(&mut w, &[b'x'; 1000]).await, Some(1000));
             assert!(conns.admit(Peer::Insider, None).is_none());
@@ -459,8 +513,12 @@ mod tests {
             let mut slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
-            let mut w =
-                WriteDeadline::watched(Box::new(ours), Duration::from_secs(3600), slot.watch());
+            let mut w = WriteDeadline::watched(
+                Box::new(ours),
+                Duration::from_secs(3600),
+                slot.watch(),
+                None,
+            );
             assert_eq!(write_once(&mut w, &big).await, Some(1024));
             assert_eq!(write_once(&mut w, &big[1024..]).await, None);
             let mut all = vec![0; 1024];
@@ -472,6 +530,59 @@ mod tests {
             );
             assert!(!slot.is_closed());
         });
+    }
+
+    /// A sparse stream (an event stream's heartbeats): a write that waits
+    /// for a moment, then, more than a timeout later and with under
+    /// [`MIN_PROGRESS`] in between, another. Only the time spent waiting
+    /// counts: the second wait starts its own period.
+    #[test]
+    fn waits_far_apart_on_a_sparse_stream_are_each_timed_alone() {
+        block_on(async {
+            let timeout = Duration::from_millis(300);
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let mut w = WriteDeadline::wrap(Box::new(ours), timeout);
+            // 2 KiB through a 1 KiB pipe: the write waits until the peer
+            // reads, which it does at once. Twice, with more than a timeout
+            // between them and 4 KiB in all.
+            for round in 0..2 {
+                let reader = async {
+                    let mut buf = [0; 2048];
+                    peer.read_exact(&mut buf).await.map(|_| ())
+                };
+                // A failed write ends the reader too, which would wait for
+                // the rest for good.
+                tokio::try_join!(w.write_all(&[b'x'; 2048]), reader)
+                    .unwrap_or_else(|e| panic!("round {round}: the write failed: {e}"));
+                // Idle, nothing pending: this time is no wait of the client's.
+                tokio::time::sleep(timeout * 2).await;
+            }
+            // A trickle within one write is still held to the floor: a
+            // write the peer never takes fails at the timeout.
+            let err = w.write_all(&[b'x'; 4096]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    /// The proxy reaches the record through the session's stream, a
+    /// `Box<dyn IO>`: found on a guard's stream that keeps one, and on no
+    /// other (which is then checked in full).
+    #[test]
+    fn the_certificate_record_is_found_through_the_stream() {
+        use crate::connections::{Connections, Peer};
+        let conns = Connections::with_stall(1, 1, Duration::ZERO);
+        let slot = conns.admit(Peer::Insider, None).unwrap();
+        let timeout = Duration::from_secs(1);
+        let checked = Checked::never(std::time::Instant::now());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let kept = WriteDeadline::watched(Box::new(ours), timeout, slot.watch(), Some(checked));
+        assert!(WriteDeadline::checked(&kept).is_some());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let none = WriteDeadline::watched(Box::new(ours), timeout, slot.watch(), None);
+        assert!(WriteDeadline::checked(&none).is_none());
+        let (ours, _peer) = tokio::io::duplex(64);
+        let other: Stream = Box::new(ours);
+        assert!(WriteDeadline::checked(&other).is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! write to the client must make progress within
 //! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`. With client certificates, a kept-alive
 //! connection whose certificate is no longer trusted is closed before its
-//! next request ([`crate::client_cert::ClientCas::recheck`]). A kept-alive connection waits at most
+//! next request ([`crate::client_cert::ClientCas::recheck_stream`], with
+//! the record the connection's stream keeps, which the proxy's checks of
+//! responses in flight share). A kept-alive connection waits at most
 //! `HOLEPUNCH_CLIENT_IDLE_TIMEOUT` for its next request. Each connection
 //! holds a place under `HOLEPUNCH_MAX_CONNECTIONS` and its client's share
 //! of it ([`crate::connections`]), and is idle, so closed first at the cap,
@@ -326,7 +328,7 @@ where
         let accepted = Instant::now();
         let deadline = accepted + header_timeout;
         let cas = settings.client_cas.as_deref();
-        let mut checked = cas.map(|cas| cas.checked_now(accepted));
+        let checked = cas.map(|cas| cas.checked_now(accepted));
         let client = peer_ip(&stream);
         let admitted = admits(settings.allow_from.as_ref(), client);
         let kind = if admitted {
@@ -345,7 +347,10 @@ where
         };
         // Its writes tell the cap when they wait for the client: a
         // connection stalled so may be closed for a new one at the cap.
-        let mut stream = WriteDeadline::watched(stream, settings.write_timeout, slot.watch());
+        // With client certificates, it keeps the record of the last check
+        // of the client's, which the proxy's checks in flight share.
+        let mut stream =
+            WriteDeadline::watched(stream, settings.write_timeout, slot.watch(), checked);
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
@@ -387,9 +392,8 @@ where
                 unless_closed(&slot, refuse(&mut stream, &buf, refusal)).await;
                 return None;
             }
-            if let (Some(cas), Some(checked)) = (cas, checked.as_mut()) {
-                let chain = stream.get_ssl().and_then(|tls| tls.peer_cert_chain_der());
-                if let Err(e) = cas.recheck(chain, checked, Instant::now()) {
+            if let Some(cas) = cas {
+                if let Err(e) = cas.recheck_stream(&stream, Instant::now()) {
                     log::info!(
                         "closing a connection from {}: its client certificate is no longer \
                          trusted ({e}); nothing forwarded",

@@ -17,6 +17,11 @@
 //! replaces what its owner holds; what no owner holds any more is retired,
 //! and only retired secrets age out, oldest first.
 //!
+//! A line cut through a secret (Pingora logs a request header it cannot
+//! parse cut at 2048 bytes) keeps its first bytes: a piece of at least
+//! [`MIN_PIECE`] bytes of a secret's start, where the line's token stops,
+//! is redacted too ([`Redactor`]).
+//!
 //! The cost is paid only for lines that are written: one pass of an
 //! Aho-Corasick automaton over the line, whatever the number of secrets,
 //! plus a comparison per candidate ([`Redactor`]; figures in
@@ -49,6 +54,11 @@ pub const MIN_RETIRED: usize = 1024;
 /// text. Shorter ones (development tokens such as `x` or `dev`) only where
 /// they stand whole ([`stands_whole`]), so that they do not garble words.
 pub const ANYWHERE_LEN: usize = 16;
+
+/// The shortest piece of a secret redacted where a line was cut through
+/// the secret ([`Redactor`], "pieces"): shorter ones tell too little to
+/// be worth garbling ordinary words.
+pub const MIN_PIECE: usize = 8;
 
 /// What replaces a whole line when the redaction cannot run.
 const WITHHELD: &str = "<log line withheld: the redaction of secrets could not be set up>";
@@ -228,13 +238,45 @@ impl Registry {
 /// automaton small however long the tokens (a JWT is about 1 KB; its last
 /// bytes are its signature, unlike its first, which every token of one
 /// issuer shares).
+///
+/// **Pieces.** A line cut through a secret keeps its start, which no whole
+/// form matches: Pingora cuts a request header it cannot parse at 2048
+/// bytes and logs it at debug (pingora-core 0.9.1
+/// `protocols/http/v1/server.rs`, `read_request`, `MAX_ERR_BUF_LEN`), and
+/// an `Authorization` line there is no header the credential scrub knows
+/// (`Authorization : Bearer ...`, the very reason it is refused). So each
+/// form longer than [`MIN_PIECE`] is also keyed on its first
+/// [`MIN_PIECE`] bytes, in the same pass, and a piece is redacted: at
+/// least [`MIN_PIECE`] bytes of a form's start, standing at a boundary,
+/// where the line's token stops (the line ends, a byte no token holds
+/// follows, such as Pingora's ` cause: ...` or a closing quote, or a cut
+/// marker `...`). A token that goes on past where it parts from the secret
+/// (another JWT of the same issuer) is not a piece. Many tokens may share
+/// their first bytes (`scraper-...`), so the form a piece belongs to is
+/// found by a binary search of the forms in order, not by trying each: the
+/// form with the longest common start is next to where the line's text
+/// would sort.
 pub struct Redactor {
     /// One pattern per distinct key; `None` with no secrets.
     keys: Option<AhoCorasick>,
-    /// For each key, the forms that end with it.
-    forms: Vec<Vec<Form>>,
+    /// For each key, what it finds.
+    keyed: Vec<Keyed>,
+    /// Every form of every secret, once.
+    forms: Vec<Form>,
+    /// The forms longer than [`MIN_PIECE`] (indexes into `forms`), in the
+    /// order of their bytes.
+    pieces: Vec<u32>,
     /// The automaton could not be built: every line is withheld.
     broken: bool,
+}
+
+/// What one key finds.
+#[derive(Default)]
+struct Keyed {
+    /// Forms that end with it (indexes into [`Redactor`]'s `forms`).
+    ends: Vec<u32>,
+    /// Whether it is the start of a form longer than [`MIN_PIECE`].
+    starts: bool,
 }
 
 /// One form of a secret.
@@ -256,25 +298,48 @@ impl Redactor {
                 *all.entry(form).or_insert(whole_only) &= whole_only;
             }
         }
-        let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        let mut forms: Vec<Vec<Form>> = Vec::new();
-        for (text, whole_only) in all {
-            let key = text[text.len().saturating_sub(ANYWHERE_LEN)..].to_vec();
-            let i = *key_index.entry(key.clone()).or_insert_with(|| {
-                keys.push(key);
-                forms.push(Vec::new());
-                keys.len() - 1
-            });
-            forms[i].push(Form {
+        let forms: Vec<Form> = all
+            .into_iter()
+            .map(|(text, whole_only)| Form {
                 text: text.into(),
                 whole_only,
-            });
+            })
+            .collect();
+        let mut key_index: HashMap<&[u8], usize> = HashMap::new();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        // (key, form, whether the key is the form's start)
+        let mut found_by: Vec<(usize, u32, bool)> = Vec::new();
+        for (i, form) in forms.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let text = &form.text[..];
+            let end = &text[text.len().saturating_sub(ANYWHERE_LEN)..];
+            let start = (text.len() > MIN_PIECE).then(|| &text[..MIN_PIECE]);
+            for (key, starts) in std::iter::once((end, false)).chain(start.map(|k| (k, true))) {
+                let k = *key_index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len() - 1
+                });
+                found_by.push((k, i, starts));
+            }
         }
+        let mut keyed: Vec<Keyed> = keys.iter().map(|_| Keyed::default()).collect();
+        let mut pieces: Vec<u32> = Vec::new();
+        for (k, i, starts) in found_by {
+            let keyed = &mut keyed[k];
+            if starts {
+                keyed.starts = true;
+                pieces.push(i);
+            } else {
+                keyed.ends.push(i);
+            }
+        }
+        pieces.sort_unstable_by(|a, b| forms[*a as usize].text.cmp(&forms[*b as usize].text));
         if keys.is_empty() {
             return Redactor {
                 keys: None,
+                keyed,
                 forms,
+                pieces,
                 broken: false,
             };
         }
@@ -287,26 +352,56 @@ impl Redactor {
         match built {
             Ok(automaton) => Redactor {
                 keys: Some(automaton),
+                keyed,
                 forms,
+                pieces,
                 broken: false,
             },
             Err(_) => Redactor {
                 keys: None,
+                keyed: Vec::new(),
                 forms: Vec::new(),
+                pieces: Vec::new(),
                 broken: true,
             },
         }
     }
 
-    /// Roughly the heap it holds: the automaton and the forms.
+    /// Roughly the heap it holds: the automaton, the forms and their keys.
     pub fn heap_bytes(&self) -> usize {
         let forms: usize = self
             .forms
             .iter()
-            .flatten()
             .map(|f| f.text.len() + std::mem::size_of::<Form>())
             .sum();
-        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms
+        let keyed: usize = self
+            .keyed
+            .iter()
+            .map(|k| std::mem::size_of::<Keyed>() + 4 * k.ends.len())
+            .sum();
+        let pieces = 4 * self.pieces.len();
+        self.keys.as_ref().map_or(0, AhoCorasick::memory_usage) + forms + keyed + pieces
+    }
+
+    /// The length of the piece of a form that starts at `start` of `h`, if
+    /// there is one ([`is_piece`]): of the forms in order, the one with the
+    /// longest common start with the line is a neighbour of where the line
+    /// would sort.
+    fn piece_at(&self, h: &[u8], start: usize) -> Option<usize> {
+        let rest = &h[start..];
+        let text = |i: u32| self.forms.get(i as usize).map_or(&[][..], |f| &f.text[..]);
+        let at = self.pieces.partition_point(|&i| text(i) < rest);
+        let (len, common) = [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pieces.get(k))
+            .map(|&i| {
+                let form = text(i);
+                let common = form.iter().zip(rest).take_while(|(a, b)| a == b).count();
+                (form.len(), common)
+            })
+            .max_by_key(|&(_, common)| common)?;
+        (common < len && is_piece(h, start, start + common)).then_some(common)
     }
 
     /// `line` with every secret in it, and the value of every credential
@@ -334,14 +429,28 @@ impl Redactor {
         };
         let mut spans: Vec<(usize, usize)> = Vec::new();
         for m in found {
+            let Some(keyed) = self.keyed.get(m.pattern().as_usize()) else {
+                continue;
+            };
             let end = m.end();
-            for form in &self.forms[m.pattern().as_usize()] {
+            for form in keyed
+                .ends
+                .iter()
+                .filter_map(|&i| self.forms.get(i as usize))
+            {
                 let Some(start) = end.checked_sub(form.text.len()) else {
                     continue;
                 };
                 if h[start..end] == *form.text && (!form.whole_only || stands_whole(h, start, end))
                 {
                     spans.push((start, end));
+                }
+            }
+            // A piece: the start of a form, where the line's token stops.
+            if keyed.starts {
+                let start = m.start();
+                if let Some(len) = self.piece_at(h, start) {
+                    spans.push((start, start + len));
                 }
             }
         }
@@ -525,6 +634,17 @@ fn stands_whole(h: &[u8], start: usize, end: usize) -> bool {
         || ends_with_escape(&h[..start]);
     let after = !token_byte(h[end - 1]) || end == h.len() || !token_byte(h[end]);
     before && after
+}
+
+/// Whether `start..end` of `h`, the start of a secret's form, is a piece
+/// of it left by a cut: at least [`MIN_PIECE`] bytes, standing at a
+/// boundary as a whole token would ([`stands_whole`]'s rule for its start),
+/// and where the line's token stops: the line ends, a byte no token holds
+/// follows, or a cut marker (`...`) does.
+fn is_piece(h: &[u8], start: usize, end: usize) -> bool {
+    let before = start == 0 || !token_byte(h[start - 1]) || ends_with_escape(&h[..start]);
+    let after = end == h.len() || !token_byte(h[end]) || h[end..].starts_with(b"...");
+    end - start >= MIN_PIECE && before && after
 }
 
 /// Whether `s` ends with an escape sequence whose last byte is a token
@@ -965,6 +1085,80 @@ mod tests {
             r.redact(&lines[2]),
             r#"Sending header to upstream {"x-nomad-token": "<redacted>"}"#
         );
+    }
+
+    /// Pingora's 400 for a request header it cannot parse cuts the header
+    /// at 2048 bytes and logs it at debug (pingora-core 0.9.1
+    /// `protocols/http/v1/server.rs`, `read_request`: `MAX_ERR_BUF_LEN`,
+    /// `buf.truncate`, then `escape_ascii` or a bstr `{:?}`; pingora-proxy
+    /// `lib.rs`, `process_new_http`: "Fail to proxy: {e}"). A cut through
+    /// a token leaves its start, which no whole form matches.
+    #[test]
+    fn a_piece_of_a_token_left_by_a_cut_is_redacted() {
+        let token = "scraper-0123456789abcdefghijklmnopqrstuv";
+        let r = redactor(&[token, NASTY]);
+        // The header Pingora refuses: a space before the colon.
+        let head = "GET /v1/metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ";
+        let tail = "\r\nAuthorization : Bearer ";
+        for kept in [1, 7, 8, 9, 20, token.len() - 1] {
+            let pad = "a".repeat(2048 - head.len() - tail.len() - kept);
+            let mut buf = format!("{head}{pad}{tail}{token}\r\n\r\n").into_bytes();
+            buf.truncate(2048);
+            let escaped = format!(
+                "Fail to proxy: Downstream InvalidHTTPHeader context: buf: {} cause: \
+                 invalid HTTP header name, downstream session type: HTTP/1.1",
+                buf.escape_ascii()
+            );
+            let debugged = format!(
+                "Fail to proxy: Downstream InvalidHTTPHeader context: buf: {:?} cause: x",
+                String::from_utf8_lossy(&buf)
+            );
+            let piece = &token[..kept];
+            for line in [escaped, debugged] {
+                let shown = r.redact(&line);
+                if kept >= MIN_PIECE {
+                    assert!(!shown.contains(piece), "{kept}: {shown}");
+                    assert!(shown.contains("Bearer <redacted>"), "{kept}: {shown}");
+                } else {
+                    // Under 8 bytes (`scraper`) tells nothing: left alone.
+                    assert!(shown.contains(&format!("Bearer {piece}")), "{kept}");
+                }
+            }
+        }
+        // At the end of a line, in an escaped form, and before a cut marker.
+        let nasty = NASTY.escape_debug().to_string();
+        for line in [
+            format!("token {}", &token[..12]),
+            format!("t={}", &nasty[..12]),
+            format!("t=\"{}...", &token[..30]),
+            format!("{}\u{2026} (cut)", &token[..30]),
+        ] {
+            let shown = r.redact(&line);
+            assert!(shown.contains("<redacted>"), "{line}: {shown}");
+            assert!(!shown.contains(&token[..8]) && !shown.contains(&NASTY[..8]));
+        }
+        // Many tokens sharing their start: each one's piece is found.
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("scraper-{i:04}-0123456789abcdef"))
+            .collect();
+        let r = Redactor::new(many.iter().map(String::as_str));
+        for i in [0, 1, 537, 998, 999] {
+            for cut in [8, 13, 14, many[i].len() - 1] {
+                let line = format!("Bearer {} cause: x", &many[i][..cut]);
+                assert_eq!(r.redact(&line), "Bearer <redacted> cause: x", "{i} {cut}");
+            }
+        }
+        let r = redactor(&[token, NASTY]);
+        // Not a piece: a token that goes on past the point where it parts
+        // from the secret (another JWT with the same header), a prefix
+        // inside a longer word, or one shorter than 8 bytes.
+        for line in [
+            "Bearer scraper-0123456789abcdefXYZ".to_string(),
+            format!("x{}", &token[..20]),
+            "scraper".to_string(),
+        ] {
+            assert_eq!(r.redact(&line), line);
+        }
     }
 
     #[test]

@@ -11,6 +11,28 @@
 //! for the workload token and its Host for `localhost`. Responses stream
 //! back untouched, headers included.
 //!
+//! **Credentials in flight.** A blocking query can wait minutes for its
+//! answer, an event stream or an upgraded `exec` session can last hours:
+//! far past the check at its start. So the client's credential is checked
+//! again ([`Holepunch::in_flight_check`]) when the response header comes
+//! from the socket, on every body chunk either way (Nomad's to the client,
+//! the client's to Nomad), and before a shared metrics response is written:
+//! its client token must still be in the list in use
+//! ([`ClientTokens::still_admits`]), its client certificate still trusted
+//! ([`ClientCas::recheck_stream`]). A request that fails gets 401 when
+//! nothing of its answer was written (its token revoked) or nothing at all
+//! (its certificate), and a stream already under way is cut at its next
+//! chunk, the connection closed. Each check is an atomic load and a
+//! compare while the token list and the CAs do not change. An answer that
+//! sends nothing (a blocking query still waiting, a silent stream) is ended
+//! at its next chunk, if one comes; until then it holds its place under
+//! `HOLEPUNCH_MAX_IN_FLIGHT` and no data reaches the client.
+//!
+//! **Upgraded connections** (`101 Switching Protocols`, under ALL only) are
+//! tunnels: no per-read timeout on either side once upgraded, since an idle
+//! shell or a server-push WebSocket is silent one way for as long as it
+//! likes ([`Holepunch::upstream_peer`], `upstream_response_filter`).
+//!
 //! The [`ProxyHttp`] methods are in the order Pingora calls them.
 
 mod answer;
@@ -19,7 +41,8 @@ pub use answer::{Answer, Local, Next, Outcome};
 
 use crate::allowlist::{Decision, Group};
 use crate::cidr::admits;
-use crate::client_auth::ClientTokens;
+use crate::client_auth::{Admitted, ClientTokens};
+use crate::client_cert::ClientCas;
 use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
 use crate::deadline::MIN_PROGRESS;
 use crate::head::{decide_request, Head, Rules};
@@ -70,6 +93,7 @@ pub struct Holepunch {
     socket_path: String,
     token: Arc<Token>,
     client_tokens: Option<Arc<ClientTokens>>,
+    client_cas: Option<Arc<ClientCas>>,
     max_body: u64,
     upstream_timeout: Duration,
     /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: the pace of a request body too
@@ -98,6 +122,9 @@ pub struct Settings {
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
     pub client_tokens: Option<Arc<ClientTokens>>,
+    /// When set, the TLS listener requires client certificates from these
+    /// CAs; a request in flight is checked against them again.
+    pub client_cas: Option<Arc<ClientCas>>,
     /// How long metrics responses are served from memory, if at all.
     pub metrics_cache_ttl: Option<Duration>,
     pub in_flight: Arc<InFlight>,
@@ -125,6 +152,7 @@ impl Holepunch {
             socket_path: settings.socket_path,
             token: settings.token,
             client_tokens: settings.client_tokens,
+            client_cas: settings.client_cas,
             max_body: settings.max_body,
             upstream_timeout: settings.upstream_timeout,
             body_period: settings.body_period,
@@ -160,6 +188,11 @@ pub struct RequestCtx {
     counted: bool,
     /// The pace its body must keep, while one is coming.
     body_pace: Option<BodyPace>,
+    /// The client token list its token was found in, with client tokens
+    /// on: checked again while it is in flight.
+    admitted: Option<Admitted>,
+    /// Whether it became a tunnel (`101 Switching Protocols`).
+    upgraded: bool,
 }
 
 /// A local answer being written: boxed, so that the futures that may answer
@@ -201,6 +234,8 @@ impl ProxyHttp for Holepunch {
             client: None,
             counted: false,
             body_pace: None,
+            admitted: None,
+            upgraded: false,
         }
     }
 
@@ -219,7 +254,7 @@ impl ProxyHttp for Holepunch {
         }
         let next = Next::of(self.decide(session, client));
         ctx.group = next.group();
-        let local = match self.check_client(session, &next) {
+        let local = match self.check_client(session, ctx, &next) {
             Some(refused) => refused,
             None => match next {
                 Next::Forward {
@@ -234,12 +269,27 @@ impl ProxyHttp for Holepunch {
         self.answer(session, ctx, local).await
     }
 
+    /// The Task API socket. A request that asks for an upgrade (under ALL
+    /// only: `crate::head` refuses `Upgrade` on every group path) reads
+    /// from the socket with no timeout: once upgraded, the agent's side of
+    /// an idle `exec` shell is silent for as long as the user is, and
+    /// `HOLEPUNCH_UPSTREAM_TIMEOUT` would cut it. The peer's read timeout
+    /// is its only per-read one for this request (pingora-core 0.9.1
+    /// `protocols/http/v1/client.rs`, `read_body_ref`, set from the peer in
+    /// `HttpSession::new_with_options`), and not part of the pool's key
+    /// (`upstreams/peer.rs`, `impl Hash for HttpPeer`), so pooling is
+    /// unchanged. What bounds it: the client, which can end the tunnel,
+    /// and whose leaving ends it; its place under the in-flight limits.
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+        let mut peer = self.peer.clone();
+        if session.is_upgrade_req() {
+            peer.options.read_timeout = None;
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -256,16 +306,22 @@ impl ProxyHttp for Holepunch {
         self.for_the_socket(upstream_request)
     }
 
-    /// Counts the body as it streams and stops it past the limit, for
+    /// Checks the client's credential again (`in_flight_check`), then
+    /// counts the body as it streams and stops it past the limit, for
     /// bodies whose length was not declared up front, and stops one that
-    /// comes too slowly (`BodyPace`).
+    /// comes too slowly (`BodyPace`). An upgraded connection's bytes are
+    /// no body: neither applies to them.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.in_flight_check(session, ctx)?;
+        if ctx.upgraded {
+            return Ok(());
+        }
         let n = body.as_ref().map_or(0, Bytes::len);
         ctx.body_bytes += n as u64;
         if ctx.body_bytes > self.max_body {
@@ -291,10 +347,20 @@ impl ProxyHttp for Holepunch {
         Ok(())
     }
 
+    /// The response header from the socket, before anything of it is
+    /// written: the client's credential is checked again (a blocking query
+    /// answered minutes after its token was revoked gets 401, not Nomad's
+    /// data). A `101` makes the connection a tunnel: from then on no
+    /// per-read timeout on the client's side (Pingora's would cut a tunnel
+    /// silent one way for `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, or 60 s by
+    /// default: pingora-core 0.9.1 `protocols/http/v1/server.rs`,
+    /// `read_body`, and `init_body_reader`, which makes an upgraded
+    /// connection's bytes a close-delimited body), no body pace, no body
+    /// limit.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent.take() {
@@ -303,7 +369,29 @@ impl ProxyHttp for Holepunch {
                 .with_label_values(&[group_label(ctx.group)])
                 .observe(sent.elapsed().as_secs_f64());
         }
+        self.in_flight_check(session, ctx)?;
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && session.is_upgrade_req()
+        {
+            ctx.upgraded = true;
+            ctx.body_pace = None;
+            session.set_read_timeout(None);
+        }
         Ok(())
+    }
+
+    /// Every chunk of the response on its way to the client: the client's
+    /// credential is checked again, and a stream whose client lost it is
+    /// cut here, before the chunk is written.
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        self.in_flight_check(session, ctx)?;
+        Ok(None)
     }
 
     /// A request is retried once, on another connection, when the failure
@@ -319,6 +407,11 @@ impl ProxyHttp for Holepunch {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if Revoked::of(&e).is_some() {
+            // Sent again, it would be answered again: never.
+            e.set_retry(false);
+            return e;
+        }
         let method = &session.req_header().method;
         let safe = *method == http::Method::GET || *method == http::Method::HEAD;
         if safe && !ctx.retried && session.response_written().is_none() {
@@ -334,7 +427,7 @@ impl ProxyHttp for Holepunch {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_response(e);
         count_upstream_error(e);
@@ -353,7 +446,21 @@ impl ProxyHttp for Holepunch {
         }
         if code > 0 && session.response_written().is_none() {
             session.set_keepalive(None);
-            if let Err(write_err) = respond(session, code, body.into(), None).await {
+            let written = if Revoked::of(e) == Some(Revoked::Token) {
+                // What any request with that token gets now.
+                let Answer {
+                    status,
+                    body,
+                    header,
+                    outcome,
+                    ..
+                } = Local::Unauthorized.answer();
+                ctx.outcome = outcome;
+                respond(session, status, body, header).await
+            } else {
+                respond(session, code, body.into(), None).await
+            };
+            if let Err(write_err) = written {
                 debug!("could not send the {code} response: {write_err}");
             }
         }
@@ -413,25 +520,95 @@ impl Holepunch {
 
     /// What the decision leaves to the proxy about who asks: the client
     /// tokens, on everything but `/health` and `/ready`. `Some` answer when
-    /// the client is refused. The limits come last, in [`Holepunch::admit`]
-    /// and [`Holepunch::spend`], so that nothing refused here counts.
-    fn check_client(&self, session: &Session, next: &Next) -> Option<Local> {
+    /// the client is refused; else the list its token was found in is kept
+    /// for [`Holepunch::in_flight_check`]. The limits come last, in
+    /// [`Holepunch::admit`] and [`Holepunch::spend`], so that nothing
+    /// refused here counts.
+    fn check_client(&self, session: &Session, ctx: &mut RequestCtx, next: &Next) -> Option<Local> {
         if next.open() {
             return None;
         }
-        (!self.client_allowed(session)).then_some(Local::Unauthorized)
+        let tokens = self.client_tokens.as_ref()?;
+        match tokens.admit(authorization(session)) {
+            Some(admitted) => {
+                ctx.admitted = Some(admitted);
+                None
+            }
+            None => Some(Local::Unauthorized),
+        }
     }
 
-    /// Whether the client may use the proxy: always, unless client tokens
-    /// are set, and then only with one of them.
-    fn client_allowed(&self, session: &Session) -> bool {
-        self.client_tokens.as_ref().is_none_or(|tokens| {
-            let auth = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION);
-            tokens.allows(auth.map(|v| v.as_bytes()))
-        })
+    /// Whether the client that made this request in flight may still have
+    /// its answer: its client token still accepted, its client certificate
+    /// still trusted. Logs (throttled, as refusals are) and returns the
+    /// error that ends the request when not. Costs nothing without client
+    /// tokens and certificates, and an atomic load and a compare for each
+    /// while they do not change.
+    fn in_flight_check(&self, session: &Session, ctx: &mut RequestCtx) -> Result<()> {
+        match self.revoked(session, ctx) {
+            None => Ok(()),
+            Some(revoked) => {
+                if log::log_enabled!(log::Level::Info) {
+                    if let Verdict::Log(dropped) = logging::refusal_line() {
+                        if let Some(dropped) = dropped {
+                            info!("{dropped}");
+                        }
+                        info!(
+                            "ended {} {} {} in flight: {}; nothing more forwarded",
+                            client(session),
+                            session.req_header().method,
+                            escaped_target(session.req_header()),
+                            revoked.reason()
+                        );
+                    }
+                }
+                Err(revoked.error())
+            }
+        }
+    }
+
+    /// What this request's client lost since it was let in, if anything.
+    fn revoked(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Revoked> {
+        if let (Some(tokens), Some(admitted)) = (&self.client_tokens, ctx.admitted.as_mut()) {
+            if !tokens.still_admits(authorization(session), admitted) {
+                return Some(Revoked::Token);
+            }
+        }
+        let cas = self.client_cas.as_ref()?;
+        // The guard serves HTTP/1 only, so there is a stream; without one
+        // there is no certificate to trust.
+        let Some(stream) = session.downstream_session.stream() else {
+            return Some(Revoked::Certificate);
+        };
+        cas.recheck_stream(stream, Instant::now())
+            .err()
+            .map(|_| Revoked::Certificate)
+    }
+
+    /// Before a shared metrics response (cached, or fetched by another
+    /// request while this one waited) is written: `Some` answer for a
+    /// client that lost its credential meanwhile, 401 for its token, the
+    /// connection closed for its certificate.
+    async fn refuse_revoked(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<Result<bool>> {
+        let Err(e) = self.in_flight_check(session, ctx) else {
+            return None;
+        };
+        if Revoked::of(&e) == Some(Revoked::Certificate) {
+            return Some(Err(e));
+        }
+        let Answer {
+            status,
+            body,
+            header,
+            outcome,
+            ..
+        } = Local::Unauthorized.answer();
+        ctx.outcome = outcome;
+        Some(respond(session, status, body, header).await.map(|()| true))
     }
 
     /// A request the decision forwards: the body limit, absolute form,
@@ -453,23 +630,20 @@ impl Holepunch {
         // A body (under ALL only: the groups refuse them) must keep a pace:
         // Pingora's own timeout is per read (60 s), so a body trickled a
         // byte at a time, or one that stops, would hold the connection, the
-        // in-flight place and the socket connection for good. An upgrade's
-        // stream, once upgraded, is not a body and is left alone.
-        if !session.is_body_empty()
-            && !session
-                .req_header()
-                .headers
-                .contains_key(http::header::UPGRADE)
-        {
+        // in-flight place and the socket connection for good. An upgrade
+        // request's body too: only once upgraded (`101`) are its bytes a
+        // tunnel's, and `upstream_response_filter` lifts both.
+        if !session.is_body_empty() {
             ctx.body_pace = Some(BodyPace::new(self.body_period, Instant::now()));
-            // A body that stops altogether: no read returns, and Pingora's
-            // per-read timeout ends it (pingora-core 0.9.1
-            // `protocols/http/v1/server.rs`, `read_body`). Only body reads
-            // use it: once the body is done, the wait for the answer reads
-            // with no timeout (`read_body_or_idle`, `idle`), so a blocking
-            // query is never cut by it.
-            session.set_read_timeout(Some(self.body_period));
         }
+        // A body that stops altogether: no read returns, and Pingora's
+        // per-read timeout ends it (pingora-core 0.9.1
+        // `protocols/http/v1/server.rs`, `read_body`), this long rather than
+        // its 60 s. Only body reads use it: once the body is done, or with
+        // none, the wait for the answer reads with no timeout
+        // (`read_body_or_idle`, `idle`), so a blocking query is never cut by
+        // it; and an upgraded connection has it lifted at its `101`.
+        session.set_read_timeout(Some(self.body_period));
         let req = session.req_header();
         if origin_offset > 0 {
             // Absolute-form: forward exactly the path that was decided on.
@@ -596,6 +770,9 @@ impl Holepunch {
         let scrapes = &telemetry::metrics().scrapes;
         match self.coalescer.join(key) {
             Join::Cached(shared) => {
+                if let Some(refused) = self.refuse_revoked(session, ctx).await {
+                    return refused;
+                }
                 if let Some(limited) = self.spend(ctx) {
                     return self.answer(session, ctx, limited).await;
                 }
@@ -614,6 +791,10 @@ impl Holepunch {
                 let Some(shared) = shared else {
                     return self.alone(session, ctx).await;
                 };
+                // Its token may have been revoked while it waited.
+                if let Some(refused) = self.refuse_revoked(session, ctx).await {
+                    return refused;
+                }
                 if let Some(limited) = self.spend(ctx) {
                     return self.answer(session, ctx, limited).await;
                 }
@@ -663,6 +844,9 @@ impl Holepunch {
             Ok(shared) => {
                 // Off the socket: the client's own pace holds no place there.
                 ctx.permit = None;
+                if let Some(refused) = self.refuse_revoked(session, ctx).await {
+                    return refused;
+                }
                 respond_shared(session, &shared, None).await?;
                 Ok(true)
             }
@@ -908,6 +1092,12 @@ impl BodyPace {
 /// The status and body for a request that failed after it was allowed.
 /// Status 0 means the client is gone and gets nothing.
 fn error_response(e: &Error) -> (u16, &'static str) {
+    match Revoked::of(e) {
+        // `fail_to_proxy` writes `Local::Unauthorized`'s whole answer.
+        Some(Revoked::Token) => return (401, ""),
+        Some(Revoked::Certificate) => return (0, ""),
+        None => {}
+    }
     match (e.etype(), e.esource()) {
         (HTTPStatus(413), _) => (
             413,
@@ -940,7 +1130,7 @@ fn error_response(e: &Error) -> (u16, &'static str) {
 
 /// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
 fn count_upstream_error(e: &Error) {
-    if e.esource() != &ErrorSource::Upstream {
+    if e.esource() != &ErrorSource::Upstream || Revoked::of(e).is_some() {
         return;
     }
     let kind = match e.etype() {
@@ -983,6 +1173,54 @@ async fn respond(
         session.write_response_body(Some(body), true).await
     };
     written.await.map_err(|e| e.into_down())
+}
+
+/// What a request in flight lost ([`Holepunch::in_flight_check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Revoked {
+    /// Its client token is no longer in the list in use.
+    Token,
+    /// Its client certificate is no longer trusted.
+    Certificate,
+}
+
+/// The errors that end such a request, told apart by their type.
+const REVOKED_TOKEN: ErrorType = ErrorType::Custom("client token revoked");
+const REVOKED_CERTIFICATE: ErrorType = ErrorType::Custom("client certificate no longer trusted");
+
+impl Revoked {
+    fn error(self) -> Box<Error> {
+        let etype = match self {
+            Revoked::Token => REVOKED_TOKEN,
+            Revoked::Certificate => REVOKED_CERTIFICATE,
+        };
+        Error::explain(etype, self.reason())
+    }
+
+    /// Whether `e` ended a request for a lost credential, and which.
+    fn of(e: &Error) -> Option<Revoked> {
+        match e.etype() {
+            t if *t == REVOKED_TOKEN => Some(Revoked::Token),
+            t if *t == REVOKED_CERTIFICATE => Some(Revoked::Certificate),
+            _ => None,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Revoked::Token => "its client token was revoked",
+            Revoked::Certificate => "its client certificate is no longer trusted",
+        }
+    }
+}
+
+/// The request's `Authorization` value, if it has one.
+fn authorization(session: &Session) -> Option<&[u8]> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
 }
 
 /// The client's address for a log line, or `-`.

@@ -249,6 +249,7 @@ impl Startup {
             body_period: config.client_header_timeout,
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
+            client_cas: self.client_cas.clone(),
             metrics_cache_ttl: config.metrics_cache_ttl,
             in_flight: Arc::clone(in_flight),
         })

@@ -399,3 +399,41 @@ fn no_session_is_resumed_so_a_removed_ca_cannot_come_back() {
     }
     assert_eq!(kind, Some(rustls::HandshakeKind::Full));
 }
+
+/// Responses under way when the client's CA is removed: an event stream
+/// (under ALL) is cut at its next event, and a blocking query answered
+/// after gets nothing at all, its connection closed. The guard's check
+/// before each request cannot reach these: they started before.
+#[test]
+fn responses_in_flight_are_cut_once_their_certificate_is_no_longer_trusted() {
+    use crate::support::standin::{EVENTS, START_INDEX};
+    let s = mtls().env("HOLEPUNCH_ALLOW_ALL", "true").start();
+    let addr = s.proxy.addr;
+    let mut stream = connect(addr, Some("client")).expect("a handshake");
+    stream
+        .send(b"GET /v1/event/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert_eq!(stream.read_head().expect("the stream's head").status, 200);
+    let first = stream.read_chunk().expect("the first event");
+    assert_eq!(first, Some(format!("{}\n", EVENTS[0]).into_bytes()));
+    let mut query = connect(addr, Some("client")).expect("a handshake");
+    let raw = format!(
+        "GET /v1/service/web?index={START_INDEX}&wait=5m HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    );
+    query.send(raw.as_bytes()).unwrap();
+    assert!(s.standin.wait_for_requests(2, IO_TIMEOUT), "{:?}", s.seen());
+
+    replace_ca(&s, &client_fixture("other-ca.crt"));
+    wait_refused(&s, "client", "UnknownCA");
+    // The next event, and the blocking query's answer.
+    s.standin.release_event();
+    s.standin.bump_index();
+    let next = stream.read_chunk();
+    assert!(next.is_err(), "the stream went on: {next:?}");
+    let answer = query.read_head();
+    assert!(answer.is_err(), "answered under a removed CA: {answer:?}");
+    s.proxy.wait_log(
+        IO_TIMEOUT,
+        "GET /v1/event/stream in flight: its client certificate is no longer trusted",
+    );
+}

@@ -25,6 +25,7 @@ mod proxy;
 mod refusal_logs;
 mod reload;
 mod retries;
+mod revocation;
 mod secrets;
 mod security;
 mod targets;

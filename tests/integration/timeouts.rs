@@ -319,3 +319,36 @@ fn read_one_response(conn: &mut TcpStream) -> Response {
         body: body.as_bytes().to_vec(),
     }
 }
+
+/// An upgraded connection (an `exec` WebSocket, under ALL) is a tunnel.
+/// Silent both ways past the client's per-read timeout (Pingora's 60 s by
+/// default; here `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, the proxy's own for
+/// every client read) and the agent's (`HOLEPUNCH_UPSTREAM_TIMEOUT`), it
+/// stays open; and what it carries is no request body: more than
+/// `HOLEPUNCH_MAX_BODY` goes through.
+#[test]
+fn an_upgraded_connection_silent_past_every_read_timeout_stays_open() {
+    let s = setup(&[
+        ("HOLEPUNCH_ALLOW_ALL", "true"),
+        ("HOLEPUNCH_CLIENT_HEADER_TIMEOUT", "1s"),
+        ("HOLEPUNCH_UPSTREAM_TIMEOUT", "1s"),
+        ("HOLEPUNCH_MAX_BODY", "1KiB"),
+    ]);
+    let mut conn = Conn::open(s.proxy.addr).unwrap();
+    conn.send(
+        b"GET /v1/client/allocation/0b1c/exec?task=web&command=%5B%22sh%22%5D HTTP/1.1\r\n\
+          Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(conn.read_head().expect("the upgrade").status, 101);
+    conn.send(b"first").unwrap();
+    assert_eq!(conn.read_exact(5).unwrap(), b"first");
+    // Silent past both timeouts, twice over, by the proxy's own clock.
+    probe_header_timeout(s.proxy.addr);
+    probe_header_timeout(s.proxy.addr);
+    probe_header_timeout(s.proxy.addr);
+    let big = vec![b'x'; 4096];
+    conn.send(&big).expect("the tunnel is still open");
+    assert_eq!(conn.read_exact(big.len()).expect("the echo"), big);
+}

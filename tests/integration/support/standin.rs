@@ -112,6 +112,8 @@ struct State {
     body_moved: Condvar,
     /// Requests still to be closed unanswered ([`StandIn::drop_next`]).
     drop_next: AtomicUsize,
+    /// Bytes read on upgraded connections ([`StandIn::tunnelled`]).
+    tunnelled: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -243,6 +245,11 @@ impl StandIn {
     /// Every request that reached the socket so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// How many bytes upgraded connections have carried to the socket.
+    pub fn tunnelled(&self) -> usize {
+        self.state.tunnelled.load(Ordering::SeqCst)
     }
 
     /// How many connections the socket accepted.
@@ -622,7 +629,7 @@ fn respond(w: &mut UnixStream, req: &Request, state: &State) -> std::io::Result<
                     .header("upgrade")
                     .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
             {
-                return upgraded_echo(w);
+                return upgraded_echo(w, state);
             }
             route(req, state)
         }
@@ -805,7 +812,7 @@ fn event_stream(w: &mut UnixStream, state: &State) -> std::io::Result<()> {
 /// `/v1/client/allocation/:id/exec` is a WebSocket: answer 101, then echo
 /// whatever bytes arrive until the peer closes. (The stand-in does not speak
 /// WebSocket framing; the proxy only has to carry the upgraded bytes.)
-fn upgraded_echo(w: &mut UnixStream) -> std::io::Result<()> {
+fn upgraded_echo(w: &mut UnixStream, state: &State) -> std::io::Result<()> {
     w.write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
     )?;
@@ -817,6 +824,7 @@ fn upgraded_echo(w: &mut UnixStream) -> std::io::Result<()> {
         if n == 0 {
             break;
         }
+        state.tunnelled.fetch_add(n, Ordering::SeqCst);
         w.write_all(&buf[..n])?;
         w.flush()?;
     }
