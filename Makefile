@@ -7,6 +7,7 @@
 #   make build  optimised binary in target/release/nomad-holepunch
 #   make bench  criterion benchmarks, then the load, storm, instruction and
 #               system-call benchmarks (benches/*.sh)
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -19,7 +20,7 @@ RUN_DIR := target/run
 PY_VENV := target/py
 RUN_TOKEN := dev-workload-token
 
-.PHONY: all build run test setup setup-test container-build fmt lint bench clean
+.PHONY: all build run test setup setup-test container-build fmt lint bench fuzz setup-fuzz clean
 
 all: build
 
@@ -97,6 +98,57 @@ bench: setup
 	bash benches/storm.sh
 	bash benches/instructions.sh
 	bash benches/syscalls.sh
+
+## fuzz: each fuzz target (fuzz/fuzz_targets, checks in fuzz/checks) for
+## FUZZ_SECONDS (default 180) on one core, one after another, starting from
+## its committed corpus and regressions; then its corpus is minimised in
+## place (cargo fuzz cmin). A crash or a broken invariant stops it, the input
+## in fuzz/artifacts/<target>/: fix it, and commit the input under
+## fuzz/regressions/<target>/. FUZZ_TARGETS picks targets, FUZZ_SANITIZER
+## the sanitizer (address; none runs faster). Not part of `make test`:
+## `cargo test` replays the committed inputs (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS ?= guard_header target decide query config_values client_tokens watched_file jwt_exp
+FUZZ_SANITIZER ?= address
+CARGO_FUZZ_VERSION := 0.13.2
+# Debug assertions on: an integer overflow is a finding too.
+FUZZ_BUILD = --sanitizer $(FUZZ_SANITIZER) --debug-assertions
+# The longest input each target is given (libFuzzer's -max_len): well past
+# what each input means (a request header, a target, a file), and short
+# enough to stay fast; the guard's real limit, 64 KiB, is its unit tests'.
+FUZZ_LEN_guard_header := 4096
+FUZZ_LEN_target := 512
+FUZZ_LEN_decide := 1024
+FUZZ_LEN_query := 1024
+FUZZ_LEN_config_values := 512
+FUZZ_LEN_client_tokens := 4096
+FUZZ_LEN_watched_file := 4096
+FUZZ_LEN_jwt_exp := 2048
+
+## setup-fuzz: the nightly toolchain (cargo-fuzz builds with its sanitizer
+## flags) and cargo-fuzz, pinned, from crates.io.
+setup-fuzz: setup
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { \
+	  echo "make setup-fuzz: installing the nightly toolchain"; \
+	  rustup toolchain install nightly --profile minimal; \
+	}
+	@$(CARGO) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || { \
+	  echo "make setup-fuzz: installing cargo-fuzz $(CARGO_FUZZ_VERSION)"; \
+	  $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION); \
+	}
+
+define fuzz_one
+	@echo "make fuzz: $(1) for $(FUZZ_SECONDS) s"
+	@mkdir -p fuzz/corpus/$(1) fuzz/regressions/$(1)
+	$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) fuzz/regressions/$(1) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$(1)) -print_final_stats=1
+	$(CARGO) +nightly fuzz cmin $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) -- -max_len=$(FUZZ_LEN_$(1))
+
+endef
+
+fuzz: setup-fuzz
+	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t)))
 
 clean:
 	$(CARGO) clean

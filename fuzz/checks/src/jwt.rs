@@ -73,7 +73,10 @@ pub fn oracle(token: &[u8]) -> Option<Result<Lifetime, Unreadable>> {
         Ok(members) => members,
         Err(e) => {
             let e = e.to_string();
-            if e.contains("recursion limit") || e.contains("surrogate") {
+            // serde_json's limit of 128 levels, and its refusal of a lone
+            // surrogate escape ("lone leading surrogate in hex escape", or
+            // "unexpected end of hex escape" when no `\u` follows one).
+            if e.contains("recursion limit") || e.contains("hex escape") {
                 return None;
             }
             return Some(Err(Unreadable::NotJsonObject));
