@@ -135,7 +135,10 @@ fn addresses(value: &[u8]) {
         .split(", ")
         .map(|r| {
             let (addr, prefix) = r.split_once('/').expect("addr/prefix");
-            (addr.parse().expect("an address"), prefix.parse().expect("a prefix"))
+            (
+                addr.parse().expect("an address"),
+                prefix.parse().expect("a prefix"),
+            )
         })
         .collect();
     for ip in probes(probe, &ranges) {
@@ -247,7 +250,11 @@ fn rate(value: &[u8]) {
         "{s:?}: not N/s, N/m or N/h"
     );
     if let Some(r) = parsed {
-        assert_eq!(RateLimit::parse(&r.to_string()), Some(r), "{s:?}: printed {r}");
+        assert_eq!(
+            RateLimit::parse(&r.to_string()),
+            Some(r),
+            "{s:?}: printed {r}"
+        );
     }
 }
 

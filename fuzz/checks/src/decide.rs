@@ -217,10 +217,12 @@ fn head_refusals(case: &Case, path_decision: &Decision) -> Vec<&'static str> {
         .map_or(&[][..], |q| &case.target[q + 1..]);
     for (key, value) in go::parse_query(query) {
         match key.as_slice() {
-            b"region" if case.rules.region.is_some() => {
-                if !value.is_empty() && value != REGION.as_bytes() {
-                    why.push("other region");
-                }
+            b"region"
+                if case.rules.region.is_some()
+                    && !value.is_empty()
+                    && value != REGION.as_bytes() =>
+            {
+                why.push("other region")
             }
             b"node_id" | b"server_id" if group.is_agent() => why.push("other agent"),
             _ => {}
@@ -240,7 +242,7 @@ fn in_allow_from(client: Option<IpAddr>) -> bool {
 
 /// The authority of an absolute-form target.
 fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
-    let lower = target.get(..8).map(<[u8]>::to_ascii_lowercase)?;
+    let lower = target[..target.len().min(8)].to_ascii_lowercase();
     let skip = if lower.starts_with(b"http://") {
         7
     } else if lower.starts_with(b"https://") {
@@ -277,9 +279,9 @@ pub fn host_allowed(value: &[u8]) -> bool {
         }
     };
     let port_ok = port.is_empty()
-        || port.strip_prefix(':').is_some_and(|p| {
-            (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
-        });
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
     if !port_ok {
         return false;
     }

@@ -25,19 +25,17 @@ pub fn jwt_exp(data: &[u8]) {
         return;
     };
     let token = if mode % 2 == 0 {
-        let engine = GeneralPurpose::new(&base64::alphabet::URL_SAFE, GeneralPurposeConfig::new().with_encode_padding(false));
+        let engine = GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            GeneralPurposeConfig::new().with_encode_padding(false),
+        );
         format!("{HEADER}.{}.c2ln", engine.encode(rest)).into_bytes()
     } else {
         rest.to_vec()
     };
     let got = lifetime(&token);
     if let Some(want) = oracle(&token) {
-        assert_eq!(
-            got,
-            want,
-            "{:?}",
-            String::from_utf8_lossy(&token)
-        );
+        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&token));
     }
 }
 
@@ -50,7 +48,10 @@ pub fn oracle(token: &[u8]) -> Option<Result<Lifetime, Unreadable>> {
     };
     // go-jose trims trailing '='; Go's RawURLEncoding skips CR and LF and
     // ignores the unused bits of the last character.
-    let end = payload.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let end = payload
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(0, |i| i + 1);
     let text: Vec<u8> = payload[..end]
         .iter()
         .copied()
@@ -69,7 +70,10 @@ pub fn oracle(token: &[u8]) -> Option<Result<Lifetime, Unreadable>> {
     // anywhere else, as it refuses U+FFFD there: the same verdicts.
     let json = String::from_utf8_lossy(&json);
     let mut de = serde_json::Deserializer::from_str(&json);
-    let members = match de.deserialize_map(Members).and_then(|m| de.end().map(|()| m)) {
+    let members = match de
+        .deserialize_map(Members)
+        .and_then(|m| de.end().map(|()| m))
+    {
         Ok(members) => members,
         Err(e) => {
             let e = e.to_string();

@@ -28,9 +28,12 @@ pub use query::query;
 pub use target::target;
 pub use tokens::{client_tokens, watched_file};
 
+/// A target's check: panics when an input breaks an invariant.
+pub type Check = fn(&[u8]);
+
 /// Every target, by name (the directory names under `fuzz/corpus/` and
 /// `fuzz/regressions/`), with its check.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("guard_header", guard_header),
     ("target", target),
     ("decide", decide),

@@ -215,7 +215,11 @@ pub fn go_path(origin: &[u8]) -> Option<Vec<u8>> {
 
 /// Judges a `Forward { group, origin_offset }` of `target` by the bytes the
 /// proxy would send and what Nomad would do with them.
-pub fn check_forward(target: &[u8], origin_offset: usize, group: Option<Group>) -> Result<(), String> {
+pub fn check_forward(
+    target: &[u8],
+    origin_offset: usize,
+    group: Option<Group>,
+) -> Result<(), String> {
     let shown = String::from_utf8_lossy(target);
     let sent = target
         .get(origin_offset..)
@@ -304,4 +308,3 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     }
     out
 }
-

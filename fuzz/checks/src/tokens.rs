@@ -176,11 +176,19 @@ pub fn watched_file(data: &[u8]) {
     let len = contents.len() as u64;
     match (kind, &read) {
         (Kind::Regular | Kind::LinkToRegular, Ok(got)) => {
-            assert!(len <= cap.bytes, "{len} bytes read under a cap of {}", cap.bytes);
+            assert!(
+                len <= cap.bytes,
+                "{len} bytes read under a cap of {}",
+                cap.bytes
+            );
             assert_eq!(got.as_slice(), contents, "not the file's contents");
         }
         (Kind::Regular | Kind::LinkToRegular, Err(Problem::TooLarge(c))) => {
-            assert!(len > cap.bytes, "{len} bytes refused under a cap of {}", cap.bytes);
+            assert!(
+                len > cap.bytes,
+                "{len} bytes refused under a cap of {}",
+                cap.bytes
+            );
             assert_eq!(*c, cap);
         }
         (Kind::Fifo, Err(Problem::NotRegular("a FIFO")))
