@@ -102,9 +102,9 @@ bench: setup
 ## fuzz: each fuzz target (fuzz/fuzz_targets, checks in fuzz/checks) for
 ## FUZZ_SECONDS (default 180) on one core, one after another, starting from
 ## its committed corpus and regressions; then its corpus is minimised in
-## place (cargo fuzz cmin). A crash or a broken invariant stops it, the input
-## in fuzz/artifacts/<target>/: fix it, and commit the input under
-## fuzz/regressions/<target>/. FUZZ_TARGETS picks targets, FUZZ_SANITIZER
+## place (cargo fuzz cmin: the fewest inputs that cover its edges). A crash or a
+## broken invariant stops it, the input in fuzz/artifacts/<target>/: fix
+## it, and commit the input under fuzz/regressions/<target>/. FUZZ_TARGETS picks targets, FUZZ_SANITIZER
 ## the sanitizer (address; none runs faster). Not part of `make test`:
 ## `cargo test` replays the committed inputs (tests/fuzz_corpus.rs).
 FUZZ_SECONDS ?= 180
@@ -142,7 +142,7 @@ define fuzz_one
 	@mkdir -p fuzz/corpus/$(1) fuzz/regressions/$(1)
 	$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) fuzz/regressions/$(1) -- \
 	  -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$(1)) -print_final_stats=1
-	$(CARGO) +nightly fuzz cmin $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) -- -max_len=$(FUZZ_LEN_$(1))
+	$(CARGO) +nightly fuzz cmin $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) -- -max_len=$(FUZZ_LEN_$(1)) -set_cover_merge=1 -use_counters=0
 
 endef
 
