@@ -101,14 +101,14 @@ bench: setup
 
 ## fuzz: each fuzz target (fuzz/fuzz_targets, checks in fuzz/checks) for
 ## FUZZ_SECONDS (default 180) on one core, one after another, starting from
-## its committed corpus and regressions; then its corpus is minimised in
+## its committed seeds, corpus and regressions; then its corpus is minimised in
 ## place (cargo fuzz cmin: the fewest inputs that cover its edges). A crash or a
 ## broken invariant stops it, the input in fuzz/artifacts/<target>/: fix
 ## it, and commit the input under fuzz/regressions/<target>/. FUZZ_TARGETS picks targets, FUZZ_SANITIZER
 ## the sanitizer (address; none runs faster). Not part of `make test`:
 ## `cargo test` replays the committed inputs (tests/fuzz_corpus.rs).
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS ?= guard_header target decide query config_values client_tokens watched_file jwt_exp
+FUZZ_TARGETS ?= guard_header request_target decide query config_values client_tokens watched_file jwt_exp
 FUZZ_SANITIZER ?= address
 CARGO_FUZZ_VERSION := 0.13.2
 # Debug assertions on: an integer overflow is a finding too.
@@ -117,7 +117,7 @@ FUZZ_BUILD = --sanitizer $(FUZZ_SANITIZER) --debug-assertions
 # what each input means (a request header, a target, a file), and short
 # enough to stay fast; the guard's real limit, 64 KiB, is its unit tests'.
 FUZZ_LEN_guard_header := 4096
-FUZZ_LEN_target := 512
+FUZZ_LEN_request_target := 512
 FUZZ_LEN_decide := 1024
 FUZZ_LEN_query := 1024
 FUZZ_LEN_config_values := 512
@@ -140,7 +140,7 @@ setup-fuzz: setup
 define fuzz_one
 	@echo "make fuzz: $(1) for $(FUZZ_SECONDS) s"
 	@mkdir -p fuzz/corpus/$(1) fuzz/regressions/$(1)
-	$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) fuzz/regressions/$(1) -- \
+	$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) fuzz/seeds/$(1) fuzz/regressions/$(1) -- \
 	  -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$(1)) -print_final_stats=1
 	$(CARGO) +nightly fuzz cmin $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) -- -max_len=$(FUZZ_LEN_$(1)) -set_cover_merge=1 -use_counters=0
 

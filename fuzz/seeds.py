@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of each fuzz target (fuzz/corpus/<target>/seed-*),
-drawn from the cases of the proxy's unit and property tests. Run once from
-the top of the repository; `make fuzz` then grows and minimises the corpus.
-Each file's name is a hash of its bytes, so running it again adds nothing
-twice."""
+"""Writes the seeds of each fuzz target (fuzz/seeds/<target>/), drawn from
+the cases of the proxy's unit and property tests. The seeds are committed
+and kept as they are; `make fuzz` starts from them, the corpus it grew
+(fuzz/corpus/<target>/, minimised) and the regressions, and the tests
+replay all three. Each file's name is a hash of its bytes, so running this
+again adds nothing twice."""
 import hashlib
 import os
 import struct
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 
 
 def write(target, data):
@@ -60,7 +61,7 @@ for h in [
 ]:
     write("guard_header", h)
 
-# ---- target: src/target.rs tests ------------------------------------------
+# ---- request_target: src/target.rs tests ------------------------------------------
 for t in [
     "/v1/metrics?format=prometheus", "/", "/v1/node/abc/", "/v1/service/web;x=1",
     "/v1/node/..;/x", "/v1/m%65trics", "/v1/job/a%2541", "/v1/job/a%25",
@@ -81,7 +82,7 @@ for t in [
     "HTTP://127.0.0.1:6120/v1/metrics?format=prometheus", "https://[::1]/v1/agent/health",
     "/v1/node/%25%41", "/v1/plugin/csi/ebs", "/v1/status/leader",
 ]:
-    write("target", t)
+    write("request_target", t)
 
 
 # ---- decide: src/head.rs tests, tests/path_rules.rs -----------------------
@@ -192,8 +193,8 @@ for which, v in (
                                                          (9_223_372_035, 999_999_999), (86400 * 365, 123)]]
 ):
     write("config_values", bytes([which]) + (v.encode() if isinstance(v, str) else v))
-for index in range(40):
-    for value in [b"10s", b"true", b"127.0.0.1", b"6120", b"nope", b"secret-token-value", b"\xff\xfe"]:
+for index in range(38):
+    for value in [b"10s", b"true", b"127.0.0.1:6121", b"\xff\xfe"]:
         write("config_values", bytes([VAR, index]) + value)
 
 # ---- client_tokens: src/client_auth.rs tests -------------------------------

@@ -346,7 +346,7 @@ mod tests {
             ("/v1/node/x%255c", EncodedDelimiter),
             ("/v1/node/x%2500", EncodedDelimiter),
             // Encoded twice with the second escape itself escaped: `%2e`,
-            // `%0A` once decoded (found by the `target` fuzz target).
+            // `%0A` once decoded (found by the `request_target` fuzz target).
             ("/v1/node/%25%32%65%25%32%65/agent/self", EncodedDelimiter),
             ("/v1/node/%252%65", EncodedDelimiter),
             ("/v1/node/%25%32e", EncodedDelimiter),

@@ -1,6 +1,7 @@
 //! Replays every committed fuzz input as an ordinary test, on stable, with
-//! no fuzzer: the seed and minimised corpus of each target
-//! (`fuzz/corpus/<target>/`) and every input that ever crashed a target or
+//! no fuzzer: each target's seeds, drawn from the unit tests
+//! (`fuzz/seeds/<target>/`), the corpus the fuzzer grew, minimised
+//! (`fuzz/corpus/<target>/`), and every input that ever crashed a target or
 //! broke one of its invariants (`fuzz/regressions/<target>/`). Each goes
 //! through the same check the fuzz target runs (`holepunch_checks`), so a
 //! regression fails `cargo test` without fuzzing.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut files = Vec::new();
-    for dir in ["corpus", "regressions"] {
+    for dir in ["seeds", "corpus", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
             continue;
         };
@@ -35,7 +36,7 @@ fn replay(target: &str) {
     let files = inputs(target);
     assert!(
         !files.is_empty(),
-        "no committed input for {target} under fuzz/corpus or fuzz/regressions"
+        "no committed input for {target} under fuzz/seeds, fuzz/corpus or fuzz/regressions"
     );
     // The panic messages of failing inputs are printed as they happen;
     // the list of files follows.
@@ -63,8 +64,8 @@ fn guard_header() {
 }
 
 #[test]
-fn target() {
-    replay("target");
+fn request_target() {
+    replay("request_target");
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn every_target_is_replayed() {
         names,
         [
             "guard_header",
-            "target",
+            "request_target",
             "decide",
             "query",
             "config_values",

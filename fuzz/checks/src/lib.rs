@@ -25,7 +25,7 @@ pub use decide::decide_case as decide;
 pub use guard::guard_header;
 pub use jwt::jwt_exp;
 pub use query::query;
-pub use target::target;
+pub use target::request_target;
 pub use tokens::{client_tokens, watched_file};
 
 /// A target's check: panics when an input breaks an invariant.
@@ -35,7 +35,7 @@ pub type Check = fn(&[u8]);
 /// `fuzz/regressions/`), with its check.
 pub const TARGETS: [(&str, Check); 8] = [
     ("guard_header", guard_header),
-    ("target", target),
+    ("request_target", request_target),
     ("decide", decide),
     ("query", query),
     ("config_values", config_values),

@@ -5,7 +5,7 @@
 //! [`nomad_mux`], [`clean`]). Group membership is judged with these, never
 //! with `Group::of_path` or the path `parse_target` returns.
 //!
-//! The property tests (tests/path_rules.rs), the `decide` and `target` fuzz
+//! The property tests (tests/path_rules.rs), the `decide` and `request_target` fuzz
 //! targets and the corpus replay all judge with this one copy.
 
 use holepunch::allowlist::Group;

@@ -1,4 +1,6 @@
-//! The `target` target: `holepunch::target::parse_target` on any bytes.
+//! The `request_target` target: `holepunch::target::parse_target` on any
+//! bytes. (Not named `target`: the repository ignores every directory of
+//! that name, and its corpus would never be committed.)
 
 use crate::nomad::{clean, go_path, percent_decode};
 use holepunch::target::parse_target;
@@ -18,7 +20,7 @@ use holepunch::target::parse_target;
 ///   byte outside `pchar` parses back to the same path.
 ///
 /// And for any target: a byte outside printable ASCII is never accepted.
-pub fn target(raw: &[u8]) {
+pub fn request_target(raw: &[u8]) {
     let Ok(t) = parse_target(raw) else {
         return;
     };
