@@ -1028,10 +1028,14 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
             b"h" => 3_600_000_000_000,
             _ => return None,
         };
-        // Go's leadingInt: exact, an error past 1<<63.
+        // Go's leadingInt: exact, an error past 1<<63, checked before the
+        // step that could pass it (and wrap a u64: 2^64 is not far past).
         let mut n: u64 = 0;
         for &d in whole {
-            n = n.checked_mul(10)? + u64::from(d - b'0');
+            if n > LIMIT / 10 {
+                return None;
+            }
+            n = n * 10 + u64::from(d - b'0');
             if n > LIMIT {
                 return None;
             }
@@ -1633,6 +1637,11 @@ mod tests {
             "2562047h47m16.854775808s",
             "2562048h",
             "9999999999999999999ns",
+            // 2^64: one more digit after 1844674407370955161 wrapped a u64
+            // (found by the config_values fuzz target, in this parser's
+            // first version).
+            "18446744073709551616ms",
+            "1s18446744073709551616h",
         ] {
             assert_eq!(parse_duration(past), None, "{past}");
         }
