@@ -11,6 +11,7 @@
 #               package, bill of materials, SHA256SUMS
 #   make bench  criterion benchmarks, then the load, storm, instruction and
 #               system-call benchmarks (benches/*.sh)
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -34,7 +35,7 @@ RUST_AUDIT_INFO_VERSION := 0.5.4
 # The platform `make build` builds for, and the one dist and deny look at.
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
-.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench clean
+.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench fuzz setup-fuzz clean
 
 all: build
 
@@ -167,6 +168,55 @@ bench: setup
 	bash benches/storm.sh
 	bash benches/instructions.sh
 	bash benches/syscalls.sh
+
+## fuzz: each fuzz target (fuzz/fuzz_targets, checks in fuzz/checks) for
+## FUZZ_SECONDS (default 180) on one core, one after another, starting from
+## its committed seeds, corpus and regressions; then its corpus is minimised in
+## place (cargo fuzz cmin: the fewest inputs that cover its edges). A crash or a
+## broken invariant stops it, the input in fuzz/artifacts/<target>/: fix
+## it, and commit the input under fuzz/regressions/<target>/. FUZZ_TARGETS picks targets, FUZZ_SANITIZER
+## the sanitizer (address; none runs faster). Not part of `make test`:
+## `cargo test` replays the committed inputs (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS ?= guard_header request_target decide query config_values client_tokens watched_file jwt_exp
+FUZZ_SANITIZER ?= address
+CARGO_FUZZ_VERSION := 0.13.2
+# Debug assertions on: an integer overflow is a finding too.
+FUZZ_BUILD = --sanitizer $(FUZZ_SANITIZER) --debug-assertions
+# The longest input each target is given (libFuzzer's -max_len): well past
+# what each input means (a request header, a target, a file), and short
+# enough to stay fast; the guard's real limit, 64 KiB, is its unit tests'.
+FUZZ_LEN_guard_header := 4096
+FUZZ_LEN_request_target := 512
+FUZZ_LEN_decide := 1024
+FUZZ_LEN_query := 1024
+FUZZ_LEN_config_values := 512
+FUZZ_LEN_client_tokens := 4096
+FUZZ_LEN_watched_file := 4096
+FUZZ_LEN_jwt_exp := 2048
+
+## setup-fuzz: the nightly toolchain (cargo-fuzz builds with its sanitizer
+## flags) and cargo-fuzz, pinned, from crates.io, into $(TOOLS) like the
+## other tools.
+setup-fuzz: setup
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { \
+	  echo "make setup-fuzz: installing the nightly toolchain"; \
+	  rustup toolchain install nightly --profile minimal; \
+	}
+	$(call cargo-tool,cargo-fuzz,$(CARGO_FUZZ_VERSION))
+
+define fuzz_one
+	@echo "make fuzz: $(1) for $(FUZZ_SECONDS) s"
+	@mkdir -p fuzz/corpus/$(1) fuzz/regressions/$(1)
+	$(CARGO) +nightly fuzz run $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) fuzz/seeds/$(1) fuzz/regressions/$(1) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$(1)) -print_final_stats=1
+	$(CARGO) +nightly fuzz cmin $(FUZZ_BUILD) $(1) fuzz/corpus/$(1) -- -max_len=$(FUZZ_LEN_$(1)) -set_cover_merge=1 -use_counters=0
+
+endef
+
+fuzz: setup-fuzz
+	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t)))
 
 clean:
 	$(CARGO) clean

@@ -1079,41 +1079,95 @@ fn positive_duration(v: &str) -> Result<Duration, String> {
         .ok_or_else(|| DURATION.to_string())
 }
 
-/// Go's time.ParseDuration, for positive values: one or more decimal numbers,
-/// each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`).
+/// Go's `time.ParseDuration` (golang/go `src/time/format.go`), for values
+/// of zero and above, as Nomad job specs write them (`10s`, `5m40s`,
+/// `1.5s`, `500ms`): one or more decimal numbers, each with an optional
+/// fraction and a unit (`ns`, `us`, `µs` or `μs`, `ms`, `s`, `m`, `h`),
+/// after an optional `+`. Read the way Go reads it, to the nanosecond: a
+/// whole number exactly, a fraction through a float64 and cut, not
+/// rounded, to the nanosecond; and, as Go's `Duration` is an int64 of
+/// nanoseconds, nothing above 2^63-1 ns (about 292 years).
 pub fn parse_duration(v: &str) -> Option<Duration> {
-    const UNITS: [(&str, f64); 7] = [
-        ("ns", 1e-9),
-        ("us", 1e-6),
-        ("µs", 1e-6),
-        ("ms", 1e-3),
-        ("s", 1.0),
-        ("m", 60.0),
-        ("h", 3600.0),
-    ];
-    let mut rest = v;
-    let mut total = 0f64;
-    if rest.is_empty() {
+    /// Go's limit on every step: 1<<63.
+    const LIMIT: u64 = 1 << 63;
+    let mut s = v.as_bytes();
+    if let Some(rest) = s.strip_prefix(b"+") {
+        s = rest;
+    }
+    if s == b"0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
         return None;
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (whole, rest) = s.split_at(digits(s));
+        let (fraction, rest) = match rest.strip_prefix(b".") {
+            Some(rest) => rest.split_at(digits(rest)),
+            None => (&rest[..0], rest),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return None; // No digits: "", ".", ".s", a letter.
+        }
+        let unit_len = rest
+            .iter()
+            .position(|&b| b == b'.' || b.is_ascii_digit())
             .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        if number.is_empty() || number == "." {
+        let (unit, rest) = rest.split_at(unit_len);
+        let unit: u64 = match unit {
+            b"ns" => 1,
+            // "µs" (U+00B5, micro sign) and "μs" (U+03BC, Greek mu).
+            b"us" | b"\xc2\xb5s" | b"\xce\xbcs" => 1_000,
+            b"ms" => 1_000_000,
+            b"s" => 1_000_000_000,
+            b"m" => 60_000_000_000,
+            b"h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        // Go's leadingInt: exact, an error past 1<<63, checked before the
+        // step that could pass it (and wrap a u64: 2^64 is not far past).
+        let mut n: u64 = 0;
+        for &d in whole {
+            if n > LIMIT / 10 {
+                return None;
+            }
+            n = n * 10 + u64::from(d - b'0');
+            if n > LIMIT {
+                return None;
+            }
+        }
+        if n > LIMIT / unit {
             return None;
         }
-        let number: f64 = number.parse().ok()?;
-        // The longest unit that matches ("ms" before "m").
-        let (unit, scale) = UNITS
-            .iter()
-            .filter(|(u, _)| tail.starts_with(u))
-            .max_by_key(|(u, _)| u.len())?;
-        total += number * scale;
-        rest = &tail[unit.len()..];
+        n *= unit;
+        // Go's leadingFraction: digits past what fits are skipped.
+        let (mut f, mut scale) = (0u64, 1f64);
+        for &d in fraction {
+            match (f <= (LIMIT - 1) / 10).then(|| f * 10 + u64::from(d - b'0')) {
+                Some(next) if next <= LIMIT => {
+                    f = next;
+                    scale *= 10.0;
+                }
+                _ => break,
+            }
+        }
+        if f > 0 {
+            // As Go: a float64, so that a fraction of an hour is exact to
+            // the nanosecond, then cut toward zero.
+            n += (f as f64 * (unit as f64 / scale)) as u64;
+            if n > LIMIT {
+                return None;
+            }
+        }
+        total += n;
+        if total > LIMIT {
+            return None;
+        }
+        s = rest;
     }
-    Duration::try_from_secs_f64(total).ok()
+    (total < LIMIT).then(|| Duration::from_nanos(total))
 }
 
 /// A byte size: a plain number, or one with a unit (B, KB, MB, GB in powers
@@ -1710,6 +1764,45 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
+        // Exactly as Go reads them (found by the config_values fuzz
+        // target's check against a model of Go's ParseDuration): a
+        // fraction cut to the nanosecond, not rounded; whole numbers
+        // exact however large; Go's range and nothing past it; its sign
+        // and its two spellings of micro.
+        let ns = Duration::from_nanos;
+        assert_eq!(parse_duration("0.9999999999s"), Some(ns(999_999_999)));
+        assert_eq!(
+            parse_duration("9223372035.999999999s"),
+            Some(Duration::new(9_223_372_035, 999_999_999))
+        );
+        assert_eq!(
+            parse_duration("2562047h47m16.854775807s"),
+            Some(ns(i64::MAX as u64))
+        );
+        for past in [
+            "2562047h47m16.854775808s",
+            "2562048h",
+            "9999999999999999999ns",
+            // 2^64: one more digit after 1844674407370955161 wrapped a u64
+            // (found by the config_values fuzz target, in this parser's
+            // first version).
+            "18446744073709551616ms",
+            "1s18446744073709551616h",
+        ] {
+            assert_eq!(parse_duration(past), None, "{past}");
+        }
+        assert_eq!(
+            parse_duration("1.0000000001h"),
+            Some(Duration::new(3600, 360))
+        );
+        assert_eq!(parse_duration("+1s"), Some(s(1)));
+        assert_eq!(parse_duration("1\u{3bc}s"), Some(ns(1000)));
+        assert_eq!(parse_duration("1\u{b5}s"), Some(ns(1000)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        // What `--check` prints reads back as the same duration.
+        for d in [ns(1), ns(1500), Duration::new(9_223_372_035, 999_999_999)] {
+            assert_eq!(parse_duration(&format!("{d:?}")), Some(d), "{d:?}");
+        }
         for bad in [
             "",
             "10",
@@ -1719,7 +1812,11 @@ mod tests {
             "1s-",
             "ten seconds",
             ".s",
+            ".",
             "1e3s",
+            "+",
+            "-0s",
+            "1m-1s",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }

@@ -88,8 +88,10 @@ pub struct Target<'a> {
 /// - has no `\`, raw or encoded, and no encoded `/`, so segment boundaries
 ///   before and after decoding are the same;
 /// - has none of those delimiters (`/`, `\`, `.`, control bytes) encoded
-///   twice either (`%252e`), so even a component that wrongly decoded a
-///   second time could not create a dot segment or a new segment boundary;
+///   twice either (`%252e`, or `%25%32%65` with the second escape escaped
+///   too: the decoded path is checked as a second decoding would read
+///   it), so even a component that wrongly decoded a second time could not
+///   create a dot segment or a new segment boundary;
 /// - has no control byte, raw or encoded, and no raw byte outside RFC 3986's
 ///   `pchar` set, and every `%` starts a valid two-digit escape.
 ///
@@ -155,7 +157,16 @@ pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
     }
 
     let path = if escapes {
-        Cow::Owned(percent_decode(path))
+        let decoded = percent_decode(path);
+        // What a second decoding would make of the decoded path: the check
+        // above reads the raw bytes after a `%25`, which may be escapes
+        // themselves (`%25%32%65` is `%2e` once decoded, `.` twice).
+        if decoded.iter().enumerate().any(|(i, &b)| {
+            b == b'%' && hex_pair(decoded.get(i + 1..i + 3)).is_some_and(is_delimiter)
+        }) {
+            return Err(Refusal::EncodedDelimiter);
+        }
+        Cow::Owned(decoded)
     } else {
         Cow::Borrowed(path)
     };
@@ -334,6 +345,13 @@ mod tests {
             ("/v1/node/x%252Fy", EncodedDelimiter),
             ("/v1/node/x%255c", EncodedDelimiter),
             ("/v1/node/x%2500", EncodedDelimiter),
+            // Encoded twice with the second escape itself escaped: `%2e`,
+            // `%0A` once decoded (found by the `request_target` fuzz target).
+            ("/v1/node/%25%32%65%25%32%65/agent/self", EncodedDelimiter),
+            ("/v1/node/%252%65", EncodedDelimiter),
+            ("/v1/node/%25%32e", EncodedDelimiter),
+            ("/v1/node/x%25%250%41", EncodedDelimiter),
+            ("/v1/node/x%25%35%43", EncodedDelimiter),
             ("/v1/metrics\\..\\agent\\self", Backslash),
             ("/v1/metrics%00", EncodedDelimiter),
             ("/v1/metrics%0a", EncodedDelimiter),
