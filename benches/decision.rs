@@ -3,7 +3,7 @@
 //! and a hostile one. `make bench-decision` (or `cargo bench --bench decision`).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use holepunch::allowlist::{decide, Allowlist, Group};
+use holepunch::decision::allowlist::{decide, Allowlist, Group};
 use http::Method;
 
 fn decision(c: &mut Criterion) {

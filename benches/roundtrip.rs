@@ -12,10 +12,10 @@ mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use holepunch::config::Config;
-use holepunch::connections::{Fitted, DEFAULT_MAX_CONNECTIONS};
+use holepunch::conn::connections::{Fitted, DEFAULT_MAX_CONNECTIONS};
+use holepunch::files::token::Token;
 use holepunch::open_files::OpenFiles;
 use holepunch::startup::Startup;
-use holepunch::token::Token;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::RunArgs;
 use std::ffi::OsString;

@@ -7,7 +7,7 @@
 //! `protocols/http/v1/client.rs`, `write_request_header`: the wire bytes as
 //! `{:?}` of a `BytesMut`), and those carry `X-Nomad-Token`. So every value
 //! holding secrets (the workload token, the client tokens) registers them
-//! here as their owner ([`hold_secrets`], called by `crate::reload`), and
+//! here as their owner ([`hold_secrets`], called by `crate::files::reload`), and
 //! every log line has each secret replaced with `<redacted>`, in every form
 //! a line can show it in ([`forms`]): as is, escaped by `{:?}` (`\"`, `\\`),
 //! by a `HeaderValue`'s `Debug` (`\"` only), by `escape_debug` or
@@ -135,7 +135,7 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Who holds secrets: each value that has some (in `crate::reload`, one
+/// Who holds secrets: each value that has some (in `crate::files::reload`, one
 /// per reloaded file) is one owner, for its whole life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner(u64);
@@ -167,7 +167,7 @@ pub fn release_secrets(owner: Owner) {
 }
 
 /// A secret as the redaction keeps it: non-empty ASCII (tokens are printable
-/// ASCII, checked when loaded: `crate::token::is_token_text`), so that every
+/// ASCII, checked when loaded: `crate::files::token::is_token_text`), so that every
 /// match starts and ends on a character boundary of the line.
 fn secret_text(secret: &[u8]) -> Option<Box<str>> {
     (!secret.is_empty() && secret.is_ascii())

@@ -11,7 +11,7 @@ use log::info;
 
 fn main() {
     // Before anything else: a SIGHUP during the start must not end it.
-    holepunch::watch::ignore_hangups();
+    holepunch::files::watch::ignore_hangups();
     holepunch::allocator::tune();
     logging::init(LogFormat::from_env());
     let (mut opt, check) = match cli::parse(std::env::args().skip(1)) {

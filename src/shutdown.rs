@@ -10,7 +10,7 @@
 //!
 //! Its timer is tokio's, not Pingora's fast timer, which does not survive
 //! the fork of `-d` (see [`Drain`]'s loop); the proxy's other timeouts
-//! (`crate::coalesce`, `crate::proxy`, `crate::deadline`) are tokio's too.
+//! (`crate::proxy::coalesce`, `crate::proxy`, `crate::conn::deadline`) are tokio's too.
 
 use async_trait::async_trait;
 use log::{info, warn};

@@ -2,19 +2,19 @@
 //! anything listens (so `--check` and a real start agree), and the Pingora
 //! server assembled from it.
 
-use crate::client_auth::ClientTokens;
-use crate::client_cert::ClientCas;
 use crate::config::{Config, ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
-use crate::connections::{Connections, Fitted};
-use crate::guard::{GuardSettings, HeaderGuard, Outsiders};
-use crate::head::Rules;
+use crate::conn::connections::{Connections, Fitted};
+use crate::conn::guard::{GuardSettings, HeaderGuard, Outsiders};
+use crate::decision::head::Rules;
+use crate::files::client_auth::ClientTokens;
+use crate::files::client_cert::ClientCas;
+use crate::files::tls::CertReloader;
+use crate::files::token::Token;
+use crate::files::watch::Watcher;
 use crate::open_files::OpenFiles;
 use crate::proxy::{Holepunch, Settings};
 use crate::rundir::RunDir;
 use crate::shutdown::{Drain, InFlight};
-use crate::tls::CertReloader;
-use crate::token::Token;
-use crate::watch::Watcher;
 use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -202,16 +202,16 @@ impl Startup {
         }
         // Always: with no file to watch it still answers SIGHUP. The
         // listener starts once the watcher's first pass has read every
-        // file again (`crate::watch`): a `-u` process loaded them before
+        // file again (`crate::files::watch`): a `-u` process loaded them before
         // it waited for the old one's sockets.
         let watching = server.add_service(background_service("file watcher", watcher));
         listener.add_dependency(&watching);
         server.add_service(background_service("drain", Drain::new(in_flight, grace)));
 
-        let open: Vec<&str> = crate::allowlist::Group::ALL
+        let open: Vec<&str> = crate::decision::allowlist::Group::ALL
             .into_iter()
             .filter(|g| self.config.allow.allows(*g))
-            .map(crate::allowlist::Group::name)
+            .map(crate::decision::allowlist::Group::name)
             .collect();
         crate::telemetry::init_series(&open, self.config.allow.all());
         if let Some(addr) = self.config.telemetry_listen {
@@ -281,7 +281,7 @@ impl Startup {
 
 /// `HOLEPUNCH_MAX_CONNECTIONS` under the open-files limit in force: the
 /// default lowered to fit, with a warning; a value set too high, or a limit
-/// with no room, an error ([`crate::connections::fit`]).
+/// with no room, an error ([`crate::conn::connections::fit`]).
 fn max_connections(
     config: &Config,
     threads: usize,
@@ -290,7 +290,7 @@ fn max_connections(
     if let Some(problem) = &open_files.problem {
         log::warn!("{problem}");
     }
-    let fitted = crate::connections::fit(
+    let fitted = crate::conn::connections::fit(
         config.max_connections,
         config.max_in_flight,
         threads,
@@ -307,7 +307,7 @@ fn max_connections(
             "{MAX_CONNECTIONS}: its default {from} needs {} open files with {} = {}, \
              but the open-files limit is {}: at most {} client connections \
              (raise the task's hard limit, or set {MAX_CONNECTIONS})",
-            crate::connections::files_needed(from, config.max_in_flight, threads),
+            crate::conn::connections::files_needed(from, config.max_in_flight, threads),
             crate::config::MAX_IN_FLIGHT,
             config.max_in_flight,
             open_files.soft,

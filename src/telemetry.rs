@@ -54,7 +54,7 @@ pub struct Metrics {
     pub client_tokens: IntGaugeVec,
     /// `holepunch_workload_token_expiry_timestamp_seconds` and
     /// `holepunch_workload_token_issued_timestamp_seconds`: the `exp` and
-    /// `iat` claims of the workload token in use (`crate::claims`, read,
+    /// `iat` claims of the workload token in use (`crate::files::claims`, read,
     /// not verified), 0 when it has none (the default identity has no
     /// `exp`) or is not a JWT. Set each time a token is put in use.
     pub token_expiry: Gauge,
@@ -212,12 +212,12 @@ pub fn init_series(groups: &[&str], all: bool) {
     }
 }
 
-/// The `file` label of every reloaded file (`crate::reload::Name`).
+/// The `file` label of every reloaded file (`crate::files::reload::Name`).
 const RELOADED_FILES: [&str; 4] = [
-    <crate::token::Token as crate::reload::Reloadable>::NAME.label,
-    <crate::client_auth::ClientTokens as crate::reload::Reloadable>::NAME.label,
-    <crate::tls::CertReloader as crate::reload::Reloadable>::NAME.label,
-    <crate::client_cert::ClientCas as crate::reload::Reloadable>::NAME.label,
+    <crate::files::token::Token as crate::files::reload::Reloadable>::NAME.label,
+    <crate::files::client_auth::ClientTokens as crate::files::reload::Reloadable>::NAME.label,
+    <crate::files::tls::CertReloader as crate::files::reload::Reloadable>::NAME.label,
+    <crate::files::client_cert::ClientCas as crate::files::reload::Reloadable>::NAME.label,
 ];
 
 /// The metrics.

@@ -4,9 +4,9 @@
 
 use crate::decide::host_allowed;
 use crate::go;
-use holepunch::cidr::AddrSet;
+use holepunch::decision::cidr::AddrSet;
 use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config, RateLimit};
-use holepunch::head::HostList;
+use holepunch::decision::head::HostList;
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStringExt;

@@ -1,9 +1,9 @@
 //! The Pingora proxy. `request_filter` reads in order: decide
-//! ([`crate::head`]), check the client token, then forward or answer. Every
+//! ([`crate::decision::head`]), check the client token, then forward or answer. Every
 //! answer the proxy gives itself, with its status, body, header and
 //! outcome, is [`Local::answer`] (pure). A forwarded request gets the body
 //! limit, its absolute form cut to the path, compression and coalescing for
-//! metrics ([`crate::coalesce`]), a place under `HOLEPUNCH_MAX_IN_FLIGHT`
+//! metrics ([`crate::proxy::coalesce`]), a place under `HOLEPUNCH_MAX_IN_FLIGHT`
 //! and the client's share of it, and last, once nothing else can refuse it,
 //! a count under `HOLEPUNCH_RATE_LIMIT` ([`Holepunch::spend`]): a refused
 //! request never counts against anyone's limits. `upstream_peer` is the Task
@@ -36,21 +36,24 @@
 //! The [`ProxyHttp`] methods are in the order Pingora calls them.
 
 mod answer;
+pub mod coalesce;
+pub mod limits;
+pub mod lru;
 
 pub use answer::{Answer, Local, Next, Outcome};
 
-use crate::allowlist::{Decision, Group};
-use crate::cidr::admits;
-use crate::client_auth::{Admitted, ClientTokens};
-use crate::client_cert::ClientCas;
-use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
-use crate::deadline::MIN_PROGRESS;
-use crate::head::{decide_request, Head, Rules};
-use crate::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::conn::deadline::MIN_PROGRESS;
+use crate::decision::allowlist::{Decision, Group};
+use crate::decision::cidr::admits;
+use crate::decision::head::{decide_request, Head, Rules};
+use crate::files::client_auth::{Admitted, ClientTokens};
+use crate::files::client_cert::ClientCas;
+use crate::files::token::Token;
 use crate::logging::{self, Verdict};
+use crate::proxy::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
+use crate::proxy::limits::{Full, InFlightLimit, Permit, RateLimiter};
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
-use crate::token::Token;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, info, warn};
@@ -270,7 +273,7 @@ impl ProxyHttp for Holepunch {
     }
 
     /// The Task API socket. A request that asks for an upgrade (under ALL
-    /// only: `crate::head` refuses `Upgrade` on every group path) reads
+    /// only: `crate::decision::head` refuses `Upgrade` on every group path) reads
     /// from the socket with no timeout: once upgraded, the agent's side of
     /// an idle `exec` shell is silent for as long as the user is, and
     /// `HOLEPUNCH_UPSTREAM_TIMEOUT` would cut it. The peer's read timeout
@@ -755,7 +758,7 @@ impl Holepunch {
     }
 }
 
-/// Coalescing a metrics GET ([`crate::coalesce`]).
+/// Coalescing a metrics GET ([`crate::proxy::coalesce`]).
 impl Holepunch {
     /// Joins a metrics GET with identical ones. Returns `Ok(true)` when it
     /// was answered (from a shared response, the micro-cache, or an error of
@@ -1052,7 +1055,7 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
 
 /// The pace a request body must keep: [`MIN_PROGRESS`] (64 KiB) or its
 /// end in each period of `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, from its
-/// request header on (the write deadline's rule, [`crate::deadline`], for
+/// request header on (the write deadline's rule, [`crate::conn::deadline`], for
 /// what the client sends). Pure: the caller gives the time. A body of 1 MiB
 /// (`HOLEPUNCH_MAX_BODY`'s default) at 10 s a period may take 160 s; one
 /// trickled a byte at a time is ended after one or two periods.

@@ -1,6 +1,6 @@
 //! Files that are re-read when they change, with no restart: the workload
 //! token, the client tokens, the TLS certificate and key (each a
-//! `crate::reload::Reloadable`).
+//! `crate::files::reload::Reloadable`).
 //!
 //! Nomad renews identities and re-renders templates by writing a new file,
 //! often renamed over the old one. [`Watcher`] reads every watched file when
@@ -12,7 +12,7 @@
 //! and is logged once per distinct problem. Log lines use the owner's
 //! `Name::what`, the reload metrics its `Name::label`.
 //!
-//! Files are read with `crate::files::read` (regular files only, a cap for
+//! Files are read with `crate::files::read::read` (regular files only, a cap for
 //! each kind, never waiting on a FIFO), on tokio's blocking pool rather
 //! than on the runtime: a read that still hangs (a regular file on a hung
 //! network filesystem) holds up only its own item. Each item has at most
@@ -29,8 +29,8 @@
 //! installs its own `sigaction` whatever was there) and re-reads every
 //! watched file at once, logging that it did and what came of each.
 
-use crate::files::{self, Cap, WatchedFile};
-use crate::reload::Reload;
+use crate::files::read::{self, Cap, WatchedFile};
+use crate::files::reload::Reload;
 use crate::telemetry;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -82,8 +82,8 @@ impl Cause {
     }
 }
 
-/// How the watcher reads one file: [`files::read`], or a stand-in in tests.
-type ReadFile = fn(&Path, Cap) -> Result<Vec<u8>, files::Problem>;
+/// How the watcher reads one file: [`read::read`], or a stand-in in tests.
+type ReadFile = fn(&Path, Cap) -> Result<Vec<u8>, read::Problem>;
 
 /// Reads `files` in order; the first that cannot be read is the error,
 /// naming its path and why.
@@ -387,7 +387,7 @@ impl BackgroundService for Watcher {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let mut passes = Passes::new(&self.items, files::read);
+        let mut passes = Passes::new(&self.items, read::read);
         // Before the first pass: a SIGHUP during it is not lost.
         let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .inspect_err(|e| warn!("cannot listen for SIGHUP ({e}); it is ignored"))
@@ -427,7 +427,7 @@ impl BackgroundService for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Name;
+    use crate::files::reload::Name;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
@@ -516,7 +516,7 @@ mod tests {
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("text", &path, false);
         let metrics = telemetry::metrics();
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], files::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -547,7 +547,7 @@ mod tests {
                 "another problem"
             );
             // A FIFO in its place: refused at once, the value kept.
-            crate::files::mkfifo(&path);
+            crate::files::read::mkfifo(&path);
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "two");
             assert_eq!(
@@ -575,7 +575,7 @@ mod tests {
         let path = dir.join("value");
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("closed", &path, true);
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], files::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -584,7 +584,7 @@ mod tests {
                 &|| std::fs::remove_file(&path).unwrap(),
                 &|| {
                     std::fs::remove_file(&path).unwrap();
-                    crate::files::mkfifo(&path);
+                    crate::files::read::mkfifo(&path);
                 },
                 &|| std::fs::write(&path, [b'x'; 65]).unwrap(),
             ];
@@ -609,10 +609,10 @@ mod tests {
     static HUNG_READS: AtomicUsize = AtomicUsize::new(0);
     static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
-    fn read_or_hang(path: &Path, cap: Cap) -> Result<Vec<u8>, files::Problem> {
+    fn read_or_hang(path: &Path, cap: Cap) -> Result<Vec<u8>, read::Problem> {
         // Read first, then hang: what the read returns is what the file
         // held when the read began.
-        let contents = files::read(path, cap);
+        let contents = read::read(path, cap);
         if path.ends_with("hung") && HANG.load(Ordering::SeqCst) {
             HUNG_READS.fetch_add(1, Ordering::SeqCst);
             let (released, wake) = &RELEASED;
@@ -693,8 +693,10 @@ mod tests {
 
     #[test]
     fn an_item_with_no_files_is_not_watched() {
-        let token = crate::token::Token::load(&crate::token::TokenSource::Env("env-token".into()))
-            .expect("a token");
+        let token = crate::files::token::Token::load(&crate::files::token::TokenSource::Env(
+            "env-token".into(),
+        ))
+        .expect("a token");
         let mut watcher = Watcher::default();
         watcher.watch(Arc::new(token));
         assert!(watcher.is_empty());

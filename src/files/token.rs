@@ -14,17 +14,17 @@
 //! (`client/widmgr/widmgr.go`, `renew`; `helper/retry.go`,
 //! `ExpiryToRenewTime`) and written to `secrets/nomad_<name>.jwt` by
 //! `setAltToken`, in place (`helper/users/lookup.go`, `WriteFileFor`, which
-//! is `os.WriteFile`). A token from a file is [`Reloadable`]: `crate::watch`
+//! is `os.WriteFile`). A token from a file is [`Reloadable`]: `crate::files::watch`
 //! re-reads it every half second and the next requests carry the new token,
 //! with no restart. An empty, malformed or unreadable file keeps the last
 //! good token (an old token is better than none), and so does a path that is
-//! not a regular file or holds more than `files::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
-//! (`crate::claims` reads its `exp` and `iat`, unverified).
+//! not a regular file or holds more than `read::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
+//! (`crate::files::claims` reads its `exp` and `iat`, unverified).
 
-use crate::claims::{self, Lifetime, Unreadable};
 use crate::config::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
-use crate::files::{self, WatchedFile};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::files::claims::{self, Lifetime, Unreadable};
+use crate::files::read::{self, WatchedFile};
+use crate::files::reload::{self, Current, Name, Reloadable};
 use crate::telemetry;
 use http::HeaderValue;
 use std::fmt;
@@ -170,9 +170,9 @@ impl Token {
             }
             TokenSource::File { path, var } => {
                 let error = |problem: String| ConfigError::with_path(var, path, problem);
-                let raw = files::read_at_start(path, files::WORKLOAD_TOKEN).map_err(|p| {
+                let raw = read::read_at_start(path, read::WORKLOAD_TOKEN).map_err(|p| {
                     error(match p {
-                        files::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
+                        read::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
                             "no workload token: {} does not exist; give the task identity \
                              {{ file = true }} or {{ env = true }}, or set {TOKEN_FILE}",
                             path_in_message(path),
@@ -265,7 +265,7 @@ impl Reloadable for Token {
     fn files(&self) -> Vec<WatchedFile> {
         self.file
             .iter()
-            .map(|path| WatchedFile::new(path, files::WORKLOAD_TOKEN))
+            .map(|path| WatchedFile::new(path, read::WORKLOAD_TOKEN))
             .collect()
     }
 
@@ -286,7 +286,7 @@ impl Reloadable for Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::reload::Reload;
 
     #[test]
     fn parse_trims_and_validates() {
@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(token.header_value(), "first");
         assert_eq!(
             Reloadable::files(&token),
-            vec![WatchedFile::new(&path, files::WORKLOAD_TOKEN)]
+            vec![WatchedFile::new(&path, read::WORKLOAD_TOKEN)]
         );
         assert_eq!(token.reload(&[b"first".to_vec()]), Ok(false));
         assert_eq!(token.reload(&[b" second\n".to_vec()]), Ok(true));
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn each_token_carries_its_lifetime_and_expiry() {
-        use crate::claims::test_jwt;
+        use crate::files::claims::test_jwt;
         use std::time::Duration;
         let first = test_jwt(r#"{"nomad_task":"t","iat":1000,"exp":44200}"#);
         let renewed = test_jwt(r#"{"nomad_task":"t","iat":23000,"exp":66200}"#);

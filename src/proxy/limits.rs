@@ -9,7 +9,7 @@
 //!   [`Permit`] from just before it is sent until it is done.
 //! - [`RateLimiter`]: at most `HOLEPUNCH_RATE_LIMIT` requests per client in
 //!   each window, counted exactly for each client in a table of at most
-//!   [`MAX_RATE_CLIENTS`] clients ([`crate::lru`]). A client that has sent
+//!   [`MAX_RATE_CLIENTS`] clients ([`crate::proxy::lru`]). A client that has sent
 //!   nothing is never refused: it always starts a count of its own.
 //!
 //! A client is its IPv4 address, or its IPv6 /64 ([`client_key`]). The
@@ -18,7 +18,7 @@
 //! counts, and `/health` and `/ready` never reach either.
 
 use crate::config::RateLimit;
-use crate::lru::Lru;
+use crate::proxy::lru::Lru;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

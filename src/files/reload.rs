@@ -1,6 +1,6 @@
 //! Values built from files and replaced when the files change: the workload
-//! token (`crate::token`), the client tokens (`crate::client_auth`) and the
-//! TLS certificate (`crate::tls`).
+//! token (`crate::files::token`), the client tokens (`crate::files::client_auth`) and the
+//! TLS certificate (`crate::files::tls`).
 //!
 //! Each is a [`Reloadable`]: it declares its [`Name`] (the words for log
 //! lines and the `file` label of the reload metrics), lists its files and
@@ -12,10 +12,10 @@
 //! in use alone, unless the reloadable fails closed
 //! ([`Reloadable::fallback`]): then files that cannot be read or make no
 //! value put its fallback in use (the client tokens: none, so nobody is let
-//! in on a file that is gone). `crate::watch` decides when to read the
+//! in on a file that is gone). `crate::files::watch` decides when to read the
 //! files, and logs and counts what happened.
 
-use crate::files::WatchedFile;
+use crate::files::read::WatchedFile;
 use crate::logging;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::Arc;
@@ -232,7 +232,7 @@ mod tests {
     /// words are what operators grep for: both stay exactly these.
     #[test]
     fn names_in_logs_and_metrics_are_fixed() {
-        use crate::{client_auth::ClientTokens, tls::CertReloader, token::Token};
+        use crate::files::{client_auth::ClientTokens, tls::CertReloader, token::Token};
         let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
         let labels: Vec<_> = names.iter().map(|n| n.label).collect();
         assert_eq!(

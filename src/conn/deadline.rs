@@ -44,14 +44,14 @@
 //! The guard's streams also tell the connection cap when a write begins to
 //! wait for the client and when that wait ends ([`WriteDeadline::watched`],
 //! [`StallWatch`]): at the cap, a connection whose write has waited long
-//! enough may be closed for a new one ([`crate::connections`]). And with
+//! enough may be closed for a new one ([`crate::conn::connections`]). And with
 //! client certificates they keep the record of the connection's last
 //! certificate check ([`WriteDeadline::checked`]), which the guard's check
 //! before each request and the proxy's on each chunk share.
 
-use crate::client_cert::Checked;
 use crate::config::CLIENT_WRITE_TIMEOUT;
-use crate::connections::StallWatch;
+use crate::conn::connections::StallWatch;
+use crate::files::client_cert::Checked;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -104,7 +104,7 @@ impl WriteDeadline {
     /// accepted whole, the client taking [`MIN_PROGRESS`] since the wait
     /// began, or its next request. The connection cap may close a
     /// connection whose wait has lasted long enough
-    /// ([`crate::connections::STALLED_AFTER`]). A write accepted only in
+    /// ([`crate::conn::connections::STALLED_AFTER`]). A write accepted only in
     /// part (a client that takes a few bytes at a time) does not end it.
     /// `checked`, with client certificates on: when the handshake checked
     /// the client's certificate ([`WriteDeadline::checked`]).
@@ -139,7 +139,7 @@ impl WriteDeadline {
     /// when `stream` is a guard's and certificates are on: one record per
     /// connection, which the guard (before each request) and the proxy (on
     /// each chunk of a response, through the session's stream) both bring
-    /// up to date ([`crate::client_cert::ClientCas::recheck_stream`]).
+    /// up to date ([`crate::files::client_cert::ClientCas::recheck_stream`]).
     pub fn checked(stream: &Stream) -> Option<&Mutex<Checked>> {
         // What the box holds: the guard's stream, or another.
         let io: &dyn pingora::protocols::IO = &**stream;
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn a_write_that_waits_for_the_peer_is_reported_until_it_is_taken() {
-        use crate::connections::{Connections, Peer};
+        use crate::conn::connections::{Connections, Peer};
         block_on(async {
             // One place: a new connection takes it only from a stalled one.
             let conns = Connections::with_stall(1, 1, Duration::ZERO);
@@ -569,7 +569,7 @@ mod tests {
     /// other (which is then checked in full).
     #[test]
     fn the_certificate_record_is_found_through_the_stream() {
-        use crate::connections::{Connections, Peer};
+        use crate::conn::connections::{Connections, Peer};
         let conns = Connections::with_stall(1, 1, Duration::ZERO);
         let slot = conns.admit(Peer::Insider, None).unwrap();
         let timeout = Duration::from_secs(1);

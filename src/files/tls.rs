@@ -2,16 +2,16 @@
 //! their files change: new connections get the new certificate with no
 //! restart, which is what certificates rendered by a Nomad `template` need.
 //! With `HOLEPUNCH_TLS_CLIENT_CA_FILE`, the handshake also requires a client
-//! certificate (`crate::client_cert`).
+//! certificate (`crate::files::client_cert`).
 //!
 //! The rustls `ServerConfig` is built here and handed to Pingora's
 //! `Acceptor::from_server_config` (pingora-core 0.9.1
-//! `listeners/tls/rustls/mod.rs`), which the guard drives (`crate::guard`).
+//! `listeners/tls/rustls/mod.rs`), which the guard drives (`crate::conn::guard`).
 //! It is what Pingora's own `TlsSettings::build` makes (TLS 1.2 and 1.3,
 //! the process's crypto provider, a certificate resolver, ALPN), plus the
 //! one setting `TlsSettings` cannot make: with client certificates,
 //! session resumption is off, so that every connection's certificate is
-//! checked against the CAs in use (see `crate::client_cert`).
+//! checked against the CAs in use (see `crate::files::client_cert`).
 //!
 //! A pair that cannot be read, is not a regular file, is over its cap
 //! (`files::CERTIFICATE_CHAIN`, `files::PRIVATE_KEY`) or does not go
@@ -22,10 +22,10 @@
 //! carry the file's contents: a private key whose line breaks were lost
 //! would be logged whole.
 
-use crate::client_cert::ClientCas;
 use crate::config::{path_in_message, ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
-use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::files::client_cert::ClientCas;
+use crate::files::read::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
+use crate::files::reload::{self, Current, Name, Reloadable};
 use pingora::listeners::tls::Acceptor;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
@@ -58,7 +58,7 @@ impl CertReloader {
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
         let read = |var: &str, p: &PathBuf, cap: Cap| {
-            crate::files::read_at_start(p, cap)
+            crate::files::read::read_at_start(p, cap)
                 .map_err(|e| ConfigError::with_path(var, p, format!("cannot read: {e}")))
         };
         let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
@@ -217,7 +217,7 @@ fn certified_key(
 /// breaks (a key passed through a variable or a template) is one line, so
 /// that label is the whole key; `Base64Decode` names the byte it could not
 /// decode. Used for the certificate chain, the key and the client CA file
-/// (`crate::client_cert`).
+/// (`crate::files::client_cert`).
 pub fn pem_problem(e: &pem::Error, expected: &str) -> String {
     match e {
         pem::Error::MissingSectionEnd { .. } => "a -----BEGIN line has no matching -----END line \
@@ -240,7 +240,7 @@ pub fn pem_problem(e: &pem::Error, expected: &str) -> String {
 
 /// PEM files broken the ways that put their contents into a parser's
 /// error, and a search for any part of a secret in a text, for the tests
-/// here and in `crate::client_cert`.
+/// here and in `crate::files::client_cert`.
 #[cfg(test)]
 pub(crate) mod broken_pem {
     use rustls::pki_types::pem::PemObject;
@@ -308,7 +308,7 @@ pub(crate) mod broken_pem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::reload::Reload;
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");

@@ -12,13 +12,13 @@
 //!
 //! Pure: [`Config::from_vars`] takes the variables as a list, so tests and
 //! `--check` see exactly what the server would. Reading the token itself
-//! (a file, maybe) is `crate::token`'s job.
+//! (a file, maybe) is `crate::files::token`'s job.
 
-use crate::allowlist::{Allowlist, Group};
-use crate::cidr::AddrSet;
-use crate::head::HostList;
+use crate::decision::allowlist::{Allowlist, Group};
+use crate::decision::cidr::AddrSet;
+use crate::decision::head::HostList;
+use crate::files::token::TokenSource;
 use crate::logging::LogFormat;
-use crate::token::TokenSource;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
@@ -340,7 +340,7 @@ static VARS: [Var; 28] = [
         name: MAX_CONNECTIONS,
         // Unset rather than a value: a default that does not fit the
         // open-files limit is lowered, a value the operator set is not
-        // (`crate::connections::fit`).
+        // (`crate::conn::connections::fit`).
         default: DefaultValue::Unset("`1024`, or fewer to fit the open-files limit"),
         meaning: "the most client connections open at once, on both listeners",
         parse: Parse::With(|v, d| parse_max_connections(v).map(|n| d.max_connections = Some(n))),
@@ -352,7 +352,7 @@ static VARS: [Var; 28] = [
     Var {
         name: MAX_CONNECTIONS_PER_CLIENT,
         // The default is `limits::default_per_client` of the cap in force
-        // (`crate::connections::Fitted`), which says why.
+        // (`crate::conn::connections::Fitted`), which says why.
         default: DefaultValue::Unset(concat!(
             "a quarter of `",
             var_name!(MAX_CONNECTIONS),
@@ -582,7 +582,7 @@ pub struct Config {
     /// `None`: the default, fitted to the open-files limit at startup.
     pub max_connections: Option<usize>,
     /// The most of those from one client address, when the operator set
-    /// it; `None`: a quarter of the cap in force (`crate::connections::Fitted`).
+    /// it; `None`: a quarter of the cap in force (`crate::conn::connections::Fitted`).
     pub max_connections_per_client: Option<usize>,
     /// The client addresses served, when limited.
     pub allow_from: Option<AddrSet>,
@@ -653,7 +653,7 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// `HOLEPUNCH_TLS_CLIENT_CA_FILE`: when set, every client must present
-    /// a certificate from one of these CAs (`crate::client_cert`).
+    /// a certificate from one of these CAs (`crate::files::client_cert`).
     pub client_ca: Option<PathBuf>,
 }
 
@@ -998,14 +998,14 @@ impl Draft {
     fn max_in_flight_per_client(&self, problems: &mut Problems) -> usize {
         let max = self.max_in_flight;
         let Some(per_client) = self.max_in_flight_per_client else {
-            return crate::limits::default_per_client(max);
+            return crate::proxy::limits::default_per_client(max);
         };
         // max is 0 when HOLEPUNCH_MAX_IN_FLIGHT had a problem of its own.
         if max > 0 && per_client > max {
             let problem = format!(
                 "one client cannot hold more places than {MAX_IN_FLIGHT} gives in all \
                  ({max}): set it from 1 to {max}, or leave it unset for {}",
-                crate::limits::default_per_client(max)
+                crate::proxy::limits::default_per_client(max)
             );
             problems.add(
                 MAX_IN_FLIGHT_PER_CLIENT,
@@ -1019,7 +1019,7 @@ impl Draft {
     /// HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT, never more than a
     /// HOLEPUNCH_MAX_CONNECTIONS the operator set. Under a default cap,
     /// lowered at startup to fit the open-files limit, it is lowered with it
-    /// (`crate::connections::Fitted::share`).
+    /// (`crate::conn::connections::Fitted::share`).
     fn check_connections_per_client(&self, problems: &mut Problems) {
         let (Some(max), Some(per_client)) = (self.max_connections, self.max_connections_per_client)
         else {
@@ -1029,7 +1029,7 @@ impl Draft {
             let problem = format!(
                 "one client cannot hold more connections than {MAX_CONNECTIONS} allows in all \
                  ({max}): set it from 1 to {max}, or leave it unset for {}",
-                crate::limits::default_per_client(max)
+                crate::proxy::limits::default_per_client(max)
             );
             problems.add(
                 MAX_CONNECTIONS_PER_CLIENT,
@@ -1278,7 +1278,7 @@ fn parse_max_connections(v: &str) -> Result<usize, String> {
         _ => Err(format!(
             "expected a whole number of connections from 1 to {MAX_MAX_CONNECTIONS} \
              (default {})",
-            crate::connections::DEFAULT_MAX_CONNECTIONS
+            crate::conn::connections::DEFAULT_MAX_CONNECTIONS
         )),
     }
 }
