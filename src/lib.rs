@@ -3,6 +3,10 @@
 //! Workload Identity token.
 //!
 //! The layout, folders by layer, from the request's point of view:
+//! - leaves, importing nothing from the crate: [`vars`] (every variable's
+//!   name, `ConfigError` and `Problems`: the vocabulary of every message
+//!   about the configuration) and [`secrets`] (the registry of the secrets
+//!   held, and their redaction);
 //! - [`cli`]: the command-line flags (pure);
 //! - [`build_info`]: the version, git commit and Pingora version (pure);
 //! - [`config`]: the environment variables, parsed strictly (pure);
@@ -36,7 +40,7 @@
 //!   the server), [`rundir`] (the private directory of the upgrade socket and
 //!   pid file), [`telemetry`] (the proxy's own Prometheus metrics),
 //!   [`process`] (the process metrics, from `/proc`), [`logging`] (env_logger
-//!   with secrets redacted from every line, targets cut and refusal lines
+//!   with every line redacted by [`secrets`], targets cut and refusal lines
 //!   throttled), [`allocator`] (glibc's trim and mmap thresholds).
 
 pub mod allocator;
@@ -51,9 +55,11 @@ pub mod open_files;
 pub mod process;
 pub mod proxy;
 pub mod rundir;
+pub mod secrets;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod vars;
 
 /// Runs a future to completion on a one-thread runtime with a timer: the
 /// unit tests' way into async code.

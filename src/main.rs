@@ -4,9 +4,9 @@
 
 use holepunch::build_info;
 use holepunch::cli::{self, Command};
-use holepunch::config::ConfigError;
 use holepunch::logging::{self, LogFormat};
 use holepunch::startup::Startup;
+use holepunch::vars::ConfigError;
 use log::info;
 
 fn main() {

@@ -53,7 +53,7 @@
 //! The decisions ([`RunDir::candidates`], [`problem`]) are pure; the I/O
 //! is in [`RunDir::choose`], [`RunDir::check`] and [`RunDir::prepare`].
 
-use crate::config::ConfigError;
+use crate::vars::ConfigError;
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

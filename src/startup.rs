@@ -2,12 +2,13 @@
 //! anything listens (so `--check` and a real start agree), and the Pingora
 //! server assembled from it.
 
-use crate::config::{Config, ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
+use crate::config::Config;
 use crate::conn::connections::{Connections, Fitted};
 use crate::conn::guard::{GuardSettings, HeaderGuard, Outsiders};
 use crate::decision::head::Rules;
 use crate::files::client_auth::ClientTokens;
 use crate::files::client_cert::ClientCas;
+use crate::files::reload::Reloadable;
 use crate::files::tls::CertReloader;
 use crate::files::token::Token;
 use crate::files::watch::Watcher;
@@ -15,6 +16,7 @@ use crate::open_files::OpenFiles;
 use crate::proxy::{Holepunch, Settings};
 use crate::rundir::RunDir;
 use crate::shutdown::{Drain, InFlight};
+use crate::vars::{ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
 use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -32,6 +34,15 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 5;
 /// private directory (`crate::rundir`).
 const PINGORA_PID_FILE: &str = "/tmp/pingora.pid";
 const PINGORA_UPGRADE_SOCK: &str = "/tmp/pingora_upgrade.sock";
+
+/// The `file` label of every kind of reloaded file, each series created at
+/// 0 at startup ([`crate::telemetry::init_series`]).
+const RELOADED_FILES: [&str; 4] = [
+    <Token as Reloadable>::NAME.label,
+    <ClientTokens as Reloadable>::NAME.label,
+    <CertReloader as Reloadable>::NAME.label,
+    <ClientCas as Reloadable>::NAME.label,
+];
 
 /// Everything needed to run, checked.
 pub struct Startup {
@@ -130,7 +141,7 @@ impl Startup {
     /// leave the process running with no listener. Skipped for a graceful
     /// upgrade (`-u`), whose sockets come from the old process.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
-        use crate::config::{BIND, PORT, TELEMETRY_BIND};
+        use crate::vars::{BIND, PORT, TELEMETRY_BIND};
         let bind = |addr: SocketAddr, var: String| {
             std::net::TcpListener::bind(addr)
                 .map(drop)
@@ -213,7 +224,7 @@ impl Startup {
             .filter(|g| self.config.allow.allows(*g))
             .map(crate::decision::allowlist::Group::name)
             .collect();
-        crate::telemetry::init_series(&open, self.config.allow.all());
+        crate::telemetry::init_series(&open, self.config.allow.all(), &RELOADED_FILES);
         if let Some(addr) = self.config.telemetry_listen {
             // The same guard as the proxy's: header, write and idle
             // deadlines, the connection cap, and HOLEPUNCH_ALLOW_FROM.
@@ -308,7 +319,7 @@ fn max_connections(
              but the open-files limit is {}: at most {} client connections \
              (raise the task's hard limit, or set {MAX_CONNECTIONS})",
             crate::conn::connections::files_needed(from, config.max_in_flight, threads),
-            crate::config::MAX_IN_FLIGHT,
+            crate::vars::MAX_IN_FLIGHT,
             config.max_in_flight,
             open_files.soft,
             fitted.max
@@ -389,4 +400,24 @@ fn server_conf(opt: &mut Opt) -> Result<(ServerConf, Option<RunDir>), ConfigErro
         }
     }
     Ok((conf, run_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `file` label of the reload metrics is what alert rules
+    /// (conf/holepunch.rules.yml) and dashboards match on, and the log
+    /// words are what operators grep for: both stay exactly these.
+    #[test]
+    fn names_in_logs_and_metrics_are_fixed() {
+        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
+        let labels: Vec<_> = names.iter().map(|n| n.label).collect();
+        assert_eq!(
+            labels,
+            ["workload_token", "client_tokens", "tls_certificate"]
+        );
+        let what: Vec<_> = names.iter().map(|n| n.what).collect();
+        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
+    }
 }

@@ -188,8 +188,10 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "closed", "ot
 /// appears at 1 hides its first increment from `rate()` and `increase()`,
 /// and a ratio whose numerator has no series yet has no value at all.
 /// `groups` are the open groups' labels; `all` adds `none`, the group of
-/// paths only `HOLEPUNCH_ALLOW_ALL` forwards.
-pub fn init_series(groups: &[&str], all: bool) {
+/// paths only `HOLEPUNCH_ALLOW_ALL` forwards. `files` are the `file`
+/// labels of every kind of reloaded file (`crate::files::reload::Name`),
+/// given by startup so that this module imports none of them.
+pub fn init_series(groups: &[&str], all: bool, files: &[&str]) {
     let m = metrics();
     let none = all.then_some("none");
     for group in groups.iter().copied().chain(none) {
@@ -206,19 +208,11 @@ pub fn init_series(groups: &[&str], all: bool) {
     for kind in UPSTREAM_ERROR_KINDS {
         m.upstream_errors.with_label_values(&[kind]);
     }
-    for file in RELOADED_FILES {
+    for &file in files {
         m.reloads.with_label_values(&[file]);
         m.reload_failures.with_label_values(&[file]);
     }
 }
-
-/// The `file` label of every reloaded file (`crate::files::reload::Name`).
-const RELOADED_FILES: [&str; 4] = [
-    <crate::files::token::Token as crate::files::reload::Reloadable>::NAME.label,
-    <crate::files::client_auth::ClientTokens as crate::files::reload::Reloadable>::NAME.label,
-    <crate::files::tls::CertReloader as crate::files::reload::Reloadable>::NAME.label,
-    <crate::files::client_cert::ClientCas as crate::files::reload::Reloadable>::NAME.label,
-];
 
 /// The metrics.
 pub fn metrics() -> &'static Metrics {

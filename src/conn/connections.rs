@@ -36,9 +36,9 @@
 //!
 //! [`fit`] decides the cap from the open-files limit (pure).
 
-use crate::config::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
 use crate::proxy::limits::{client_key, default_per_client};
 use crate::telemetry;
+use crate::vars::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;

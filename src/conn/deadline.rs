@@ -49,9 +49,8 @@
 //! certificate check ([`WriteDeadline::checked`]), which the guard's check
 //! before each request and the proxy's on each chunk share.
 
-use crate::config::CLIENT_WRITE_TIMEOUT;
 use crate::conn::connections::StallWatch;
-use crate::files::client_cert::Checked;
+use crate::vars::CLIENT_WRITE_TIMEOUT;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -64,9 +63,45 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
+
+/// When a connection's client certificate was last found good, and
+/// against which CAs (`crate::files::client_cert::ClientCas::recheck`, whose
+/// record this is: the stream keeps it, so that the guard's check of a
+/// kept-alive connection and the proxy's checks of responses in flight share
+/// it).
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    generation: u64,
+    at: Instant,
+}
+
+impl Checked {
+    /// Found good at `at` against the CAs of `generation`.
+    pub fn new(generation: u64, at: Instant) -> Checked {
+        Checked { generation, at }
+    }
+
+    /// A record matching no set of CAs: the next check is a full one.
+    pub(crate) fn never(now: Instant) -> Checked {
+        Checked {
+            generation: u64::MAX,
+            at: now,
+        }
+    }
+
+    /// The generation of the CAs it was checked against.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When it was checked.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
 
 /// What a client must take within one timeout, once a write has had to
 /// wait for it, to count as still reading: 64 KiB per 30 s (the default

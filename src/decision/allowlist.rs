@@ -4,8 +4,8 @@
 //! Pure: no I/O, no allocation unless the path has percent escapes. The
 //! proxy calls [`decide`] once per request, before anything is forwarded.
 
-use crate::config::{ALLOW_FROM, NOMAD_REGION};
 use crate::decision::target::{parse_target, Refusal};
+use crate::vars::{ALLOW_FROM, NOMAD_REGION};
 use http::Method;
 
 /// An endpoint group, enabled by its `HOLEPUNCH_ALLOW_*` flag.

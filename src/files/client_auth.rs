@@ -22,11 +22,11 @@
 //! `holepunch_client_tokens` is 0) until it is fixed. At startup the same
 //! file stops the start instead (exit 2), as any other configuration error.
 
-use crate::config::{ConfigError, CLIENT_TOKEN_FILE};
 use crate::files::read::{self, WatchedFile};
 use crate::files::reload::{self, Current, Name, Reloadable};
 use crate::files::token::is_token_text;
 use crate::telemetry;
+use crate::vars::{ConfigError, CLIENT_TOKEN_FILE};
 use log::warn;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -87,9 +87,10 @@
 //! Revocation is by removing the CA (or letting the certificate expire);
 //! certificate revocation lists are not read.
 
-use crate::config::{ConfigError, TLS_CLIENT_CA_FILE};
+use crate::conn::deadline::{Checked, WriteDeadline};
 use crate::files::read::{self, WatchedFile};
 use crate::files::reload::{self, Current, Name, Reloadable};
+use crate::vars::{ConfigError, TLS_CLIENT_CA_FILE};
 use pingora::protocols::Stream;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -222,10 +223,7 @@ impl ClientCas {
     /// Taken just before a connection's handshake: the handshake checks
     /// its certificate against these CAs or newer ones.
     pub fn checked_now(&self, now: Instant) -> Checked {
-        Checked {
-            generation: self.current.load().generation,
-            at: now,
-        }
+        Checked::new(self.current.load().generation, now)
     }
 
     /// Whether a connection whose client presented `chain` (its own
@@ -240,18 +238,15 @@ impl ClientCas {
         now: Instant,
     ) -> Result<(), Error> {
         let trusted = self.current.load();
-        let fresh = now.saturating_duration_since(checked.at) < RECHECK_INTERVAL;
-        if trusted.generation == checked.generation && fresh {
+        let fresh = now.saturating_duration_since(checked.at()) < RECHECK_INTERVAL;
+        if trusted.generation == checked.generation() && fresh {
             return Ok(());
         }
         let (end_entity, intermediates) = chain
             .and_then(|chain| chain.split_first())
             .ok_or(Error::NoCertificatesPresented)?;
         trusted.verify(end_entity, intermediates, UnixTime::now())?;
-        *checked = Checked {
-            generation: trusted.generation,
-            at: now,
-        };
+        *checked = Checked::new(trusted.generation, now);
         Ok(())
     }
 
@@ -261,7 +256,7 @@ impl ClientCas {
     /// with no record (not the guard's) is checked in full.
     pub fn recheck_stream(&self, stream: &Stream, now: Instant) -> Result<(), Error> {
         let chain = stream.get_ssl().and_then(|tls| tls.peer_cert_chain_der());
-        match crate::conn::deadline::WriteDeadline::checked(stream) {
+        match WriteDeadline::checked(stream) {
             Some(record) => {
                 let mut checked = record.lock().unwrap_or_else(|e| e.into_inner());
                 self.recheck(chain, &mut checked, now)
@@ -269,24 +264,6 @@ impl ClientCas {
             None => self.recheck(chain, &mut Checked::never(now), now),
         }
     }
-}
-
-impl Checked {
-    /// A record matching no set of CAs: the next check is a full one.
-    pub(crate) fn never(now: Instant) -> Checked {
-        Checked {
-            generation: u64::MAX,
-            at: now,
-        }
-    }
-}
-
-/// When a connection's client certificate was last found good, and
-/// against which CAs.
-#[derive(Clone, Copy, Debug)]
-pub struct Checked {
-    generation: u64,
-    at: Instant,
 }
 
 /// The CAs a CA file holds, and rustls's verifier for them. Every PEM
@@ -298,7 +275,7 @@ fn trust(provider: &Arc<CryptoProvider>, raw: &[u8]) -> Result<Trusted, String> 
         .map_err(|e| {
             format!(
                 "not a PEM file of CA certificates: {}",
-                crate::files::tls::pem_problem(&e, "certificate")
+                crate::files::pem::pem_problem(&e, "certificate")
             )
         })?;
     if certs.is_empty() {
@@ -503,7 +480,7 @@ mod tests {
     /// with words holding no part of it.
     #[test]
     fn a_broken_ca_file_is_refused_without_a_byte_of_it() {
-        use crate::files::tls::broken_pem;
+        use crate::files::pem::broken_pem;
         let dir = std::env::temp_dir().join(format!("holepunch-ca-pem-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ca.pem");

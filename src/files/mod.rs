@@ -12,6 +12,7 @@
 pub mod claims;
 pub mod client_auth;
 pub mod client_cert;
+pub mod pem;
 pub mod read;
 pub mod reload;
 pub mod tls;

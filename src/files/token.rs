@@ -21,11 +21,11 @@
 //! not a regular file or holds more than `read::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
 //! (`crate::files::claims` reads its `exp` and `iat`, unverified).
 
-use crate::config::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use crate::files::claims::{self, Lifetime, Unreadable};
 use crate::files::read::{self, WatchedFile};
 use crate::files::reload::{self, Current, Name, Reloadable};
 use crate::telemetry;
+use crate::vars::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use http::HeaderValue;
 use std::fmt;
 use std::path::PathBuf;
@@ -328,7 +328,7 @@ mod tests {
         let path = temp_file("reload", b"first\n");
         let source = TokenSource::File {
             path: path.clone(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let token = Token::load(&source).unwrap();
         assert_eq!(token.header_value(), "first");
@@ -363,7 +363,7 @@ mod tests {
         let path = temp_file("lifetime", first.as_bytes());
         let source = TokenSource::File {
             path: path.clone(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let token = Token::load(&source).unwrap();
         let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
@@ -427,7 +427,7 @@ mod tests {
     fn missing_secrets_file_says_how_to_get_a_token() {
         let source = TokenSource::File {
             path: "/nonexistent-holepunch/nomad_token".into(),
-            var: crate::config::NOMAD_SECRETS_DIR,
+            var: crate::vars::NOMAD_SECRETS_DIR,
         };
         let err = Token::load(&source).err().unwrap().to_string();
         assert!(
@@ -438,7 +438,7 @@ mod tests {
         );
         let source = TokenSource::File {
             path: "/nonexistent-holepunch/tok".into(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let err = Token::load(&source).err().unwrap().to_string();
         assert!(

@@ -29,7 +29,7 @@
 //! installs its own `sigaction` whatever was there) and re-reads every
 //! watched file at once, logging that it did and what came of each.
 
-use crate::files::read::{self, Cap, WatchedFile};
+use crate::files::read::{self, Cap, WatchedFile, SLOW_READ};
 use crate::files::reload::Reload;
 use crate::telemetry;
 use async_trait::async_trait;
@@ -44,11 +44,6 @@ use tokio::task::JoinSet;
 
 /// How often watched files are read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// How long a read may take before it is a failure: logged as hung,
-/// counted, and the client tokens fail closed. A local read takes
-/// microseconds.
-pub const SLOW_READ: Duration = Duration::from_secs(5);
 
 /// Makes SIGHUP do nothing until the watcher listens for it, so that one
 /// sent while the proxy starts (loading files, or waiting on the upgrade

@@ -4,9 +4,9 @@
 //! status, body, header and outcome of each local answer, so every one of
 //! them is tested here without a connection. The proxy writes them.
 
-use crate::config::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
 use crate::decision::allowlist::{BadHead, Decision, Forbidden, Group};
 use crate::decision::target::Refusal;
+use crate::vars::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
 use std::borrow::Cow;
 use std::fmt::Display;
 

@@ -136,7 +136,7 @@ pub struct Settings {
     /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`.
     pub max_in_flight_per_client: usize,
     /// `HOLEPUNCH_RATE_LIMIT`.
-    pub rate_limit: Option<crate::config::RateLimit>,
+    pub rate_limit: Option<crate::proxy::limits::RateLimit>,
 }
 
 impl Holepunch {

@@ -5,7 +5,8 @@
 use crate::decide::host_allowed;
 use crate::go;
 use holepunch::decision::cidr::AddrSet;
-use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config, RateLimit};
+use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config};
+use holepunch::proxy::limits::RateLimit;
 use holepunch::decision::head::HostList;
 use std::ffi::OsString;
 use std::net::IpAddr;
