@@ -29,9 +29,11 @@
 //!   for connections), [`conn::deadline`] (the client write deadline),
 //!   [`conn::connections`] (`HOLEPUNCH_MAX_CONNECTIONS` and each client's
 //!   share of it);
-//! - [`proxy`]: the Pingora `ProxyHttp` that ties them together, with
-//!   [`proxy::coalesce`] (one upstream request for concurrent identical
-//!   scrapes), [`proxy::limits`] (requests in flight on the socket, in all
+//! - [`proxy`]: the Pingora `ProxyHttp` hooks that tie them together, with
+//!   the local answers, response writing and error mapping, the shared
+//!   metrics fetch, [`proxy::retry`] (the one retry policy of both upstream
+//!   clients, pure), [`proxy::coalesce`] (one upstream request for
+//!   concurrent identical scrapes), [`proxy::limits`] (requests in flight on the socket, in all
 //!   and per client, and per-client rates) and [`proxy::lru`] (a fixed-size
 //!   map that forgets its least recently used entry, pure);
 //! - process level: [`open_files`] (the open-files limit, raised at

@@ -33,12 +33,19 @@
 //! shell or a server-push WebSocket is silent one way for as long as it
 //! likes ([`Holepunch::upstream_peer`], `upstream_response_filter`).
 //!
-//! The [`ProxyHttp`] methods are in the order Pingora calls them.
+//! The [`ProxyHttp`] methods are in the order Pingora calls them. Beside
+//! them: `answer` (every local answer), `respond` (response writing and
+//! error mapping), `fetch` (the shared metrics fetch, the second upstream
+//! client), [`retry`] (the one retry policy of both), [`coalesce`],
+//! [`limits`] and [`lru`].
 
 mod answer;
 pub mod coalesce;
+mod fetch;
 pub mod limits;
 pub mod lru;
+mod respond;
+pub mod retry;
 
 pub use answer::{Answer, Local, Next, Outcome};
 
@@ -50,22 +57,24 @@ use crate::files::client_auth::{Admitted, ClientTokens};
 use crate::files::client_cert::ClientCas;
 use crate::files::token::Token;
 use crate::logging::{self, Verdict};
-use crate::proxy::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
+use crate::proxy::coalesce::{Coalescer, Join, Leader, Shared};
+use crate::proxy::fetch::SharedFetch;
 use crate::proxy::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::proxy::respond::{
+    count_upstream_error, enable_compression, error_response, respond, respond_shared, Revoked,
+};
+use crate::proxy::retry::Failure;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::{self, status_class};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, info, warn};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
-use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -76,8 +85,6 @@ use std::time::{Duration, Instant};
 /// How long connecting to the Task API socket may take. A local socket
 /// connects at once or not at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// How long `/ready` waits for the socket to accept a connection.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -91,14 +98,13 @@ const UPSTREAM_HOST: &str = "localhost";
 pub struct Holepunch {
     rules: Rules,
     peer: HttpPeer,
-    /// The connector of the shared metrics fetches (its own pool).
-    connector: Connector,
+    /// The client of the shared metrics fetches (its own pool).
+    shared_fetch: SharedFetch,
     socket_path: String,
     token: Arc<Token>,
     client_tokens: Option<Arc<ClientTokens>>,
     client_cas: Option<Arc<ClientCas>>,
     max_body: u64,
-    upstream_timeout: Duration,
     /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: the pace of a request body too
     /// ([`BodyPace`]).
     body_period: Duration,
@@ -150,14 +156,13 @@ impl Holepunch {
         let shared_wait = settings.upstream_timeout + CONNECT_TIMEOUT;
         Ok(Holepunch {
             rules: settings.rules,
+            shared_fetch: SharedFetch::new(peer.clone(), settings.upstream_timeout),
             peer,
-            connector: Connector::new(None),
             socket_path: settings.socket_path,
             token: settings.token,
             client_tokens: settings.client_tokens,
             client_cas: settings.client_cas,
             max_body: settings.max_body,
-            upstream_timeout: settings.upstream_timeout,
             body_period: settings.body_period,
             coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
             in_flight: settings.in_flight,
@@ -397,10 +402,10 @@ impl ProxyHttp for Holepunch {
         Ok(None)
     }
 
-    /// A request is retried once, on another connection, when the failure
-    /// came from a pooled connection the agent had closed, the method is GET
-    /// or HEAD, and nothing of the response has reached the client yet.
-    /// Nothing else is retried: under ALL a write may already have happened.
+    /// A request is retried once, on another connection, when the one retry
+    /// policy says so ([`retry::retry`]): the failure came from a pooled
+    /// connection the agent had closed, the method is GET or HEAD, and
+    /// nothing of the response has reached the client yet.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -410,19 +415,17 @@ impl ProxyHttp for Holepunch {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if Revoked::of(&e).is_some() {
+        let again = retry::retry(&Failure {
+            method: &session.req_header().method,
+            retried: ctx.retried,
+            response_written: session.response_written().is_some(),
+            reused: client_reused,
+            marked: e.retry,
             // Sent again, it would be answered again: never.
-            e.set_retry(false);
-            return e;
-        }
-        let method = &session.req_header().method;
-        let safe = *method == http::Method::GET || *method == http::Method::HEAD;
-        if safe && !ctx.retried && session.response_written().is_none() {
-            e.retry.decide_reuse(client_reused);
-            ctx.retried = e.retry();
-        } else {
-            e.set_retry(false);
-        }
+            revoked: Revoked::of(&e).is_some(),
+        });
+        e.set_retry(again);
+        ctx.retried |= again;
         e
     }
 
@@ -873,14 +876,14 @@ impl Holepunch {
         }
     }
 
-    /// Fetches a metrics response whole, at the socket's pace, through this
-    /// proxy's connector and pool, and hands it to the leader. `Err(None)`
-    /// when it grew too large to share.
+    /// Fetches a metrics response whole for the leader
+    /// ([`SharedFetch::fetch`]), with what every request on the socket
+    /// carries. `Err(None)` when it grew too large to share.
     async fn fetch(
         &self,
         target: &[u8],
         accept: Option<http::HeaderValue>,
-        mut leader: Leader,
+        leader: Leader,
     ) -> std::result::Result<Arc<Shared>, Option<Box<Error>>> {
         let mut request = RequestHeader::build(http::Method::GET, target, Some(4)).map_err(Some)?;
         self.for_the_socket(&mut request).map_err(Some)?;
@@ -889,66 +892,7 @@ impl Holepunch {
                 .insert_header(http::header::ACCEPT, accept)
                 .map_err(Some)?;
         }
-        // One deadline for the whole fetch, header and body, the same a
-        // follower waits: a trickling agent cannot hold it longer.
-        let deadline = leader.deadline();
-        let fetch = async {
-            let (mut upstream, header) = self.send(&request).await.map_err(Some)?;
-            while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
-                leader.push(chunk).map_err(|_| None)?;
-            }
-            let idle = self.peer.options.idle_timeout;
-            self.connector
-                .release_http_session(upstream, &self.peer, idle)
-                .await;
-            Ok(header)
-        };
-        // tokio's timer: Pingora's does not survive `-d` (`crate::shutdown`).
-        let header = match tokio::time::timeout(deadline, fetch).await {
-            Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
-            Err(_) => {
-                return Err(Some(
-                    Error::explain(ReadTimedout, "fetching the metrics").into_up(),
-                ))
-            }
-        };
-        Ok(leader.finish(header))
-    }
-
-    /// Sends a shared fetch's request through this proxy's pool and reads
-    /// the response header. A pooled connection the agent closed meanwhile is
-    /// tried again once, on a new one, as the proxy does for other requests.
-    async fn send(&self, request: &RequestHeader) -> Result<(HttpSession, ResponseHeader)> {
-        for attempt in 0..2 {
-            let (mut upstream, reused) = self.connector.get_http_session(&self.peer).await?;
-            upstream.set_read_timeout(Some(self.upstream_timeout));
-            upstream.set_write_timeout(Some(self.upstream_timeout));
-            let sent_at = Instant::now();
-            let sent = async {
-                upstream
-                    .write_request_header(Box::new(request.clone()))
-                    .await?;
-                upstream.finish_request_body().await?;
-                upstream.read_response_header().await
-            }
-            .await;
-            if let Err(e) = sent {
-                if reused && attempt == 0 {
-                    continue;
-                }
-                return Err(e);
-            }
-            telemetry::metrics()
-                .upstream_duration
-                .with_label_values(&[group_label(Some(Group::Metrics))])
-                .observe(sent_at.elapsed().as_secs_f64());
-            let header = upstream
-                .response_header()
-                .cloned()
-                .ok_or_else(|| Error::explain(ReadError, "no response header"))?;
-            return Ok((upstream, header));
-        }
-        Error::e_explain(ConnectError, "no connection to the Task API socket")
+        self.shared_fetch.fetch(&request, leader).await
     }
 }
 
@@ -993,53 +937,6 @@ impl Holepunch {
             }),
             Err(_) => Err("the Nomad Task API socket did not accept a connection within 1s"),
         }
-    }
-}
-
-/// Answers with a response another request fetched; `age` when it came
-/// from the micro-cache. The body is gzipped once per response, not once
-/// per client: a client that accepts gzip gets the shared compressed bytes.
-async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>) -> Result<()> {
-    let mut header = shared.header.clone();
-    if let Some(age) = age {
-        header.insert_header("Age", age)?;
-    }
-    header.append_header(http::header::VARY, "Accept-Encoding")?;
-    let accept = session
-        .req_header()
-        .headers
-        .get_all(http::header::ACCEPT_ENCODING);
-    let gzipped = accepts_gzip(accept.iter().map(|v| v.as_bytes()))
-        .then(|| shared.gzipped())
-        .flatten();
-    let body = match gzipped {
-        Some(gz) => {
-            header.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
-            header.insert_header(http::header::CONTENT_LENGTH, gz.len())?;
-            gz.clone()
-        }
-        None => shared.body.clone(),
-    };
-    // A failure here is the client's (gone, or not reading): logged and
-    // counted as such, not as the proxy's 500.
-    let written = async {
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
-    };
-    written.await.map_err(|e| e.into_down())
-}
-
-/// Turns on the compression module for this response: a metrics response
-/// streamed from the socket rather than shared. The module skipped reading
-/// `Accept-Encoding` while it was off, so it gets the request header again.
-fn enable_compression(session: &mut Session) {
-    let req = session.downstream_session.req_header();
-    let modules = &mut session.downstream_modules_ctx;
-    if let Some(c) = modules.get_mut::<ResponseCompression>() {
-        c.adjust_level(GZIP_LEVEL);
-        c.request_filter(req);
     }
 }
 
@@ -1089,131 +986,6 @@ impl BodyPace {
         self.since = now;
         self.taken = 0;
         true
-    }
-}
-
-/// The status and body for a request that failed after it was allowed.
-/// Status 0 means the client is gone and gets nothing.
-fn error_response(e: &Error) -> (u16, &'static str) {
-    match Revoked::of(e) {
-        // `fail_to_proxy` writes `Local::Unauthorized`'s whole answer.
-        Some(Revoked::Token) => return (401, ""),
-        Some(Revoked::Certificate) => return (0, ""),
-        None => {}
-    }
-    match (e.etype(), e.esource()) {
-        (HTTPStatus(413), _) => (
-            413,
-            concat!("payload too large (", crate::var_name!(MAX_BODY), ")"),
-        ),
-        (HTTPStatus(408), _) => (
-            408,
-            concat!(
-                "request timeout: the request body came slower than 64 KiB per ",
-                crate::var_name!(CLIENT_HEADER_TIMEOUT)
-            ),
-        ),
-        (HTTPStatus(code), _) => (*code, ""),
-        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
-            504,
-            "gateway timeout: the Nomad Task API did not answer in time",
-        ),
-        (_, ErrorSource::Upstream) => (
-            502,
-            "bad gateway: the Nomad Task API socket is not available",
-        ),
-        (
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
-            ErrorSource::Downstream,
-        ) => (0, ""),
-        (_, ErrorSource::Downstream) => (400, "bad request"),
-        _ => (500, "internal error"),
-    }
-}
-
-/// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
-fn count_upstream_error(e: &Error) {
-    if e.esource() != &ErrorSource::Upstream || Revoked::of(e).is_some() {
-        return;
-    }
-    let kind = match e.etype() {
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | SocketError | BindError | InvalidCert => "connect",
-        ReadTimedout | WriteTimedout => "timeout",
-        ConnectionClosed | ReadError | WriteError => "closed",
-        _ => "other",
-    };
-    telemetry::metrics()
-        .upstream_errors
-        .with_label_values(&[kind])
-        .inc();
-}
-
-/// Writes a complete plain-text response, with at most one header besides
-/// its type and length.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    body: Cow<'static, str>,
-    header: Option<(&'static str, Cow<'static, str>)>,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("Content-Type", TEXT_PLAIN)?;
-    resp.insert_header("Content-Length", body.len())?;
-    if let Some((name, value)) = header {
-        resp.insert_header(name, &*value)?;
-    }
-    // A request body we did not read would be taken for the next request.
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    let body = match body {
-        Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
-        Cow::Owned(s) => Bytes::from(s),
-    };
-    let written = async {
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await
-    };
-    written.await.map_err(|e| e.into_down())
-}
-
-/// What a request in flight lost ([`Holepunch::in_flight_check`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Revoked {
-    /// Its client token is no longer in the list in use.
-    Token,
-    /// Its client certificate is no longer trusted.
-    Certificate,
-}
-
-/// The errors that end such a request, told apart by their type.
-const REVOKED_TOKEN: ErrorType = ErrorType::Custom("client token revoked");
-const REVOKED_CERTIFICATE: ErrorType = ErrorType::Custom("client certificate no longer trusted");
-
-impl Revoked {
-    fn error(self) -> Box<Error> {
-        let etype = match self {
-            Revoked::Token => REVOKED_TOKEN,
-            Revoked::Certificate => REVOKED_CERTIFICATE,
-        };
-        Error::explain(etype, self.reason())
-    }
-
-    /// Whether `e` ended a request for a lost credential, and which.
-    fn of(e: &Error) -> Option<Revoked> {
-        match e.etype() {
-            t if *t == REVOKED_TOKEN => Some(Revoked::Token),
-            t if *t == REVOKED_CERTIFICATE => Some(Revoked::Certificate),
-            _ => None,
-        }
-    }
-
-    fn reason(self) -> &'static str {
-        match self {
-            Revoked::Token => "its client token was revoked",
-            Revoked::Certificate => "its client certificate is no longer trusted",
-        }
     }
 }
 
