@@ -44,7 +44,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     )
     .expect("a valid configuration");
-    let token = Token::load(&config.token).expect("the token");
+    let token = Token::load(&config.files.token).expect("the token");
     let startup = Startup {
         config,
         token: Arc::new(token),

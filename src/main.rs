@@ -54,7 +54,7 @@ fn main() {
     } else {
         "http"
     };
-    let listen = startup.config.listen;
+    let listen = startup.config.listeners.listen;
     if !opt.upgrade {
         if let Err(e) = startup.check_listeners() {
             eprintln!("nomad-holepunch: {e}");

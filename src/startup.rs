@@ -5,7 +5,6 @@
 use crate::config::Config;
 use crate::conn::connections::{Connections, Fitted};
 use crate::conn::guard::{GuardSettings, HeaderGuard, Outsiders};
-use crate::decision::head::Rules;
 use crate::files::client_auth::ClientTokens;
 use crate::files::client_cert::ClientCas;
 use crate::files::reload::Reloadable;
@@ -13,7 +12,7 @@ use crate::files::tls::CertReloader;
 use crate::files::token::Token;
 use crate::files::watch::Watcher;
 use crate::open_files::OpenFiles;
-use crate::proxy::{Holepunch, Settings};
+use crate::proxy::{Holepunch, Loaded};
 use crate::rundir::RunDir;
 use crate::shutdown::{Drain, InFlight};
 use crate::vars::{ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
@@ -85,16 +84,19 @@ impl Startup {
         };
         let threads = server_conf.as_ref().map_or(1, |(c, _)| c.threads);
         let max_connections = problems.take(max_connections(&config, threads, &open_files));
-        let token = problems.take(Token::load(&config.token));
+        let token = problems.take(Token::load(&config.files.token));
         let client_tokens = config
+            .files
             .client_token_file
             .as_ref()
             .and_then(|path| problems.take(ClientTokens::load(path)));
         let tls = config
+            .files
             .tls
             .as_ref()
             .and_then(|files| problems.take(CertReloader::load(files)));
         let client_cas = config
+            .files
             .tls
             .as_ref()
             .and_then(|files| files.client_ca.as_ref())
@@ -151,8 +153,8 @@ impl Startup {
                     problem: format!("cannot listen on {addr}: {}", bind_reason(&e)),
                 })
         };
-        bind(self.config.listen, format!("{BIND}/{PORT}"))?;
-        if let Some(addr) = self.config.telemetry_listen {
+        bind(self.config.listeners.listen, format!("{BIND}/{PORT}"))?;
+        if let Some(addr) = self.config.listeners.telemetry_listen {
             bind(addr, TELEMETRY_BIND.to_string())?;
         }
         Ok(())
@@ -183,12 +185,12 @@ impl Startup {
         // TLS is the guard's: its handshake counts toward the header deadline.
         let acceptor = self.tls_acceptor()?;
         let guard = |tls, client_cas, outsiders| GuardSettings {
-            header_timeout: self.config.client_header_timeout,
-            write_timeout: self.config.client_write_timeout,
-            idle_timeout: self.config.client_idle_timeout,
+            header_timeout: self.config.listeners.client_header_timeout,
+            write_timeout: self.config.listeners.client_write_timeout,
+            idle_timeout: self.config.listeners.client_idle_timeout,
             tls,
             client_cas,
-            allow_from: self.config.allow_from.clone(),
+            allow_from: self.config.rules.allow_from.clone(),
             outsiders,
             connections: Arc::clone(&connections),
         };
@@ -197,7 +199,7 @@ impl Startup {
             guard(acceptor, self.client_cas.clone(), Outsiders::OneAnswer),
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
-        service.add_tcp(&self.config.listen.to_string());
+        service.add_tcp(&self.config.listeners.listen.to_string());
         let listener = server.add_service(service);
 
         let mut watcher = Watcher::default();
@@ -221,11 +223,11 @@ impl Startup {
 
         let open: Vec<&str> = crate::decision::allowlist::Group::ALL
             .into_iter()
-            .filter(|g| self.config.allow.allows(*g))
+            .filter(|g| self.config.rules.allow.allows(*g))
             .map(crate::decision::allowlist::Group::name)
             .collect();
-        crate::telemetry::init_series(&open, self.config.allow.all(), &RELOADED_FILES);
-        if let Some(addr) = self.config.telemetry_listen {
+        crate::telemetry::init_series(&open, self.config.rules.allow.all(), &RELOADED_FILES);
+        if let Some(addr) = self.config.listeners.telemetry_listen {
             // The same guard as the proxy's: header, write and idle
             // deadlines, the connection cap, and HOLEPUNCH_ALLOW_FROM.
             // pingora-prometheus's app is pingora-core's `HttpServer`, an
@@ -241,33 +243,27 @@ impl Startup {
         Ok(server)
     }
 
-    /// The proxy itself, with the settings it needs.
+    /// The proxy itself, handed the parts of the configuration it uses,
+    /// each whole, and what was loaded.
     fn holepunch(&self, in_flight: &Arc<InFlight>) -> Result<Holepunch, ConfigError> {
         let config = &self.config;
-        Holepunch::new(Settings {
-            rules: Rules {
-                allow: config.allow,
-                allow_from: config.allow_from.clone(),
-                allowed_hosts: config.allowed_hosts.clone(),
-                region: config.region.clone(),
-            },
-            max_in_flight: config.max_in_flight,
-            max_in_flight_per_client: config.max_in_flight_per_client,
-            rate_limit: config.rate_limit,
-            socket_path: config.socket_path.clone(),
-            upstream_timeout: config.upstream_timeout,
-            max_body: config.max_body,
-            body_period: config.client_header_timeout,
+        let loaded = Loaded {
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
             client_cas: self.client_cas.clone(),
-            metrics_cache_ttl: config.metrics_cache_ttl,
             in_flight: Arc::clone(in_flight),
-        })
+        };
+        Holepunch::new(
+            config.rules.clone(),
+            config.upstream.clone(),
+            config.limits.clone(),
+            config.listeners.client_header_timeout,
+            loaded,
+        )
         .map_err(|e| {
             ConfigError::with_path(
-                config.socket_path_from,
-                std::path::Path::new(&config.socket_path),
+                config.upstream.socket_path_from,
+                std::path::Path::new(&config.upstream.socket_path),
                 format!("not a usable Unix socket path: {e}"),
             )
         })
@@ -302,25 +298,25 @@ fn max_connections(
         log::warn!("{problem}");
     }
     let fitted = crate::conn::connections::fit(
-        config.max_connections,
-        config.max_in_flight,
+        config.listeners.max_connections,
+        config.limits.max_in_flight,
         threads,
         open_files.soft,
     )
     .map_err(|problem| ConfigError {
         var: MAX_CONNECTIONS.to_string(),
-        value: config.max_connections.map(|n| n.to_string()),
+        value: config.listeners.max_connections.map(|n| n.to_string()),
         problem,
     })?
-    .share(config.max_connections_per_client);
+    .share(config.listeners.max_connections_per_client);
     if let Some(from) = fitted.lowered_from {
         log::warn!(
             "{MAX_CONNECTIONS}: its default {from} needs {} open files with {} = {}, \
              but the open-files limit is {}: at most {} client connections \
              (raise the task's hard limit, or set {MAX_CONNECTIONS})",
-            crate::conn::connections::files_needed(from, config.max_in_flight, threads),
+            crate::conn::connections::files_needed(from, config.limits.max_in_flight, threads),
             crate::vars::MAX_IN_FLIGHT,
-            config.max_in_flight,
+            config.limits.max_in_flight,
             open_files.soft,
             fitted.max
         );

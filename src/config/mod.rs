@@ -16,11 +16,12 @@
 
 use crate::decision::allowlist::{Allowlist, Group};
 use crate::decision::cidr::AddrSet;
-use crate::decision::head::HostList;
+use crate::decision::head::{HostList, Rules};
 use crate::files::tls::TlsFiles;
 use crate::files::token::TokenSource;
 use crate::logging::LogFormat;
-use crate::proxy::limits::RateLimit;
+use crate::proxy::limits::{Limits, RateLimit};
+use crate::proxy::Upstream;
 use crate::var_name;
 use crate::vars::*;
 use std::collections::HashMap;
@@ -107,19 +108,19 @@ pub fn table() -> impl Iterator<Item = Var> {
         }))
 }
 
-static VARS: [Var; 28] = [
+static VARS: &[Var] = &[
     Var {
         name: BIND,
         default: DefaultValue::Value("0.0.0.0"),
         meaning: "the IP address to listen on",
-        parse: Parse::With(|v, d| parse_bind(v).map(|ip| d.ip = Some(ip))),
-        show: Some(|c| format!("listen address: {}", c.listen)),
+        parse: Parse::With(|v, d| parse_bind(v).map(|ip| d.pending.ip = Some(ip))),
+        show: Some(|c| format!("listen address: {}", c.listeners.listen)),
     },
     Var {
         name: PORT,
         default: DefaultValue::Value("6120"),
         meaning: "the port to listen on",
-        parse: Parse::With(|v, d| parse_port(v).map(|port| d.port = Some(port))),
+        parse: Parse::With(|v, d| parse_port(v).map(|port| d.pending.port = Some(port))),
         show: None,
     },
     Var {
@@ -130,12 +131,12 @@ static VARS: [Var; 28] = [
             "/api.sock`, else `/secrets/api.sock`"
         )),
         meaning: "the Task API socket",
-        parse: Parse::With(|v, d| set(&mut d.socket_path, Some(v.to_string()))),
+        parse: Parse::With(|v, d| set(&mut d.pending.socket_path, Some(v.to_string()))),
         show: Some(|c| {
             format!(
                 "Task API socket: {} (from {})",
-                path_in_message(Path::new(&c.socket_path)),
-                c.socket_path_from
+                path_in_message(Path::new(&c.upstream.socket_path)),
+                c.upstream.socket_path_from
             )
         }),
     },
@@ -147,22 +148,22 @@ static VARS: [Var; 28] = [
             var_name!(SOCKET_PATH),
             " is unset"
         ),
-        parse: Parse::With(|v, d| set(&mut d.socket_path_alias, Some(v.to_string()))),
+        parse: Parse::With(|v, d| set(&mut d.pending.socket_path_alias, Some(v.to_string()))),
         show: None,
     },
     Var {
         name: NOMAD_SECRETS_DIR,
         default: DefaultValue::Unset("set by Nomad"),
         meaning: "the task's secrets directory: the socket and the token file are in it",
-        parse: Parse::With(|v, d| set(&mut d.secrets_dir, Some(v.to_string()))),
+        parse: Parse::With(|v, d| set(&mut d.pending.secrets_dir, Some(v.to_string()))),
         show: None,
     },
     Var {
         name: TOKEN_FILE,
         default: DefaultValue::Unset("unset"),
         meaning: "the file holding the workload token, re-read when it changes",
-        parse: Parse::With(|v, d| set(&mut d.token_file, Some(v.into()))),
-        show: Some(|c| format!("workload token: {}", c.token.describe())),
+        parse: Parse::With(|v, d| set(&mut d.pending.token_file, Some(v.into()))),
+        show: Some(|c| format!("workload token: {}", c.files.token.describe())),
     },
     Var {
         name: NOMAD_TOKEN,
@@ -171,7 +172,7 @@ static VARS: [Var; 28] = [
         // Never echoed: this parser has no error. Blank counts as unset.
         parse: Parse::With(|v, d| {
             let token = Some(v.to_string()).filter(|v| !v.trim().is_empty());
-            set(&mut d.nomad_token, token)
+            set(&mut d.pending.nomad_token, token)
         }),
         show: None,
     },
@@ -181,38 +182,59 @@ static VARS: [Var; 28] = [
         meaning: "every /v1/ path and every method, request bodies forwarded",
         parse: Parse::With(|v, d| {
             let all = parse_bool(v).ok_or(BOOLEAN)?;
-            let allow = d.allow.with_all(all);
-            set(&mut d.allow, allow)
+            let allow = d.rules.allow.with_all(all);
+            set(&mut d.rules.allow, allow)
         }),
-        show: Some(|c| format!("{ALLOW_ALL} = {}", c.allow.all())),
+        show: Some(|c| format!("{ALLOW_ALL} = {}", c.rules.allow.all())),
     },
     Var {
         name: UPSTREAM_TIMEOUT,
         default: DefaultValue::Value("340s"),
         meaning: "how long Nomad may take to send a response header, and between two body reads",
-        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.upstream_timeout = t)),
-        show: Some(|c| format!("{UPSTREAM_TIMEOUT} = {:?}", c.upstream_timeout)),
+        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.upstream.upstream_timeout = t)),
+        show: Some(|c| format!("{UPSTREAM_TIMEOUT} = {:?}", c.upstream.upstream_timeout)),
     },
     Var {
         name: CLIENT_HEADER_TIMEOUT,
         default: DefaultValue::Value("10s"),
         meaning: "how long a client may take to send a whole request header (a body: each 64 KiB)",
-        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_header_timeout = t)),
-        show: Some(|c| format!("{CLIENT_HEADER_TIMEOUT} = {:?}", c.client_header_timeout)),
+        parse: Parse::With(|v, d| {
+            positive_duration(v).map(|t| d.listeners.client_header_timeout = t)
+        }),
+        show: Some(|c| {
+            format!(
+                "{CLIENT_HEADER_TIMEOUT} = {:?}",
+                c.listeners.client_header_timeout
+            )
+        }),
     },
     Var {
         name: CLIENT_WRITE_TIMEOUT,
         default: DefaultValue::Value("30s"),
         meaning: "how long a client may take no bytes of what the proxy writes to it",
-        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_write_timeout = t)),
-        show: Some(|c| format!("{CLIENT_WRITE_TIMEOUT} = {:?}", c.client_write_timeout)),
+        parse: Parse::With(|v, d| {
+            positive_duration(v).map(|t| d.listeners.client_write_timeout = t)
+        }),
+        show: Some(|c| {
+            format!(
+                "{CLIENT_WRITE_TIMEOUT} = {:?}",
+                c.listeners.client_write_timeout
+            )
+        }),
     },
     Var {
         name: CLIENT_IDLE_TIMEOUT,
         default: DefaultValue::Value("60s"),
         meaning: "how long a kept-alive client connection may wait for its next request",
-        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.client_idle_timeout = t)),
-        show: Some(|c| format!("{CLIENT_IDLE_TIMEOUT} = {:?}", c.client_idle_timeout)),
+        parse: Parse::With(|v, d| {
+            positive_duration(v).map(|t| d.listeners.client_idle_timeout = t)
+        }),
+        show: Some(|c| {
+            format!(
+                "{CLIENT_IDLE_TIMEOUT} = {:?}",
+                c.listeners.client_idle_timeout
+            )
+        }),
     },
     Var {
         name: MAX_CONNECTIONS,
@@ -221,8 +243,10 @@ static VARS: [Var; 28] = [
         // (`crate::conn::connections::fit`).
         default: DefaultValue::Unset("`1024`, or fewer to fit the open-files limit"),
         meaning: "the most client connections open at once, on both listeners",
-        parse: Parse::With(|v, d| parse_max_connections(v).map(|n| d.max_connections = Some(n))),
-        show: Some(|c| match c.max_connections {
+        parse: Parse::With(|v, d| {
+            parse_max_connections(v).map(|n| d.listeners.max_connections = Some(n))
+        }),
+        show: Some(|c| match c.listeners.max_connections {
             Some(n) => format!("{MAX_CONNECTIONS} = {n}"),
             None => format!("{MAX_CONNECTIONS} = default"),
         }),
@@ -238,9 +262,10 @@ static VARS: [Var; 28] = [
         )),
         meaning: "the most of those connections from one client address",
         parse: Parse::With(|v, d| {
-            parse_max_connections_per_client(v).map(|n| d.max_connections_per_client = Some(n))
+            parse_max_connections_per_client(v)
+                .map(|n| d.listeners.max_connections_per_client = Some(n))
         }),
-        show: Some(|c| match c.max_connections_per_client {
+        show: Some(|c| match c.listeners.max_connections_per_client {
             Some(n) => format!("{MAX_CONNECTIONS_PER_CLIENT} = {n} per client address"),
             None => format!("{MAX_CONNECTIONS_PER_CLIENT} = default"),
         }),
@@ -249,8 +274,8 @@ static VARS: [Var; 28] = [
         name: ALLOW_FROM,
         default: DefaultValue::Unset("unset (any address)"),
         meaning: "the client addresses and CIDR ranges served",
-        parse: Parse::With(|v, d| parse_allow_from(v).map(|set| d.allow_from = Some(set))),
-        show: Some(|c| match &c.allow_from {
+        parse: Parse::With(|v, d| parse_allow_from(v).map(|set| d.rules.allow_from = Some(set))),
+        show: Some(|c| match &c.rules.allow_from {
             Some(set) => format!("{ALLOW_FROM} = {set}"),
             None => format!("{ALLOW_FROM} = any address"),
         }),
@@ -260,9 +285,9 @@ static VARS: [Var; 28] = [
         default: DefaultValue::Unset("unset (any Host)"),
         meaning: "the Host names served, against DNS rebinding",
         parse: Parse::With(|v, d| {
-            parse_allowed_hosts(v).map(|hosts| d.allowed_hosts = Some(hosts))
+            parse_allowed_hosts(v).map(|hosts| d.rules.allowed_hosts = Some(hosts))
         }),
-        show: Some(|c| match &c.allowed_hosts {
+        show: Some(|c| match &c.rules.allowed_hosts {
             Some(hosts) => format!("{ALLOWED_HOSTS} = {hosts} (and IP addresses, localhost)"),
             None => format!("{ALLOWED_HOSTS} = any host"),
         }),
@@ -271,8 +296,8 @@ static VARS: [Var; 28] = [
         name: NOMAD_REGION,
         default: DefaultValue::Unset("set by Nomad"),
         meaning: "the agent's region; a request naming another region is refused",
-        parse: Parse::With(|v, d| set(&mut d.region, Some(v.to_string()))),
-        show: Some(|c| match &c.region {
+        parse: Parse::With(|v, d| set(&mut d.rules.region, Some(v.to_string()))),
+        show: Some(|c| match &c.rules.region {
             Some(region) => format!("region: {region} (from {NOMAD_REGION})"),
             None => format!("region: unknown ({NOMAD_REGION} unset): not checked"),
         }),
@@ -281,8 +306,8 @@ static VARS: [Var; 28] = [
         name: MAX_IN_FLIGHT,
         default: DefaultValue::Value(DEFAULT_MAX_IN_FLIGHT),
         meaning: "the most requests on the Task API socket at once",
-        parse: Parse::With(|v, d| parse_max_in_flight(v).map(|n| d.max_in_flight = n)),
-        show: Some(|c| format!("{MAX_IN_FLIGHT} = {}", c.max_in_flight)),
+        parse: Parse::With(|v, d| parse_max_in_flight(v).map(|n| d.limits.max_in_flight = n)),
+        show: Some(|c| format!("{MAX_IN_FLIGHT} = {}", c.limits.max_in_flight)),
     },
     Var {
         name: MAX_IN_FLIGHT_PER_CLIENT,
@@ -294,12 +319,12 @@ static VARS: [Var; 28] = [
         )),
         meaning: "the most requests on the Task API socket at once from one client address",
         parse: Parse::With(|v, d| {
-            parse_max_in_flight_per_client(v).map(|n| d.max_in_flight_per_client = Some(n))
+            parse_max_in_flight_per_client(v).map(|n| d.pending.max_in_flight_per_client = Some(n))
         }),
         show: Some(|c| {
             format!(
                 "{MAX_IN_FLIGHT_PER_CLIENT} = {} per client address",
-                c.max_in_flight_per_client
+                c.limits.max_in_flight_per_client
             )
         }),
     },
@@ -307,8 +332,10 @@ static VARS: [Var; 28] = [
         name: RATE_LIMIT,
         default: DefaultValue::Unset("unset (off)"),
         meaning: "requests per client address, as N/s, N/m or N/h",
-        parse: Parse::With(|v, d| parse_rate_limit(v).map(|limit| d.rate_limit = Some(limit))),
-        show: Some(|c| match c.rate_limit {
+        parse: Parse::With(|v, d| {
+            parse_rate_limit(v).map(|limit| d.limits.rate_limit = Some(limit))
+        }),
+        show: Some(|c| match c.limits.rate_limit {
             Some(limit) => format!("{RATE_LIMIT} = {limit} per client address"),
             None => format!("{RATE_LIMIT} = off"),
         }),
@@ -320,16 +347,16 @@ static VARS: [Var; 28] = [
         parse: Parse::With(|v, d| {
             let size = parse_size(v)
                 .ok_or("expected a size in bytes, such as 1048576, 512KiB, 1MiB or 2MB")?;
-            set(&mut d.max_body, size)
+            set(&mut d.limits.max_body, size)
         }),
-        show: Some(|c| format!("{MAX_BODY} = {} bytes", c.max_body)),
+        show: Some(|c| format!("{MAX_BODY} = {} bytes", c.limits.max_body)),
     },
     Var {
         name: TLS_CERT_FILE,
         default: DefaultValue::Unset("unset"),
         meaning: "TLS on the listener: the certificate chain, PEM",
-        parse: Parse::With(|v, d| set(&mut d.tls_cert, Some(v.into()))),
-        show: Some(|c| match &c.tls {
+        parse: Parse::With(|v, d| set(&mut d.pending.tls_cert, Some(v.into()))),
+        show: Some(|c| match &c.files.tls {
             Some(t) => format!("TLS: {} and {}", t.cert.display(), t.key.display()),
             None => "TLS: off".to_string(),
         }),
@@ -338,16 +365,16 @@ static VARS: [Var; 28] = [
         name: TLS_KEY_FILE,
         default: DefaultValue::Unset("unset"),
         meaning: "TLS on the listener: the private key, PEM",
-        parse: Parse::With(|v, d| set(&mut d.tls_key, Some(v.into()))),
+        parse: Parse::With(|v, d| set(&mut d.pending.tls_key, Some(v.into()))),
         show: None,
     },
     Var {
         name: TLS_CLIENT_CA_FILE,
         default: DefaultValue::Unset("unset (off)"),
         meaning: "TLS on the listener: the CA certificates a client certificate must chain to, PEM",
-        parse: Parse::With(|v, d| set(&mut d.tls_client_ca, Some(v.into()))),
+        parse: Parse::With(|v, d| set(&mut d.pending.tls_client_ca, Some(v.into()))),
         show: Some(
-            |c| match c.tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+            |c| match c.files.tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
                 Some(path) => format!(
                     "client certificates: required, from a CA in {}",
                     path.display()
@@ -360,8 +387,8 @@ static VARS: [Var; 28] = [
         name: CLIENT_TOKEN_FILE,
         default: DefaultValue::Unset("unset"),
         meaning: "bearer tokens clients must present, one per line",
-        parse: Parse::With(|v, d| set(&mut d.client_token_file, Some(v.into()))),
-        show: Some(|c| match &c.client_token_file {
+        parse: Parse::With(|v, d| set(&mut d.pending.client_token_file, Some(v.into()))),
+        show: Some(|c| match &c.files.client_token_file {
             Some(path) => format!("client tokens: required, from {}", path.display()),
             None => "client tokens: off".to_string(),
         }),
@@ -370,8 +397,10 @@ static VARS: [Var; 28] = [
         name: METRICS_CACHE_TTL,
         default: DefaultValue::Unset("unset (off)"),
         meaning: "how long identical metrics scrapes are served from memory",
-        parse: Parse::With(|v, d| positive_duration(v).map(|t| d.metrics_cache_ttl = Some(t))),
-        show: Some(|c| match c.metrics_cache_ttl {
+        parse: Parse::With(|v, d| {
+            positive_duration(v).map(|t| d.upstream.metrics_cache_ttl = Some(t))
+        }),
+        show: Some(|c| match c.upstream.metrics_cache_ttl {
             Some(ttl) => format!("{METRICS_CACHE_TTL} = {ttl:?}"),
             None => format!("{METRICS_CACHE_TTL} = off"),
         }),
@@ -381,9 +410,9 @@ static VARS: [Var; 28] = [
         default: DefaultValue::Unset("unset (off)"),
         meaning: "the address and port of the proxy's own Prometheus metrics",
         parse: Parse::With(|v, d| {
-            parse_telemetry_bind(v).map(|addr| d.telemetry = Some((addr, v.to_string())))
+            parse_telemetry_bind(v).map(|addr| d.pending.telemetry = Some((addr, v.to_string())))
         }),
-        show: Some(|c| match c.telemetry_listen {
+        show: Some(|c| match c.listeners.telemetry_listen {
             Some(addr) => format!("{TELEMETRY_BIND} = {addr}"),
             None => format!("{TELEMETRY_BIND} = off"),
         }),
@@ -413,7 +442,7 @@ impl Var {
             Parse::With(parse) => parse(value, draft),
             Parse::Flag(group) => match parse_bool(value) {
                 Some(open) => {
-                    draft.allow = draft.allow.with(group, open);
+                    draft.rules.allow = draft.rules.allow.with(group, open);
                     Ok(())
                 }
                 None => Err(BOOLEAN.to_string()),
@@ -427,30 +456,45 @@ impl Var {
     /// This variable's line in the description, if it has its own.
     fn describe(&self, config: &Config) -> Option<String> {
         match self.parse {
-            Parse::Flag(group) => Some(format!("{} = {}", self.name, config.allow.allows(group))),
+            Parse::Flag(group) => Some(format!(
+                "{} = {}",
+                self.name,
+                config.rules.allow.allows(group)
+            )),
             Parse::With(_) => self.show.map(|show| show(config)),
         }
     }
 }
 
-/// The validated configuration.
+/// The validated configuration, one part per consumer, each handed over
+/// whole: the table's parsers write straight into the parts, and only
+/// what rests on several variables is resolved after ([`Pending`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// The request decision's rules: the open groups, ALLOW_FROM,
+    /// ALLOWED_HOSTS, the region (the proxy's; ALLOW_FROM the guard's too).
+    pub rules: Rules,
+    /// The Task API socket, and how the proxy talks to it.
+    pub upstream: Upstream,
+    /// What keeps one client, and all of them, from costing the Nomad
+    /// servers too much.
+    pub limits: Limits,
+    /// The listeners and their clients' connections (the guard's).
+    pub listeners: Listeners,
+    /// The files read at startup and reloaded.
+    pub files: Files,
+    pub log_format: LogFormat,
+}
+
+/// The listeners, and what their clients' connections may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listeners {
     /// The address the proxy listens on.
     pub listen: SocketAddr,
-    /// The Nomad Task API socket.
-    pub socket_path: String,
-    /// Which variable `socket_path` came from (or "default").
-    pub socket_path_from: &'static str,
-    /// Where the workload token comes from.
-    pub token: TokenSource,
-    /// The open groups.
-    pub allow: Allowlist,
-    /// How long the Task API may take to send a response header, and at
-    /// most between two reads of its body, before the client gets 504.
-    pub upstream_timeout: Duration,
+    /// Where the proxy's own Prometheus metrics are served, if anywhere.
+    pub telemetry_listen: Option<SocketAddr>,
     /// How long a client may take to send a complete request header (and
-    /// finish the TLS handshake before it).
+    /// finish the TLS handshake before it); a request body's pace too.
     pub client_header_timeout: Duration,
     /// How long a write to a client may wait for it to take bytes.
     pub client_write_timeout: Duration,
@@ -462,39 +506,57 @@ pub struct Config {
     /// The most of those from one client address, when the operator set
     /// it; `None`: a quarter of the cap in force (`crate::conn::connections::Fitted`).
     pub max_connections_per_client: Option<usize>,
-    /// The client addresses served, when limited.
-    pub allow_from: Option<AddrSet>,
-    /// The Host names served, when limited.
-    pub allowed_hosts: Option<HostList>,
-    /// The agent's region (`NOMAD_REGION`), when known.
-    pub region: Option<String>,
-    /// The most requests forwarded at once.
-    pub max_in_flight: usize,
-    /// The most requests forwarded at once for one client address.
-    pub max_in_flight_per_client: usize,
-    /// Requests per client address, when limited.
-    pub rate_limit: Option<RateLimit>,
-    /// The largest request body forwarded (bodies exist only under ALL).
-    pub max_body: u64,
+}
+
+impl Default for Listeners {
+    /// Before the table is read: every field is written by its variable's
+    /// default or value, or resolved after ([`Pending::listen`]).
+    fn default() -> Listeners {
+        Listeners {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            telemetry_listen: None,
+            client_header_timeout: Duration::ZERO,
+            client_write_timeout: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
+            max_connections: None,
+            max_connections_per_client: None,
+        }
+    }
+}
+
+/// The files read at startup and reloaded when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Files {
+    /// Where the workload token comes from.
+    pub token: TokenSource,
     /// TLS on the listener: the certificate chain and key, both PEM, and
     /// the CAs of client certificates, when they are required.
     pub tls: Option<TlsFiles>,
     /// Bearer tokens clients must present, one per line.
     pub client_token_file: Option<PathBuf>,
-    /// How long a metrics response is served from memory; `None`: only
-    /// concurrent identical scrapes share one upstream request.
-    pub metrics_cache_ttl: Option<Duration>,
-    /// Where the proxy's own Prometheus metrics are served, if anywhere.
-    pub telemetry_listen: Option<SocketAddr>,
-    pub log_format: LogFormat,
 }
 
 /// The variables as given: `Err(())` for a value that is not UTF-8.
 type Vars = HashMap<String, Result<String, ()>>;
 
-/// What the variables said, each on its own; [`Draft::finish`] puts them together.
-#[derive(Default)]
+/// What the table's parsers write: the parts of [`Config`] that one
+/// variable fills on its own, and [`Pending`], what the cross-variable
+/// rules resolve ([`Draft::finish`]).
 struct Draft {
+    rules: Rules,
+    upstream: Upstream,
+    limits: Limits,
+    listeners: Listeners,
+    log_format: LogFormat,
+    pending: Pending,
+}
+
+/// The variables that settle nothing on their own: each is one input of a
+/// setting that rests on several (the listen address, the socket path, the
+/// token's source, the TLS pair, the per-client share, the telemetry
+/// address), resolved by [`Draft::finish`].
+#[derive(Default)]
+struct Pending {
     ip: Option<IpAddr>,
     port: Option<u16>,
     socket_path: Option<String>,
@@ -502,28 +564,13 @@ struct Draft {
     secrets_dir: Option<String>,
     token_file: Option<PathBuf>,
     nomad_token: Option<String>,
-    allow: Allowlist,
-    upstream_timeout: Duration,
-    client_header_timeout: Duration,
-    client_write_timeout: Duration,
-    client_idle_timeout: Duration,
-    max_connections: Option<usize>,
-    max_connections_per_client: Option<usize>,
-    allow_from: Option<AddrSet>,
-    allowed_hosts: Option<HostList>,
-    region: Option<String>,
-    max_in_flight: usize,
     max_in_flight_per_client: Option<usize>,
-    rate_limit: Option<RateLimit>,
-    max_body: u64,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     client_token_file: Option<PathBuf>,
-    metrics_cache_ttl: Option<Duration>,
     /// The address, and the value as written, for the message if it clashes.
     telemetry: Option<(SocketAddr, String)>,
-    log_format: LogFormat,
 }
 
 impl Config {
@@ -545,8 +592,15 @@ impl Config {
             .collect();
         let mut problems = Problems::default();
         let mut draft = Draft {
-            allow: Allowlist::none(),
-            ..Draft::default()
+            rules: Rules {
+                allow: Allowlist::none(),
+                ..Rules::default()
+            },
+            upstream: Upstream::default(),
+            limits: Limits::default(),
+            listeners: Listeners::default(),
+            log_format: LogFormat::default(),
+            pending: Pending::default(),
         };
         for var in table() {
             var.read(&vars, &mut draft, &mut problems);
@@ -574,42 +628,45 @@ impl Draft {
     /// The configuration, once the settings that rest on several variables
     /// are resolved and checked; `None` when something essential is missing.
     fn finish(self, problems: &mut Problems) -> Option<Config> {
-        let (socket_path, socket_path_from) = self.socket_path(problems);
-        let token = self.token_source(problems);
-        let tls = self.tls(problems);
-        let listen = self
-            .ip
-            .zip(self.port)
-            .map(|(ip, port)| SocketAddr::new(ip, port));
-        let telemetry_listen = self.telemetry_listen(listen, problems);
-        let max_in_flight_per_client = self.max_in_flight_per_client(problems);
-        self.check_connections_per_client(problems);
-        self.check_all_off_loopback(problems);
+        let Draft {
+            rules,
+            mut upstream,
+            mut limits,
+            mut listeners,
+            log_format,
+            pending,
+        } = self;
+        (upstream.socket_path, upstream.socket_path_from) = pending.socket_path(problems);
+        let token = pending.token_source(problems);
+        let tls = pending.tls(problems);
+        let listen = pending.listen();
+        listeners.telemetry_listen = pending.telemetry_listen(listen, problems);
+        limits.max_in_flight_per_client =
+            pending.max_in_flight_per_client(limits.max_in_flight, problems);
+        check_connections_per_client(&listeners, problems);
+        pending.check_all_off_loopback(&rules, problems);
+        listeners.listen = listen?;
         Some(Config {
-            listen: listen?,
-            socket_path,
-            socket_path_from,
-            token: token?,
-            allow: self.allow,
-            upstream_timeout: self.upstream_timeout,
-            client_header_timeout: self.client_header_timeout,
-            client_write_timeout: self.client_write_timeout,
-            client_idle_timeout: self.client_idle_timeout,
-            max_connections: self.max_connections,
-            max_connections_per_client: self.max_connections_per_client,
-            allow_from: self.allow_from,
-            allowed_hosts: self.allowed_hosts,
-            region: self.region,
-            max_in_flight: self.max_in_flight,
-            max_in_flight_per_client,
-            rate_limit: self.rate_limit,
-            max_body: self.max_body,
-            tls,
-            client_token_file: self.client_token_file,
-            metrics_cache_ttl: self.metrics_cache_ttl,
-            telemetry_listen,
-            log_format: self.log_format,
+            rules,
+            upstream,
+            limits,
+            listeners,
+            files: Files {
+                token: token?,
+                tls,
+                client_token_file: pending.client_token_file,
+            },
+            log_format,
         })
+    }
+}
+
+impl Pending {
+    /// HOLEPUNCH_BIND and HOLEPUNCH_PORT, when both are good.
+    fn listen(&self) -> Option<SocketAddr> {
+        self.ip
+            .zip(self.port)
+            .map(|(ip, port)| SocketAddr::new(ip, port))
     }
 
     /// The first of HOLEPUNCH_SOCKET_PATH, NOMAD_SOCKET_PATH,
@@ -718,8 +775,7 @@ impl Draft {
 
     /// HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT, or its default for
     /// HOLEPUNCH_MAX_IN_FLIGHT; never more than HOLEPUNCH_MAX_IN_FLIGHT.
-    fn max_in_flight_per_client(&self, problems: &mut Problems) -> usize {
-        let max = self.max_in_flight;
+    fn max_in_flight_per_client(&self, max: usize, problems: &mut Problems) -> usize {
         let Some(per_client) = self.max_in_flight_per_client else {
             return crate::proxy::limits::default_per_client(max);
         };
@@ -739,36 +795,13 @@ impl Draft {
         per_client
     }
 
-    /// HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT, never more than a
-    /// HOLEPUNCH_MAX_CONNECTIONS the operator set. Under a default cap,
-    /// lowered at startup to fit the open-files limit, it is lowered with it
-    /// (`crate::conn::connections::Fitted::share`).
-    fn check_connections_per_client(&self, problems: &mut Problems) {
-        let (Some(max), Some(per_client)) = (self.max_connections, self.max_connections_per_client)
-        else {
-            return;
-        };
-        if per_client > max {
-            let problem = format!(
-                "one client cannot hold more connections than {MAX_CONNECTIONS} allows in all \
-                 ({max}): set it from 1 to {max}, or leave it unset for {}",
-                crate::proxy::limits::default_per_client(max)
-            );
-            problems.add(
-                MAX_CONNECTIONS_PER_CLIENT,
-                Some(&per_client.to_string()),
-                problem,
-            );
-        }
-    }
-
     /// ALL forwards anything with the workload token: off loopback, only to
     /// clients that authenticate, with a client token or a client
     /// certificate (each a credential on its own).
-    fn check_all_off_loopback(&self, problems: &mut Problems) {
+    fn check_all_off_loopback(&self, rules: &Rules, problems: &mut Problems) {
         let Some(ip) = self.ip else { return };
         let authenticated = self.client_token_file.is_some() || self.tls_client_ca.is_some();
-        if self.allow.all() && !authenticated && !ip.to_canonical().is_loopback() {
+        if rules.allow.all() && !authenticated && !ip.to_canonical().is_loopback() {
             let problem = format!(
                 "ALL forwards every Nomad API call with the workload token, so off \
                  loopback it needs client authentication: set {CLIENT_TOKEN_FILE} or \
@@ -776,6 +809,31 @@ impl Draft {
             );
             problems.add(ALLOW_ALL, Some("true"), problem);
         }
+    }
+}
+
+/// HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT, never more than a
+/// HOLEPUNCH_MAX_CONNECTIONS the operator set. Under a default cap,
+/// lowered at startup to fit the open-files limit, it is lowered with it
+/// (`crate::conn::connections::Fitted::share`).
+fn check_connections_per_client(listeners: &Listeners, problems: &mut Problems) {
+    let (Some(max), Some(per_client)) = (
+        listeners.max_connections,
+        listeners.max_connections_per_client,
+    ) else {
+        return;
+    };
+    if per_client > max {
+        let problem = format!(
+            "one client cannot hold more connections than {MAX_CONNECTIONS} allows in all \
+                 ({max}): set it from 1 to {max}, or leave it unset for {}",
+            crate::proxy::limits::default_per_client(max)
+        );
+        problems.add(
+            MAX_CONNECTIONS_PER_CLIENT,
+            Some(&per_client.to_string()),
+            problem,
+        );
     }
 }
 
@@ -1093,24 +1151,24 @@ mod tests {
     #[test]
     fn defaults_match_the_original() {
         let c = cfg(&[TOKEN]).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:6120".parse().unwrap());
-        assert_eq!(c.socket_path, "/secrets/api.sock");
-        assert_eq!(c.socket_path_from, "default");
-        assert_eq!(c.token, TokenSource::Env(TOKEN.1.to_string()));
-        assert_eq!(c.allow, Allowlist::default());
+        assert_eq!(c.listeners.listen, "0.0.0.0:6120".parse().unwrap());
+        assert_eq!(c.upstream.socket_path, "/secrets/api.sock");
+        assert_eq!(c.upstream.socket_path_from, "default");
+        assert_eq!(c.files.token, TokenSource::Env(TOKEN.1.to_string()));
+        assert_eq!(c.rules.allow, Allowlist::default());
     }
 
     #[test]
     fn bind_and_port() {
         let c = cfg(&[TOKEN, (BIND, "127.0.0.1"), (PORT, "8080")]).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.listeners.listen, "127.0.0.1:8080".parse().unwrap());
         let c = cfg(&[TOKEN, (BIND, "::"), (PORT, "65535")]).unwrap();
-        assert_eq!(c.listen, "[::]:65535".parse().unwrap());
+        assert_eq!(c.listeners.listen, "[::]:65535".parse().unwrap());
         let c = cfg(&[TOKEN, (BIND, "[::1]"), (PORT, "1")]).unwrap();
-        assert_eq!(c.listen, "[::1]:1".parse().unwrap());
+        assert_eq!(c.listeners.listen, "[::1]:1".parse().unwrap());
         // Empty means default.
         let c = cfg(&[TOKEN, (BIND, ""), (PORT, "")]).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:6120".parse().unwrap());
+        assert_eq!(c.listeners.listen, "0.0.0.0:6120".parse().unwrap());
 
         for bad in ["0", "65536", "-1", "+80", "80a", " 80", "http"] {
             let errs = errors_for(&[TOKEN, (PORT, bad)]);
@@ -1134,11 +1192,14 @@ mod tests {
     fn socket_path_precedence() {
         let secrets = ("NOMAD_SECRETS_DIR", "/var/nomad/alloc/1/task/secrets/");
         let c = cfg(&[TOKEN, secrets]).unwrap();
-        assert_eq!(c.socket_path, "/var/nomad/alloc/1/task/secrets/api.sock");
-        assert_eq!(c.socket_path_from, NOMAD_SECRETS_DIR);
+        assert_eq!(
+            c.upstream.socket_path,
+            "/var/nomad/alloc/1/task/secrets/api.sock"
+        );
+        assert_eq!(c.upstream.socket_path_from, NOMAD_SECRETS_DIR);
         let c = cfg(&[TOKEN, secrets, (SOCKET_PATH_ALIAS, "/alias.sock")]).unwrap();
         assert_eq!(
-            (c.socket_path.as_str(), c.socket_path_from),
+            (c.upstream.socket_path.as_str(), c.upstream.socket_path_from),
             ("/alias.sock", SOCKET_PATH_ALIAS)
         );
         let c = cfg(&[
@@ -1149,7 +1210,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            (c.socket_path.as_str(), c.socket_path_from),
+            (c.upstream.socket_path.as_str(), c.upstream.socket_path_from),
             ("/main.sock", SOCKET_PATH)
         );
     }
@@ -1174,18 +1235,18 @@ mod tests {
         let secrets = (NOMAD_SECRETS_DIR, "/secrets");
         let c = cfg(&[file, TOKEN, secrets]).unwrap();
         assert_eq!(
-            c.token,
+            c.files.token,
             TokenSource::File {
                 path: "/run/token".into(),
                 var: TOKEN_FILE
             }
         );
         let c = cfg(&[TOKEN, secrets]).unwrap();
-        assert_eq!(c.token, TokenSource::Env(TOKEN.1.into()));
+        assert_eq!(c.files.token, TokenSource::Env(TOKEN.1.into()));
         // An empty NOMAD_TOKEN counts as unset.
         let c = cfg(&[(NOMAD_TOKEN, " "), secrets]).unwrap();
         assert_eq!(
-            c.token,
+            c.files.token,
             TokenSource::File {
                 path: "/secrets/nomad_token".into(),
                 var: NOMAD_SECRETS_DIR
@@ -1235,17 +1296,17 @@ mod tests {
 
     #[test]
     fn every_flag() {
-        let a = cfg(&[TOKEN]).unwrap().allow;
+        let a = cfg(&[TOKEN]).unwrap().rules.allow;
         for g in Group::ALL {
             assert_eq!(a.allows(g), g.default_enabled());
             let flipped = if g.default_enabled() { "false" } else { "true" };
-            let a = cfg(&[TOKEN, (g.flag(), flipped)]).unwrap().allow;
+            let a = cfg(&[TOKEN, (g.flag(), flipped)]).unwrap().rules.allow;
             assert_eq!(a.allows(g), !g.default_enabled(), "{g:?}");
             for other in Group::ALL.iter().filter(|o| **o != g) {
                 assert_eq!(a.allows(*other), other.default_enabled());
             }
             // Empty is the default, not false.
-            let a = cfg(&[TOKEN, (g.flag(), "")]).unwrap().allow;
+            let a = cfg(&[TOKEN, (g.flag(), "")]).unwrap().rules.allow;
             assert_eq!(a.allows(g), g.default_enabled());
             let errs = errors_for(&[TOKEN, (g.flag(), "yes")]);
             assert_eq!(errs.len(), 1);
@@ -1253,9 +1314,10 @@ mod tests {
         }
         assert!(cfg(&[TOKEN, (ALLOW_ALL, "T"), (BIND, "127.0.0.1")])
             .unwrap()
+            .rules
             .allow
             .all());
-        assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().allow.all());
+        assert!(!cfg(&[TOKEN, (ALLOW_ALL, "")]).unwrap().rules.allow.all());
     }
 
     /// Problems come in one order whatever the order of the environment:
@@ -1544,16 +1606,19 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
         let c = cfg(&[TOKEN]).unwrap();
-        assert_eq!(c.upstream_timeout, s(340));
-        assert_eq!(c.client_header_timeout, s(10));
+        assert_eq!(c.upstream.upstream_timeout, s(340));
+        assert_eq!(c.listeners.client_header_timeout, s(10));
         let c = cfg(&[
             TOKEN,
             (UPSTREAM_TIMEOUT, "2s"),
             (CLIENT_HEADER_TIMEOUT, "250ms"),
         ])
         .unwrap();
-        assert_eq!(c.upstream_timeout, s(2));
-        assert_eq!(c.client_header_timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.upstream_timeout, s(2));
+        assert_eq!(
+            c.listeners.client_header_timeout,
+            Duration::from_millis(250)
+        );
         for bad in ["0s", "10", "soon"] {
             let errs = errors_for(&[TOKEN, (UPSTREAM_TIMEOUT, bad)]);
             assert_eq!(errs.len(), 1);
@@ -1568,15 +1633,16 @@ mod tests {
 
     #[test]
     fn metrics_cache_ttl() {
-        assert_eq!(cfg(&[TOKEN]).unwrap().metrics_cache_ttl, None);
+        assert_eq!(cfg(&[TOKEN]).unwrap().upstream.metrics_cache_ttl, None);
         assert_eq!(
             cfg(&[TOKEN, (METRICS_CACHE_TTL, "")])
                 .unwrap()
+                .upstream
                 .metrics_cache_ttl,
             None
         );
         let c = cfg(&[TOKEN, (METRICS_CACHE_TTL, "1s")]).unwrap();
-        assert_eq!(c.metrics_cache_ttl, Some(Duration::from_secs(1)));
+        assert_eq!(c.upstream.metrics_cache_ttl, Some(Duration::from_secs(1)));
         let errs = errors_for(&[TOKEN, (METRICS_CACHE_TTL, "0s")]);
         assert!(errs[0]
             .starts_with("HOLEPUNCH_METRICS_CACHE_TTL=\"0s\": expected a duration above zero"));
@@ -1597,8 +1663,11 @@ mod tests {
         for bad in ["", "1.5MiB", "1 MiB", "MiB", "1mib", "-1", "99999999999GiB"] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
-        assert_eq!(cfg(&[TOKEN]).unwrap().max_body, 1 << 20);
-        assert_eq!(cfg(&[TOKEN, (MAX_BODY, "4KiB")]).unwrap().max_body, 4096);
+        assert_eq!(cfg(&[TOKEN]).unwrap().limits.max_body, 1 << 20);
+        assert_eq!(
+            cfg(&[TOKEN, (MAX_BODY, "4KiB")]).unwrap().limits.max_body,
+            4096
+        );
         let errs = errors_for(&[TOKEN, (MAX_BODY, "lots")]);
         assert!(errs[0].starts_with("HOLEPUNCH_MAX_BODY=\"lots\": expected a size in bytes"));
     }
@@ -1607,14 +1676,14 @@ mod tests {
     fn tls_needs_both_files() {
         let c = cfg(&[TOKEN, (TLS_CERT_FILE, "/c.pem"), (TLS_KEY_FILE, "/k.pem")]).unwrap();
         assert_eq!(
-            c.tls,
+            c.files.tls,
             Some(TlsFiles {
                 cert: "/c.pem".into(),
                 key: "/k.pem".into(),
                 client_ca: None,
             })
         );
-        assert_eq!(cfg(&[TOKEN]).unwrap().tls, None);
+        assert_eq!(cfg(&[TOKEN]).unwrap().files.tls, None);
         let errs = errors_for(&[TOKEN, (TLS_CERT_FILE, "/c.pem")]);
         assert_eq!(
             errs,
@@ -1646,24 +1715,28 @@ mod tests {
         assert_eq!(
             cfg(&[TOKEN, (TLS_CERT_FILE, ""), (TLS_KEY_FILE, "")])
                 .unwrap()
+                .files
                 .tls,
             None
         );
         let c = cfg(&[TOKEN, (CLIENT_TOKEN_FILE, "/run/clients")]).unwrap();
-        assert_eq!(c.client_token_file, Some(PathBuf::from("/run/clients")));
+        assert_eq!(
+            c.files.client_token_file,
+            Some(PathBuf::from("/run/clients"))
+        );
     }
 
     #[test]
     fn client_cas_need_the_tls_pair() {
         let pair = [TOKEN, (TLS_CERT_FILE, "/c.pem"), (TLS_KEY_FILE, "/k.pem")];
         let c = cfg(&[&pair[..], &[(TLS_CLIENT_CA_FILE, "/ca.pem")]].concat()).unwrap();
-        let tls = c.tls.as_ref().unwrap();
+        let tls = c.files.tls.as_ref().unwrap();
         assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
         assert!(c
             .describe()
             .contains(&"client certificates: required, from a CA in /ca.pem".to_string()));
         let c = cfg(&[&pair[..], &[(TLS_CLIENT_CA_FILE, "")]].concat()).unwrap();
-        assert_eq!(c.tls.unwrap().client_ca, None, "empty is unset");
+        assert_eq!(c.files.tls.unwrap().client_ca, None, "empty is unset");
         // Without TLS: one problem, naming the variables to set.
         let errs = errors_for(&[TOKEN, (TLS_CLIENT_CA_FILE, "/ca.pem")]);
         assert_eq!(
@@ -1687,8 +1760,11 @@ mod tests {
     #[test]
     fn telemetry_bind_is_an_address_and_port_apart_from_the_proxy() {
         let c = cfg(&[TOKEN, (TELEMETRY_BIND, "127.0.0.1:6121")]).unwrap();
-        assert_eq!(c.telemetry_listen, Some("127.0.0.1:6121".parse().unwrap()));
-        assert_eq!(cfg(&[TOKEN]).unwrap().telemetry_listen, None);
+        assert_eq!(
+            c.listeners.telemetry_listen,
+            Some("127.0.0.1:6121".parse().unwrap())
+        );
+        assert_eq!(cfg(&[TOKEN]).unwrap().listeners.telemetry_listen, None);
         for (value, expected) in [
             (
                 "6121",
@@ -1714,7 +1790,7 @@ mod tests {
             (TELEMETRY_BIND, "127.0.0.1:6120"),
         ])
         .unwrap();
-        assert_eq!(c.telemetry_listen.map(|a| a.port()), Some(6120));
+        assert_eq!(c.listeners.telemetry_listen.map(|a| a.port()), Some(6120));
     }
 
     #[test]
@@ -1769,13 +1845,13 @@ mod tests {
     #[test]
     fn limits_and_access_variables() {
         let c = cfg(&[TOKEN]).unwrap();
-        assert_eq!(c.max_in_flight, 256);
-        assert_eq!(c.rate_limit, None);
-        assert_eq!(c.client_write_timeout, Duration::from_secs(30));
-        assert_eq!(c.client_idle_timeout, Duration::from_secs(60));
-        assert_eq!(c.max_connections, None);
+        assert_eq!(c.limits.max_in_flight, 256);
+        assert_eq!(c.limits.rate_limit, None);
+        assert_eq!(c.listeners.client_write_timeout, Duration::from_secs(30));
+        assert_eq!(c.listeners.client_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.listeners.max_connections, None);
         assert_eq!(
-            (c.allow_from, c.allowed_hosts, c.region),
+            (c.rules.allow_from, c.rules.allowed_hosts, c.rules.region),
             (None, None, None)
         );
         let c = cfg(&[
@@ -1790,20 +1866,24 @@ mod tests {
             (NOMAD_REGION, "europe"),
         ])
         .unwrap();
-        assert_eq!(c.max_in_flight, 8);
+        assert_eq!(c.limits.max_in_flight, 8);
         assert_eq!(
-            c.rate_limit,
+            c.limits.rate_limit,
             Some(RateLimit {
                 requests: 600,
                 per: Duration::from_secs(60)
             })
         );
-        assert_eq!(c.client_write_timeout, Duration::from_secs(5));
-        assert_eq!(c.client_idle_timeout, Duration::from_secs(90));
-        assert_eq!(c.max_connections, Some(300));
-        assert!(c.allow_from.unwrap().contains("10.1.1.1".parse().unwrap()));
-        assert!(c.allowed_hosts.unwrap().allows(b"a.example.com"));
-        assert_eq!(c.region.as_deref(), Some("europe"));
+        assert_eq!(c.listeners.client_write_timeout, Duration::from_secs(5));
+        assert_eq!(c.listeners.client_idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.listeners.max_connections, Some(300));
+        assert!(c
+            .rules
+            .allow_from
+            .unwrap()
+            .contains("10.1.1.1".parse().unwrap()));
+        assert!(c.rules.allowed_hosts.unwrap().allows(b"a.example.com"));
+        assert_eq!(c.rules.region.as_deref(), Some("europe"));
         assert_eq!(RateLimit::parse("20/s").unwrap().to_string(), "20/s");
         assert_eq!(
             RateLimit::parse("7/h").unwrap().per,
@@ -1851,7 +1931,7 @@ mod tests {
         let share = |vars: &[(&str, &str)]| {
             let mut all = vec![TOKEN];
             all.extend_from_slice(vars);
-            cfg(&all).map(|c| c.max_in_flight_per_client)
+            cfg(&all).map(|c| c.limits.max_in_flight_per_client)
         };
         assert_eq!(share(&[]).unwrap(), 64);
         assert_eq!(share(&[(MAX_IN_FLIGHT, "8")]).unwrap(), 4);
@@ -1896,7 +1976,7 @@ mod tests {
         let share = |vars: &[(&str, &str)]| {
             let mut all = vec![TOKEN];
             all.extend_from_slice(vars);
-            cfg(&all).map(|c| c.max_connections_per_client)
+            cfg(&all).map(|c| c.listeners.max_connections_per_client)
         };
         // Unset: a quarter of the cap in force, decided at startup.
         assert_eq!(share(&[]).unwrap(), None);

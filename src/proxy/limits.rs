@@ -25,6 +25,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// The limits' part of the configuration (`crate::config::Config::limits`),
+/// handed to the proxy whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `HOLEPUNCH_MAX_IN_FLIGHT`: the most requests forwarded at once.
+    pub max_in_flight: usize,
+    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`: the most requests forwarded at
+    /// once for one client address.
+    pub max_in_flight_per_client: usize,
+    /// `HOLEPUNCH_RATE_LIMIT`: requests per client address, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// `HOLEPUNCH_MAX_BODY`: the largest request body forwarded (bodies
+    /// exist only under ALL).
+    pub max_body: u64,
+}
+
 /// `HOLEPUNCH_RATE_LIMIT`: at most `requests` per `per` from one client address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {

@@ -59,7 +59,7 @@ use crate::files::token::Token;
 use crate::logging::{self, Verdict};
 use crate::proxy::coalesce::{Coalescer, Join, Leader, Shared};
 use crate::proxy::fetch::SharedFetch;
-use crate::proxy::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::proxy::limits::{Full, InFlightLimit, Limits, Permit, RateLimiter};
 use crate::proxy::respond::{
     count_upstream_error, enable_compression, error_response, respond, respond_shared, Revoked,
 };
@@ -94,80 +94,81 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// to a malformed one and, on HTTP/1.1, to none.
 const UPSTREAM_HOST: &str = "localhost";
 
-/// The proxy. One per process, shared by every request.
-pub struct Holepunch {
-    rules: Rules,
-    peer: HttpPeer,
-    /// The client of the shared metrics fetches (its own pool).
-    shared_fetch: SharedFetch,
-    socket_path: String,
-    token: Arc<Token>,
-    client_tokens: Option<Arc<ClientTokens>>,
-    client_cas: Option<Arc<ClientCas>>,
-    max_body: u64,
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: the pace of a request body too
-    /// ([`BodyPace`]).
-    body_period: Duration,
-    coalescer: Coalescer,
-    in_flight: Arc<InFlight>,
-    limit: Arc<InFlightLimit>,
-    rate: Option<RateLimiter>,
+/// The upstream's part of the configuration (`crate::config::Config::upstream`),
+/// handed to the proxy whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// The Nomad Task API socket.
+    pub socket_path: String,
+    /// Which variable `socket_path` came from (or "default").
+    pub socket_path_from: &'static str,
+    /// `HOLEPUNCH_UPSTREAM_TIMEOUT`: how long the Task API may take to send
+    /// a response header, and at most between two reads of its body,
+    /// before the client gets 504.
+    pub upstream_timeout: Duration,
+    /// `HOLEPUNCH_METRICS_CACHE_TTL`: how long a metrics response is served
+    /// from memory; `None`: only concurrent identical scrapes share one
+    /// upstream request.
+    pub metrics_cache_ttl: Option<Duration>,
 }
 
-/// What a [`Holepunch`] is built from.
-pub struct Settings {
-    /// The decision's rules: the open groups and the head checks.
-    pub rules: Rules,
-    /// The Task API socket.
-    pub socket_path: String,
-    /// How long the Task API may take to send the response header, and at
-    /// most between two reads of the body.
-    pub upstream_timeout: Duration,
-    /// The largest request body forwarded.
-    pub max_body: u64,
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
-    /// come at [`MIN_PROGRESS`] per this long at least (`BodyPace`).
-    pub body_period: Duration,
+/// What the proxy holds besides its configuration: the files loaded at
+/// startup (reloaded in place) and the count of requests in flight.
+pub struct Loaded {
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
     pub client_tokens: Option<Arc<ClientTokens>>,
     /// When set, the TLS listener requires client certificates from these
     /// CAs; a request in flight is checked against them again.
     pub client_cas: Option<Arc<ClientCas>>,
-    /// How long metrics responses are served from memory, if at all.
-    pub metrics_cache_ttl: Option<Duration>,
     pub in_flight: Arc<InFlight>,
-    /// `HOLEPUNCH_MAX_IN_FLIGHT`.
-    pub max_in_flight: usize,
-    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`.
-    pub max_in_flight_per_client: usize,
-    /// `HOLEPUNCH_RATE_LIMIT`.
-    pub rate_limit: Option<crate::proxy::limits::RateLimit>,
+}
+
+/// The proxy. One per process, shared by every request.
+pub struct Holepunch {
+    /// The decision's rules: the open groups and the head checks.
+    rules: Rules,
+    upstream: Upstream,
+    limits: Limits,
+    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
+    /// come at [`MIN_PROGRESS`] per this long at least ([`BodyPace`]).
+    body_period: Duration,
+    loaded: Loaded,
+    peer: HttpPeer,
+    /// The client of the shared metrics fetches (its own pool).
+    shared_fetch: SharedFetch,
+    coalescer: Coalescer,
+    limit: Arc<InFlightLimit>,
+    rate: Option<RateLimiter>,
 }
 
 impl Holepunch {
-    pub fn new(settings: Settings) -> Result<Self> {
-        let mut peer = HttpPeer::new_uds(&settings.socket_path, false, String::new())?;
+    /// The proxy, from the parts of the configuration it uses, each whole.
+    pub fn new(
+        rules: Rules,
+        upstream: Upstream,
+        limits: Limits,
+        body_period: Duration,
+        loaded: Loaded,
+    ) -> Result<Self> {
+        let mut peer = HttpPeer::new_uds(&upstream.socket_path, false, String::new())?;
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(settings.upstream_timeout);
-        peer.options.write_timeout = Some(settings.upstream_timeout);
+        peer.options.read_timeout = Some(upstream.upstream_timeout);
+        peer.options.write_timeout = Some(upstream.upstream_timeout);
         // A shared fetch may take as long as a request's connection and
         // response; its followers wait as long.
-        let shared_wait = settings.upstream_timeout + CONNECT_TIMEOUT;
+        let shared_wait = upstream.upstream_timeout + CONNECT_TIMEOUT;
         Ok(Holepunch {
-            rules: settings.rules,
-            shared_fetch: SharedFetch::new(peer.clone(), settings.upstream_timeout),
+            shared_fetch: SharedFetch::new(peer.clone(), upstream.upstream_timeout),
+            coalescer: Coalescer::new(upstream.metrics_cache_ttl, shared_wait),
+            limit: InFlightLimit::new(limits.max_in_flight, limits.max_in_flight_per_client),
+            rate: limits.rate_limit.map(RateLimiter::new),
             peer,
-            socket_path: settings.socket_path,
-            token: settings.token,
-            client_tokens: settings.client_tokens,
-            client_cas: settings.client_cas,
-            max_body: settings.max_body,
-            body_period: settings.body_period,
-            coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
-            in_flight: settings.in_flight,
-            limit: InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_client),
-            rate: settings.rate_limit.map(RateLimiter::new),
+            rules,
+            upstream,
+            limits,
+            body_period,
+            loaded,
         })
     }
 }
@@ -231,7 +232,7 @@ impl ProxyHttp for Holepunch {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            _in_flight: self.in_flight.enter(),
+            _in_flight: self.loaded.in_flight.enter(),
             started: Instant::now(),
             group: None,
             outcome: Outcome::Denied,
@@ -332,10 +333,10 @@ impl ProxyHttp for Holepunch {
         }
         let n = body.as_ref().map_or(0, Bytes::len);
         ctx.body_bytes += n as u64;
-        if ctx.body_bytes > self.max_body {
+        if ctx.body_bytes > self.limits.max_body {
             return Error::e_explain(
                 HTTPStatus(413),
-                format!("request body over {} bytes", self.max_body),
+                format!("request body over {} bytes", self.limits.max_body),
             );
         }
         if let Some(pace) = ctx.body_pace.as_mut() {
@@ -534,7 +535,7 @@ impl Holepunch {
         if next.open() {
             return None;
         }
-        let tokens = self.client_tokens.as_ref()?;
+        let tokens = self.loaded.client_tokens.as_ref()?;
         match tokens.admit(authorization(session)) {
             Some(admitted) => {
                 ctx.admitted = Some(admitted);
@@ -575,12 +576,13 @@ impl Holepunch {
 
     /// What this request's client lost since it was let in, if anything.
     fn revoked(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Revoked> {
-        if let (Some(tokens), Some(admitted)) = (&self.client_tokens, ctx.admitted.as_mut()) {
+        if let (Some(tokens), Some(admitted)) = (&self.loaded.client_tokens, ctx.admitted.as_mut())
+        {
             if !tokens.still_admits(authorization(session), admitted) {
                 return Some(Revoked::Token);
             }
         }
-        let cas = self.client_cas.as_ref()?;
+        let cas = self.loaded.client_cas.as_ref()?;
         // The guard serves HTTP/1 only, so there is a stream; without one
         // there is no certificate to trust.
         let Some(stream) = session.downstream_session.stream() else {
@@ -627,8 +629,8 @@ impl Holepunch {
         origin_offset: usize,
     ) -> Result<bool> {
         ctx.outcome = Outcome::Allowed;
-        if declared_length(session.req_header()).is_some_and(|len| len > self.max_body) {
-            let max_body = self.max_body;
+        if declared_length(session.req_header()).is_some_and(|len| len > self.limits.max_body) {
+            let max_body = self.limits.max_body;
             return self
                 .answer(session, ctx, Local::TooLarge { max_body })
                 .await;
@@ -901,7 +903,7 @@ impl Holepunch {
     /// What every request on the socket carries, whoever built it: the
     /// workload token, and the one fixed Host.
     fn for_the_socket(&self, request: &mut RequestHeader) -> Result<()> {
-        request.insert_header("X-Nomad-Token", self.token.header_value())?;
+        request.insert_header("X-Nomad-Token", self.loaded.token.header_value())?;
         request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
@@ -911,16 +913,21 @@ impl Holepunch {
     /// connection. No request is sent, so this costs the Nomad servers
     /// nothing. The reason names no path: it is for clients.
     async fn ready(&self) -> std::result::Result<(), &'static str> {
-        if self.token.header_value().is_empty() {
+        if self.loaded.token.header_value().is_empty() {
             return Err("no workload token loaded");
         }
-        self.token.usable_at(std::time::SystemTime::now())?;
-        if self.client_tokens.as_ref().is_some_and(|t| t.is_empty()) {
+        self.loaded.token.usable_at(std::time::SystemTime::now())?;
+        if self
+            .loaded
+            .client_tokens
+            .as_ref()
+            .is_some_and(|t| t.is_empty())
+        {
             return Err(
                 "no client token loaded: the client token file is empty, missing or unreadable",
             );
         }
-        let connect = tokio::net::UnixStream::connect(&self.socket_path);
+        let connect = tokio::net::UnixStream::connect(&self.upstream.socket_path);
         match tokio::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
             Ok(Ok(_stream)) => Ok(()),
             Ok(Err(e)) => Err(match e.kind() {
