@@ -33,7 +33,7 @@ fn main() {
 
     let startup = Startup::load(&mut opt).unwrap_or_else(|errors| exit_with(&errors));
     if check {
-        for line in startup.describe() {
+        for line in startup.setting_lines() {
             println!("{line}");
         }
         println!("configuration OK");
@@ -46,7 +46,7 @@ fn main() {
         build_info::COMMIT,
         build_info::PINGORA
     );
-    for line in startup.describe() {
+    for line in startup.setting_lines() {
         info!("{line}");
     }
     let scheme = if startup.tls.is_some() {

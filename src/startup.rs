@@ -14,7 +14,7 @@ use crate::files::watch::Watcher;
 use crate::open_files::OpenFiles;
 use crate::proxy::{Holepunch, Loaded};
 use crate::rundir::RunDir;
-use crate::shutdown::{Drain, InFlight};
+use crate::shutdown::{Drain, OpenRequests};
 use crate::vars::{ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
 use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -118,9 +118,9 @@ impl Startup {
     }
 
     /// One line per effective setting, for the startup log and `--check`.
-    pub fn describe(&self) -> Vec<String> {
+    pub fn setting_lines(&self) -> Vec<String> {
         let c = &self.server_conf;
-        let mut lines = self.config.describe();
+        let mut lines = self.config.setting_lines();
         lines.push(self.token.describe_lifetime(std::time::SystemTime::now()));
         lines.extend([
             format!("threads: {}", c.threads),
@@ -175,8 +175,8 @@ impl Startup {
         let mut server = Server::new_with_opt_and_conf(opt, server_conf);
         server.bootstrap();
 
-        let in_flight = Arc::new(InFlight::default());
-        let holepunch = self.holepunch(&in_flight)?;
+        let open_requests = Arc::new(OpenRequests::default());
+        let holepunch = self.holepunch(&open_requests)?;
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
         // One count for both listeners.
         crate::telemetry::init();
@@ -219,7 +219,10 @@ impl Startup {
         // it waited for the old one's sockets.
         let watching = server.add_service(background_service("file watcher", watcher));
         listener.add_dependency(&watching);
-        server.add_service(background_service("drain", Drain::new(in_flight, grace)));
+        server.add_service(background_service(
+            "drain",
+            Drain::new(open_requests, grace),
+        ));
 
         let open: Vec<&str> = crate::decision::allowlist::Group::ALL
             .into_iter()
@@ -245,13 +248,13 @@ impl Startup {
 
     /// The proxy itself, handed the parts of the configuration it uses,
     /// each whole, and what was loaded.
-    fn holepunch(&self, in_flight: &Arc<InFlight>) -> Result<Holepunch, ConfigError> {
+    fn holepunch(&self, open_requests: &Arc<OpenRequests>) -> Result<Holepunch, ConfigError> {
         let config = &self.config;
         let loaded = Loaded {
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
             client_cas: self.client_cas.clone(),
-            in_flight: Arc::clone(in_flight),
+            open_requests: Arc::clone(open_requests),
         };
         Holepunch::new(
             config.rules.clone(),

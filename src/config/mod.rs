@@ -197,8 +197,8 @@ impl Config {
 
     /// One line per setting, for the startup log and `--check`, in the
     /// table's order. The token is described by its source only.
-    pub fn describe(&self) -> Vec<String> {
-        table().filter_map(|var| var.describe(self)).collect()
+    pub fn setting_lines(&self) -> Vec<String> {
+        table().filter_map(|var| var.setting_line(self)).collect()
     }
 }
 
@@ -392,7 +392,7 @@ mod tests {
         assert!(!shown.contains(TOKEN.1), "{shown}");
         let c = cfg(&[TOKEN]).unwrap();
         assert!(!format!("{c:?}").contains(TOKEN.1));
-        assert!(!c.describe().join("\n").contains(TOKEN.1));
+        assert!(!c.setting_lines().join("\n").contains(TOKEN.1));
         let non_utf8 = Config::from_vars([(
             OsString::from(NOMAD_TOKEN),
             std::os::unix::ffi::OsStringExt::from_vec(vec![0xff, b'x']),
@@ -857,7 +857,7 @@ mod tests {
         let tls = c.files.tls.as_ref().unwrap();
         assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
         assert!(c
-            .describe()
+            .setting_lines()
             .contains(&"client certificates: required, from a CA in /ca.pem".to_string()));
         let c = cfg(&[&pair[..], &[(TLS_CLIENT_CA_FILE, "")]].concat()).unwrap();
         assert_eq!(c.files.tls.unwrap().client_ca, None, "empty is unset");
@@ -1186,7 +1186,7 @@ mod tests {
     #[test]
     fn describe_lists_every_setting() {
         let c = cfg(&[TOKEN, (BIND, "127.0.0.1")]).unwrap();
-        let lines = c.describe();
+        let lines = c.setting_lines();
         assert_eq!(lines[0], "listen address: 127.0.0.1:6120");
         assert_eq!(
             lines[1],

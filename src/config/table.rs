@@ -20,7 +20,7 @@ pub struct Var {
     /// What it is for, in one line.
     pub meaning: &'static str,
     parse: Parse,
-    /// Its line in [`Config::describe`]; `None` when another variable's line
+    /// Its line in [`Config::setting_lines`]; `None` when another variable's line
     /// covers it (the port is on the bind address's line).
     show: Option<fn(&Config) -> String>,
 }
@@ -126,7 +126,7 @@ pub(super) static VARS: &[Var] = &[
         default: DefaultValue::Unset("unset"),
         meaning: "the file holding the workload token, re-read when it changes",
         parse: Parse::With(|v, d| set(&mut d.pending.token_file, Some(v.into()))),
-        show: Some(|c| format!("workload token: {}", c.files.token.describe())),
+        show: Some(|c| format!("workload token: {}", c.files.token.origin())),
     },
     Var {
         name: NOMAD_TOKEN,
@@ -417,7 +417,7 @@ impl Var {
     }
 
     /// This variable's line in the description, if it has its own.
-    pub(super) fn describe(&self, config: &Config) -> Option<String> {
+    pub(super) fn setting_line(&self, config: &Config) -> Option<String> {
         match self.parse {
             Parse::Flag(group) => Some(format!(
                 "{} = {}",

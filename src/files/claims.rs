@@ -70,7 +70,7 @@ pub enum Unreadable {
 
 impl Unreadable {
     /// For log lines and `--check`: what is wrong, naming no part of the token.
-    pub fn describe(self) -> &'static str {
+    pub fn reason(self) -> &'static str {
         match self {
             Unreadable::NotCompact => "not a JWT (three parts separated by dots)",
             Unreadable::NotBase64Url => "a JWT whose payload is not base64url",

@@ -299,7 +299,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::reload::Reload;
+    use crate::files::reload::Watchable;
 
     fn tokens(list: &[&str]) -> ClientTokens {
         ClientTokens {

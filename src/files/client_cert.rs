@@ -386,7 +386,7 @@ impl ClientCertVerifier for ClientCas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::reload::Reload;
+    use crate::files::reload::Watchable;
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/client");
 

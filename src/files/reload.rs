@@ -136,13 +136,13 @@ pub trait Reloadable: Send + Sync + 'static {
 }
 
 /// What the watcher sees of a [`Reloadable`], whatever its value.
-pub trait Reload: Send + Sync {
+pub trait Watchable: Send + Sync {
     /// [`Reloadable::NAME`].
     fn name(&self) -> Name;
     /// [`Reloadable::files`]: none means nothing to watch.
     fn files(&self) -> Vec<WatchedFile>;
     /// Parses `contents` and puts the value in use if it differs; tells
-    /// whether it did. On error the value in use stays (see [`Reload::fail`]).
+    /// whether it did. On error the value in use stays (see [`Watchable::fail`]).
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
     /// After the files could not be read or made no value: puts the
     /// [`Reloadable::fallback`] in use, if there is one, and returns what
@@ -150,7 +150,7 @@ pub trait Reload: Send + Sync {
     fn fail(&self) -> Option<&'static str>;
 }
 
-impl<R: Reloadable> Reload for R {
+impl<R: Reloadable> Watchable for R {
     fn name(&self) -> Name {
         R::NAME
     }

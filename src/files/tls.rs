@@ -222,7 +222,7 @@ fn certified_key(
 mod tests {
     use super::*;
     use crate::files::pem::broken_pem;
-    use crate::files::reload::Reload;
+    use crate::files::reload::Watchable;
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");

@@ -45,13 +45,13 @@ pub enum TokenSource {
 impl fmt::Debug for TokenSource {
     /// Never prints the token itself.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
+        f.write_str(&self.origin())
     }
 }
 
 impl TokenSource {
     /// A description for logs: where the token comes from, never its value.
-    pub fn describe(&self) -> String {
+    pub fn origin(&self) -> String {
         match self {
             TokenSource::File { path, var } => {
                 format!("file {} (from {var})", path_in_message(path))
@@ -79,7 +79,7 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
-    fn describe(self) -> &'static str {
+    fn reason(self) -> &'static str {
         match self {
             TokenProblem::Empty => "is empty",
             TokenProblem::Malformed => {
@@ -164,7 +164,7 @@ impl Token {
                 let value = parse_token(value.as_bytes()).map_err(|p| ConfigError {
                     var: NOMAD_TOKEN.to_string(),
                     value: None,
-                    problem: format!("the token {}", p.describe()),
+                    problem: format!("the token {}", p.reason()),
                 })?;
                 Ok(Token::new(value, None))
             }
@@ -181,7 +181,7 @@ impl Token {
                     })
                 })?;
                 let value = parse_token(&raw)
-                    .map_err(|p| error(format!("the token file {}", p.describe())))?;
+                    .map_err(|p| error(format!("the token file {}", p.reason())))?;
                 Ok(Token::new(value, Some(path.clone())))
             }
         }
@@ -249,7 +249,7 @@ pub fn describe_lifetime(lifetime: Result<Lifetime, Unreadable>, now: SystemTime
              its allocation)"
                 .to_string()
         }
-        Err(why) => format!("workload token expiry: unknown ({})", why.describe()),
+        Err(why) => format!("workload token expiry: unknown ({})", why.reason()),
     }
 }
 
@@ -275,7 +275,7 @@ impl Reloadable for Token {
         };
         parse_token(raw)
             .map(Held::new)
-            .map_err(|p| format!("{} {}", path.display(), p.describe()))
+            .map_err(|p| format!("{} {}", path.display(), p.reason()))
     }
 
     fn current(&self) -> &Current<Held> {
@@ -286,7 +286,7 @@ impl Reloadable for Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::reload::Reload;
+    use crate::files::reload::Watchable;
 
     #[test]
     fn parse_trims_and_validates() {

@@ -6,7 +6,7 @@
 //! often renamed over the old one. [`Watcher`] reads every watched file when
 //! it starts, before the listeners accept a connection, then
 //! each half second, and at once on SIGHUP; when the bytes differ from the last
-//! ones read it hands them to the owner ([`Reload`]). A file that is
+//! ones read it hands them to the owner ([`Watchable`]). A file that is
 //! missing, unreadable or refused by its owner leaves the last good value in
 //! place (or, for an owner that fails closed, its fallback: no client token)
 //! and is logged once per distinct problem. Log lines use the owner's
@@ -30,7 +30,7 @@
 //! watched file at once, logging that it did and what came of each.
 
 use crate::files::read::{self, Cap, WatchedFile, SLOW_READ};
-use crate::files::reload::Reload;
+use crate::files::reload::Watchable;
 use crate::telemetry;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -102,7 +102,7 @@ struct Reading {
 
 /// One watched item and what the watcher remembers of it.
 struct Watched {
-    item: Arc<dyn Reload>,
+    item: Arc<dyn Watchable>,
     files: Vec<WatchedFile>,
     /// The contents last read, whatever came of them; none before the
     /// first read (the owner loaded its first value itself, so the first
@@ -122,7 +122,7 @@ struct Done {
 }
 
 impl Watched {
-    fn new(item: Arc<dyn Reload>) -> Watched {
+    fn new(item: Arc<dyn Watchable>) -> Watched {
         Watched {
             files: item.files(),
             item,
@@ -209,7 +209,7 @@ struct Passes {
 }
 
 impl Passes {
-    fn new(items: &[Arc<dyn Reload>], read: ReadFile) -> Passes {
+    fn new(items: &[Arc<dyn Watchable>], read: ReadFile) -> Passes {
         Passes {
             watched: items.iter().cloned().map(Watched::new).collect(),
             reads: JoinSet::new(),
@@ -337,13 +337,13 @@ impl Passes {
 /// service, so it also runs after `-d` daemonizes.
 #[derive(Default)]
 pub struct Watcher {
-    items: Vec<Arc<dyn Reload>>,
+    items: Vec<Arc<dyn Watchable>>,
 }
 
 impl Watcher {
     /// Watches `item`, which has already loaded its first value; an item
     /// with no files (a token from the environment) has nothing to watch.
-    pub fn watch(&mut self, item: Arc<dyn Reload>) {
+    pub fn watch(&mut self, item: Arc<dyn Watchable>) {
         if !item.files().is_empty() {
             self.items.push(item);
         }
@@ -456,7 +456,7 @@ mod tests {
         }
     }
 
-    impl Reload for Text {
+    impl Watchable for Text {
         fn name(&self) -> Name {
             Name {
                 what: self.label,
@@ -511,7 +511,7 @@ mod tests {
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("text", &path, false);
         let metrics = telemetry::metrics();
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], read::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Watchable>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -570,7 +570,7 @@ mod tests {
         let path = dir.join("value");
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("closed", &path, true);
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], read::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Watchable>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -625,7 +625,7 @@ mod tests {
         std::fs::write(&other_path, "a").unwrap();
         let hung = Text::new("hung", &hung_path, true);
         let other = Text::new("other", &other_path, false);
-        let items: [Arc<dyn Reload>; 2] = [hung.clone(), other.clone()];
+        let items: [Arc<dyn Watchable>; 2] = [hung.clone(), other.clone()];
         let mut passes = Passes::new(&items, read_or_hang);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;

@@ -64,7 +64,7 @@ use crate::proxy::respond::{
     count_upstream_error, enable_compression, error_response, respond, respond_shared, Revoked,
 };
 use crate::proxy::retry::Failure;
-use crate::shutdown::{InFlight, InFlightGuard};
+use crate::shutdown::{OpenRequest, OpenRequests};
 use crate::telemetry::{self, status_class};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -121,7 +121,7 @@ pub struct Loaded {
     /// When set, the TLS listener requires client certificates from these
     /// CAs; a request in flight is checked against them again.
     pub client_cas: Option<Arc<ClientCas>>,
-    pub in_flight: Arc<InFlight>,
+    pub open_requests: Arc<OpenRequests>,
 }
 
 /// The proxy. One per process, shared by every request.
@@ -175,7 +175,7 @@ impl Holepunch {
 
 /// Per-request state.
 pub struct RequestCtx {
-    _in_flight: InFlightGuard,
+    _open: OpenRequest,
     started: Instant,
     /// The group the path belongs to, for a forwarded or denied request
     /// (`None` for paths outside every group).
@@ -232,7 +232,7 @@ impl ProxyHttp for Holepunch {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            _in_flight: self.loaded.in_flight.enter(),
+            _open: self.loaded.open_requests.enter(),
             started: Instant::now(),
             group: None,
             outcome: Outcome::Denied,

@@ -274,7 +274,7 @@ fn variable(value: &[u8]) {
             // A token, so that the rest of the configuration can be whole.
             vars.push(("NOMAD_TOKEN".into(), "a-token".into()));
         }
-        Config::from_vars(vars).map(|config| config.describe())
+        Config::from_vars(vars).map(|config| config.setting_lines())
     };
     match outcome(value) {
         Ok(lines) => {
