@@ -179,8 +179,8 @@ static PROCESS: Lazy<bool> = Lazy::new(|| {
         .unwrap_or(false)
 });
 
-/// `holepunch_upstream_errors_total`'s `kind` values (`count_upstream_error`
-/// in `src/proxy.rs`).
+/// `holepunch_upstream_errors_total`'s `kind` values (`upstream_error_kind`
+/// in `src/proxy/respond.rs`).
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "closed", "other"];
 
 /// Creates, at 0, every labelled series `conf/holepunch.rules.yml` matches,

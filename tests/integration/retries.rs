@@ -6,7 +6,7 @@
 //! Pingora marks only a failure to read the response header on a reused
 //! connection as retryable (`RetryType::ReusedOnly`, pingora-core 0.9
 //! `protocols/http/v1/client.rs`, `read_response`); `error_while_proxy` in
-//! `src/proxy.rs` narrows that to GET and HEAD, once per request, before any
+//! `src/proxy/mod.rs` narrows that to GET and HEAD, once per request, before any
 //! response byte. Connect errors are never retried (pingora-core
 //! `connectors/` marks none).
 
