@@ -1,5 +1,5 @@
 //! The configuration's vocabulary, a leaf that imports nothing from the
-//! crate: the name of every variable (the [`var_name!`] macro and a
+//! crate: the name of every variable (the [`var_name!`](crate::var_name) macro and a
 //! constant each), and the error every module reports an operator's mistake
 //! with ([`ConfigError`], gathered in [`Problems`]). Modules that only need
 //! a variable's name for a message, or the error type, import this, not

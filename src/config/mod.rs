@@ -46,7 +46,7 @@ const PREFIX: &str = "HOLEPUNCH_";
 
 /// The validated configuration, one part per consumer, each handed over
 /// whole: the table's parsers write straight into the parts, and only
-/// what rests on several variables is resolved after ([`Pending`]).
+/// what rests on several variables is resolved after (`Pending`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// The request decision's rules: the open groups, ALLOW_FROM,
@@ -88,7 +88,7 @@ pub struct Listeners {
 
 impl Default for Listeners {
     /// Before the table is read: every field is written by its variable's
-    /// default or value, or resolved after ([`Pending::listen`]).
+    /// default or value, or resolved after (`Pending::listen`).
     fn default() -> Listeners {
         Listeners {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
