@@ -170,7 +170,7 @@ to_ms() { awk '{ v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
 # Distinct scrapes for the metrics rows, so that every proxy forwards every
 # request: identical concurrent scrapes would be coalesced by nomad-holepunch
 # (shown in a row of its own). It shares metrics by what Nomad reads of them
-# (format, pretty, Accept: src/coalesce.rs, Coalescer::key), so a junk query
+# (format, pretty, Accept: src/proxy/coalesce.rs, Coalescer::key), so a junk query
 # parameter no longer makes a scrape distinct: a distinct Accept does. The
 # -H headers are kept; the upstream ignores Accept.
 cat > "$work/distinct.lua" <<'LUA'

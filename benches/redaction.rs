@@ -1,11 +1,11 @@
-//! The log redaction (src/logging.rs), which runs on every line written
+//! The log redaction (src/secrets.rs), which runs on every line written
 //! (and only then): a Pingora trace line carrying the workload token and a
 //! short line carrying nothing, with the workload token alone and with
 //! client tokens in use and retired; and the rebuild a reload costs.
 //! `cargo bench --bench redaction`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use holepunch::logging::Redactor;
+use holepunch::secrets::Redactor;
 
 /// A workload identity's size: a JWT of about 700 bytes.
 fn jwt(n: usize) -> String {

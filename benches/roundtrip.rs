@@ -4,25 +4,19 @@
 //! iteration, for a small answer (`/v1/agent/health`) and a ~90 KB
 //! Prometheus scrape. `cargo bench --bench roundtrip` (part of `make bench`).
 
-// The integration tests' support (stand-in, raw client), of which this uses
-// a part: the rest is unused in this target only.
-#[path = "../tests/integration/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod support;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use holepunch::config::Config;
-use holepunch::connections::{Fitted, DEFAULT_MAX_CONNECTIONS};
+use holepunch::conn::connections::{Fitted, DEFAULT_MAX_CONNECTIONS};
+use holepunch::files::token::Token;
 use holepunch::open_files::OpenFiles;
 use holepunch::startup::Startup;
-use holepunch::token::Token;
+use holepunch_testkit::standin::{Options, StandIn};
+use holepunch_testkit::{Conn, TempDir, TOKEN};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::RunArgs;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
-use support::standin::{Options, StandIn};
-use support::{Conn, TempDir, TOKEN};
 
 const METRICS_BYTES: usize = 90_000;
 
@@ -32,7 +26,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
     let mut options = Options::new(TOKEN);
     options.metrics_bytes = METRICS_BYTES;
     let standin = StandIn::start(&sock, options);
-    let port = support::free_port();
+    let port = holepunch_testkit::free_port();
     let vars = [
         ("HOLEPUNCH_BIND", "127.0.0.1".to_string()),
         ("HOLEPUNCH_PORT", port.to_string()),
@@ -44,7 +38,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     )
     .expect("a valid configuration");
-    let token = Token::load(&config.token).expect("the token");
+    let token = Token::load(&config.files.token).expect("the token");
     let startup = Startup {
         config,
         token: Arc::new(token),
@@ -60,7 +54,7 @@ fn start(dir: &TempDir) -> (StandIn, std::net::SocketAddr) {
     std::thread::spawn(move || server.run(RunArgs::default()));
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..500 {
-        if let Ok(r) = support::send(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") {
+        if let Ok(r) = holepunch_testkit::send(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") {
             if r.status == 200 {
                 return (standin, addr);
             }
@@ -78,7 +72,7 @@ fn roundtrip(c: &mut Criterion) {
         (
             "agent_health",
             b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\n\r\n",
-            support::standin::HEALTH_BODY.len(),
+            holepunch_testkit::standin::HEALTH_BODY.len(),
         ),
         (
             "metrics_90k",

@@ -15,7 +15,7 @@ install_missing syscalls.sh wrk=wrk nginx=nginx-light strace=strace
 make_work syscalls
 start_upstream 1
 # A distinct Accept per scrape (a junk query parameter no longer makes one:
-# src/coalesce.rs, Coalescer::key); the -H headers are kept.
+# src/proxy/coalesce.rs, Coalescer::key); the -H headers are kept.
 cat > "$work/distinct.lua" <<'LUA'
 local n = 0
 request = function()

@@ -4,13 +4,7 @@
 //! Usage: standin SOCKET_PATH TOKEN [PROMETHEUS_BYTES]
 //! Runs until killed.
 
-// The integration tests' stand-in, of which this uses the start and the
-// options: the rest (what tests inspect) is dead code in this target only.
-#[path = "../tests/integration/support/standin.rs"]
-#[allow(dead_code)]
-mod standin;
-
-use standin::{Options, StandIn};
+use holepunch_testkit::standin::{Options, StandIn};
 use std::path::PathBuf;
 
 fn main() {

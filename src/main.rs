@@ -4,14 +4,14 @@
 
 use holepunch::build_info;
 use holepunch::cli::{self, Command};
-use holepunch::config::ConfigError;
 use holepunch::logging::{self, LogFormat};
 use holepunch::startup::Startup;
+use holepunch::vars::ConfigError;
 use log::info;
 
 fn main() {
     // Before anything else: a SIGHUP during the start must not end it.
-    holepunch::watch::ignore_hangups();
+    holepunch::files::watch::ignore_hangups();
     holepunch::allocator::tune();
     logging::init(LogFormat::from_env());
     let (mut opt, check) = match cli::parse(std::env::args().skip(1)) {
@@ -33,7 +33,7 @@ fn main() {
 
     let startup = Startup::load(&mut opt).unwrap_or_else(|errors| exit_with(&errors));
     if check {
-        for line in startup.describe() {
+        for line in startup.setting_lines() {
             println!("{line}");
         }
         println!("configuration OK");
@@ -46,7 +46,7 @@ fn main() {
         build_info::COMMIT,
         build_info::PINGORA
     );
-    for line in startup.describe() {
+    for line in startup.setting_lines() {
         info!("{line}");
     }
     let scheme = if startup.tls.is_some() {
@@ -54,7 +54,7 @@ fn main() {
     } else {
         "http"
     };
-    let listen = startup.config.listen;
+    let listen = startup.config.listeners.listen;
     if !opt.upgrade {
         if let Err(e) = startup.check_listeners() {
             eprintln!("nomad-holepunch: {e}");

@@ -12,7 +12,7 @@
 //! Soft limits of 1024 are common (systemd's default for services, newer
 //! container runtimes), and the soft limit is only there for programs that
 //! still use `select`; this one uses epoll. The limit in force decides the
-//! default of `HOLEPUNCH_MAX_CONNECTIONS` ([`crate::connections::fit`]).
+//! default of `HOLEPUNCH_MAX_CONNECTIONS` ([`crate::conn::connections::fit`]).
 
 use std::fmt;
 

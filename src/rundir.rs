@@ -53,7 +53,8 @@
 //! The decisions ([`RunDir::candidates`], [`problem`]) are pure; the I/O
 //! is in [`RunDir::choose`], [`RunDir::check`] and [`RunDir::prepare`].
 
-use crate::config::ConfigError;
+use crate::config::MAX_SOCKET_PATH;
+use crate::vars::ConfigError;
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -62,9 +63,6 @@ use std::path::{Path, PathBuf};
 pub const UPGRADE_SOCK: &str = "upgrade.sock";
 /// The pid file's name in the directory.
 pub const PID_FILE: &str = "holepunch.pid";
-/// The longest path a Unix socket address holds (`sun_path`, 108 bytes
-/// with its terminating NUL). Pingora panics on a longer one.
-const MAX_SOCKET_PATH: usize = 107;
 
 /// The directory of the default upgrade socket and pid file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +148,8 @@ impl RunDir {
         })
     }
 
+    /// Whether the upgrade socket's path fits in a Unix socket address
+    /// ([`MAX_SOCKET_PATH`]): Pingora panics on a longer one.
     fn socket_fits(&self) -> bool {
         self.dir
             .join(UPGRADE_SOCK)

@@ -10,7 +10,7 @@
 //!
 //! Its timer is tokio's, not Pingora's fast timer, which does not survive
 //! the fork of `-d` (see [`Drain`]'s loop); the proxy's other timeouts
-//! (`crate::coalesce`, `crate::proxy`, `crate::deadline`) are tokio's too.
+//! (`crate::proxy::coalesce`, `crate::proxy`, `crate::conn::deadline`) are tokio's too.
 
 use async_trait::async_trait;
 use log::{info, warn};
@@ -20,15 +20,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The number of requests between `new_ctx` and the end of logging.
+/// The number of requests open: between `new_ctx` and the end of
+/// logging (whether or not they are on the socket: that is
+/// `crate::proxy::limits::InFlightLimit`'s count).
 #[derive(Default)]
-pub struct InFlight(AtomicUsize);
+pub struct OpenRequests(AtomicUsize);
 
-impl InFlight {
+impl OpenRequests {
     /// Counts one request until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub fn enter(self: &Arc<Self>) -> OpenRequest {
         self.0.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(Arc::clone(self))
+        OpenRequest(Arc::clone(self))
     }
 
     pub fn count(&self) -> usize {
@@ -36,10 +38,10 @@ impl InFlight {
     }
 }
 
-/// Held by each request's context.
-pub struct InFlightGuard(Arc<InFlight>);
+/// One open request, counted until dropped: held by each request's context.
+pub struct OpenRequest(Arc<OpenRequests>);
 
-impl Drop for InFlightGuard {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -58,13 +60,16 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 /// Waits for shutdown, then exits 0 once no request has been in flight for
 /// [`QUIET_POLLS`] checks, or when `grace` has passed.
 pub struct Drain {
-    in_flight: Arc<InFlight>,
+    open_requests: Arc<OpenRequests>,
     grace: Duration,
 }
 
 impl Drain {
-    pub fn new(in_flight: Arc<InFlight>, grace: Duration) -> Self {
-        Drain { in_flight, grace }
+    pub fn new(open_requests: Arc<OpenRequests>, grace: Duration) -> Self {
+        Drain {
+            open_requests,
+            grace,
+        }
     }
 }
 
@@ -82,7 +87,7 @@ impl BackgroundService for Drain {
         let deadline = Instant::now() + self.grace.saturating_sub(DEADLINE_MARGIN);
         info!(
             "shutting down: {} request(s) in flight, waiting up to {:?}",
-            self.in_flight.count(),
+            self.open_requests.count(),
             self.grace
         );
         let mut quiet = 0;
@@ -90,7 +95,7 @@ impl BackgroundService for Drain {
             if Instant::now() >= deadline {
                 warn!(
                     "grace period over with {} request(s) still in flight; exiting",
-                    self.in_flight.count()
+                    self.open_requests.count()
                 );
                 break;
             }
@@ -103,7 +108,7 @@ impl BackgroundService for Drain {
             // (pingora-timeout 0.9.1 `timer.rs`, `DELAYS_SEC`): a SIGTERM
             // soon after a `-d` start waited the whole grace period.
             tokio::time::sleep(POLL).await;
-            quiet = if self.in_flight.count() == 0 {
+            quiet = if self.open_requests.count() == 0 {
                 quiet + 1
             } else {
                 0
@@ -121,7 +126,7 @@ mod tests {
 
     #[test]
     fn guards_count_requests() {
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = Arc::new(OpenRequests::default());
         let a = in_flight.enter();
         let b = in_flight.enter();
         assert_eq!(in_flight.count(), 2);

@@ -2,19 +2,20 @@
 //! anything listens (so `--check` and a real start agree), and the Pingora
 //! server assembled from it.
 
-use crate::client_auth::ClientTokens;
-use crate::client_cert::ClientCas;
-use crate::config::{Config, ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
-use crate::connections::{Connections, Fitted};
-use crate::guard::{GuardSettings, HeaderGuard, Outsiders};
-use crate::head::Rules;
+use crate::config::Config;
+use crate::conn::connections::{Connections, Fitted};
+use crate::conn::guard::{GuardSettings, HeaderGuard, Outsiders};
+use crate::files::client_auth::ClientTokens;
+use crate::files::client_cert::ClientCas;
+use crate::files::reload::Reloadable;
+use crate::files::tls::CertReloader;
+use crate::files::token::Token;
+use crate::files::watch::Watcher;
 use crate::open_files::OpenFiles;
-use crate::proxy::{Holepunch, Settings};
+use crate::proxy::{Holepunch, Loaded};
 use crate::rundir::RunDir;
-use crate::shutdown::{Drain, InFlight};
-use crate::tls::CertReloader;
-use crate::token::Token;
-use crate::watch::Watcher;
+use crate::shutdown::{Drain, OpenRequests};
+use crate::vars::{ConfigError, Problems, MAX_CONNECTIONS, TLS_CERT_FILE};
 use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -32,6 +33,15 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 5;
 /// private directory (`crate::rundir`).
 const PINGORA_PID_FILE: &str = "/tmp/pingora.pid";
 const PINGORA_UPGRADE_SOCK: &str = "/tmp/pingora_upgrade.sock";
+
+/// The `file` label of every kind of reloaded file, each series created at
+/// 0 at startup ([`crate::telemetry::init_series`]).
+const RELOADED_FILES: [&str; 4] = [
+    <Token as Reloadable>::NAME.label,
+    <ClientTokens as Reloadable>::NAME.label,
+    <CertReloader as Reloadable>::NAME.label,
+    <ClientCas as Reloadable>::NAME.label,
+];
 
 /// Everything needed to run, checked.
 pub struct Startup {
@@ -74,16 +84,19 @@ impl Startup {
         };
         let threads = server_conf.as_ref().map_or(1, |(c, _)| c.threads);
         let max_connections = problems.take(max_connections(&config, threads, &open_files));
-        let token = problems.take(Token::load(&config.token));
+        let token = problems.take(Token::load(&config.files.token));
         let client_tokens = config
+            .files
             .client_token_file
             .as_ref()
             .and_then(|path| problems.take(ClientTokens::load(path)));
         let tls = config
+            .files
             .tls
             .as_ref()
             .and_then(|files| problems.take(CertReloader::load(files)));
         let client_cas = config
+            .files
             .tls
             .as_ref()
             .and_then(|files| files.client_ca.as_ref())
@@ -105,9 +118,9 @@ impl Startup {
     }
 
     /// One line per effective setting, for the startup log and `--check`.
-    pub fn describe(&self) -> Vec<String> {
+    pub fn setting_lines(&self) -> Vec<String> {
         let c = &self.server_conf;
-        let mut lines = self.config.describe();
+        let mut lines = self.config.setting_lines();
         lines.push(self.token.describe_lifetime(std::time::SystemTime::now()));
         lines.extend([
             format!("threads: {}", c.threads),
@@ -130,7 +143,7 @@ impl Startup {
     /// leave the process running with no listener. Skipped for a graceful
     /// upgrade (`-u`), whose sockets come from the old process.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
-        use crate::config::{BIND, PORT, TELEMETRY_BIND};
+        use crate::vars::{BIND, PORT, TELEMETRY_BIND};
         let bind = |addr: SocketAddr, var: String| {
             std::net::TcpListener::bind(addr)
                 .map(drop)
@@ -140,8 +153,8 @@ impl Startup {
                     problem: format!("cannot listen on {addr}: {}", bind_reason(&e)),
                 })
         };
-        bind(self.config.listen, format!("{BIND}/{PORT}"))?;
-        if let Some(addr) = self.config.telemetry_listen {
+        bind(self.config.listeners.listen, format!("{BIND}/{PORT}"))?;
+        if let Some(addr) = self.config.listeners.telemetry_listen {
             bind(addr, TELEMETRY_BIND.to_string())?;
         }
         Ok(())
@@ -162,8 +175,8 @@ impl Startup {
         let mut server = Server::new_with_opt_and_conf(opt, server_conf);
         server.bootstrap();
 
-        let in_flight = Arc::new(InFlight::default());
-        let holepunch = self.holepunch(&in_flight)?;
+        let open_requests = Arc::new(OpenRequests::default());
+        let holepunch = self.holepunch(&open_requests)?;
         let proxy = pingora::proxy::http_proxy(&server.configuration, holepunch);
         // One count for both listeners.
         crate::telemetry::init();
@@ -172,12 +185,12 @@ impl Startup {
         // TLS is the guard's: its handshake counts toward the header deadline.
         let acceptor = self.tls_acceptor()?;
         let guard = |tls, client_cas, outsiders| GuardSettings {
-            header_timeout: self.config.client_header_timeout,
-            write_timeout: self.config.client_write_timeout,
-            idle_timeout: self.config.client_idle_timeout,
+            header_timeout: self.config.listeners.client_header_timeout,
+            write_timeout: self.config.listeners.client_write_timeout,
+            idle_timeout: self.config.listeners.client_idle_timeout,
             tls,
             client_cas,
-            allow_from: self.config.allow_from.clone(),
+            allow_from: self.config.rules.allow_from.clone(),
             outsiders,
             connections: Arc::clone(&connections),
         };
@@ -186,7 +199,7 @@ impl Startup {
             guard(acceptor, self.client_cas.clone(), Outsiders::OneAnswer),
         );
         let mut service = Service::new("nomad-holepunch".to_string(), guarded);
-        service.add_tcp(&self.config.listen.to_string());
+        service.add_tcp(&self.config.listeners.listen.to_string());
         let listener = server.add_service(service);
 
         let mut watcher = Watcher::default();
@@ -202,19 +215,22 @@ impl Startup {
         }
         // Always: with no file to watch it still answers SIGHUP. The
         // listener starts once the watcher's first pass has read every
-        // file again (`crate::watch`): a `-u` process loaded them before
+        // file again (`crate::files::watch`): a `-u` process loaded them before
         // it waited for the old one's sockets.
         let watching = server.add_service(background_service("file watcher", watcher));
         listener.add_dependency(&watching);
-        server.add_service(background_service("drain", Drain::new(in_flight, grace)));
+        server.add_service(background_service(
+            "drain",
+            Drain::new(open_requests, grace),
+        ));
 
-        let open: Vec<&str> = crate::allowlist::Group::ALL
+        let open: Vec<&str> = crate::decision::allowlist::Group::ALL
             .into_iter()
-            .filter(|g| self.config.allow.allows(*g))
-            .map(crate::allowlist::Group::name)
+            .filter(|g| self.config.rules.allow.allows(*g))
+            .map(crate::decision::allowlist::Group::name)
             .collect();
-        crate::telemetry::init_series(&open, self.config.allow.all());
-        if let Some(addr) = self.config.telemetry_listen {
+        crate::telemetry::init_series(&open, self.config.rules.allow.all(), &RELOADED_FILES);
+        if let Some(addr) = self.config.listeners.telemetry_listen {
             // The same guard as the proxy's: header, write and idle
             // deadlines, the connection cap, and HOLEPUNCH_ALLOW_FROM.
             // pingora-prometheus's app is pingora-core's `HttpServer`, an
@@ -230,33 +246,27 @@ impl Startup {
         Ok(server)
     }
 
-    /// The proxy itself, with the settings it needs.
-    fn holepunch(&self, in_flight: &Arc<InFlight>) -> Result<Holepunch, ConfigError> {
+    /// The proxy itself, handed the parts of the configuration it uses,
+    /// each whole, and what was loaded.
+    fn holepunch(&self, open_requests: &Arc<OpenRequests>) -> Result<Holepunch, ConfigError> {
         let config = &self.config;
-        Holepunch::new(Settings {
-            rules: Rules {
-                allow: config.allow,
-                allow_from: config.allow_from.clone(),
-                allowed_hosts: config.allowed_hosts.clone(),
-                region: config.region.clone(),
-            },
-            max_in_flight: config.max_in_flight,
-            max_in_flight_per_client: config.max_in_flight_per_client,
-            rate_limit: config.rate_limit,
-            socket_path: config.socket_path.clone(),
-            upstream_timeout: config.upstream_timeout,
-            max_body: config.max_body,
-            body_period: config.client_header_timeout,
+        let loaded = Loaded {
             token: Arc::clone(&self.token),
             client_tokens: self.client_tokens.clone(),
             client_cas: self.client_cas.clone(),
-            metrics_cache_ttl: config.metrics_cache_ttl,
-            in_flight: Arc::clone(in_flight),
-        })
+            open_requests: Arc::clone(open_requests),
+        };
+        Holepunch::new(
+            config.rules.clone(),
+            config.upstream.clone(),
+            config.limits.clone(),
+            config.listeners.client_header_timeout,
+            loaded,
+        )
         .map_err(|e| {
             ConfigError::with_path(
-                config.socket_path_from,
-                std::path::Path::new(&config.socket_path),
+                config.upstream.socket_path_from,
+                std::path::Path::new(&config.upstream.socket_path),
                 format!("not a usable Unix socket path: {e}"),
             )
         })
@@ -281,7 +291,7 @@ impl Startup {
 
 /// `HOLEPUNCH_MAX_CONNECTIONS` under the open-files limit in force: the
 /// default lowered to fit, with a warning; a value set too high, or a limit
-/// with no room, an error ([`crate::connections::fit`]).
+/// with no room, an error ([`crate::conn::connections::fit`]).
 fn max_connections(
     config: &Config,
     threads: usize,
@@ -290,26 +300,26 @@ fn max_connections(
     if let Some(problem) = &open_files.problem {
         log::warn!("{problem}");
     }
-    let fitted = crate::connections::fit(
-        config.max_connections,
-        config.max_in_flight,
+    let fitted = crate::conn::connections::fit(
+        config.listeners.max_connections,
+        config.limits.max_in_flight,
         threads,
         open_files.soft,
     )
     .map_err(|problem| ConfigError {
         var: MAX_CONNECTIONS.to_string(),
-        value: config.max_connections.map(|n| n.to_string()),
+        value: config.listeners.max_connections.map(|n| n.to_string()),
         problem,
     })?
-    .share(config.max_connections_per_client);
+    .share(config.listeners.max_connections_per_client);
     if let Some(from) = fitted.lowered_from {
         log::warn!(
             "{MAX_CONNECTIONS}: its default {from} needs {} open files with {} = {}, \
              but the open-files limit is {}: at most {} client connections \
              (raise the task's hard limit, or set {MAX_CONNECTIONS})",
-            crate::connections::files_needed(from, config.max_in_flight, threads),
-            crate::config::MAX_IN_FLIGHT,
-            config.max_in_flight,
+            crate::conn::connections::files_needed(from, config.limits.max_in_flight, threads),
+            crate::vars::MAX_IN_FLIGHT,
+            config.limits.max_in_flight,
             open_files.soft,
             fitted.max
         );
@@ -389,4 +399,24 @@ fn server_conf(opt: &mut Opt) -> Result<(ServerConf, Option<RunDir>), ConfigErro
         }
     }
     Ok((conf, run_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `file` label of the reload metrics is what alert rules
+    /// (conf/holepunch.rules.yml) and dashboards match on, and the log
+    /// words are what operators grep for: both stay exactly these.
+    #[test]
+    fn names_in_logs_and_metrics_are_fixed() {
+        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
+        let labels: Vec<_> = names.iter().map(|n| n.label).collect();
+        assert_eq!(
+            labels,
+            ["workload_token", "client_tokens", "tls_certificate"]
+        );
+        let what: Vec<_> = names.iter().map(|n| n.what).collect();
+        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
+    }
 }

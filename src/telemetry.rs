@@ -54,7 +54,7 @@ pub struct Metrics {
     pub client_tokens: IntGaugeVec,
     /// `holepunch_workload_token_expiry_timestamp_seconds` and
     /// `holepunch_workload_token_issued_timestamp_seconds`: the `exp` and
-    /// `iat` claims of the workload token in use (`crate::claims`, read,
+    /// `iat` claims of the workload token in use (`crate::files::claims`, read,
     /// not verified), 0 when it has none (the default identity has no
     /// `exp`) or is not a JWT. Set each time a token is put in use.
     pub token_expiry: Gauge,
@@ -179,8 +179,8 @@ static PROCESS: Lazy<bool> = Lazy::new(|| {
         .unwrap_or(false)
 });
 
-/// `holepunch_upstream_errors_total`'s `kind` values (`count_upstream_error`
-/// in `src/proxy.rs`).
+/// `holepunch_upstream_errors_total`'s `kind` values (`upstream_error_kind`
+/// in `src/proxy/respond.rs`).
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "closed", "other"];
 
 /// Creates, at 0, every labelled series `conf/holepunch.rules.yml` matches,
@@ -188,8 +188,10 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "closed", "ot
 /// appears at 1 hides its first increment from `rate()` and `increase()`,
 /// and a ratio whose numerator has no series yet has no value at all.
 /// `groups` are the open groups' labels; `all` adds `none`, the group of
-/// paths only `HOLEPUNCH_ALLOW_ALL` forwards.
-pub fn init_series(groups: &[&str], all: bool) {
+/// paths only `HOLEPUNCH_ALLOW_ALL` forwards. `files` are the `file`
+/// labels of every kind of reloaded file (`crate::files::reload::Name`),
+/// given by startup so that this module imports none of them.
+pub fn init_series(groups: &[&str], all: bool, files: &[&str]) {
     let m = metrics();
     let none = all.then_some("none");
     for group in groups.iter().copied().chain(none) {
@@ -206,19 +208,11 @@ pub fn init_series(groups: &[&str], all: bool) {
     for kind in UPSTREAM_ERROR_KINDS {
         m.upstream_errors.with_label_values(&[kind]);
     }
-    for file in RELOADED_FILES {
+    for &file in files {
         m.reloads.with_label_values(&[file]);
         m.reload_failures.with_label_values(&[file]);
     }
 }
-
-/// The `file` label of every reloaded file (`crate::reload::Name`).
-const RELOADED_FILES: [&str; 4] = [
-    <crate::token::Token as crate::reload::Reloadable>::NAME.label,
-    <crate::client_auth::ClientTokens as crate::reload::Reloadable>::NAME.label,
-    <crate::tls::CertReloader as crate::reload::Reloadable>::NAME.label,
-    <crate::client_cert::ClientCas as crate::reload::Reloadable>::NAME.label,
-];
 
 /// The metrics.
 pub fn metrics() -> &'static Metrics {

@@ -8,8 +8,8 @@
 //! the bytes the proxy would send, never with `Group::of_path` or the path
 //! `parse_target` returns.
 
-use holepunch::allowlist::{decide, Allowlist, Decision, Group};
-use holepunch::target::Refusal;
+use holepunch::decision::allowlist::{decide, Allowlist, Decision, Group};
+use holepunch::decision::target::Refusal;
 use http::Method;
 use proptest::prelude::*;
 
@@ -403,8 +403,8 @@ fn the_generator_reaches_forwarded_targets() {
 
 // ---- The whole head: random requests against an independent model ----------
 
-use holepunch::cidr::AddrSet;
-use holepunch::head::{decide_request, Head, HostList, Rules};
+use holepunch::decision::cidr::AddrSet;
+use holepunch::decision::head::{decide_request, Head, HostList, Rules};
 
 /// A path for each group route of [`NOMAD_ROUTES`] (an id filled in under a
 /// subtree): (path, group flag suffix, is an agent endpoint).

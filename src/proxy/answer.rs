@@ -4,9 +4,9 @@
 //! status, body, header and outcome of each local answer, so every one of
 //! them is tested here without a connection. The proxy writes them.
 
-use crate::allowlist::{BadHead, Decision, Forbidden, Group};
-use crate::config::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
-use crate::target::Refusal;
+use crate::decision::allowlist::{BadHead, Decision, Forbidden, Group};
+use crate::decision::target::Refusal;
+use crate::vars::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
 use std::borrow::Cow;
 use std::fmt::Display;
 
@@ -109,11 +109,11 @@ pub enum Local {
     MethodNotAllowed,
     /// A `/v1/` path no open group covers; the group that would, if any.
     Deny(Option<Group>),
-    /// Refused by [`crate::head`] for who asks or what the query reaches.
+    /// Refused by [`crate::decision::head`] for who asks or what the query reaches.
     Forbid(Forbidden),
     /// A Host `HOLEPUNCH_ALLOWED_HOSTS` does not allow.
     Misdirected,
-    /// A head [`crate::head`] refuses (a body, an upgrade, two Hosts).
+    /// A head [`crate::decision::head`] refuses (a body, an upgrade, two Hosts).
     BadHead(BadHead),
     /// A target that breaks the path rules.
     Refuse(Refusal),

@@ -6,7 +6,7 @@
 //! Pingora marks only a failure to read the response header on a reused
 //! connection as retryable (`RetryType::ReusedOnly`, pingora-core 0.9
 //! `protocols/http/v1/client.rs`, `read_response`); `error_while_proxy` in
-//! `src/proxy.rs` narrows that to GET and HEAD, once per request, before any
+//! `src/proxy/mod.rs` narrows that to GET and HEAD, once per request, before any
 //! response byte. Connect errors are never retried (pingora-core
 //! `connectors/` marks none).
 
@@ -119,4 +119,28 @@ fn a_get_is_never_retried_once_response_bytes_went_out() {
         "sent again after the response had started"
     );
     assert_eq!(s.standin.connections(), 1);
+}
+
+/// The shared metrics fetch (coalescing's own upstream client, with a pool
+/// of its own) follows the same retry policy as every other request
+/// (`src/proxy/retry.rs`): a scrape whose pooled connection the agent
+/// dropped is sent again, once, on another connection.
+#[test]
+fn a_shared_metrics_fetch_on_a_dropped_pooled_connection_is_retried_on_another() {
+    let s = setup(&[]);
+    let scrape = "/v1/metrics?format=prometheus";
+    // One pooled connection in the shared fetch's pool.
+    let first = get(s.proxy.addr, scrape, "");
+    assert_eq!(first.status, 200);
+    assert_eq!(s.standin.connections(), 1);
+
+    // The agent drops it as the next scrape arrives: the fetch goes again
+    // on a new connection, and the client gets the agent's answer.
+    s.standin.drop_next(1);
+    let resp = get(s.proxy.addr, scrape, "");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, first.body);
+    let sent = format!("GET {scrape}");
+    assert_eq!(s.seen(), [sent.as_str(); 3]);
+    assert_eq!(s.standin.connections(), 2);
 }

@@ -860,7 +860,7 @@ fn a_slow_reader_of_a_large_shared_response_gets_all_of_it() {
     }
     let body = prometheus_body(SIZE);
     assert!(
-        body.len() <= holepunch::coalesce::MAX_SHARED_BYTES,
+        body.len() <= holepunch::proxy::coalesce::MAX_SHARED_BYTES,
         "a shared response"
     );
     assert!(

@@ -4,9 +4,10 @@
 
 use crate::decide::host_allowed;
 use crate::go;
-use holepunch::cidr::AddrSet;
-use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config, RateLimit};
-use holepunch::head::HostList;
+use holepunch::decision::cidr::AddrSet;
+use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config};
+use holepunch::proxy::limits::RateLimit;
+use holepunch::decision::head::HostList;
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStringExt;
@@ -273,7 +274,7 @@ fn variable(value: &[u8]) {
             // A token, so that the rest of the configuration can be whole.
             vars.push(("NOMAD_TOKEN".into(), "a-token".into()));
         }
-        Config::from_vars(vars).map(|config| config.describe())
+        Config::from_vars(vars).map(|config| config.setting_lines())
     };
     match outcome(value) {
         Ok(lines) => {

@@ -1,13 +1,13 @@
-//! The `decide` target: `holepunch::head::decide_request`, the whole
+//! The `decide` target: `holepunch::decision::head::decide_request`, the whole
 //! request decision, against Nomad's route table and the model of Go's
 //! routing ([`crate::nomad`]), the model of Go's query parsing
 //! ([`crate::go`]), and the head rules written out from the README.
 
 use crate::go;
 use crate::nomad::{check_forward, go_path, route_group};
-use holepunch::allowlist::{decide, Allowlist, Decision, Group};
-use holepunch::cidr::AddrSet;
-use holepunch::head::{decide_request, Head, HostList, Rules};
+use holepunch::decision::allowlist::{decide, Allowlist, Decision, Group};
+use holepunch::decision::cidr::AddrSet;
+use holepunch::decision::head::{decide_request, Head, HostList, Rules};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use std::net::IpAddr;

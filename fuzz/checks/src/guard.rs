@@ -1,10 +1,10 @@
 //! The `guard_header` target: the connection guard's header reading
-//! (`holepunch::guard`, `header_start`, `header_end`, `refused_target`)
+//! (`holepunch::conn::guard`, `header_start`, `header_end`, `refused_target`)
 //! against what Pingora itself would make of the same bytes
 //! ([`crate::pingora::read_request`]).
 
 use crate::pingora::{read_request, Read};
-use holepunch::guard::{header_end, header_start, refused_target, MAX_HEADER_BYTES};
+use holepunch::conn::guard::{header_end, header_start, refused_target, MAX_HEADER_BYTES};
 
 /// The input is the bytes a client sends, as they arrive.
 ///

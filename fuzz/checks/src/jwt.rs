@@ -1,4 +1,4 @@
-//! The `jwt_exp` target: `holepunch::claims::lifetime`, the hand-written
+//! The `jwt_exp` target: `holepunch::files::claims::lifetime`, the hand-written
 //! reader of a workload token's `exp` and `iat`, against an oracle built
 //! from other parsers: the `base64` crate for the payload, and serde_json,
 //! member by member, for its JSON.
@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::GeneralPurpose;
 use base64::engine::{DecodePaddingMode, GeneralPurposeConfig};
 use base64::Engine;
-use holepunch::claims::{lifetime, Lifetime, Unreadable};
+use holepunch::files::claims::{lifetime, Lifetime, Unreadable};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 

@@ -8,8 +8,8 @@
 //! The property tests (tests/path_rules.rs), the `decide` and `request_target` fuzz
 //! targets and the corpus replay all judge with this one copy.
 
-use holepunch::allowlist::Group;
-use holepunch::target::parse_target;
+use holepunch::decision::allowlist::Group;
+use holepunch::decision::target::parse_target;
 
 /// Every pattern Nomad's HTTP server registers, which is also what the Task
 /// API socket serves (hashicorp/nomad command/agent/http.go,

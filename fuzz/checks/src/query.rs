@@ -1,13 +1,13 @@
 //! The `query` target: the proxy's reading of a query
-//! (`holepunch::head::go_query_pairs`, and through it the region and
+//! (`holepunch::decision::head::go_query_pairs`, and through it the region and
 //! other-agent rules of `decide_request` and the metrics cache key,
-//! `holepunch::coalesce::Coalescer::key`) against the model of Go's
+//! `holepunch::proxy::coalesce::Coalescer::key`) against the model of Go's
 //! `url.ParseQuery` ([`crate::go`]).
 
 use crate::go;
-use holepunch::allowlist::{Allowlist, Decision, Forbidden, Group};
-use holepunch::coalesce::{Coalescer, MAX_SHARED_PARAMS};
-use holepunch::head::{decide_request, go_query_pairs, Head, Rules};
+use holepunch::decision::allowlist::{Allowlist, Decision, Forbidden, Group};
+use holepunch::proxy::coalesce::{Coalescer, MAX_SHARED_PARAMS};
+use holepunch::decision::head::{decide_request, go_query_pairs, Head, Rules};
 use http::header::HeaderMap;
 use http::Method;
 

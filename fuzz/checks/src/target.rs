@@ -1,9 +1,9 @@
-//! The `request_target` target: `holepunch::target::parse_target` on any
+//! The `request_target` target: `holepunch::decision::target::parse_target` on any
 //! bytes. (Not named `target`: the repository ignores every directory of
 //! that name, and its corpus would never be committed.)
 
 use crate::nomad::{clean, go_path, percent_decode};
-use holepunch::target::parse_target;
+use holepunch::decision::target::parse_target;
 
 /// The input is a raw request target.
 ///

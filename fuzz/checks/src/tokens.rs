@@ -1,11 +1,11 @@
 //! The `client_tokens` and `watched_file` targets: the client token file's
-//! parser (`holepunch::client_auth::parse_tokens`), the workload token's
-//! (`holepunch::token::parse_token`), and the reader of every watched file
-//! (`holepunch::files::read`) with its caps.
+//! parser (`holepunch::files::client_auth::parse_tokens`), the workload token's
+//! (`holepunch::files::token::parse_token`), and the reader of every watched file
+//! (`holepunch::files::read::read`) with its caps.
 
-use holepunch::client_auth::{parse_tokens, ClientTokens};
-use holepunch::files::{self, Cap, Problem};
-use holepunch::token::parse_token;
+use holepunch::files::client_auth::{parse_tokens, ClientTokens};
+use holepunch::files::read::{self, Cap, Problem};
+use holepunch::files::token::parse_token;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -82,8 +82,8 @@ fn loaded() -> &'static (ClientTokens, Vec<&'static str>) {
 
 /// The tokens a parse kept, as bytes (through the only view the list
 /// gives: the secrets it registers with the log redaction).
-fn tokens_of(parsed: &holepunch::client_auth::Parsed) -> Vec<Vec<u8>> {
-    use holepunch::reload::Value;
+fn tokens_of(parsed: &holepunch::files::client_auth::Parsed) -> Vec<Vec<u8>> {
+    use holepunch::files::reload::Value;
     parsed.tokens.secrets().iter().map(|t| t.to_vec()).collect()
 }
 
@@ -172,7 +172,7 @@ pub fn watched_file(data: &[u8]) {
         Kind::Missing => {}
         Kind::Dangling => std::os::unix::fs::symlink(&target, &path).expect("symlink"),
     }
-    let read = files::read(&path, cap);
+    let read = read::read(&path, cap);
     let len = contents.len() as u64;
     match (kind, &read) {
         (Kind::Regular | Kind::LinkToRegular, Ok(got)) => {

@@ -4,8 +4,8 @@
 //! Pure: no I/O, no allocation unless the path has percent escapes. The
 //! proxy calls [`decide`] once per request, before anything is forwarded.
 
-use crate::config::{ALLOW_FROM, NOMAD_REGION};
-use crate::target::{parse_target, Refusal};
+use crate::decision::target::{parse_target, Refusal};
+use crate::vars::{ALLOW_FROM, NOMAD_REGION};
 use http::Method;
 
 /// An endpoint group, enabled by its `HOLEPUNCH_ALLOW_*` flag.
@@ -199,12 +199,12 @@ pub enum Decision {
     MethodNotAllowed,
     /// 404: a path outside `/v1/` other than `/health` and `/ready`.
     NotFound,
-    /// 400: the target breaks the path rules (see [`crate::target`]).
+    /// 400: the target breaks the path rules (see [`crate::decision::target`]).
     Refuse(Refusal),
-    /// 400: the request head breaks a rule of [`crate::head`] (a body or an
+    /// 400: the request head breaks a rule of [`crate::decision::head`] (a body or an
     /// upgrade on a read-only group path, two Host headers).
     BadHead(BadHead),
-    /// 403: refused by [`crate::head`] for who asks or what the query
+    /// 403: refused by [`crate::decision::head`] for who asks or what the query
     /// reaches (address, web page, other region, other agent).
     Forbid(Forbidden),
     /// 421: the Host is not one `HOLEPUNCH_ALLOWED_HOSTS` allows.
@@ -237,7 +237,7 @@ impl BadHead {
     }
 }
 
-/// Why a request was refused with 403 by [`crate::head`].
+/// Why a request was refused with 403 by [`crate::decision::head`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Forbidden {
     /// The client's address is outside `HOLEPUNCH_ALLOW_FROM`.

@@ -27,12 +27,12 @@
 //! Nomad reads it. Any other query parameter makes no new entry (the
 //! request is still forwarded byte for byte when it leads). The cache keeps
 //! at most [`MAX_CACHED`] responses and forgets the least recently used to
-//! make room ([`crate::lru`]). `Accept-Encoding` plays no part: a shared
+//! make room ([`crate::proxy::lru`]). `Accept-Encoding` plays no part: a shared
 //! response is gzipped once, the first time a client asks for gzip, and the
 //! same compressed bytes go to every later client that accepts them.
 
-use crate::head::go_query_pairs;
-use crate::lru::Lru;
+use crate::decision::head::go_query_pairs;
+use crate::proxy::lru::Lru;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use std::collections::HashMap;

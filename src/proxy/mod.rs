@@ -1,9 +1,9 @@
 //! The Pingora proxy. `request_filter` reads in order: decide
-//! ([`crate::head`]), check the client token, then forward or answer. Every
+//! ([`crate::decision::head`]), check the client token, then forward or answer. Every
 //! answer the proxy gives itself, with its status, body, header and
 //! outcome, is [`Local::answer`] (pure). A forwarded request gets the body
 //! limit, its absolute form cut to the path, compression and coalescing for
-//! metrics ([`crate::coalesce`]), a place under `HOLEPUNCH_MAX_IN_FLIGHT`
+//! metrics ([`crate::proxy::coalesce`]), a place under `HOLEPUNCH_MAX_IN_FLIGHT`
 //! and the client's share of it, and last, once nothing else can refuse it,
 //! a count under `HOLEPUNCH_RATE_LIMIT` ([`Holepunch::spend`]): a refused
 //! request never counts against anyone's limits. `upstream_peer` is the Task
@@ -33,36 +33,48 @@
 //! shell or a server-push WebSocket is silent one way for as long as it
 //! likes ([`Holepunch::upstream_peer`], `upstream_response_filter`).
 //!
-//! The [`ProxyHttp`] methods are in the order Pingora calls them.
+//! The [`ProxyHttp`] methods are in the order Pingora calls them. Beside
+//! them: `answer` (every local answer), `respond` (response writing and
+//! error mapping), `fetch` (the shared metrics fetch, the second upstream
+//! client), [`retry`] (the one retry policy of both), [`coalesce`],
+//! [`limits`] and [`lru`].
 
 mod answer;
+pub mod coalesce;
+mod fetch;
+pub mod limits;
+pub mod lru;
+mod respond;
+pub mod retry;
 
 pub use answer::{Answer, Local, Next, Outcome};
 
-use crate::allowlist::{Decision, Group};
-use crate::cidr::admits;
-use crate::client_auth::{Admitted, ClientTokens};
-use crate::client_cert::ClientCas;
-use crate::coalesce::{accepts_gzip, Coalescer, Join, Leader, Shared, GZIP_LEVEL};
-use crate::deadline::MIN_PROGRESS;
-use crate::head::{decide_request, Head, Rules};
-use crate::limits::{Full, InFlightLimit, Permit, RateLimiter};
+use crate::conn::deadline::MIN_PROGRESS;
+use crate::decision::allowlist::{Decision, Group};
+use crate::decision::cidr::admits;
+use crate::decision::head::{decide_request, Head, Rules};
+use crate::files::client_auth::{Admitted, ClientTokens};
+use crate::files::client_cert::ClientCas;
+use crate::files::token::Token;
 use crate::logging::{self, Verdict};
-use crate::shutdown::{InFlight, InFlightGuard};
+use crate::proxy::coalesce::{Coalescer, Join, Leader, Shared};
+use crate::proxy::fetch::SharedFetch;
+use crate::proxy::limits::{Full, InFlightLimit, Limits, Permit, RateLimiter};
+use crate::proxy::respond::{
+    count_upstream_error, enable_compression, error_response, respond, respond_shared, Revoked,
+};
+use crate::proxy::retry::Failure;
+use crate::shutdown::{OpenRequest, OpenRequests};
 use crate::telemetry::{self, status_class};
-use crate::token::Token;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, info, warn};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
-use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -74,8 +86,6 @@ use std::time::{Duration, Instant};
 /// connects at once or not at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
-
 /// How long `/ready` waits for the socket to accept a connection.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -84,89 +94,88 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// to a malformed one and, on HTTP/1.1, to none.
 const UPSTREAM_HOST: &str = "localhost";
 
-/// The proxy. One per process, shared by every request.
-pub struct Holepunch {
-    rules: Rules,
-    peer: HttpPeer,
-    /// The connector of the shared metrics fetches (its own pool).
-    connector: Connector,
-    socket_path: String,
-    token: Arc<Token>,
-    client_tokens: Option<Arc<ClientTokens>>,
-    client_cas: Option<Arc<ClientCas>>,
-    max_body: u64,
-    upstream_timeout: Duration,
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: the pace of a request body too
-    /// ([`BodyPace`]).
-    body_period: Duration,
-    coalescer: Coalescer,
-    in_flight: Arc<InFlight>,
-    limit: Arc<InFlightLimit>,
-    rate: Option<RateLimiter>,
+/// The upstream's part of the configuration (`crate::config::Config::upstream`),
+/// handed to the proxy whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// The Nomad Task API socket.
+    pub socket_path: String,
+    /// Which variable `socket_path` came from (or "default").
+    pub socket_path_from: &'static str,
+    /// `HOLEPUNCH_UPSTREAM_TIMEOUT`: how long the Task API may take to send
+    /// a response header, and at most between two reads of its body,
+    /// before the client gets 504.
+    pub upstream_timeout: Duration,
+    /// `HOLEPUNCH_METRICS_CACHE_TTL`: how long a metrics response is served
+    /// from memory; `None`: only concurrent identical scrapes share one
+    /// upstream request.
+    pub metrics_cache_ttl: Option<Duration>,
 }
 
-/// What a [`Holepunch`] is built from.
-pub struct Settings {
-    /// The decision's rules: the open groups and the head checks.
-    pub rules: Rules,
-    /// The Task API socket.
-    pub socket_path: String,
-    /// How long the Task API may take to send the response header, and at
-    /// most between two reads of the body.
-    pub upstream_timeout: Duration,
-    /// The largest request body forwarded.
-    pub max_body: u64,
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
-    /// come at [`MIN_PROGRESS`] per this long at least (`BodyPace`).
-    pub body_period: Duration,
+/// What the proxy holds besides its configuration: the files loaded at
+/// startup (reloaded in place) and the count of requests in flight.
+pub struct Loaded {
     pub token: Arc<Token>,
     /// When set, clients must present one of these bearer tokens.
     pub client_tokens: Option<Arc<ClientTokens>>,
     /// When set, the TLS listener requires client certificates from these
     /// CAs; a request in flight is checked against them again.
     pub client_cas: Option<Arc<ClientCas>>,
-    /// How long metrics responses are served from memory, if at all.
-    pub metrics_cache_ttl: Option<Duration>,
-    pub in_flight: Arc<InFlight>,
-    /// `HOLEPUNCH_MAX_IN_FLIGHT`.
-    pub max_in_flight: usize,
-    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`.
-    pub max_in_flight_per_client: usize,
-    /// `HOLEPUNCH_RATE_LIMIT`.
-    pub rate_limit: Option<crate::config::RateLimit>,
+    pub open_requests: Arc<OpenRequests>,
+}
+
+/// The proxy. One per process, shared by every request.
+pub struct Holepunch {
+    /// The decision's rules: the open groups and the head checks.
+    rules: Rules,
+    upstream: Upstream,
+    limits: Limits,
+    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`: a request body (under ALL) must
+    /// come at [`MIN_PROGRESS`] per this long at least ([`BodyPace`]).
+    body_period: Duration,
+    loaded: Loaded,
+    peer: HttpPeer,
+    /// The client of the shared metrics fetches (its own pool).
+    shared_fetch: SharedFetch,
+    coalescer: Coalescer,
+    limit: Arc<InFlightLimit>,
+    rate: Option<RateLimiter>,
 }
 
 impl Holepunch {
-    pub fn new(settings: Settings) -> Result<Self> {
-        let mut peer = HttpPeer::new_uds(&settings.socket_path, false, String::new())?;
+    /// The proxy, from the parts of the configuration it uses, each whole.
+    pub fn new(
+        rules: Rules,
+        upstream: Upstream,
+        limits: Limits,
+        body_period: Duration,
+        loaded: Loaded,
+    ) -> Result<Self> {
+        let mut peer = HttpPeer::new_uds(&upstream.socket_path, false, String::new())?;
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(settings.upstream_timeout);
-        peer.options.write_timeout = Some(settings.upstream_timeout);
+        peer.options.read_timeout = Some(upstream.upstream_timeout);
+        peer.options.write_timeout = Some(upstream.upstream_timeout);
         // A shared fetch may take as long as a request's connection and
         // response; its followers wait as long.
-        let shared_wait = settings.upstream_timeout + CONNECT_TIMEOUT;
+        let shared_wait = upstream.upstream_timeout + CONNECT_TIMEOUT;
         Ok(Holepunch {
-            rules: settings.rules,
+            shared_fetch: SharedFetch::new(peer.clone(), upstream.upstream_timeout),
+            coalescer: Coalescer::new(upstream.metrics_cache_ttl, shared_wait),
+            limit: InFlightLimit::new(limits.max_in_flight, limits.max_in_flight_per_client),
+            rate: limits.rate_limit.map(RateLimiter::new),
             peer,
-            connector: Connector::new(None),
-            socket_path: settings.socket_path,
-            token: settings.token,
-            client_tokens: settings.client_tokens,
-            client_cas: settings.client_cas,
-            max_body: settings.max_body,
-            upstream_timeout: settings.upstream_timeout,
-            body_period: settings.body_period,
-            coalescer: Coalescer::new(settings.metrics_cache_ttl, shared_wait),
-            in_flight: settings.in_flight,
-            limit: InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_client),
-            rate: settings.rate_limit.map(RateLimiter::new),
+            rules,
+            upstream,
+            limits,
+            body_period,
+            loaded,
         })
     }
 }
 
 /// Per-request state.
 pub struct RequestCtx {
-    _in_flight: InFlightGuard,
+    _open: OpenRequest,
     started: Instant,
     /// The group the path belongs to, for a forwarded or denied request
     /// (`None` for paths outside every group).
@@ -223,7 +232,7 @@ impl ProxyHttp for Holepunch {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            _in_flight: self.in_flight.enter(),
+            _open: self.loaded.open_requests.enter(),
             started: Instant::now(),
             group: None,
             outcome: Outcome::Denied,
@@ -270,7 +279,7 @@ impl ProxyHttp for Holepunch {
     }
 
     /// The Task API socket. A request that asks for an upgrade (under ALL
-    /// only: `crate::head` refuses `Upgrade` on every group path) reads
+    /// only: `crate::decision::head` refuses `Upgrade` on every group path) reads
     /// from the socket with no timeout: once upgraded, the agent's side of
     /// an idle `exec` shell is silent for as long as the user is, and
     /// `HOLEPUNCH_UPSTREAM_TIMEOUT` would cut it. The peer's read timeout
@@ -324,10 +333,10 @@ impl ProxyHttp for Holepunch {
         }
         let n = body.as_ref().map_or(0, Bytes::len);
         ctx.body_bytes += n as u64;
-        if ctx.body_bytes > self.max_body {
+        if ctx.body_bytes > self.limits.max_body {
             return Error::e_explain(
                 HTTPStatus(413),
-                format!("request body over {} bytes", self.max_body),
+                format!("request body over {} bytes", self.limits.max_body),
             );
         }
         if let Some(pace) = ctx.body_pace.as_mut() {
@@ -394,10 +403,10 @@ impl ProxyHttp for Holepunch {
         Ok(None)
     }
 
-    /// A request is retried once, on another connection, when the failure
-    /// came from a pooled connection the agent had closed, the method is GET
-    /// or HEAD, and nothing of the response has reached the client yet.
-    /// Nothing else is retried: under ALL a write may already have happened.
+    /// A request is retried once, on another connection, when the one retry
+    /// policy says so ([`retry::retry`]): the failure came from a pooled
+    /// connection the agent had closed, the method is GET or HEAD, and
+    /// nothing of the response has reached the client yet.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -407,19 +416,17 @@ impl ProxyHttp for Holepunch {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if Revoked::of(&e).is_some() {
+        let again = retry::retry(&Failure {
+            method: &session.req_header().method,
+            retried: ctx.retried,
+            response_written: session.response_written().is_some(),
+            reused: client_reused,
+            marked: e.retry,
             // Sent again, it would be answered again: never.
-            e.set_retry(false);
-            return e;
-        }
-        let method = &session.req_header().method;
-        let safe = *method == http::Method::GET || *method == http::Method::HEAD;
-        if safe && !ctx.retried && session.response_written().is_none() {
-            e.retry.decide_reuse(client_reused);
-            ctx.retried = e.retry();
-        } else {
-            e.set_retry(false);
-        }
+            revoked: Revoked::of(&e).is_some(),
+        });
+        e.set_retry(again);
+        ctx.retried |= again;
         e
     }
 
@@ -528,7 +535,7 @@ impl Holepunch {
         if next.open() {
             return None;
         }
-        let tokens = self.client_tokens.as_ref()?;
+        let tokens = self.loaded.client_tokens.as_ref()?;
         match tokens.admit(authorization(session)) {
             Some(admitted) => {
                 ctx.admitted = Some(admitted);
@@ -569,12 +576,13 @@ impl Holepunch {
 
     /// What this request's client lost since it was let in, if anything.
     fn revoked(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Revoked> {
-        if let (Some(tokens), Some(admitted)) = (&self.client_tokens, ctx.admitted.as_mut()) {
+        if let (Some(tokens), Some(admitted)) = (&self.loaded.client_tokens, ctx.admitted.as_mut())
+        {
             if !tokens.still_admits(authorization(session), admitted) {
                 return Some(Revoked::Token);
             }
         }
-        let cas = self.client_cas.as_ref()?;
+        let cas = self.loaded.client_cas.as_ref()?;
         // The guard serves HTTP/1 only, so there is a stream; without one
         // there is no certificate to trust.
         let Some(stream) = session.downstream_session.stream() else {
@@ -621,8 +629,8 @@ impl Holepunch {
         origin_offset: usize,
     ) -> Result<bool> {
         ctx.outcome = Outcome::Allowed;
-        if declared_length(session.req_header()).is_some_and(|len| len > self.max_body) {
-            let max_body = self.max_body;
+        if declared_length(session.req_header()).is_some_and(|len| len > self.limits.max_body) {
+            let max_body = self.limits.max_body;
             return self
                 .answer(session, ctx, Local::TooLarge { max_body })
                 .await;
@@ -755,7 +763,7 @@ impl Holepunch {
     }
 }
 
-/// Coalescing a metrics GET ([`crate::coalesce`]).
+/// Coalescing a metrics GET ([`crate::proxy::coalesce`]).
 impl Holepunch {
     /// Joins a metrics GET with identical ones. Returns `Ok(true)` when it
     /// was answered (from a shared response, the micro-cache, or an error of
@@ -870,14 +878,14 @@ impl Holepunch {
         }
     }
 
-    /// Fetches a metrics response whole, at the socket's pace, through this
-    /// proxy's connector and pool, and hands it to the leader. `Err(None)`
-    /// when it grew too large to share.
+    /// Fetches a metrics response whole for the leader
+    /// ([`SharedFetch::fetch`]), with what every request on the socket
+    /// carries. `Err(None)` when it grew too large to share.
     async fn fetch(
         &self,
         target: &[u8],
         accept: Option<http::HeaderValue>,
-        mut leader: Leader,
+        leader: Leader,
     ) -> std::result::Result<Arc<Shared>, Option<Box<Error>>> {
         let mut request = RequestHeader::build(http::Method::GET, target, Some(4)).map_err(Some)?;
         self.for_the_socket(&mut request).map_err(Some)?;
@@ -886,66 +894,7 @@ impl Holepunch {
                 .insert_header(http::header::ACCEPT, accept)
                 .map_err(Some)?;
         }
-        // One deadline for the whole fetch, header and body, the same a
-        // follower waits: a trickling agent cannot hold it longer.
-        let deadline = leader.deadline();
-        let fetch = async {
-            let (mut upstream, header) = self.send(&request).await.map_err(Some)?;
-            while let Some(chunk) = upstream.read_response_body().await.map_err(Some)? {
-                leader.push(chunk).map_err(|_| None)?;
-            }
-            let idle = self.peer.options.idle_timeout;
-            self.connector
-                .release_http_session(upstream, &self.peer, idle)
-                .await;
-            Ok(header)
-        };
-        // tokio's timer: Pingora's does not survive `-d` (`crate::shutdown`).
-        let header = match tokio::time::timeout(deadline, fetch).await {
-            Ok(result) => result.map_err(|e: Option<Box<Error>>| e.map(|e| e.into_up()))?,
-            Err(_) => {
-                return Err(Some(
-                    Error::explain(ReadTimedout, "fetching the metrics").into_up(),
-                ))
-            }
-        };
-        Ok(leader.finish(header))
-    }
-
-    /// Sends a shared fetch's request through this proxy's pool and reads
-    /// the response header. A pooled connection the agent closed meanwhile is
-    /// tried again once, on a new one, as the proxy does for other requests.
-    async fn send(&self, request: &RequestHeader) -> Result<(HttpSession, ResponseHeader)> {
-        for attempt in 0..2 {
-            let (mut upstream, reused) = self.connector.get_http_session(&self.peer).await?;
-            upstream.set_read_timeout(Some(self.upstream_timeout));
-            upstream.set_write_timeout(Some(self.upstream_timeout));
-            let sent_at = Instant::now();
-            let sent = async {
-                upstream
-                    .write_request_header(Box::new(request.clone()))
-                    .await?;
-                upstream.finish_request_body().await?;
-                upstream.read_response_header().await
-            }
-            .await;
-            if let Err(e) = sent {
-                if reused && attempt == 0 {
-                    continue;
-                }
-                return Err(e);
-            }
-            telemetry::metrics()
-                .upstream_duration
-                .with_label_values(&[group_label(Some(Group::Metrics))])
-                .observe(sent_at.elapsed().as_secs_f64());
-            let header = upstream
-                .response_header()
-                .cloned()
-                .ok_or_else(|| Error::explain(ReadError, "no response header"))?;
-            return Ok((upstream, header));
-        }
-        Error::e_explain(ConnectError, "no connection to the Task API socket")
+        self.shared_fetch.fetch(&request, leader).await
     }
 }
 
@@ -954,7 +903,7 @@ impl Holepunch {
     /// What every request on the socket carries, whoever built it: the
     /// workload token, and the one fixed Host.
     fn for_the_socket(&self, request: &mut RequestHeader) -> Result<()> {
-        request.insert_header("X-Nomad-Token", self.token.header_value())?;
+        request.insert_header("X-Nomad-Token", self.loaded.token.header_value())?;
         request.insert_header(http::header::HOST, UPSTREAM_HOST)
     }
 
@@ -964,16 +913,21 @@ impl Holepunch {
     /// connection. No request is sent, so this costs the Nomad servers
     /// nothing. The reason names no path: it is for clients.
     async fn ready(&self) -> std::result::Result<(), &'static str> {
-        if self.token.header_value().is_empty() {
+        if self.loaded.token.header_value().is_empty() {
             return Err("no workload token loaded");
         }
-        self.token.usable_at(std::time::SystemTime::now())?;
-        if self.client_tokens.as_ref().is_some_and(|t| t.is_empty()) {
+        self.loaded.token.usable_at(std::time::SystemTime::now())?;
+        if self
+            .loaded
+            .client_tokens
+            .as_ref()
+            .is_some_and(|t| t.is_empty())
+        {
             return Err(
                 "no client token loaded: the client token file is empty, missing or unreadable",
             );
         }
-        let connect = tokio::net::UnixStream::connect(&self.socket_path);
+        let connect = tokio::net::UnixStream::connect(&self.upstream.socket_path);
         match tokio::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
             Ok(Ok(_stream)) => Ok(()),
             Ok(Err(e)) => Err(match e.kind() {
@@ -993,53 +947,6 @@ impl Holepunch {
     }
 }
 
-/// Answers with a response another request fetched; `age` when it came
-/// from the micro-cache. The body is gzipped once per response, not once
-/// per client: a client that accepts gzip gets the shared compressed bytes.
-async fn respond_shared(session: &mut Session, shared: &Shared, age: Option<u64>) -> Result<()> {
-    let mut header = shared.header.clone();
-    if let Some(age) = age {
-        header.insert_header("Age", age)?;
-    }
-    header.append_header(http::header::VARY, "Accept-Encoding")?;
-    let accept = session
-        .req_header()
-        .headers
-        .get_all(http::header::ACCEPT_ENCODING);
-    let gzipped = accepts_gzip(accept.iter().map(|v| v.as_bytes()))
-        .then(|| shared.gzipped())
-        .flatten();
-    let body = match gzipped {
-        Some(gz) => {
-            header.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
-            header.insert_header(http::header::CONTENT_LENGTH, gz.len())?;
-            gz.clone()
-        }
-        None => shared.body.clone(),
-    };
-    // A failure here is the client's (gone, or not reading): logged and
-    // counted as such, not as the proxy's 500.
-    let written = async {
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
-    };
-    written.await.map_err(|e| e.into_down())
-}
-
-/// Turns on the compression module for this response: a metrics response
-/// streamed from the socket rather than shared. The module skipped reading
-/// `Accept-Encoding` while it was off, so it gets the request header again.
-fn enable_compression(session: &mut Session) {
-    let req = session.downstream_session.req_header();
-    let modules = &mut session.downstream_modules_ctx;
-    if let Some(c) = modules.get_mut::<ResponseCompression>() {
-        c.adjust_level(GZIP_LEVEL);
-        c.request_filter(req);
-    }
-}
-
 /// The request's `Content-Length`, when it has a valid one.
 fn declared_length(req: &RequestHeader) -> Option<u64> {
     req.headers
@@ -1052,7 +959,7 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
 
 /// The pace a request body must keep: [`MIN_PROGRESS`] (64 KiB) or its
 /// end in each period of `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, from its
-/// request header on (the write deadline's rule, [`crate::deadline`], for
+/// request header on (the write deadline's rule, [`crate::conn::deadline`], for
 /// what the client sends). Pure: the caller gives the time. A body of 1 MiB
 /// (`HOLEPUNCH_MAX_BODY`'s default) at 10 s a period may take 160 s; one
 /// trickled a byte at a time is ended after one or two periods.
@@ -1086,131 +993,6 @@ impl BodyPace {
         self.since = now;
         self.taken = 0;
         true
-    }
-}
-
-/// The status and body for a request that failed after it was allowed.
-/// Status 0 means the client is gone and gets nothing.
-fn error_response(e: &Error) -> (u16, &'static str) {
-    match Revoked::of(e) {
-        // `fail_to_proxy` writes `Local::Unauthorized`'s whole answer.
-        Some(Revoked::Token) => return (401, ""),
-        Some(Revoked::Certificate) => return (0, ""),
-        None => {}
-    }
-    match (e.etype(), e.esource()) {
-        (HTTPStatus(413), _) => (
-            413,
-            concat!("payload too large (", crate::var_name!(MAX_BODY), ")"),
-        ),
-        (HTTPStatus(408), _) => (
-            408,
-            concat!(
-                "request timeout: the request body came slower than 64 KiB per ",
-                crate::var_name!(CLIENT_HEADER_TIMEOUT)
-            ),
-        ),
-        (HTTPStatus(code), _) => (*code, ""),
-        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => (
-            504,
-            "gateway timeout: the Nomad Task API did not answer in time",
-        ),
-        (_, ErrorSource::Upstream) => (
-            502,
-            "bad gateway: the Nomad Task API socket is not available",
-        ),
-        (
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
-            ErrorSource::Downstream,
-        ) => (0, ""),
-        (_, ErrorSource::Downstream) => (400, "bad request"),
-        _ => (500, "internal error"),
-    }
-}
-
-/// Counts a failure on the socket by kind, in `holepunch_upstream_errors_total`.
-fn count_upstream_error(e: &Error) {
-    if e.esource() != &ErrorSource::Upstream || Revoked::of(e).is_some() {
-        return;
-    }
-    let kind = match e.etype() {
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | SocketError | BindError | InvalidCert => "connect",
-        ReadTimedout | WriteTimedout => "timeout",
-        ConnectionClosed | ReadError | WriteError => "closed",
-        _ => "other",
-    };
-    telemetry::metrics()
-        .upstream_errors
-        .with_label_values(&[kind])
-        .inc();
-}
-
-/// Writes a complete plain-text response, with at most one header besides
-/// its type and length.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    body: Cow<'static, str>,
-    header: Option<(&'static str, Cow<'static, str>)>,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("Content-Type", TEXT_PLAIN)?;
-    resp.insert_header("Content-Length", body.len())?;
-    if let Some((name, value)) = header {
-        resp.insert_header(name, &*value)?;
-    }
-    // A request body we did not read would be taken for the next request.
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    let body = match body {
-        Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
-        Cow::Owned(s) => Bytes::from(s),
-    };
-    let written = async {
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await
-    };
-    written.await.map_err(|e| e.into_down())
-}
-
-/// What a request in flight lost ([`Holepunch::in_flight_check`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Revoked {
-    /// Its client token is no longer in the list in use.
-    Token,
-    /// Its client certificate is no longer trusted.
-    Certificate,
-}
-
-/// The errors that end such a request, told apart by their type.
-const REVOKED_TOKEN: ErrorType = ErrorType::Custom("client token revoked");
-const REVOKED_CERTIFICATE: ErrorType = ErrorType::Custom("client certificate no longer trusted");
-
-impl Revoked {
-    fn error(self) -> Box<Error> {
-        let etype = match self {
-            Revoked::Token => REVOKED_TOKEN,
-            Revoked::Certificate => REVOKED_CERTIFICATE,
-        };
-        Error::explain(etype, self.reason())
-    }
-
-    /// Whether `e` ended a request for a lost credential, and which.
-    fn of(e: &Error) -> Option<Revoked> {
-        match e.etype() {
-            t if *t == REVOKED_TOKEN => Some(Revoked::Token),
-            t if *t == REVOKED_CERTIFICATE => Some(Revoked::Certificate),
-            _ => None,
-        }
-    }
-
-    fn reason(self) -> &'static str {
-        match self {
-            Revoked::Token => "its client token was revoked",
-            Revoked::Certificate => "its client certificate is no longer trusted",
-        }
     }
 }
 

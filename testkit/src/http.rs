@@ -1,8 +1,8 @@
 //! A raw HTTP/1.1 client, over TCP or TLS: tests write the exact bytes of
 //! a request and read the response as sent.
 
-use super::standin;
-use super::IO_TIMEOUT;
+use crate::standin;
+use crate::IO_TIMEOUT;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;

@@ -6,12 +6,12 @@
 //! write to the client must make progress within
 //! `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`. With client certificates, a kept-alive
 //! connection whose certificate is no longer trusted is closed before its
-//! next request ([`crate::client_cert::ClientCas::recheck_stream`], with
+//! next request ([`crate::files::client_cert::ClientCas::recheck_stream`], with
 //! the record the connection's stream keeps, which the proxy's checks of
 //! responses in flight share). A kept-alive connection waits at most
 //! `HOLEPUNCH_CLIENT_IDLE_TIMEOUT` for its next request. Each connection
 //! holds a place under `HOLEPUNCH_MAX_CONNECTIONS` and its client's share
-//! of it ([`crate::connections`]), and is idle, so closed first at the cap,
+//! of it ([`crate::conn::connections`]), and is idle, so closed first at the cap,
 //! whenever no request of its own is in progress; its writes tell the cap
 //! when they stall, so that at the cap it can be closed while it waits for
 //! a client that has stopped reading.
@@ -56,18 +56,18 @@
 //!   `parse_request_target`): `/v1/service/web#x` would be forwarded as
 //!   `/v1/service/web`.
 //!
-//! The path rules refuse those bytes ([`crate::target::parse_target`]); the
+//! The path rules refuse those bytes ([`crate::decision::target::parse_target`]); the
 //! guard applies them to the bytes the client sent, with the same reason.
 //! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
 //! its `URI_MAP`) reaches the path rules unchanged.
 
-use crate::allowlist::Forbidden;
-use crate::cidr::{admits, AddrSet};
-use crate::client_cert::ClientCas;
-use crate::connections::{Connections, Peer, Slot};
-use crate::deadline::WriteDeadline;
+use crate::conn::connections::{Connections, Peer, Slot};
+use crate::conn::deadline::WriteDeadline;
+use crate::decision::allowlist::Forbidden;
+use crate::decision::cidr::{admits, AddrSet};
+use crate::decision::target::{parse_target, Refusal};
+use crate::files::client_cert::ClientCas;
 use crate::logging::{capped, Verdict};
-use crate::target::{parse_target, Refusal};
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};

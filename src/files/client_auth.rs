@@ -3,7 +3,7 @@
 //! nothing) needs `Authorization: Bearer <token>` with one of the tokens in
 //! that file (one per line; blank lines and `#` comments ignored).
 //!
-//! The file is re-read when it changes (`crate::watch`), so tokens can be
+//! The file is re-read when it changes (`crate::files::watch`), so tokens can be
 //! added and revoked with no restart. Tokens are compared in constant time,
 //! and registered with the log redaction like the workload token.
 //!
@@ -17,16 +17,16 @@
 //! The list fails closed: what the file holds now is what is accepted. A
 //! line that cannot be a token is skipped, with a warning naming its line
 //! number, and the other lines apply. A file with no token left, gone,
-//! unreadable, not a regular file or over `files::CLIENT_TOKENS` leaves no
+//! unreadable, not a regular file or over `read::CLIENT_TOKENS` leaves no
 //! token accepted (every client gets 401, `/ready` answers 503 and
 //! `holepunch_client_tokens` is 0) until it is fixed. At startup the same
 //! file stops the start instead (exit 2), as any other configuration error.
 
-use crate::config::{ConfigError, CLIENT_TOKEN_FILE};
-use crate::files::{self, WatchedFile};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::files::read::{self, WatchedFile};
+use crate::files::reload::{self, Current, Name, Reloadable};
+use crate::files::token::is_token_text;
 use crate::telemetry;
-use crate::token::is_token_text;
+use crate::vars::{ConfigError, CLIENT_TOKEN_FILE};
 use log::warn;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,7 +107,7 @@ impl ClientTokens {
     /// `--check` reports too. Skipped lines are warned about, as on reload.
     pub fn load(path: &Path) -> Result<ClientTokens, ConfigError> {
         let error = |problem: String| ConfigError::with_path(CLIENT_TOKEN_FILE, path, problem);
-        let raw = files::read_at_start(path, files::CLIENT_TOKENS)
+        let raw = read::read_at_start(path, read::CLIENT_TOKENS)
             .map_err(|e| error(format!("cannot read the client token file: {e}")))?;
         let parsed = parse_tokens(&raw);
         warn_skipped(path, &parsed.skipped);
@@ -183,7 +183,7 @@ impl Reloadable for ClientTokens {
     };
 
     fn files(&self) -> Vec<WatchedFile> {
-        vec![WatchedFile::new(&self.path, files::CLIENT_TOKENS)]
+        vec![WatchedFile::new(&self.path, read::CLIENT_TOKENS)]
     }
 
     /// The tokens the file holds now, skipped lines warned about; an error
@@ -299,7 +299,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::reload::Watchable;
 
     fn tokens(list: &[&str]) -> ClientTokens {
         ClientTokens {
@@ -354,7 +354,7 @@ mod tests {
                 "byte {b:#04x}"
             );
             assert_eq!(
-                crate::token::parse_token(&raw).is_ok(),
+                crate::files::token::parse_token(&raw).is_ok(),
                 printable,
                 "byte {b:#04x}"
             );
@@ -454,7 +454,7 @@ mod tests {
         let t = ClientTokens::load(&path).unwrap();
         assert!(t.allows(Some(b"Bearer good")));
         let fifo = dir.join("fifo");
-        crate::files::mkfifo(&fifo);
+        crate::files::read::mkfifo(&fifo);
         let err = ClientTokens::load(&fifo).err().expect("refused");
         assert_eq!(
             err.problem,

@@ -70,7 +70,7 @@ pub enum Unreadable {
 
 impl Unreadable {
     /// For log lines and `--check`: what is wrong, naming no part of the token.
-    pub fn describe(self) -> &'static str {
+    pub fn reason(self) -> &'static str {
         match self {
             Unreadable::NotCompact => "not a JWT (three parts separated by dots)",
             Unreadable::NotBase64Url => "a JWT whose payload is not base64url",
@@ -526,7 +526,7 @@ mod tests {
         );
         // The default identity: no exp.
         assert_eq!(exp(r#"{"nomad_task":"t","iat":5,"nbf":5}"#), Ok(None));
-        // The tests' default token (tests/integration/support/mod.rs).
+        // The tests' default token (testkit/src/lib.rs, TOKEN).
         let token = b"eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJub21hZF90YXNrIjoiaG9sZXB1bmNoIn0.c2lnbmF0dXJl";
         assert_eq!(lifetime(token), Ok(Lifetime::default()));
     }

@@ -546,7 +546,7 @@ fn is_uuid(s: &str) -> bool {
 
 /// Whether a JWT's `exp` is more than go-jose's one-minute leeway past
 /// (`jwt/validation.go`). Read with serde_json, independently of the proxy's
-/// own reader (`src/claims.rs`), from tokens the tests made with [`jwt`].
+/// own reader (`src/files/claims.rs`), from tokens the tests made with [`jwt`].
 pub fn expired(token: &str, now: std::time::SystemTime) -> bool {
     let exp = token
         .split('.')

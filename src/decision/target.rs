@@ -2,7 +2,7 @@
 //! forward, and which path Nomad will route them to.
 //!
 //! Pure and allocation-free unless the path carries percent escapes. The
-//! allowlist (`crate::allowlist`) decides on the path this module returns, and
+//! allowlist (`crate::decision::allowlist`) decides on the path this module returns, and
 //! the proxy forwards the raw bytes it was given, so both must describe the
 //! same request. [`parse_target`] is where that is guaranteed.
 

@@ -1,18 +1,18 @@
 //! Files that are re-read when they change, with no restart: the workload
 //! token, the client tokens, the TLS certificate and key (each a
-//! `crate::reload::Reloadable`).
+//! `crate::files::reload::Reloadable`).
 //!
 //! Nomad renews identities and re-renders templates by writing a new file,
 //! often renamed over the old one. [`Watcher`] reads every watched file when
 //! it starts, before the listeners accept a connection, then
 //! each half second, and at once on SIGHUP; when the bytes differ from the last
-//! ones read it hands them to the owner ([`Reload`]). A file that is
+//! ones read it hands them to the owner ([`Watchable`]). A file that is
 //! missing, unreadable or refused by its owner leaves the last good value in
 //! place (or, for an owner that fails closed, its fallback: no client token)
 //! and is logged once per distinct problem. Log lines use the owner's
 //! `Name::what`, the reload metrics its `Name::label`.
 //!
-//! Files are read with `crate::files::read` (regular files only, a cap for
+//! Files are read with `crate::files::read::read` (regular files only, a cap for
 //! each kind, never waiting on a FIFO), on tokio's blocking pool rather
 //! than on the runtime: a read that still hangs (a regular file on a hung
 //! network filesystem) holds up only its own item. Each item has at most
@@ -29,8 +29,8 @@
 //! installs its own `sigaction` whatever was there) and re-reads every
 //! watched file at once, logging that it did and what came of each.
 
-use crate::files::{self, Cap, WatchedFile};
-use crate::reload::Reload;
+use crate::files::read::{self, Cap, WatchedFile, SLOW_READ};
+use crate::files::reload::Watchable;
 use crate::telemetry;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -44,11 +44,6 @@ use tokio::task::JoinSet;
 
 /// How often watched files are read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// How long a read may take before it is a failure: logged as hung,
-/// counted, and the client tokens fail closed. A local read takes
-/// microseconds.
-pub const SLOW_READ: Duration = Duration::from_secs(5);
 
 /// Makes SIGHUP do nothing until the watcher listens for it, so that one
 /// sent while the proxy starts (loading files, or waiting on the upgrade
@@ -82,8 +77,8 @@ impl Cause {
     }
 }
 
-/// How the watcher reads one file: [`files::read`], or a stand-in in tests.
-type ReadFile = fn(&Path, Cap) -> Result<Vec<u8>, files::Problem>;
+/// How the watcher reads one file: [`read::read`], or a stand-in in tests.
+type ReadFile = fn(&Path, Cap) -> Result<Vec<u8>, read::Problem>;
 
 /// Reads `files` in order; the first that cannot be read is the error,
 /// naming its path and why.
@@ -107,7 +102,7 @@ struct Reading {
 
 /// One watched item and what the watcher remembers of it.
 struct Watched {
-    item: Arc<dyn Reload>,
+    item: Arc<dyn Watchable>,
     files: Vec<WatchedFile>,
     /// The contents last read, whatever came of them; none before the
     /// first read (the owner loaded its first value itself, so the first
@@ -127,7 +122,7 @@ struct Done {
 }
 
 impl Watched {
-    fn new(item: Arc<dyn Reload>) -> Watched {
+    fn new(item: Arc<dyn Watchable>) -> Watched {
         Watched {
             files: item.files(),
             item,
@@ -214,7 +209,7 @@ struct Passes {
 }
 
 impl Passes {
-    fn new(items: &[Arc<dyn Reload>], read: ReadFile) -> Passes {
+    fn new(items: &[Arc<dyn Watchable>], read: ReadFile) -> Passes {
         Passes {
             watched: items.iter().cloned().map(Watched::new).collect(),
             reads: JoinSet::new(),
@@ -342,13 +337,13 @@ impl Passes {
 /// service, so it also runs after `-d` daemonizes.
 #[derive(Default)]
 pub struct Watcher {
-    items: Vec<Arc<dyn Reload>>,
+    items: Vec<Arc<dyn Watchable>>,
 }
 
 impl Watcher {
     /// Watches `item`, which has already loaded its first value; an item
     /// with no files (a token from the environment) has nothing to watch.
-    pub fn watch(&mut self, item: Arc<dyn Reload>) {
+    pub fn watch(&mut self, item: Arc<dyn Watchable>) {
         if !item.files().is_empty() {
             self.items.push(item);
         }
@@ -387,7 +382,7 @@ impl BackgroundService for Watcher {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let mut passes = Passes::new(&self.items, files::read);
+        let mut passes = Passes::new(&self.items, read::read);
         // Before the first pass: a SIGHUP during it is not lost.
         let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .inspect_err(|e| warn!("cannot listen for SIGHUP ({e}); it is ignored"))
@@ -427,7 +422,7 @@ impl BackgroundService for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Name;
+    use crate::files::reload::Name;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
@@ -461,7 +456,7 @@ mod tests {
         }
     }
 
-    impl Reload for Text {
+    impl Watchable for Text {
         fn name(&self) -> Name {
             Name {
                 what: self.label,
@@ -516,7 +511,7 @@ mod tests {
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("text", &path, false);
         let metrics = telemetry::metrics();
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], files::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Watchable>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -547,7 +542,7 @@ mod tests {
                 "another problem"
             );
             // A FIFO in its place: refused at once, the value kept.
-            crate::files::mkfifo(&path);
+            crate::files::read::mkfifo(&path);
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "two");
             assert_eq!(
@@ -575,7 +570,7 @@ mod tests {
         let path = dir.join("value");
         std::fs::write(&path, "one").unwrap();
         let text = Text::new("closed", &path, true);
-        let mut passes = Passes::new(&[text.clone() as Arc<dyn Reload>], files::read);
+        let mut passes = Passes::new(&[text.clone() as Arc<dyn Watchable>], read::read);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
             assert_eq!(text.value(), "one");
@@ -584,7 +579,7 @@ mod tests {
                 &|| std::fs::remove_file(&path).unwrap(),
                 &|| {
                     std::fs::remove_file(&path).unwrap();
-                    crate::files::mkfifo(&path);
+                    crate::files::read::mkfifo(&path);
                 },
                 &|| std::fs::write(&path, [b'x'; 65]).unwrap(),
             ];
@@ -609,10 +604,10 @@ mod tests {
     static HUNG_READS: AtomicUsize = AtomicUsize::new(0);
     static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
-    fn read_or_hang(path: &Path, cap: Cap) -> Result<Vec<u8>, files::Problem> {
+    fn read_or_hang(path: &Path, cap: Cap) -> Result<Vec<u8>, read::Problem> {
         // Read first, then hang: what the read returns is what the file
         // held when the read began.
-        let contents = files::read(path, cap);
+        let contents = read::read(path, cap);
         if path.ends_with("hung") && HANG.load(Ordering::SeqCst) {
             HUNG_READS.fetch_add(1, Ordering::SeqCst);
             let (released, wake) = &RELEASED;
@@ -630,7 +625,7 @@ mod tests {
         std::fs::write(&other_path, "a").unwrap();
         let hung = Text::new("hung", &hung_path, true);
         let other = Text::new("other", &other_path, false);
-        let items: [Arc<dyn Reload>; 2] = [hung.clone(), other.clone()];
+        let items: [Arc<dyn Watchable>; 2] = [hung.clone(), other.clone()];
         let mut passes = Passes::new(&items, read_or_hang);
         crate::block_on(async {
             pass(&mut passes, Cause::Poll).await;
@@ -693,8 +688,10 @@ mod tests {
 
     #[test]
     fn an_item_with_no_files_is_not_watched() {
-        let token = crate::token::Token::load(&crate::token::TokenSource::Env("env-token".into()))
-            .expect("a token");
+        let token = crate::files::token::Token::load(&crate::files::token::TokenSource::Env(
+            "env-token".into(),
+        ))
+        .expect("a token");
         let mut watcher = Watcher::default();
         watcher.watch(Arc::new(token));
         assert!(watcher.is_empty());

@@ -1,5 +1,5 @@
 //! The whole request decision: the path rules and the allowlist
-//! ([`crate::allowlist::decide`]), then what the rest of the request head
+//! ([`crate::decision::allowlist::decide`]), then what the rest of the request head
 //! may carry. Who asks (`HOLEPUNCH_ALLOW_FROM`), whether a web page asks
 //! (`Origin`, `Sec-Fetch-Site`), which Host it was sent to
 //! (`HOLEPUNCH_ALLOWED_HOSTS`), and, on the read-only groups, no body, no
@@ -9,8 +9,8 @@
 //! the client's address, and returns a [`Decision`]. The proxy acts on it;
 //! nothing here does I/O or keeps state.
 
-use crate::allowlist::{decide, Allowlist, BadHead, Decision, Forbidden, Group};
-use crate::cidr::{admits, AddrSet};
+use crate::decision::allowlist::{decide, Allowlist, BadHead, Decision, Forbidden, Group};
+use crate::decision::cidr::{admits, AddrSet};
 use http::header::{HeaderMap, CONTENT_LENGTH, HOST, ORIGIN, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
 use std::borrow::Cow;
@@ -328,7 +328,7 @@ fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allowlist::Group;
+    use crate::decision::allowlist::Group;
     use http::HeaderValue;
 
     fn rules() -> Rules {

@@ -14,18 +14,18 @@
 //! (`client/widmgr/widmgr.go`, `renew`; `helper/retry.go`,
 //! `ExpiryToRenewTime`) and written to `secrets/nomad_<name>.jwt` by
 //! `setAltToken`, in place (`helper/users/lookup.go`, `WriteFileFor`, which
-//! is `os.WriteFile`). A token from a file is [`Reloadable`]: `crate::watch`
+//! is `os.WriteFile`). A token from a file is [`Reloadable`]: `crate::files::watch`
 //! re-reads it every half second and the next requests carry the new token,
 //! with no restart. An empty, malformed or unreadable file keeps the last
 //! good token (an old token is better than none), and so does a path that is
-//! not a regular file or holds more than `files::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
-//! (`crate::claims` reads its `exp` and `iat`, unverified).
+//! not a regular file or holds more than `read::WORKLOAD_TOKEN`. Each token put in use sets the expiry gauges
+//! (`crate::files::claims` reads its `exp` and `iat`, unverified).
 
-use crate::claims::{self, Lifetime, Unreadable};
-use crate::config::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
-use crate::files::{self, WatchedFile};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::files::claims::{self, Lifetime, Unreadable};
+use crate::files::read::{self, WatchedFile};
+use crate::files::reload::{self, Current, Name, Reloadable};
 use crate::telemetry;
+use crate::vars::{path_in_message, ConfigError, NOMAD_SECRETS_DIR, NOMAD_TOKEN, TOKEN_FILE};
 use http::HeaderValue;
 use std::fmt;
 use std::path::PathBuf;
@@ -45,13 +45,13 @@ pub enum TokenSource {
 impl fmt::Debug for TokenSource {
     /// Never prints the token itself.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
+        f.write_str(&self.origin())
     }
 }
 
 impl TokenSource {
     /// A description for logs: where the token comes from, never its value.
-    pub fn describe(&self) -> String {
+    pub fn origin(&self) -> String {
         match self {
             TokenSource::File { path, var } => {
                 format!("file {} (from {var})", path_in_message(path))
@@ -79,7 +79,7 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
-    fn describe(self) -> &'static str {
+    fn reason(self) -> &'static str {
         match self {
             TokenProblem::Empty => "is empty",
             TokenProblem::Malformed => {
@@ -164,15 +164,15 @@ impl Token {
                 let value = parse_token(value.as_bytes()).map_err(|p| ConfigError {
                     var: NOMAD_TOKEN.to_string(),
                     value: None,
-                    problem: format!("the token {}", p.describe()),
+                    problem: format!("the token {}", p.reason()),
                 })?;
                 Ok(Token::new(value, None))
             }
             TokenSource::File { path, var } => {
                 let error = |problem: String| ConfigError::with_path(var, path, problem);
-                let raw = files::read_at_start(path, files::WORKLOAD_TOKEN).map_err(|p| {
+                let raw = read::read_at_start(path, read::WORKLOAD_TOKEN).map_err(|p| {
                     error(match p {
-                        files::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
+                        read::Problem::Missing if *var == NOMAD_SECRETS_DIR => format!(
                             "no workload token: {} does not exist; give the task identity \
                              {{ file = true }} or {{ env = true }}, or set {TOKEN_FILE}",
                             path_in_message(path),
@@ -181,7 +181,7 @@ impl Token {
                     })
                 })?;
                 let value = parse_token(&raw)
-                    .map_err(|p| error(format!("the token file {}", p.describe())))?;
+                    .map_err(|p| error(format!("the token file {}", p.reason())))?;
                 Ok(Token::new(value, Some(path.clone())))
             }
         }
@@ -249,7 +249,7 @@ pub fn describe_lifetime(lifetime: Result<Lifetime, Unreadable>, now: SystemTime
              its allocation)"
                 .to_string()
         }
-        Err(why) => format!("workload token expiry: unknown ({})", why.describe()),
+        Err(why) => format!("workload token expiry: unknown ({})", why.reason()),
     }
 }
 
@@ -265,7 +265,7 @@ impl Reloadable for Token {
     fn files(&self) -> Vec<WatchedFile> {
         self.file
             .iter()
-            .map(|path| WatchedFile::new(path, files::WORKLOAD_TOKEN))
+            .map(|path| WatchedFile::new(path, read::WORKLOAD_TOKEN))
             .collect()
     }
 
@@ -275,7 +275,7 @@ impl Reloadable for Token {
         };
         parse_token(raw)
             .map(Held::new)
-            .map_err(|p| format!("{} {}", path.display(), p.describe()))
+            .map_err(|p| format!("{} {}", path.display(), p.reason()))
     }
 
     fn current(&self) -> &Current<Held> {
@@ -286,7 +286,7 @@ impl Reloadable for Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::reload::Watchable;
 
     #[test]
     fn parse_trims_and_validates() {
@@ -328,13 +328,13 @@ mod tests {
         let path = temp_file("reload", b"first\n");
         let source = TokenSource::File {
             path: path.clone(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let token = Token::load(&source).unwrap();
         assert_eq!(token.header_value(), "first");
         assert_eq!(
             Reloadable::files(&token),
-            vec![WatchedFile::new(&path, files::WORKLOAD_TOKEN)]
+            vec![WatchedFile::new(&path, read::WORKLOAD_TOKEN)]
         );
         assert_eq!(token.reload(&[b"first".to_vec()]), Ok(false));
         assert_eq!(token.reload(&[b" second\n".to_vec()]), Ok(true));
@@ -356,14 +356,14 @@ mod tests {
 
     #[test]
     fn each_token_carries_its_lifetime_and_expiry() {
-        use crate::claims::test_jwt;
+        use crate::files::claims::test_jwt;
         use std::time::Duration;
         let first = test_jwt(r#"{"nomad_task":"t","iat":1000,"exp":44200}"#);
         let renewed = test_jwt(r#"{"nomad_task":"t","iat":23000,"exp":66200}"#);
         let path = temp_file("lifetime", first.as_bytes());
         let source = TokenSource::File {
             path: path.clone(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let token = Token::load(&source).unwrap();
         let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
@@ -427,7 +427,7 @@ mod tests {
     fn missing_secrets_file_says_how_to_get_a_token() {
         let source = TokenSource::File {
             path: "/nonexistent-holepunch/nomad_token".into(),
-            var: crate::config::NOMAD_SECRETS_DIR,
+            var: crate::vars::NOMAD_SECRETS_DIR,
         };
         let err = Token::load(&source).err().unwrap().to_string();
         assert!(
@@ -438,7 +438,7 @@ mod tests {
         );
         let source = TokenSource::File {
             path: "/nonexistent-holepunch/tok".into(),
-            var: crate::config::TOKEN_FILE,
+            var: crate::vars::TOKEN_FILE,
         };
         let err = Token::load(&source).err().unwrap().to_string();
         assert!(

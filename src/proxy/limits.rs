@@ -9,7 +9,7 @@
 //!   [`Permit`] from just before it is sent until it is done.
 //! - [`RateLimiter`]: at most `HOLEPUNCH_RATE_LIMIT` requests per client in
 //!   each window, counted exactly for each client in a table of at most
-//!   [`MAX_RATE_CLIENTS`] clients ([`crate::lru`]). A client that has sent
+//!   [`MAX_RATE_CLIENTS`] clients ([`crate::proxy::lru`]). A client that has sent
 //!   nothing is never refused: it always starts a count of its own.
 //!
 //! A client is its IPv4 address, or its IPv6 /64 ([`client_key`]). The
@@ -17,13 +17,65 @@
 //! every other check has passed (`crate::proxy`): a refused request never
 //! counts, and `/health` and `/ready` never reach either.
 
-use crate::config::RateLimit;
-use crate::lru::Lru;
+use crate::proxy::lru::Lru;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The limits' part of the configuration (`crate::config::Config::limits`),
+/// handed to the proxy whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `HOLEPUNCH_MAX_IN_FLIGHT`: the most requests forwarded at once.
+    pub max_in_flight: usize,
+    /// `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`: the most requests forwarded at
+    /// once for one client address.
+    pub max_in_flight_per_client: usize,
+    /// `HOLEPUNCH_RATE_LIMIT`: requests per client address, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// `HOLEPUNCH_MAX_BODY`: the largest request body forwarded (bodies
+    /// exist only under ALL).
+    pub max_body: u64,
+}
+
+/// `HOLEPUNCH_RATE_LIMIT`: at most `requests` per `per` from one client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Parses `20/s`, `600/m` or `10000/h`.
+    pub fn parse(v: &str) -> Option<RateLimit> {
+        let (n, unit) = v.split_once('/')?;
+        let per = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        if n.starts_with('+') {
+            return None;
+        }
+        let requests: u32 = n.parse().ok().filter(|&n| n > 0)?;
+        Some(RateLimit { requests, per })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.requests)
+    }
+}
 
 /// The address a client is counted under: an IPv4 address as it is (an
 /// IPv4-mapped IPv6 address as the IPv4 one), an IPv6 one by its /64 (one

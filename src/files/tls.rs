@@ -2,40 +2,51 @@
 //! their files change: new connections get the new certificate with no
 //! restart, which is what certificates rendered by a Nomad `template` need.
 //! With `HOLEPUNCH_TLS_CLIENT_CA_FILE`, the handshake also requires a client
-//! certificate (`crate::client_cert`).
+//! certificate (`crate::files::client_cert`).
 //!
 //! The rustls `ServerConfig` is built here and handed to Pingora's
 //! `Acceptor::from_server_config` (pingora-core 0.9.1
-//! `listeners/tls/rustls/mod.rs`), which the guard drives (`crate::guard`).
+//! `listeners/tls/rustls/mod.rs`), which the guard drives (`crate::conn::guard`).
 //! It is what Pingora's own `TlsSettings::build` makes (TLS 1.2 and 1.3,
 //! the process's crypto provider, a certificate resolver, ALPN), plus the
 //! one setting `TlsSettings` cannot make: with client certificates,
 //! session resumption is off, so that every connection's certificate is
-//! checked against the CAs in use (see `crate::client_cert`).
+//! checked against the CAs in use (see `crate::files::client_cert`).
 //!
 //! A pair that cannot be read, is not a regular file, is over its cap
 //! (`files::CERTIFICATE_CHAIN`, `files::PRIVATE_KEY`) or does not go
 //! together keeps the last good certificate in use.
 //!
 //! What is wrong with a PEM file is said in words fixed here
-//! ([`pem_problem`]), never with the PEM parser's own error text, which can
+//! (`crate::files::pem::pem_problem`), never with the PEM parser's own error text, which can
 //! carry the file's contents: a private key whose line breaks were lost
 //! would be logged whole.
 
-use crate::client_cert::ClientCas;
-use crate::config::{path_in_message, ConfigError, TlsFiles, TLS_CERT_FILE, TLS_KEY_FILE};
-use crate::files::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::files::client_cert::ClientCas;
+use crate::files::pem::pem_problem;
+use crate::files::read::{Cap, WatchedFile, CERTIFICATE_CHAIN, PRIVATE_KEY};
+use crate::files::reload::{self, Current, Name, Reloadable};
+use crate::vars::{path_in_message, ConfigError, TLS_CERT_FILE, TLS_KEY_FILE};
 use pingora::listeners::tls::Acceptor;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
-use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{version, ServerConfig};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The PEM files for TLS on the listener, re-read when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `HOLEPUNCH_TLS_CLIENT_CA_FILE`: when set, every client must present
+    /// a certificate from one of these CAs (`crate::files::client_cert`).
+    pub client_ca: Option<PathBuf>,
+}
 
 /// Serves the current certificate to every handshake.
 pub struct CertReloader {
@@ -58,7 +69,7 @@ impl CertReloader {
     /// do not go together are reported under the certificate's, naming both.
     pub fn load(files: &TlsFiles) -> Result<CertReloader, ConfigError> {
         let read = |var: &str, p: &PathBuf, cap: Cap| {
-            crate::files::read_at_start(p, cap)
+            crate::files::read::read_at_start(p, cap)
                 .map_err(|e| ConfigError::with_path(var, p, format!("cannot read: {e}")))
         };
         let cert = read(TLS_CERT_FILE, &files.cert, CERTIFICATE_CHAIN)?;
@@ -207,108 +218,11 @@ fn certified_key(
     })
 }
 
-/// What is wrong with a PEM file, in fixed words that hold nothing read
-/// from it; `expected` names the section that was looked for.
-///
-/// Never the text of rustls-pki-types' `pem::Error` (1.16.0 `src/pem.rs`,
-/// `read` and `impl Display for Error`): `MissingSectionEnd` carries the
-/// label of the section left open and `IllegalSectionStart` the whole
-/// BEGIN line, printed as lists of bytes, and a PEM that lost its line
-/// breaks (a key passed through a variable or a template) is one line, so
-/// that label is the whole key; `Base64Decode` names the byte it could not
-/// decode. Used for the certificate chain, the key and the client CA file
-/// (`crate::client_cert`).
-pub fn pem_problem(e: &pem::Error, expected: &str) -> String {
-    match e {
-        pem::Error::MissingSectionEnd { .. } => "a -----BEGIN line has no matching -----END line \
-            (were its line breaks lost, putting the whole file on one line?)"
-            .to_string(),
-        pem::Error::IllegalSectionStart { .. } => "a line starting with -----BEGIN is not a \
-            well-formed BEGIN line (it must end with five dashes, on a line of its own)"
-            .to_string(),
-        pem::Error::Base64Decode(_) => {
-            "the text between a -----BEGIN and an -----END line is not valid base64".to_string()
-        }
-        pem::Error::SectionTooLarge => "a PEM section is larger than 256 MB".to_string(),
-        pem::Error::NoItemsFound => format!("no PEM {expected} in it"),
-        pem::Error::Io(_) => "it could not be read".to_string(),
-        // A variant added later: its text is not known to hold nothing of
-        // the file.
-        _ => "it is not a well-formed PEM file".to_string(),
-    }
-}
-
-/// PEM files broken the ways that put their contents into a parser's
-/// error, and a search for any part of a secret in a text, for the tests
-/// here and in `crate::client_cert`.
-#[cfg(test)]
-pub(crate) mod broken_pem {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::PrivateKeyDer;
-
-    /// `pem` with its line breaks lost (through a variable or a template):
-    /// `-----BEGIN X----- MIG... -----END X-----` on one line.
-    pub fn one_line(pem: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(pem);
-        let mut one = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        one.push('\n');
-        one.into_bytes()
-    }
-
-    /// `pem` whose BEGIN line runs on into the base64 (one line break
-    /// lost): an illegal section start.
-    pub fn begin_run_on(pem: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(pem);
-        text.replacen("-----\n", "----- ", 1).into_bytes()
-    }
-
-    /// `pem` with a character base64 does not have in its first line of
-    /// base64.
-    pub fn bad_base64(pem: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(pem);
-        text.replacen("-----\n", "-----\n%", 1).into_bytes()
-    }
-
-    /// Every broken form of `pem`.
-    pub fn all(pem: &[u8]) -> [Vec<u8>; 3] {
-        [one_line(pem), begin_run_on(pem), bad_base64(pem)]
-    }
-
-    /// Panics, showing it, if `text` holds any part of the PEM file `pem`
-    /// (its base64 text, 8 characters at a time) or of what it encodes, in
-    /// any form a parser's error shows bytes in: as they are, as lists of
-    /// decimal bytes (`[77, 73, 71, ...]`, the file's bytes or the DER's),
-    /// or in hex, 4 bytes at a time.
-    pub fn assert_holds_nothing_of(text: &str, pem: &[u8]) {
-        let body: String = String::from_utf8_lossy(pem)
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
-        let der = PrivateKeyDer::from_pem_slice(pem)
-            .map(|k| k.secret_der().to_vec())
-            .or_else(|_| rustls::pki_types::CertificateDer::from_pem_slice(pem).map(|c| c.to_vec()))
-            .expect("a PEM key or certificate");
-        let mut forms: Vec<String> = body
-            .as_bytes()
-            .windows(8)
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect();
-        for bytes in [pem, &der[..]] {
-            for w in bytes.windows(4) {
-                forms.push(format!("{}, {}, {}, {}", w[0], w[1], w[2], w[3]));
-                forms.push(w.iter().map(|b| format!("{b:02x}")).collect());
-            }
-        }
-        for form in forms {
-            assert!(!text.contains(&form), "{form:?} of the file in: {text}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::pem::broken_pem;
+    use crate::files::reload::Watchable;
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");

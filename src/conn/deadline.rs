@@ -44,14 +44,13 @@
 //! The guard's streams also tell the connection cap when a write begins to
 //! wait for the client and when that wait ends ([`WriteDeadline::watched`],
 //! [`StallWatch`]): at the cap, a connection whose write has waited long
-//! enough may be closed for a new one ([`crate::connections`]). And with
+//! enough may be closed for a new one ([`crate::conn::connections`]). And with
 //! client certificates they keep the record of the connection's last
 //! certificate check ([`WriteDeadline::checked`]), which the guard's check
 //! before each request and the proxy's on each chunk share.
 
-use crate::client_cert::Checked;
-use crate::config::CLIENT_WRITE_TIMEOUT;
-use crate::connections::StallWatch;
+use crate::conn::connections::StallWatch;
+use crate::vars::CLIENT_WRITE_TIMEOUT;
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -64,9 +63,45 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
+
+/// When a connection's client certificate was last found good, and
+/// against which CAs (`crate::files::client_cert::ClientCas::recheck`, whose
+/// record this is: the stream keeps it, so that the guard's check of a
+/// kept-alive connection and the proxy's checks of responses in flight share
+/// it).
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    generation: u64,
+    at: Instant,
+}
+
+impl Checked {
+    /// Found good at `at` against the CAs of `generation`.
+    pub fn new(generation: u64, at: Instant) -> Checked {
+        Checked { generation, at }
+    }
+
+    /// A record matching no set of CAs: the next check is a full one.
+    pub(crate) fn never(now: Instant) -> Checked {
+        Checked {
+            generation: u64::MAX,
+            at: now,
+        }
+    }
+
+    /// The generation of the CAs it was checked against.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When it was checked.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
 
 /// What a client must take within one timeout, once a write has had to
 /// wait for it, to count as still reading: 64 KiB per 30 s (the default
@@ -104,7 +139,7 @@ impl WriteDeadline {
     /// accepted whole, the client taking [`MIN_PROGRESS`] since the wait
     /// began, or its next request. The connection cap may close a
     /// connection whose wait has lasted long enough
-    /// ([`crate::connections::STALLED_AFTER`]). A write accepted only in
+    /// ([`crate::conn::connections::STALLED_AFTER`]). A write accepted only in
     /// part (a client that takes a few bytes at a time) does not end it.
     /// `checked`, with client certificates on: when the handshake checked
     /// the client's certificate ([`WriteDeadline::checked`]).
@@ -139,7 +174,7 @@ impl WriteDeadline {
     /// when `stream` is a guard's and certificates are on: one record per
     /// connection, which the guard (before each request) and the proxy (on
     /// each chunk of a response, through the session's stream) both bring
-    /// up to date ([`crate::client_cert::ClientCas::recheck_stream`]).
+    /// up to date ([`crate::files::client_cert::ClientCas::recheck_stream`]).
     pub fn checked(stream: &Stream) -> Option<&Mutex<Checked>> {
         // What the box holds: the guard's stream, or another.
         let io: &dyn pingora::protocols::IO = &**stream;
@@ -476,7 +511,7 @@ mod tests {
 
     #[test]
     fn a_write_that_waits_for_the_peer_is_reported_until_it_is_taken() {
-        use crate::connections::{Connections, Peer};
+        use crate::conn::connections::{Connections, Peer};
         block_on(async {
             // One place: a new connection takes it only from a stalled one.
             let conns = Connections::with_stall(1, 1, Duration::ZERO);
@@ -569,7 +604,7 @@ mod tests {
     /// other (which is then checked in full).
     #[test]
     fn the_certificate_record_is_found_through_the_stream() {
-        use crate::connections::{Connections, Peer};
+        use crate::conn::connections::{Connections, Peer};
         let conns = Connections::with_stall(1, 1, Duration::ZERO);
         let slot = conns.admit(Peer::Insider, None).unwrap();
         let timeout = Duration::from_secs(1);

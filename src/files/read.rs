@@ -31,9 +31,9 @@
 //! opened before it is refused. That is logged once.
 //!
 //! A read of a regular file can still wait on a hung network filesystem.
-//! `crate::watch` runs its reads off the runtime for that, one at a time
+//! `crate::files::watch` runs its reads off the runtime for that, one at a time
 //! for each watched item; at startup, [`read_at_start`] gives a read
-//! [`crate::watch::SLOW_READ`] and reports one that has not returned by
+//! [`SLOW_READ`] and reports one that has not returned by
 //! then, so that a hung file stops `--check` and the start (exit 2) rather
 //! than blocking them for good.
 
@@ -222,12 +222,17 @@ fn read_through(path: &Path, cap: Cap, proc_fds: &Path) -> Result<Vec<u8>, Probl
     read_capped(file, len, cap)
 }
 
+/// How long a read may take before it is a failure: logged as hung,
+/// counted, and the client tokens fail closed. A local read takes
+/// microseconds.
+pub const SLOW_READ: Duration = Duration::from_secs(5);
+
 /// [`read`], for the start: a read that has not returned after
-/// [`crate::watch::SLOW_READ`] (a regular file on a hung network
+/// [`SLOW_READ`] (a regular file on a hung network
 /// filesystem) is [`Problem::Hung`]. The read goes on in a thread of its
 /// own, which the process's exit ends.
 pub fn read_at_start(path: &Path, cap: Cap) -> Result<Vec<u8>, Problem> {
-    read_within(read, path, cap, crate::watch::SLOW_READ)
+    read_within(read, path, cap, SLOW_READ)
 }
 
 /// How a file is read: [`read`], or a stand-in in tests.
