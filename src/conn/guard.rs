@@ -80,11 +80,13 @@
 
 use crate::conn::connections::{Connections, Peer, Slot};
 use crate::conn::deadline::WriteDeadline;
-use crate::decision::allowlist::Forbidden;
 use crate::decision::cidr::{admits, AddrSet};
+use crate::decision::head::Forbidden;
 use crate::decision::target::{parse_target, Refusal};
 use crate::files::client_cert::ClientCas;
 use crate::logging::{capped, Verdict};
+use crate::proxy::Local;
+use crate::telemetry::status_class;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -111,11 +113,6 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// version in Cargo.lock: change it only after reviewing the copy against
 /// the new version.
 pub const REVIEWED_PINGORA: &str = "0.9.1";
-
-/// The 431 answer's body, naming the limit.
-fn too_large_body() -> String {
-    format!("request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
-}
 
 /// How reading one request header ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -171,16 +168,16 @@ pub fn refused_target(header: &[u8]) -> Option<Refusal> {
     if target.iter().all(|&b| plain(b)) {
         return None;
     }
-    if let Err(refusal) = parse_target(target) {
-        return Some(refusal);
-    }
     // The path rules let a query hold any visible ASCII byte but `#`; the
     // `http` crate's URI parser refuses these three in a query, and Pingora
     // would answer 400 with no reason (http 1 `uri/path.rs`, `QUERY_MAP`).
-    let query = target.iter().position(|&b| b == b'?').map(|q| &target[q..]);
-    query
-        .is_some_and(|q| q.iter().any(|b| b"\"<>".contains(b)))
-        .then_some(Refusal::DisallowedQueryByte)
+    match parse_target(target) {
+        Err(refusal) => Some(refusal),
+        Ok(t) => t
+            .query
+            .is_some_and(|q| q.iter().any(|b| b"\"<>".contains(b)))
+            .then_some(Refusal::DisallowedQueryByte),
+    }
 }
 
 /// Bytes of a request target that every parser on the way (httparse,
@@ -393,14 +390,10 @@ where
             match read {
                 HeaderRead::Complete => {}
                 HeaderRead::TooLarge => {
-                    let body = too_large_body();
-                    let response = format!(
-                        "HTTP/1.1 431 Request Header Fields Too Large\r\n\
-                         Content-Type: text/plain; charset=utf-8\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    unless_closed(&slot, write_all(&mut stream, response.as_bytes())).await;
+                    let too_large = Local::HeaderTooLarge {
+                        max: MAX_HEADER_BYTES,
+                    };
+                    unless_closed(&slot, answer(&mut stream, too_large, false)).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {
@@ -564,10 +557,20 @@ async fn unless_closed<T>(slot: &Slot, work: impl std::future::Future<Output = T
     }
 }
 
-/// Writes and flushes a whole response the guard makes itself; a failure
-/// is the client's, and the connection is closed after it either way.
-async fn write_all(stream: &mut Stream, response: &[u8]) {
-    let _ = stream.write_all(response).await;
+/// Writes and flushes a whole answer the guard makes itself, from the
+/// proxy's own ([`Local::answer`]; [`crate::proxy::Answer::http1`], with no body for a
+/// HEAD), and counts it in `holepunch_requests_total` as the proxy counts
+/// every request it answers (`crate::proxy`, `logging`: the group label
+/// `none`, as for every local answer, the outcome's, the status class). A
+/// failure to write is the client's, and the connection is closed after it
+/// either way.
+async fn answer(stream: &mut Stream, local: Local, head: bool) {
+    let answer = local.answer();
+    crate::telemetry::metrics()
+        .requests
+        .with_label_values(&["none", answer.outcome.label(), status_class(answer.status)])
+        .inc();
+    let _ = stream.write_all(answer.http1(head).as_bytes()).await;
     let _ = stream.flush().await;
 }
 
@@ -579,20 +582,12 @@ fn shown(client: Option<IpAddr>) -> String {
 /// that serves it nothing ([`Outsiders::Forbidden`]); the connection is
 /// closed after it.
 async fn forbid(stream: &mut Stream, header: &[u8]) {
-    let body = Forbidden::Address.reason();
-    refusal_line(|| format!("refused {} on the telemetry listener: {body}", peer(stream)));
-    let response = format!(
-        "HTTP/1.1 403 Forbidden\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if header.starts_with(b"HEAD ") {
-            ""
-        } else {
-            &body
-        }
-    );
-    write_all(stream, response.as_bytes()).await;
+    let local = Local::Forbid(Forbidden::Address);
+    refusal_line(|| {
+        let body = local.answer().body;
+        format!("refused {} on the telemetry listener: {body}", peer(stream))
+    });
+    answer(stream, local, header.starts_with(b"HEAD ")).await;
 }
 
 /// Logs a refusal at info, throttled as every refusal line is
@@ -610,32 +605,15 @@ fn refusal_line(line: impl FnOnce() -> String) {
 }
 
 /// Answers 400 to a request whose target [`refused_target`] refused, and
-/// counts and logs it as the proxy does its own refusals. The connection is
-/// closed after it.
+/// logs it as the proxy does its own refusals. The connection is closed
+/// after it.
 async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
-    let reason = refusal.reason();
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
     refusal_line(|| {
         let shown = capped(line.escape_ascii());
-        format!("refused {} {shown}: {reason}", peer(stream))
+        format!("refused {} {shown}: {}", peer(stream), refusal.reason())
     });
-    crate::telemetry::metrics()
-        .requests
-        .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])
-        .inc();
-    let body = format!("bad request: {reason}");
-    let response = format!(
-        "HTTP/1.1 400 Bad Request\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if line.starts_with(b"HEAD ") {
-            ""
-        } else {
-            &body
-        }
-    );
-    write_all(stream, response.as_bytes()).await;
+    answer(stream, Local::Refuse(refusal), line.starts_with(b"HEAD ")).await;
 }
 
 #[cfg(test)]
