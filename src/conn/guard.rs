@@ -139,15 +139,18 @@ pub fn header_start(buf: &[u8]) -> Option<usize> {
 /// follows the request line, never one of the empty lines before it.
 /// Searches from `from` (minus the three bytes a terminator can straddle).
 pub fn header_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3).max(header_start(buf)?);
-    buf[start..]
-        .windows(2)
-        .enumerate()
-        .find_map(|(i, w)| match w {
-            b"\n\n" => Some(start + i + 2),
-            b"\n\r" if buf.get(start + i + 2) == Some(&b'\n') => Some(start + i + 3),
-            _ => None,
-        })
+    let mut at = from.saturating_sub(3).max(header_start(buf)?);
+    // From one `\n` to the next (a tight byte search), rather than every
+    // pair of bytes: a request header has a handful of lines.
+    while let Some(n) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
+        let nl = at + n;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => at = nl + 1,
+        }
+    }
+    None
 }
 
 /// Why the request line in `header` (a complete request header, empty
