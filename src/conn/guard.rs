@@ -54,7 +54,7 @@
 //! `set_pipelined_prefix`), and they do not let anyone read it back, so the
 //! guard cannot put it before its own bytes. It checks instead: a session
 //! that comes back with pipelining on is closed, with a warning
-//! ([`next_session`]), rather than have its prefix overwritten (the release
+//! ([`start_session`]), rather than have its prefix overwritten (the release
 //! build) or a `debug_assert` panic (`set_pipelined_prefix`).
 //!
 //! Empty lines before a request line, which HTTP parsers skip (RFC 9112,
@@ -109,7 +109,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The pingora-core version whose HTTP/1 keep-alive loop [`HeaderGuard`]
 /// copies, and was last reviewed against (`src/apps/mod.rs`, `process_new`;
-/// the pipelined prefix, [`next_session`]). A test compares it with the
+/// the pipelined prefix, [`start_session`]). A test compares it with the
 /// version in Cargo.lock: change it only after reviewing the copy against
 /// the new version.
 pub const REVIEWED_PINGORA: &str = "0.9.1";
@@ -446,7 +446,8 @@ where
                         .and_then(|o| o.keepalive_request_limit),
                 );
             };
-            let Some(session) = next_session(stream, persistent.take(), buf, first) else {
+            let mut session = ServerSession::new_http1(stream);
+            if !start_session(&mut session, persistent.take(), buf, first) {
                 log::warn!(
                     "closed a connection from {}: Pingora kept bytes of a pipelined request \
                      for it (HTTP/1.1 pipelining is on), which the connection guard cannot \
@@ -455,7 +456,7 @@ where
                     shown(client)
                 );
                 return None;
-            };
+            }
             // A connection whose writes stalled may be closed for a new one
             // at the cap ([`Slot::watch`]): dropping the request drops its
             // stream and everything it holds.
@@ -481,38 +482,39 @@ where
     }
 }
 
-/// The HTTP session of the next request on a connection: the settings
-/// Pingora persisted from the previous one applied to it (`first` sets
-/// them up on a connection's first request), and the guard's header bytes
-/// as its first bytes. `None` when the previous session had HTTP/1.1
-/// pipelining on: only then can the persisted settings hold bytes Pingora
-/// read past that request, which would have to come before `header` and
-/// which `set_pipelined_prefix` would overwrite (pingora-core 0.9.1
-/// `protocols/http/v1/server.rs`, `HttpSession::reuse` keeps them only
-/// with pipelining on; `HttpPersistentSettings::for_session` carries the
-/// switch over with them, and `apply_to_session` hands both on).
-fn next_session(
-    stream: Stream,
+/// Sets up the HTTP session of the next request on a connection: the
+/// settings Pingora persisted from the previous one applied to it (`first`
+/// sets them up on a connection's first request), and the guard's header
+/// bytes as its first bytes. `false` when the previous session had
+/// HTTP/1.1 pipelining on: only then can the persisted settings hold bytes
+/// Pingora read past that request, which would have to come before
+/// `header` and which `set_pipelined_prefix` would overwrite (pingora-core
+/// 0.9.1 `protocols/http/v1/server.rs`, `HttpSession::reuse` keeps them
+/// only with pipelining on; `HttpPersistentSettings::for_session` carries
+/// the switch over with them, and `apply_to_session` hands both on). The
+/// session is set up in place: it is large, and moved once more into the
+/// app's future.
+fn start_session(
+    session: &mut ServerSession,
     persistent: Option<HttpPersistentSettings>,
     header: BytesMut,
     first: impl FnOnce(&mut ServerSession),
-) -> Option<ServerSession> {
-    let mut session = ServerSession::new_http1(stream);
+) -> bool {
     // Pingora's own write timeout would cut off a large body that the
     // client is still reading: the stream's deadline does it.
     session.set_write_timeout(None);
     match persistent {
         Some(kept) => {
-            kept.apply_to_session(&mut session);
+            kept.apply_to_session(session);
             if session.pipelining_enabled() {
-                return None;
+                return false;
             }
         }
-        None => first(&mut session),
+        None => first(session),
     }
     // No prefix of Pingora's: these bytes are the start of the request.
     session.set_pipelined_prefix(header);
-    Some(session)
+    true
 }
 
 /// The client's address, for a log line.
@@ -723,7 +725,7 @@ mod tests {
     /// crate to it).
     #[test]
     fn the_copied_keep_alive_loop_was_reviewed_against_the_locked_pingora() {
-        let review = "review HeaderGuard::process_new and next_session against pingora-core's \
+        let review = "review HeaderGuard::process_new and start_session against pingora-core's \
                       src/apps/mod.rs (process_new) and its pipelined prefix, then update \
                       REVIEWED_PINGORA";
         assert_eq!(crate::build_info::PINGORA, REVIEWED_PINGORA, "{review}");
@@ -752,22 +754,32 @@ mod tests {
         kept.set_pipelined_prefix(BytesMut::from(&b"GET /v1/metrics HTTP/1.1\r\n"[..]));
         let header = BytesMut::from(&b"GET /v1/agent/health HTTP/1.1\r\n\r\n"[..]);
         let never = |_: &mut ServerSession| panic!("not a first request");
-        assert!(next_session(idle_stream(), Some(kept), header.clone(), never).is_none());
+        let mut session = ServerSession::new_http1(idle_stream());
+        assert!(!start_session(
+            &mut session,
+            Some(kept),
+            header.clone(),
+            never
+        ));
 
         let mut previous = ServerSession::new_http1(idle_stream());
         previous.set_keepalive(Some(5));
         let kept = HttpPersistentSettings::for_session(&previous);
-        let session = next_session(idle_stream(), Some(kept), header.clone(), never)
-            .expect("no pipelining: the session goes on");
+        let mut session = ServerSession::new_http1(idle_stream());
+        assert!(
+            start_session(&mut session, Some(kept), header.clone(), never),
+            "no pipelining: the session goes on"
+        );
         assert_eq!(session.get_keepalive(), Some(5));
         assert!(!session.pipelining_enabled());
 
         let mut firsts = 0;
-        let session = next_session(idle_stream(), None, header, |s: &mut ServerSession| {
+        let mut session = ServerSession::new_http1(idle_stream());
+        let first = |s: &mut ServerSession| {
             firsts += 1;
             s.set_keepalive(Some(7));
-        })
-        .expect("a first request");
+        };
+        assert!(start_session(&mut session, None, header, first));
         assert_eq!((firsts, session.get_keepalive()), (1, Some(7)));
     }
 
