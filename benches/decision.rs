@@ -1,4 +1,4 @@
-//! The per-request decision, [`decide_request`]: the target rule, the
+//! The per-request decision, [`decide_request`] after [`parse_target`]: the target rule, the
 //! allowlist and every head rule (address, web page, Host, body, upgrade,
 //! region, node), as the proxy runs it on each request before anything is
 //! forwarded. An allowed path, one with escapes, a denied path and a
@@ -8,9 +8,11 @@
 //! other benchmarks; alone: `cargo bench --locked --bench decision`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use holepunch::decision::allowlist::{Allowlist, Decision, Group};
+use holepunch::decision::allowlist::{Allowlist, Group};
 use holepunch::decision::cidr::AddrSet;
-use holepunch::decision::head::{decide_request, Head, HostList, Rules};
+use holepunch::decision::head::{decide_request, Decision, Head, Rules};
+use holepunch::decision::hosts::HostList;
+use holepunch::decision::target::parse_target;
 use http::{HeaderMap, HeaderValue, Method};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -43,9 +45,11 @@ fn decision(c: &mut Criterion) {
     for (name, target) in cases {
         // Each case takes the path it is named for: the allowed ones are
         // forwarded past every head rule, not refused early by one.
+        let parsed = parse_target(target);
         let head = Head {
             method: &Method::GET,
             target,
+            parsed: &parsed,
             headers: &headers,
             client,
         };
@@ -53,14 +57,17 @@ fn decision(c: &mut Criterion) {
         assert_eq!(forwarded, name.starts_with("allowed"), "{name}");
         group.bench_function(name, |b| {
             b.iter(|| {
+                // The target is read once per request, as the proxy does.
+                let target = black_box(target);
                 decide_request(
                     black_box(&rules),
-                    black_box(&Head {
+                    &Head {
                         method: &Method::GET,
                         target,
+                        parsed: &parse_target(target),
                         headers: &headers,
                         client,
-                    }),
+                    },
                 )
             })
         });

@@ -4,7 +4,7 @@
 //! called from here. Pure.
 
 use crate::decision::cidr::AddrSet;
-use crate::decision::head::HostList;
+use crate::decision::hosts::HostList;
 use crate::proxy::limits::RateLimit;
 use crate::vars::*;
 use std::net::{IpAddr, SocketAddr};
