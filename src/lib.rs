@@ -11,9 +11,11 @@
 //! - [`build_info`]: the version, git commit and Pingora version (pure);
 //! - [`config`]: the environment variables, parsed strictly (pure);
 //! - [`decision`]: the pure core, what a request may do from its head alone:
-//!   [`decision::target`] (the request-target rule), [`decision::allowlist`]
-//!   (endpoint groups and the path decision), [`decision::head`] (the whole
-//!   request decision), [`decision::cidr`] (address ranges for
+//!   [`decision::target`] (the request-target rule, read once, and the one
+//!   percent decoding), [`decision::allowlist`] (endpoint groups and the path
+//!   decision), [`decision::head`] (the whole request decision),
+//!   [`decision::hosts`] (`HOLEPUNCH_ALLOWED_HOSTS`), [`decision::query`] (the
+//!   query as Nomad reads it), [`decision::cidr`] (address ranges for
 //!   `HOLEPUNCH_ALLOW_FROM`);
 //! - [`files`]: the files the proxy is pointed at, read and reloaded:
 //!   [`files::read`] (regular files only, capped, never waiting),
