@@ -515,7 +515,7 @@ mod tests {
         block_on(async {
             // One place: a new connection takes it only from a stalled one.
             let conns = Connections::with_stall(1, 1, Duration::ZERO);
-            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            let slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
             let mut w = WriteDeadline::watched(
@@ -545,7 +545,7 @@ mod tests {
             // Another connection, in the place they left, whose
             // peer takes everything: a write taken whole ends its wait, and
             // nothing is stalled to make room for a newcomer.
-            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            let slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
             let mut w = WriteDeadline::watched(

@@ -96,9 +96,11 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 // tokio's timer, not Pingora's fast one: a deadline under a second would
 // start Pingora's clock thread, which then wakes every 10 ms for good (see
 // `fast_timeout_to_tokio_threshold_seconds` in `crate::startup`).
@@ -364,12 +366,16 @@ where
             Peer::Outsider
         };
         // Refused at the cap: dropping the stream closes it, unanswered.
-        let mut slot = admit(&settings.connections, kind, client)?;
+        let slot = admit(&settings.connections, kind, client)?;
+        // Closed to make room: one wait for the connection's whole life,
+        // polled by every `select!` below ([`Slot::closing`]).
+        let closed = slot.closing();
+        tokio::pin!(closed);
         // Idle until its first request header is complete: a new connection
         // at the cap may close it, during the handshake too.
         let stream = tokio::select! {
             biased;
-            () = slot.closed() => return closed_for_room(client),
+            () = closed.as_mut() => return closed_for_room(client),
             stream = self.handshake(stream, deadline) => stream?,
         };
         // Its writes tell the cap when they wait for the client: a
@@ -385,7 +391,7 @@ where
             let mut buf = BytesMut::with_capacity(4096);
             let read = tokio::select! {
                 biased;
-                () = slot.closed() => return closed_for_room(client),
+                () = closed.as_mut() => return closed_for_room(client),
                 read = read_header(&mut stream, &mut buf, start, header_timeout, shutdown) => read,
             };
             // Whatever happens next is this request's: out of reach of new
@@ -399,7 +405,7 @@ where
                     let too_large = Local::HeaderTooLarge {
                         max: MAX_HEADER_BYTES,
                     };
-                    unless_closed(&slot, answer(&mut stream, too_large, false)).await;
+                    unless_closed(closed.as_mut(), answer(&mut stream, too_large, false)).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {
@@ -412,7 +418,7 @@ where
                 HeaderRead::Closed => return None,
             }
             if let Some(refusal) = refused_target(&buf) {
-                unless_closed(&slot, refuse(&mut stream, &buf, refusal)).await;
+                unless_closed(closed.as_mut(), refuse(&mut stream, &buf, refusal)).await;
                 return None;
             }
             if let Some(cas) = cas {
@@ -426,7 +432,7 @@ where
                 }
             }
             if !admitted && settings.outsiders == Outsiders::Forbidden {
-                unless_closed(&slot, forbid(&mut stream, &buf)).await;
+                unless_closed(closed.as_mut(), forbid(&mut stream, &buf)).await;
                 return None;
             }
             let first = |session: &mut ServerSession| {
@@ -460,7 +466,10 @@ where
             // A connection whose writes stalled may be closed for a new one
             // at the cap ([`Slot::watch`]): dropping the request drops its
             // stream and everything it holds.
-            let served = unless_closed(&slot, self.inner.process_new_http(session, shutdown));
+            let served = unless_closed(
+                closed.as_mut(),
+                self.inner.process_new_http(session, shutdown),
+            );
             let Some(reused) = served.await else {
                 return closed_for_room(client);
             };
@@ -557,10 +566,13 @@ fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
 }
 
 /// `work`, unless the connection is closed to make room first (`None`).
-async fn unless_closed<T>(slot: &Slot, work: impl std::future::Future<Output = T>) -> Option<T> {
+async fn unless_closed<T>(
+    closed: Pin<&mut Notified<'_>>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
         biased;
-        () = slot.closed() => None,
+        () = closed => None,
         done = work => Some(done),
     }
 }
