@@ -36,10 +36,10 @@
 //!
 //! [`fit`] decides the cap from the open-files limit (pure).
 
-use crate::proxy::limits::{client_key, default_per_client};
+use crate::proxy::limits::{client_key, default_per_client, ClientMap};
 use crate::telemetry;
 use crate::vars::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -244,7 +244,7 @@ struct State {
     stalled: BTreeMap<u64, Stalled>,
     /// The clients with a connection open ([`client_key`]), never more
     /// than the connections.
-    clients: HashMap<Option<IpAddr>, Client>,
+    clients: ClientMap<Client>,
     /// The next key in `idle` or `stalled`: keys only grow, so each table's
     /// order is the order its entries came in.
     next: u64,
