@@ -48,6 +48,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::connections=debug` still matches.
+const LOG_TARGET: &str = "holepunch::connections";
+
 /// `HOLEPUNCH_MAX_CONNECTIONS` unless set: four times the default
 /// `HOLEPUNCH_MAX_IN_FLIGHT` (256). A node's clients are a few Prometheus
 /// servers (one connection each), python-nomad and other API clients (a
@@ -445,6 +449,7 @@ impl Connections {
         if state.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             state.warned = Some(Instant::now());
             log::warn!(
+                target: LOG_TARGET,
                 "{} client connections are open, the most {MAX_CONNECTIONS} allows: each new \
                  connection closes the one idle the longest, else the one that has waited the \
                  longest for its client to read (at least {:?}), else it is refused",
@@ -462,6 +467,7 @@ impl Connections {
             state.warned_client = Some(Instant::now());
             let client = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
             log::warn!(
+                target: LOG_TARGET,
                 "client {client} has {} connections open, the most \
                  {MAX_CONNECTIONS_PER_CLIENT} allows: each new one of its own closes its own \
                  connection idle the longest, or is refused (further clients at their share \

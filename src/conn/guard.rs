@@ -106,6 +106,10 @@ use tokio::sync::futures::Notified;
 // `fast_timeout_to_tokio_threshold_seconds` in `crate::startup`).
 use tokio::time::timeout;
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::guard=debug` still matches.
+const LOG_TARGET: &str = "holepunch::guard";
+
 /// The largest request header accepted: the request line and every field.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -328,11 +332,12 @@ impl<A> HeaderGuard<A> {
         match timeout(left, acceptor.tls_handshake(tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
-                log::debug!("TLS handshake failed: {e}");
+                log::debug!(target: LOG_TARGET, "TLS handshake failed: {e}");
                 None
             }
             Err(_) => {
                 log::debug!(
+                    target: LOG_TARGET,
                     "closing a connection whose TLS handshake and request header took over {:?}",
                     self.settings.header_timeout
                 );
@@ -410,6 +415,7 @@ where
                 }
                 HeaderRead::TimedOut => {
                     log::debug!(
+                        target: LOG_TARGET,
                         "closing a connection whose request header took over {:?}",
                         header_timeout
                     );
@@ -424,6 +430,7 @@ where
             if let Some(cas) = cas {
                 if let Err(e) = cas.recheck_stream(&stream, Instant::now()) {
                     log::info!(
+                        target: LOG_TARGET,
                         "closing a connection from {}: its client certificate is no longer \
                          trusted ({e}); nothing forwarded",
                         peer(&stream)
@@ -455,6 +462,7 @@ where
             let mut session = ServerSession::new_http1(stream);
             if !start_session(&mut session, persistent.take(), buf, first) {
                 log::warn!(
+                    target: LOG_TARGET,
                     "closed a connection from {}: Pingora kept bytes of a pipelined request \
                      for it (HTTP/1.1 pipelining is on), which the connection guard cannot \
                      hand on in order; src/conn/guard.rs was reviewed against pingora-core \
@@ -546,6 +554,7 @@ fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> 
     let slot = connections.admit(peer, client);
     if slot.is_none() {
         log::debug!(
+            target: LOG_TARGET,
             "refused a connection from {}: at its share of {} connections, or all {} open \
              are busy",
             shown(client),
@@ -559,6 +568,7 @@ fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> 
 /// Logs a connection closed to make room for a new one, and closes it.
 fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
     log::debug!(
+        target: LOG_TARGET,
         "closed a connection from {} (idle, or its writes stalled) to make room for a new one",
         shown(client)
     );
@@ -613,14 +623,14 @@ async fn forbid(stream: &mut Stream, header: &[u8]) {
 /// Logs a refusal at info, throttled as every refusal line is
 /// ([`crate::logging::refusal_line`]).
 fn refusal_line(line: impl FnOnce() -> String) {
-    if !log::log_enabled!(log::Level::Info) {
+    if !log::log_enabled!(target: LOG_TARGET, log::Level::Info) {
         return;
     }
     if let Verdict::Log(dropped) = crate::logging::refusal_line() {
         if let Some(dropped) = dropped {
-            log::info!("{dropped}");
+            log::info!(target: LOG_TARGET, "{dropped}");
         }
-        log::info!("{}", line());
+        log::info!(target: LOG_TARGET, "{}", line());
     }
 }
 
