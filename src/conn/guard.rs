@@ -78,6 +78,7 @@
 //! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
 //! its `URI_MAP`) reaches the path rules unchanged.
 
+use crate::config::Listeners;
 use crate::conn::connections::{Connections, Peer, Slot};
 use crate::conn::deadline::WriteDeadline;
 use crate::decision::cidr::{admits, AddrSet};
@@ -266,12 +267,11 @@ pub async fn read_header(
 
 /// What the guard enforces.
 pub struct GuardSettings {
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`.
-    pub header_timeout: Duration,
-    /// `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
-    pub write_timeout: Duration,
-    /// `HOLEPUNCH_CLIENT_IDLE_TIMEOUT`.
-    pub idle_timeout: Duration,
+    /// The listeners' part of the configuration, handed over whole: the
+    /// guard reads its three client timeouts there
+    /// (`HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`,
+    /// `HOLEPUNCH_CLIENT_IDLE_TIMEOUT`).
+    pub listeners: Listeners,
     /// TLS on the listener, when set.
     pub tls: Option<Acceptor>,
     /// The CAs client certificates must chain to, when the acceptor
@@ -339,7 +339,7 @@ impl<A> HeaderGuard<A> {
                 log::debug!(
                     target: LOG_TARGET,
                     "closing a connection whose TLS handshake and request header took over {:?}",
-                    self.settings.header_timeout
+                    self.settings.listeners.client_header_timeout
                 );
                 None
             }
@@ -358,7 +358,7 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let settings = &self.settings;
-        let header_timeout = settings.header_timeout;
+        let header_timeout = settings.listeners.client_header_timeout;
         let accepted = Instant::now();
         let deadline = accepted + header_timeout;
         let cas = settings.client_cas.as_deref();
@@ -387,8 +387,12 @@ where
         // connection stalled so may be closed for a new one at the cap.
         // With client certificates, it keeps the record of the last check
         // of the client's, which the proxy's checks in flight share.
-        let mut stream =
-            WriteDeadline::watched(stream, settings.write_timeout, slot.watch(), checked);
+        let mut stream = WriteDeadline::watched(
+            stream,
+            settings.listeners.client_write_timeout,
+            slot.watch(),
+            checked,
+        );
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
         // Bounded by the connection's own life: each turn serves one request.
@@ -450,7 +454,7 @@ where
                 // proxy turns it off for outsiders, so that they get
                 // `Connection: close`. The idle wait is the guard's own
                 // (`Start::KeptAlive`); 0 would mean "forever" here.
-                let idle = settings.idle_timeout.as_secs().max(1);
+                let idle = settings.listeners.client_idle_timeout.as_secs().max(1);
                 let keepalive = (!*shutdown.borrow()).then_some(idle);
                 session.set_keepalive(keepalive);
                 session.set_keepalive_reuses_remaining(
@@ -490,7 +494,7 @@ where
             stream = next;
             persistent = kept;
             slot.idle();
-            start = Start::KeptAlive(settings.idle_timeout);
+            start = Start::KeptAlive(settings.listeners.client_idle_timeout);
         }
     }
 
