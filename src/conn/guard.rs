@@ -213,28 +213,41 @@ pub enum Start {
 
 /// Reads one request header into `buf`, leaving it without the empty lines
 /// that came before the request line.
+///
+/// `waits` are the connection's own: its idle timer, re-armed for each
+/// kept-alive wait rather than made anew (a new one is put in the runtime's
+/// timer wheel when first polled and taken out when dropped, each under the
+/// wheel's lock; re-arming a later deadline is one atomic exchange: tokio
+/// 1.54 `runtime/time/entry.rs`, `reset` and `extend_expiration`), and its
+/// copy of the shutdown watch, cloned once per connection.
 pub async fn read_header(
     stream: &mut Stream,
     buf: &mut BytesMut,
     start: Start,
     header_timeout: Duration,
-    shutdown: &ShutdownWatch,
+    waits: &mut Waits<'_>,
 ) -> HeaderRead {
     let deadline = match start {
         Start::New(deadline) => deadline,
         Start::KeptAlive(idle) => {
             // A shutdown that began earlier would not wake `changed()` below.
-            let mut shutdown = shutdown.clone();
-            if *shutdown.borrow() {
+            if *waits.shutdown.borrow() {
                 return HeaderRead::Closed;
             }
+            waits
+                .idle
+                .as_mut()
+                .reset(tokio::time::Instant::now() + idle);
+            // The read before the timer, as `timeout` polls them: a request
+            // that came as the wait ran out is read.
             let first = tokio::select! {
                 biased;
-                _ = shutdown.changed() => return HeaderRead::Closed,
-                read = timeout(idle, stream.read_buf(buf)) => read,
+                _ = waits.shutdown.changed() => return HeaderRead::Closed,
+                read = stream.read_buf(buf) => read,
+                () = waits.idle.as_mut() => return HeaderRead::Closed,
             };
             match first {
-                Ok(Ok(n)) if n > 0 => Instant::now() + header_timeout,
+                Ok(n) if n > 0 => Instant::now() + header_timeout,
                 _ => return HeaderRead::Closed,
             }
         }
@@ -263,6 +276,15 @@ pub async fn read_header(
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// What a connection waits on between its requests, kept for its life
+/// ([`read_header`]).
+pub struct Waits<'a> {
+    /// The idle timer, re-armed for each wait.
+    pub idle: Pin<&'a mut tokio::time::Sleep>,
+    /// The server's shutdown watch.
+    pub shutdown: ShutdownWatch,
 }
 
 /// What the guard enforces.
@@ -395,13 +417,19 @@ where
         );
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
+        let idle = tokio::time::sleep(settings.listeners.client_idle_timeout);
+        tokio::pin!(idle);
+        let mut waits = Waits {
+            idle,
+            shutdown: shutdown.clone(),
+        };
         // Bounded by the connection's own life: each turn serves one request.
         loop {
             let mut buf = BytesMut::with_capacity(4096);
             let read = tokio::select! {
                 biased;
                 () = closed.as_mut() => return closed_for_room(client),
-                read = read_header(&mut stream, &mut buf, start, header_timeout, shutdown) => read,
+                read = read_header(&mut stream, &mut buf, start, header_timeout, &mut waits) => read,
             };
             // Whatever happens next is this request's: out of reach of new
             // connections until it is done.
