@@ -185,9 +185,7 @@ impl Startup {
         // TLS is the guard's: its handshake counts toward the header deadline.
         let acceptor = self.tls_acceptor()?;
         let guard = |tls, client_cas, outsiders| GuardSettings {
-            header_timeout: self.config.listeners.client_header_timeout,
-            write_timeout: self.config.listeners.client_write_timeout,
-            idle_timeout: self.config.listeners.client_idle_timeout,
+            listeners: self.config.listeners.clone(),
             tls,
             client_cas,
             allow_from: self.config.rules.allow_from.clone(),

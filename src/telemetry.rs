@@ -221,13 +221,56 @@ pub fn metrics() -> &'static Metrics {
 
 /// `"2xx"` and so on for a status, `"none"` when no response was sent.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES
+        .get(status_class_at(status))
+        .copied()
+        .unwrap_or("none")
+}
+
+/// The `code` labels, in the order of [`status_class_at`].
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// [`status_class`] as its place in [`STATUS_CLASSES`], to index handles
+/// resolved once ([`Resolved`]).
+pub fn status_class_at(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// The handles of a labelled metric whose label sets are a fixed, small
+/// product of enums, each looked up in its vector once, on its first use,
+/// and kept: `with_label_values` hashes the labels and takes the vector's
+/// lock on every call. Resolving on first use, never ahead, keeps the
+/// exported series what they were: a series appears at the first
+/// increment with its labels (or at startup, by [`init_series`]), as
+/// before. The vectors live as long as the process and no series is ever
+/// removed from them, so a kept handle stays the one the vector exports.
+pub struct Resolved<T, const N: usize>([std::sync::OnceLock<T>; N]);
+
+impl<T: Clone, const N: usize> Resolved<T, N> {
+    pub const fn new() -> Self {
+        Resolved([const { std::sync::OnceLock::new() }; N])
+    }
+
+    /// The handle at `at`, resolved by `resolve` the first time; past the
+    /// table (a programming error), resolved each time instead.
+    pub fn get(&self, at: usize, resolve: impl FnOnce() -> T) -> std::borrow::Cow<'_, T> {
+        match self.0.get(at) {
+            Some(slot) => std::borrow::Cow::Borrowed(slot.get_or_init(resolve)),
+            None => std::borrow::Cow::Owned(resolve()),
+        }
+    }
+}
+
+impl<T: Clone, const N: usize> Default for Resolved<T, N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -310,5 +353,16 @@ mod tests {
         assert_eq!(status_class(404), "4xx");
         assert_eq!(status_class(504), "5xx");
         assert_eq!(status_class(0), "none");
+        for (status, class) in [
+            (101, "1xx"),
+            (204, "2xx"),
+            (304, "3xx"),
+            (431, "4xx"),
+            (599, "5xx"),
+            (600, "none"),
+        ] {
+            assert_eq!(status_class(status), class);
+            assert_eq!(STATUS_CLASSES[status_class_at(status)], class);
+        }
     }
 }

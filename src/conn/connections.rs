@@ -36,16 +36,21 @@
 //!
 //! [`fit`] decides the cap from the open-files limit (pure).
 
-use crate::proxy::limits::{client_key, default_per_client};
+use crate::proxy::limits::{client_key, default_per_client, ClientMap};
 use crate::telemetry;
 use crate::vars::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_IN_FLIGHT};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
+
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::connections=debug` still matches.
+const LOG_TARGET: &str = "holepunch::connections";
 
 /// `HOLEPUNCH_MAX_CONNECTIONS` unless set: four times the default
 /// `HOLEPUNCH_MAX_IN_FLIGHT` (256). A node's clients are a few Prometheus
@@ -243,7 +248,7 @@ struct State {
     stalled: BTreeMap<u64, Stalled>,
     /// The clients with a connection open ([`client_key`]), never more
     /// than the connections.
-    clients: HashMap<Option<IpAddr>, Client>,
+    clients: ClientMap<Client>,
     /// The next key in `idle` or `stalled`: keys only grow, so each table's
     /// order is the order its entries came in.
     next: u64,
@@ -444,6 +449,7 @@ impl Connections {
         if state.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             state.warned = Some(Instant::now());
             log::warn!(
+                target: LOG_TARGET,
                 "{} client connections are open, the most {MAX_CONNECTIONS} allows: each new \
                  connection closes the one idle the longest, else the one that has waited the \
                  longest for its client to read (at least {:?}), else it is refused",
@@ -461,6 +467,7 @@ impl Connections {
             state.warned_client = Some(Instant::now());
             let client = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
             log::warn!(
+                target: LOG_TARGET,
                 "client {client} has {} connections open, the most \
                  {MAX_CONNECTIONS_PER_CLIENT} allows: each new one of its own closes its own \
                  connection idle the longest, or is refused (further clients at their share \
@@ -555,6 +562,17 @@ impl Slot {
         self.conn.closed.notified().await
     }
 
+    /// [`Slot::closed`] as one future to keep for the connection's whole
+    /// life, pinned, and wait on again and again: it joins the
+    /// notification's list of waiters once, at its first wait, rather than
+    /// joining and leaving it on every wait (twice per request in the
+    /// guard). A notice given while nobody waits on it is kept for its next
+    /// wait, as one given before any wait is (tokio's `Notify`,
+    /// `notify_one`).
+    pub fn closing(&self) -> Notified<'_> {
+        self.conn.closed.notified()
+    }
+
     /// Whether it was closed to make room (a test's view of [`Slot::closed`]).
     pub fn is_closed(&self) -> bool {
         let _state = self.connections.lock();
@@ -565,7 +583,7 @@ impl Slot {
     /// of new connections (unless its writes stall, [`Slot::watch`]) until
     /// [`Slot::idle`]. `false` when it was closed to make room just before:
     /// drop it, unanswered.
-    pub fn busy(&mut self) -> bool {
+    pub fn busy(&self) -> bool {
         let mut state = self.connections.lock();
         if self.conn.shed.load(Relaxed) {
             return false;
@@ -579,7 +597,7 @@ impl Slot {
 
     /// The response is done and the connection waits for the next request:
     /// idle again, the newest.
-    pub fn idle(&mut self) {
+    pub fn idle(&self) {
         let mut state = self.connections.lock();
         if self.conn.shed.load(Relaxed) || self.conn.idle_key.load(Relaxed) != UNLISTED {
             return;
@@ -736,15 +754,15 @@ mod tests {
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let conns = Connections::new(3, 3);
-        let mut a = conns.admit(Peer::Insider, any()).unwrap();
-        let mut b = conns.admit(Peer::Insider, any()).unwrap();
-        let mut c = conns.admit(Peer::Insider, any()).unwrap();
+        let a = conns.admit(Peer::Insider, any()).unwrap();
+        let b = conns.admit(Peer::Insider, any()).unwrap();
+        let c = conns.admit(Peer::Insider, any()).unwrap();
         // A and B had a request each, A's ended last: B is idle the longest,
         // then C (idle since its accept), then A.
         assert!(b.busy() && a.busy());
         b.idle();
         a.idle();
-        let mut d = conns.admit(Peer::Insider, any()).unwrap();
+        let d = conns.admit(Peer::Insider, any()).unwrap();
         assert!(c.is_closed());
         assert!(!a.is_closed() && !b.is_closed() && !d.is_closed());
         assert!(
@@ -766,8 +784,8 @@ mod tests {
     #[test]
     fn a_request_in_flight_is_never_closed_and_the_new_connection_is_refused() {
         let conns = Connections::new(2, 2);
-        let mut a = conns.admit(Peer::Insider, any()).unwrap();
-        let mut b = conns.admit(Peer::Outsider, any()).unwrap();
+        let a = conns.admit(Peer::Insider, any()).unwrap();
+        let b = conns.admit(Peer::Outsider, any()).unwrap();
         assert!(a.busy() && b.busy());
         assert!(conns.admit(Peer::Insider, any()).is_none());
         assert!(conns.admit(Peer::Outsider, any()).is_none());
@@ -783,7 +801,7 @@ mod tests {
     #[test]
     fn outsiders_make_room_first() {
         let conns = Connections::new(3, 3);
-        let mut insider = conns.admit(Peer::Insider, any()).unwrap();
+        let insider = conns.admit(Peer::Insider, any()).unwrap();
         let outsider = conns.admit(Peer::Outsider, any()).unwrap();
         let _third = conns.admit(Peer::Insider, any()).unwrap();
         // The insider has been idle longer, but the outsider goes first.
@@ -808,6 +826,33 @@ mod tests {
         });
     }
 
+    /// The guard keeps one [`Slot::closing`] for a connection's life and
+    /// polls it in each wait: a connection closed to make room between two
+    /// waits (while its request is decided, or its session set up), or
+    /// before the first, must still find out at its next wait.
+    #[test]
+    fn one_kept_closing_wait_sees_a_notice_given_between_waits() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let mut cx = Context::from_waker(Waker::noop());
+        // Given between two waits.
+        let conns = Connections::new(1, 1);
+        let a = conns.admit(Peer::Insider, any()).unwrap();
+        let closed = a.closing();
+        let mut closed = std::pin::pin!(closed);
+        assert_eq!(closed.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(closed.as_mut().poll(&mut cx), Poll::Pending);
+        let _b = conns.admit(Peer::Insider, any()).unwrap();
+        assert_eq!(closed.as_mut().poll(&mut cx), Poll::Ready(()));
+        // Given before the first wait.
+        let conns = Connections::new(1, 1);
+        let a = conns.admit(Peer::Insider, any()).unwrap();
+        let closed = a.closing();
+        let mut closed = std::pin::pin!(closed);
+        let _b = conns.admit(Peer::Insider, any()).unwrap();
+        assert_eq!(closed.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
+
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
     }
@@ -824,8 +869,8 @@ mod tests {
     fn a_client_at_its_share_closes_its_own_idle_connection_or_is_refused() {
         let conns = Connections::new(10, 2);
         let greedy = ip("192.0.2.1");
-        let mut a = conns.admit(Peer::Insider, greedy).unwrap();
-        let mut b = conns.admit(Peer::Insider, greedy).unwrap();
+        let a = conns.admit(Peer::Insider, greedy).unwrap();
+        let b = conns.admit(Peer::Insider, greedy).unwrap();
         let other = conns.admit(Peer::Insider, ip("192.0.2.2")).unwrap();
         // Both busy: its third is refused, however it spells its address,
         // and nobody else's connection is touched.
@@ -838,7 +883,7 @@ mod tests {
         // One of its own idle: that one is closed for its new one, even
         // though `other` has been idle longer.
         b.idle();
-        let mut c = conns.admit(Peer::Insider, greedy).unwrap();
+        let c = conns.admit(Peer::Insider, greedy).unwrap();
         assert!(b.is_closed() && !other.is_closed() && !a.is_closed());
         assert!(!b.busy());
         drop(b);
@@ -864,8 +909,8 @@ mod tests {
     fn at_the_cap_a_connection_stalled_long_enough_makes_room() {
         let conns = Connections::with_stall(2, 2, Duration::ZERO);
         let (x, y) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        let mut a = conns.admit(Peer::Insider, x).unwrap();
-        let mut b = conns.admit(Peer::Insider, y).unwrap();
+        let a = conns.admit(Peer::Insider, x).unwrap();
+        let b = conns.admit(Peer::Insider, y).unwrap();
         assert!(a.busy() && b.busy());
         // Busy and writing: refused.
         assert!(conns.admit(Peer::Insider, ip("192.0.2.3")).is_none());
@@ -874,7 +919,7 @@ mod tests {
         wb.waiting();
         wa.waiting();
         wb.waiting(); // still the same wait
-        let mut c = conns.admit(Peer::Insider, ip("192.0.2.3")).unwrap();
+        let c = conns.admit(Peer::Insider, ip("192.0.2.3")).unwrap();
         assert!(b.is_closed() && !a.is_closed());
         assert!(c.busy());
         assert_eq!(conns.open(), 3, "B's task has not dropped it yet");
@@ -894,7 +939,7 @@ mod tests {
     #[test]
     fn a_connection_stalled_for_less_than_stalled_after_is_not_closed() {
         let conns = Connections::with_stall(1, 1, Duration::from_secs(3600));
-        let mut a = conns.admit(Peer::Insider, ip("192.0.2.1")).unwrap();
+        let a = conns.admit(Peer::Insider, ip("192.0.2.1")).unwrap();
         assert!(a.busy());
         a.watch().waiting();
         assert!(conns.admit(Peer::Insider, ip("192.0.2.2")).is_none());
@@ -905,7 +950,7 @@ mod tests {
     fn a_stalled_connection_closed_for_room_is_woken() {
         crate::block_on(async {
             let conns = Connections::with_stall(1, 1, Duration::ZERO);
-            let mut a = conns.admit(Peer::Insider, ip("192.0.2.1")).unwrap();
+            let a = conns.admit(Peer::Insider, ip("192.0.2.1")).unwrap();
             assert!(a.busy());
             a.watch().waiting();
             let _b = conns.admit(Peer::Insider, ip("192.0.2.2")).unwrap();

@@ -67,6 +67,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::deadline=debug` still matches.
+const LOG_TARGET: &str = "holepunch::deadline";
+
 /// When a connection's client certificate was last found good, and
 /// against which CAs (`crate::files::client_cert::ClientCas::recheck`, whose
 /// record this is: the stream keeps it, so that the guard's check of a
@@ -279,6 +283,7 @@ impl WriteDeadline {
             }
             self.disarm();
             log::info!(
+                target: LOG_TARGET,
                 "closing a client that took no bytes for {timeout:?} ({CLIENT_WRITE_TIMEOUT})"
             );
             return Poll::Ready(Err(io::Error::new(
@@ -515,7 +520,7 @@ mod tests {
         block_on(async {
             // One place: a new connection takes it only from a stalled one.
             let conns = Connections::with_stall(1, 1, Duration::ZERO);
-            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            let slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
             let mut w = WriteDeadline::watched(
@@ -545,7 +550,7 @@ mod tests {
             // Another connection, in the place they left, whose
             // peer takes everything: a write taken whole ends its wait, and
             // nothing is stalled to make room for a newcomer.
-            let mut slot = conns.admit(Peer::Insider, None).unwrap();
+            let slot = conns.admit(Peer::Insider, None).unwrap();
             assert!(slot.busy());
             let (ours, mut peer) = tokio::io::duplex(1024);
             let mut w = WriteDeadline::watched(

@@ -78,6 +78,7 @@
 //! Every other byte httparse accepts in a target (`!` to `~` and 0x80-0xFF,
 //! its `URI_MAP`) reaches the path rules unchanged.
 
+use crate::config::Listeners;
 use crate::conn::connections::{Connections, Peer, Slot};
 use crate::conn::deadline::WriteDeadline;
 use crate::decision::cidr::{admits, AddrSet};
@@ -96,13 +97,19 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 // tokio's timer, not Pingora's fast one: a deadline under a second would
 // start Pingora's clock thread, which then wakes every 10 ms for good (see
 // `fast_timeout_to_tokio_threshold_seconds` in `crate::startup`).
 use tokio::time::timeout;
+
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::guard=debug` still matches.
+const LOG_TARGET: &str = "holepunch::guard";
 
 /// The largest request header accepted: the request line and every field.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -206,28 +213,41 @@ pub enum Start {
 
 /// Reads one request header into `buf`, leaving it without the empty lines
 /// that came before the request line.
+///
+/// `waits` are the connection's own: its idle timer, re-armed for each
+/// kept-alive wait rather than made anew (a new one is put in the runtime's
+/// timer wheel when first polled and taken out when dropped, each under the
+/// wheel's lock; re-arming a later deadline is one atomic exchange: tokio
+/// 1.54 `runtime/time/entry.rs`, `reset` and `extend_expiration`), and its
+/// copy of the shutdown watch, cloned once per connection.
 pub async fn read_header(
     stream: &mut Stream,
     buf: &mut BytesMut,
     start: Start,
     header_timeout: Duration,
-    shutdown: &ShutdownWatch,
+    waits: &mut Waits<'_>,
 ) -> HeaderRead {
     let deadline = match start {
         Start::New(deadline) => deadline,
         Start::KeptAlive(idle) => {
             // A shutdown that began earlier would not wake `changed()` below.
-            let mut shutdown = shutdown.clone();
-            if *shutdown.borrow() {
+            if *waits.shutdown.borrow() {
                 return HeaderRead::Closed;
             }
+            waits
+                .idle
+                .as_mut()
+                .reset(tokio::time::Instant::now() + idle);
+            // The read before the timer, as `timeout` polls them: a request
+            // that came as the wait ran out is read.
             let first = tokio::select! {
                 biased;
-                _ = shutdown.changed() => return HeaderRead::Closed,
-                read = timeout(idle, stream.read_buf(buf)) => read,
+                _ = waits.shutdown.changed() => return HeaderRead::Closed,
+                read = stream.read_buf(buf) => read,
+                () = waits.idle.as_mut() => return HeaderRead::Closed,
             };
             match first {
-                Ok(Ok(n)) if n > 0 => Instant::now() + header_timeout,
+                Ok(n) if n > 0 => Instant::now() + header_timeout,
                 _ => return HeaderRead::Closed,
             }
         }
@@ -258,14 +278,22 @@ pub async fn read_header(
     }
 }
 
+/// What a connection waits on between its requests, kept for its life
+/// ([`read_header`]).
+pub struct Waits<'a> {
+    /// The idle timer, re-armed for each wait.
+    pub idle: Pin<&'a mut tokio::time::Sleep>,
+    /// The server's shutdown watch.
+    pub shutdown: ShutdownWatch,
+}
+
 /// What the guard enforces.
 pub struct GuardSettings {
-    /// `HOLEPUNCH_CLIENT_HEADER_TIMEOUT`.
-    pub header_timeout: Duration,
-    /// `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`.
-    pub write_timeout: Duration,
-    /// `HOLEPUNCH_CLIENT_IDLE_TIMEOUT`.
-    pub idle_timeout: Duration,
+    /// The listeners' part of the configuration, handed over whole: the
+    /// guard reads its three client timeouts there
+    /// (`HOLEPUNCH_CLIENT_HEADER_TIMEOUT`, `HOLEPUNCH_CLIENT_WRITE_TIMEOUT`,
+    /// `HOLEPUNCH_CLIENT_IDLE_TIMEOUT`).
+    pub listeners: Listeners,
     /// TLS on the listener, when set.
     pub tls: Option<Acceptor>,
     /// The CAs client certificates must chain to, when the acceptor
@@ -326,13 +354,14 @@ impl<A> HeaderGuard<A> {
         match timeout(left, acceptor.tls_handshake(tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
-                log::debug!("TLS handshake failed: {e}");
+                log::debug!(target: LOG_TARGET, "TLS handshake failed: {e}");
                 None
             }
             Err(_) => {
                 log::debug!(
+                    target: LOG_TARGET,
                     "closing a connection whose TLS handshake and request header took over {:?}",
-                    self.settings.header_timeout
+                    self.settings.listeners.client_header_timeout
                 );
                 None
             }
@@ -351,7 +380,7 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let settings = &self.settings;
-        let header_timeout = settings.header_timeout;
+        let header_timeout = settings.listeners.client_header_timeout;
         let accepted = Instant::now();
         let deadline = accepted + header_timeout;
         let cas = settings.client_cas.as_deref();
@@ -364,29 +393,43 @@ where
             Peer::Outsider
         };
         // Refused at the cap: dropping the stream closes it, unanswered.
-        let mut slot = admit(&settings.connections, kind, client)?;
+        let slot = admit(&settings.connections, kind, client)?;
+        // Closed to make room: one wait for the connection's whole life,
+        // polled by every `select!` below ([`Slot::closing`]).
+        let closed = slot.closing();
+        tokio::pin!(closed);
         // Idle until its first request header is complete: a new connection
         // at the cap may close it, during the handshake too.
         let stream = tokio::select! {
             biased;
-            () = slot.closed() => return closed_for_room(client),
+            () = closed.as_mut() => return closed_for_room(client),
             stream = self.handshake(stream, deadline) => stream?,
         };
         // Its writes tell the cap when they wait for the client: a
         // connection stalled so may be closed for a new one at the cap.
         // With client certificates, it keeps the record of the last check
         // of the client's, which the proxy's checks in flight share.
-        let mut stream =
-            WriteDeadline::watched(stream, settings.write_timeout, slot.watch(), checked);
+        let mut stream = WriteDeadline::watched(
+            stream,
+            settings.listeners.client_write_timeout,
+            slot.watch(),
+            checked,
+        );
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut start = Start::New(deadline);
+        let idle = tokio::time::sleep(settings.listeners.client_idle_timeout);
+        tokio::pin!(idle);
+        let mut waits = Waits {
+            idle,
+            shutdown: shutdown.clone(),
+        };
         // Bounded by the connection's own life: each turn serves one request.
         loop {
             let mut buf = BytesMut::with_capacity(4096);
             let read = tokio::select! {
                 biased;
-                () = slot.closed() => return closed_for_room(client),
-                read = read_header(&mut stream, &mut buf, start, header_timeout, shutdown) => read,
+                () = closed.as_mut() => return closed_for_room(client),
+                read = read_header(&mut stream, &mut buf, start, header_timeout, &mut waits) => read,
             };
             // Whatever happens next is this request's: out of reach of new
             // connections until it is done.
@@ -399,11 +442,12 @@ where
                     let too_large = Local::HeaderTooLarge {
                         max: MAX_HEADER_BYTES,
                     };
-                    unless_closed(&slot, answer(&mut stream, too_large, false)).await;
+                    unless_closed(closed.as_mut(), answer(&mut stream, too_large, false)).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {
                     log::debug!(
+                        target: LOG_TARGET,
                         "closing a connection whose request header took over {:?}",
                         header_timeout
                     );
@@ -412,12 +456,13 @@ where
                 HeaderRead::Closed => return None,
             }
             if let Some(refusal) = refused_target(&buf) {
-                unless_closed(&slot, refuse(&mut stream, &buf, refusal)).await;
+                unless_closed(closed.as_mut(), refuse(&mut stream, &buf, refusal)).await;
                 return None;
             }
             if let Some(cas) = cas {
                 if let Err(e) = cas.recheck_stream(&stream, Instant::now()) {
                     log::info!(
+                        target: LOG_TARGET,
                         "closing a connection from {}: its client certificate is no longer \
                          trusted ({e}); nothing forwarded",
                         peer(&stream)
@@ -426,7 +471,7 @@ where
                 }
             }
             if !admitted && settings.outsiders == Outsiders::Forbidden {
-                unless_closed(&slot, forbid(&mut stream, &buf)).await;
+                unless_closed(closed.as_mut(), forbid(&mut stream, &buf)).await;
                 return None;
             }
             let first = |session: &mut ServerSession| {
@@ -437,7 +482,7 @@ where
                 // proxy turns it off for outsiders, so that they get
                 // `Connection: close`. The idle wait is the guard's own
                 // (`Start::KeptAlive`); 0 would mean "forever" here.
-                let idle = settings.idle_timeout.as_secs().max(1);
+                let idle = settings.listeners.client_idle_timeout.as_secs().max(1);
                 let keepalive = (!*shutdown.borrow()).then_some(idle);
                 session.set_keepalive(keepalive);
                 session.set_keepalive_reuses_remaining(
@@ -449,6 +494,7 @@ where
             let mut session = ServerSession::new_http1(stream);
             if !start_session(&mut session, persistent.take(), buf, first) {
                 log::warn!(
+                    target: LOG_TARGET,
                     "closed a connection from {}: Pingora kept bytes of a pipelined request \
                      for it (HTTP/1.1 pipelining is on), which the connection guard cannot \
                      hand on in order; src/conn/guard.rs was reviewed against pingora-core \
@@ -460,7 +506,10 @@ where
             // A connection whose writes stalled may be closed for a new one
             // at the cap ([`Slot::watch`]): dropping the request drops its
             // stream and everything it holds.
-            let served = unless_closed(&slot, self.inner.process_new_http(session, shutdown));
+            let served = unless_closed(
+                closed.as_mut(),
+                self.inner.process_new_http(session, shutdown),
+            );
             let Some(reused) = served.await else {
                 return closed_for_room(client);
             };
@@ -473,7 +522,7 @@ where
             stream = next;
             persistent = kept;
             slot.idle();
-            start = Start::KeptAlive(settings.idle_timeout);
+            start = Start::KeptAlive(settings.listeners.client_idle_timeout);
         }
     }
 
@@ -537,6 +586,7 @@ fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> 
     let slot = connections.admit(peer, client);
     if slot.is_none() {
         log::debug!(
+            target: LOG_TARGET,
             "refused a connection from {}: at its share of {} connections, or all {} open \
              are busy",
             shown(client),
@@ -550,6 +600,7 @@ fn admit(connections: &Arc<Connections>, peer: Peer, client: Option<IpAddr>) -> 
 /// Logs a connection closed to make room for a new one, and closes it.
 fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
     log::debug!(
+        target: LOG_TARGET,
         "closed a connection from {} (idle, or its writes stalled) to make room for a new one",
         shown(client)
     );
@@ -557,10 +608,13 @@ fn closed_for_room(client: Option<IpAddr>) -> Option<Stream> {
 }
 
 /// `work`, unless the connection is closed to make room first (`None`).
-async fn unless_closed<T>(slot: &Slot, work: impl std::future::Future<Output = T>) -> Option<T> {
+async fn unless_closed<T>(
+    closed: Pin<&mut Notified<'_>>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
         biased;
-        () = slot.closed() => None,
+        () = closed => None,
         done = work => Some(done),
     }
 }
@@ -601,14 +655,14 @@ async fn forbid(stream: &mut Stream, header: &[u8]) {
 /// Logs a refusal at info, throttled as every refusal line is
 /// ([`crate::logging::refusal_line`]).
 fn refusal_line(line: impl FnOnce() -> String) {
-    if !log::log_enabled!(log::Level::Info) {
+    if !log::log_enabled!(target: LOG_TARGET, log::Level::Info) {
         return;
     }
     if let Verdict::Log(dropped) = crate::logging::refusal_line() {
         if let Some(dropped) = dropped {
-            log::info!("{dropped}");
+            log::info!(target: LOG_TARGET, "{dropped}");
         }
-        log::info!("{}", line());
+        log::info!(target: LOG_TARGET, "{}", line());
     }
 }
 

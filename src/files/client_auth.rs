@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::client_auth=debug` still matches.
+const LOG_TARGET: &str = "holepunch::client_auth";
+
 /// How many skipped lines are named one by one each time the file is
 /// read; the rest are counted in one more line.
 const MAX_LINE_WARNINGS: usize = 16;
@@ -263,6 +267,7 @@ pub fn parse_tokens(raw: &[u8]) -> Parsed {
 fn warn_skipped(path: &Path, skipped: &[usize]) {
     for n in skipped.iter().take(MAX_LINE_WARNINGS) {
         warn!(
+            target: LOG_TARGET,
             "{}: line {n} skipped: it holds characters a token cannot contain \
              (expected printable ASCII with no spaces); the other lines apply",
             path.display()
@@ -270,6 +275,7 @@ fn warn_skipped(path: &Path, skipped: &[usize]) {
     }
     if skipped.len() > MAX_LINE_WARNINGS {
         warn!(
+            target: LOG_TARGET,
             "{}: {} more lines skipped for the same reason",
             path.display(),
             skipped.len() - MAX_LINE_WARNINGS

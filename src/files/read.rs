@@ -46,6 +46,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::files=debug` still matches.
+const LOG_TARGET: &str = "holepunch::files";
+
 /// The most bytes one kind of file may hold, and the kind's name for the
 /// message that refuses a larger one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +200,7 @@ fn read_through(path: &Path, cap: Cap, proc_fds: &Path) -> Result<Vec<u8>, Probl
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !proc_fds.exists() => {
             if !NO_PROC_LOGGED.swap(true, Ordering::Relaxed) {
                 log::warn!(
+                    target: LOG_TARGET,
                     "{} is not there (is /proc mounted?): watched files are opened by their \
                      path after they are checked, so a device swapped in between the two \
                      may be opened (it is refused after)",

@@ -42,6 +42,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
+/// This module's log target as it was before the modules moved into
+/// folders, so that an operator's `RUST_LOG=holepunch::watch=debug` still matches.
+const LOG_TARGET: &str = "holepunch::watch";
+
 /// How often watched files are read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -151,8 +155,10 @@ impl Watched {
                 // Nothing changed since the last read, whatever came of it.
                 if cause == Cause::Hangup {
                     match &self.problem {
-                        None => info!("{} unchanged{on}", name.what),
-                        Some(why) => warn!("{} unchanged, still unusable: {why}{on}", name.what),
+                        None => info!(target: LOG_TARGET, "{} unchanged{on}", name.what),
+                        Some(why) => {
+                            warn!(target: LOG_TARGET, "{} unchanged, still unusable: {why}{on}", name.what)
+                        }
                     }
                 }
                 return;
@@ -173,13 +179,13 @@ impl Watched {
             Ok(changed) => {
                 let was_failing = self.problem.take().is_some();
                 if changed {
-                    info!("{} reloaded{on}", name.what);
+                    info!(target: LOG_TARGET, "{} reloaded{on}", name.what);
                     let reloads = &telemetry::metrics().reloads;
                     reloads.with_label_values(&[name.label]).inc();
                 } else if was_failing {
-                    info!("{} files are usable again{on}", name.what);
+                    info!(target: LOG_TARGET, "{} files are usable again{on}", name.what);
                 } else if cause == Cause::Hangup {
-                    info!("{} unchanged{on}", name.what);
+                    info!(target: LOG_TARGET, "{} unchanged{on}", name.what);
                 }
             }
             Err(why) => {
@@ -191,8 +197,10 @@ impl Watched {
                 }
                 if new || cause == Cause::Hangup {
                     match fallback {
-                        Some(meaning) => error!("{why}; {meaning}{on}"),
-                        None => warn!("{why}; keeping the last good {}{on}", name.what),
+                        Some(meaning) => error!(target: LOG_TARGET, "{why}; {meaning}{on}"),
+                        None => {
+                            warn!(target: LOG_TARGET, "{why}; keeping the last good {}{on}", name.what)
+                        }
                     }
                 }
                 self.problem = Some(why);
@@ -260,7 +268,7 @@ impl Passes {
                         .find(|w| w.reading.as_ref().is_some_and(|r| r.task == e.id()))
                     {
                         w.reading = None;
-                        warn!("reading {} failed: {e}", w.paths());
+                        warn!(target: LOG_TARGET, "reading {} failed: {e}", w.paths());
                     }
                 }
             }
@@ -276,6 +284,7 @@ impl Passes {
         let reading = watched.reading.take();
         if let Some(r) = reading.as_ref().filter(|r| r.slow) {
             info!(
+                target: LOG_TARGET,
                 "reading {} returned after {:?}",
                 watched.paths(),
                 r.since.elapsed()
@@ -307,8 +316,8 @@ impl Passes {
                 w.paths()
             );
             match w.item.fail() {
-                Some(meaning) => error!("{why}; {meaning}"),
-                None => warn!("{why}; keeping the last good {}", name.what),
+                Some(meaning) => error!(target: LOG_TARGET, "{why}; {meaning}"),
+                None => warn!(target: LOG_TARGET, "{why}; keeping the last good {}", name.what),
             }
             let failures = &telemetry::metrics().reload_failures;
             failures.with_label_values(&[name.label]).inc();
@@ -321,11 +330,12 @@ impl Passes {
     /// Logs that a SIGHUP came, and reads everything.
     fn hang_up(&mut self) {
         if self.watched.is_empty() {
-            info!("SIGHUP: no file to re-read (the workload token comes from the environment, and no client token or TLS file is set)");
+            info!(target: LOG_TARGET, "SIGHUP: no file to re-read (the workload token comes from the environment, and no client token or TLS file is set)");
             return;
         }
         let what: Vec<_> = self.watched.iter().map(|w| w.item.name().what).collect();
         info!(
+            target: LOG_TARGET,
             "SIGHUP: re-reading every watched file now: {}",
             what.join(", ")
         );
@@ -385,7 +395,9 @@ impl BackgroundService for Watcher {
         let mut passes = Passes::new(&self.items, read::read);
         // Before the first pass: a SIGHUP during it is not lost.
         let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .inspect_err(|e| warn!("cannot listen for SIGHUP ({e}); it is ignored"))
+            .inspect_err(
+                |e| warn!(target: LOG_TARGET, "cannot listen for SIGHUP ({e}); it is ignored"),
+            )
             .ok();
         passes.wake(Cause::Poll);
         let hung = tokio::time::sleep(SLOW_READ);

@@ -18,6 +18,7 @@
 //! counts, and `/health` and `/ready` never reach either.
 
 use crate::proxy::lru::Lru;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -88,6 +89,51 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The hasher of the two tables keyed by client address (this module's
+/// in-flight count per client, and `crate::conn::connections`' connections
+/// per client): foldhash, keyed with secret seeds drawn from the operating
+/// system's randomness, per process and per table. A client with many
+/// addresses chooses these keys, so an unkeyed or guessable hash would let
+/// it pick addresses that collide; std's SipHash is keyed the same way but
+/// costs about 250 instructions a lookup, and each request looks these
+/// tables up four times. foldhash's own random seed comes from addresses
+/// and the clock (foldhash 0.2.0 `seed.rs`, `generate_global_seed`), so
+/// the seeds are taken from std's `RandomState` instead, whose keys come
+/// from the OS (`std::hash::RandomState::new`). Why a faster hash that is
+/// not a PRF is enough here: docs/threat-model.md, "Colliding client
+/// addresses in the per-client tables" (both tables are bounded by a cap:
+/// `HOLEPUNCH_MAX_IN_FLIGHT` and `HOLEPUNCH_MAX_CONNECTIONS` entries).
+#[derive(Clone, Debug)]
+pub struct ClientHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for ClientHasher {
+    fn default() -> Self {
+        static SHARED: once_cell::sync::Lazy<foldhash::SharedSeed> =
+            once_cell::sync::Lazy::new(|| foldhash::SharedSeed::from_u64(os_random()));
+        ClientHasher(foldhash::fast::SeedableRandomState::with_seed(
+            os_random(),
+            &SHARED,
+        ))
+    }
+}
+
+/// 64 bits from the keys std draws from the OS for its `RandomState`
+/// (a new key pair each call, the first drawn per thread).
+fn os_random() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8)
+}
+
+impl std::hash::BuildHasher for ClientHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
+
+/// A table keyed by client address ([`client_key`]; `None`: no address).
+pub type ClientMap<V> = HashMap<Option<IpAddr>, V, ClientHasher>;
+
 /// Locks a table, whether or not a thread panicked while holding it (the
 /// counts stay consistent: every update is one statement).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,7 +179,7 @@ pub struct InFlightLimit {
     max: usize,
     per_client: usize,
     /// Requests in flight per client ([`client_key`]; `None`: no address).
-    clients: Mutex<HashMap<Option<IpAddr>, usize>>,
+    clients: Mutex<ClientMap<usize>>,
 }
 
 impl InFlightLimit {
@@ -143,7 +189,7 @@ impl InFlightLimit {
             now: AtomicUsize::new(0),
             max,
             per_client,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(ClientMap::default()),
         })
     }
 
@@ -152,7 +198,13 @@ impl InFlightLimit {
     pub fn try_acquire(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Permit, Full> {
         let client = client.map(client_key);
         let mut clients = lock(&self.clients);
-        let held = clients.get(&client).copied().unwrap_or(0);
+        // One lookup for the check and the count: the entry is made only
+        // once the request is let in, so a refused client leaves none.
+        let entry = clients.entry(client);
+        let held = match &entry {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(_) => 0,
+        };
         if held >= self.per_client {
             return Err(Full::Client);
         }
@@ -169,7 +221,7 @@ impl InFlightLimit {
                 Err(actual) => now = actual,
             }
         }
-        clients.insert(client, held + 1);
+        *entry.or_insert(0) += 1;
         Ok(Permit {
             limit: Arc::clone(self),
             client,
@@ -306,6 +358,21 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-client tables hash with seeds no client can know: two
+    /// tables (or two processes) hash the same addresses differently. An
+    /// unkeyed or fixed hash would let a client with many addresses choose
+    /// ones that collide.
+    #[test]
+    fn client_tables_hash_with_secret_seeds_of_their_own() {
+        use std::hash::BuildHasher;
+        let (a, b) = (ClientHasher::default(), ClientHasher::default());
+        let keys = (1..=8u8).map(|i| Some(IpAddr::from([127, 0, 0, i])));
+        for key in keys.chain([None]) {
+            assert_ne!(a.hash_one(key), b.hash_one(key), "{key:?}");
+            assert_eq!(a.hash_one(key), a.clone().hash_one(key), "{key:?}");
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

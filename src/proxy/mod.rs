@@ -66,7 +66,7 @@ use crate::proxy::respond::{
 };
 use crate::proxy::retry::Failure;
 use crate::shutdown::{OpenRequest, OpenRequests};
-use crate::telemetry::{self, status_class};
+use crate::telemetry::{self, status_class, status_class_at, STATUS_CLASSES};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, info, warn};
@@ -76,6 +76,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use pingora_prometheus::prometheus::{Histogram, IntCounter};
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -93,7 +94,15 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The Host every request carries on the socket. Nomad does not route on
 /// Host, so the client's would only be a risk there; Go's server answers 400
 /// to a malformed one and, on HTTP/1.1, to none.
-const UPSTREAM_HOST: &str = "localhost";
+/// Static bytes: a clone copies nothing.
+static UPSTREAM_HOST: http::HeaderValue = http::HeaderValue::from_static("localhost");
+
+/// The workload token's header, in the case it has on the wire. A `&str`
+/// keeps that case: pingora-http 0.9.1 stores a name given as a `&str` as
+/// it is spelt (`IntoCaseHeaderName for &'static str`, no copy), where a
+/// [`http::HeaderName`] outside its short list of titled names would go out
+/// in lower case (`case_header_name.rs`, `titled_header_name`).
+const TOKEN_HEADER: &str = "X-Nomad-Token";
 
 /// The upstream's part of the configuration (`crate::config::Config::upstream`),
 /// handed to the proxy whole.
@@ -311,8 +320,11 @@ impl ProxyHttp for Holepunch {
         ctx.upstream_sent = Some(Instant::now());
         // The client's own credentials are for this proxy at most; Nomad
         // sees only the workload's.
-        upstream_request.remove_header("Authorization");
-        upstream_request.remove_header("Proxy-Authorization");
+        // By the `http` crate's constants: a `&str` would be parsed into a
+        // header name for each lookup (`HeaderMap::remove` through
+        // `HdrName::from_bytes`), twice per request.
+        upstream_request.remove_header(&http::header::AUTHORIZATION);
+        upstream_request.remove_header(&http::header::PROXY_AUTHORIZATION);
         self.for_the_socket(upstream_request)
     }
 
@@ -374,9 +386,12 @@ impl ProxyHttp for Holepunch {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent.take() {
-            telemetry::metrics()
-                .upstream_duration
-                .with_label_values(&[group_label(ctx.group)])
+            UPSTREAM_DURATION
+                .get(group_at(ctx.group), || {
+                    telemetry::metrics()
+                        .upstream_duration
+                        .with_label_values(&[group_label(ctx.group)])
+                })
                 .observe(sent.elapsed().as_secs_f64());
         }
         self.in_flight_check(session, ctx)?;
@@ -490,10 +505,7 @@ impl ProxyHttp for Holepunch {
             .map_or(0, |resp| resp.status.as_u16());
         let group = group_label(ctx.group);
         let outcome = ctx.outcome.label();
-        telemetry::metrics()
-            .requests
-            .with_label_values(&[group, outcome, status_class(status)])
-            .inc();
+        count_request(ctx.group, ctx.outcome, status);
         if log::log_enabled!(target: "access", log::Level::Debug) {
             debug!(
                 target: "access",
@@ -905,9 +917,20 @@ impl Holepunch {
 impl Holepunch {
     /// What every request on the socket carries, whoever built it: the
     /// workload token, and the one fixed Host.
+    ///
+    /// Host first: pingora-http's `insert_header` makes room for one more
+    /// entry in both of its maps before it looks the name up (http 1
+    /// `HeaderMap::try_insert2`, `try_reserve_one`), even for a name it then
+    /// replaces, and the upstream request is a clone of the client's, whose
+    /// maps Pingora sized to the client's header count (pingora-core 0.9.1
+    /// `protocols/http/v1/server.rs`, `read_request`, `RequestHeader::build`).
+    /// Replacing Host first grows full maps once, which leaves the token its
+    /// place; the token first filled the grown maps, and replacing Host then
+    /// grew both a second time. The values are ready-made: a clone of each
+    /// is a reference count at most.
     fn for_the_socket(&self, request: &mut RequestHeader) -> Result<()> {
-        request.insert_header("X-Nomad-Token", self.loaded.token.header_value())?;
-        request.insert_header(http::header::HOST, UPSTREAM_HOST)
+        request.insert_header(http::header::HOST, UPSTREAM_HOST.clone())?;
+        request.insert_header(TOKEN_HEADER, self.loaded.token.header_value())
     }
 
     /// Whether the proxy can serve: a workload token is loaded, it is not
@@ -1048,9 +1071,85 @@ fn group_label(group: Option<Group>) -> &'static str {
     group.map_or("none", Group::name)
 }
 
+/// The `group` labels' count: every group and `none`.
+const GROUPS: usize = Group::ALL.len() + 1;
+
+/// The `decision` labels' count ([`Outcome::label`]).
+const OUTCOMES: usize = 5;
+
+/// A group's place among the handles resolved once: `none` first.
+fn group_at(group: Option<Group>) -> usize {
+    group.map_or(0, |g| g as usize + 1)
+}
+
+/// Where a request's handle is in [`REQUESTS`].
+fn request_at(group: Option<Group>, outcome: Outcome, status: u16) -> usize {
+    (group_at(group) * OUTCOMES + outcome as usize) * STATUS_CLASSES.len() + status_class_at(status)
+}
+
+/// Counts a request in `holepunch_requests_total`.
+fn count_request(group: Option<Group>, outcome: Outcome, status: u16) {
+    REQUESTS
+        .get(request_at(group, outcome, status), || {
+            telemetry::metrics().requests.with_label_values(&[
+                group_label(group),
+                outcome.label(),
+                status_class(status),
+            ])
+        })
+        .inc();
+}
+
+/// `holepunch_requests_total`'s handles, by group, decision and status
+/// class: resolved on their first use, so the same series appear as when
+/// each request looked its labels up ([`telemetry::Resolved`]).
+static REQUESTS: telemetry::Resolved<IntCounter, { GROUPS * OUTCOMES * STATUS_CLASSES.len() }> =
+    telemetry::Resolved::new();
+
+/// `holepunch_upstream_duration_seconds`'s handles, by group.
+static UPSTREAM_DURATION: telemetry::Resolved<Histogram, GROUPS> = telemetry::Resolved::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EVERY_OUTCOME: [Outcome; OUTCOMES] = [
+        Outcome::Allowed,
+        Outcome::Denied,
+        Outcome::Refused,
+        Outcome::Limited,
+        Outcome::Local,
+    ];
+
+    #[test]
+    fn each_label_set_has_its_own_resolved_handle() {
+        let mut seen = std::collections::HashSet::new();
+        let groups = Group::ALL.map(Some).into_iter().chain([None]);
+        for group in groups {
+            assert!(group_at(group) < GROUPS);
+            for outcome in EVERY_OUTCOME {
+                for status in [0, 101, 200, 301, 404, 502] {
+                    let at = request_at(group, outcome, status);
+                    assert!(at < GROUPS * OUTCOMES * STATUS_CLASSES.len());
+                    assert!(seen.insert(at), "{group:?} {outcome:?} {status}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_resolved_handle_counts_the_series_its_labels_name() {
+        let requests = &telemetry::metrics().requests;
+        // A label set no other test counts.
+        let labels = ["agent_schedulers", "local", "3xx"];
+        let other = ["agent_schedulers", "local", "1xx"];
+        let before = requests.with_label_values(&labels).get();
+        let other_before = requests.with_label_values(&other).get();
+        count_request(Some(Group::AgentSchedulers), Outcome::Local, 304);
+        count_request(Some(Group::AgentSchedulers), Outcome::Local, 301);
+        assert_eq!(requests.with_label_values(&labels).get(), before + 2);
+        assert_eq!(requests.with_label_values(&other).get(), other_before);
+    }
 
     #[test]
     fn a_body_must_come_at_64_kib_a_period() {

@@ -49,7 +49,7 @@ fn reported_dropped(log: &str) -> usize {
 /// The refusal lines logged for our clients.
 fn refusal_lines(log: &str) -> usize {
     log.lines()
-        .filter(|l| l.contains("holepunch::proxy] ") || l.contains("holepunch::conn::guard] "))
+        .filter(|l| l.contains("holepunch::proxy] ") || l.contains("holepunch::guard] "))
         .filter(|l| l.contains(" 127.0.70.") || l.contains(" 127.0.71.1:"))
         .count()
 }

@@ -173,7 +173,7 @@ fn client_tokens_fail_closed_whatever_takes_their_place() {
         );
         let log = proxy.wait_log(IO_TIMEOUT, logged);
         assert!(
-            log.contains(&format!("ERROR holepunch::files::watch] {logged}")),
+            log.contains(&format!("ERROR holepunch::watch] {logged}")),
             "{what}:\n{log}"
         );
         // Fixed: served again, ready again.
