@@ -442,7 +442,10 @@ where
                     let too_large = Local::HeaderTooLarge {
                         max: MAX_HEADER_BYTES,
                     };
-                    unless_closed(closed.as_mut(), answer(&mut stream, too_large, false)).await;
+                    // No body for a HEAD, as for every answer (the request
+                    // line is whole: the header is past 64 KiB).
+                    let head = header_start(&buf).is_some_and(|at| buf[at..].starts_with(b"HEAD "));
+                    unless_closed(closed.as_mut(), answer(&mut stream, too_large, head)).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {

@@ -109,6 +109,23 @@ fn an_oversize_header_after_blank_lines_gets_431_and_nothing_is_forwarded() {
 }
 
 #[test]
+fn a_head_request_over_the_header_limit_gets_431_with_no_body() {
+    let s = setup(&[]);
+    // One byte past the limit, all of it read by the proxy, so that its
+    // close is an end of file and not a reset over unread bytes.
+    let mut raw = b"\r\nHEAD /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    raw.resize(64 * 1024 + 1, b'a');
+    let mut conn = Conn::open(s.proxy.addr).unwrap();
+    conn.send(&raw).unwrap();
+    let resp = conn.read_head().unwrap();
+    assert_eq!(resp.status, 431);
+    assert_eq!(resp.header("connection"), Some("close"));
+    // The answer ends with its head: the body a GET would get is not sent.
+    conn.wait_closed().unwrap();
+    assert!(s.standin.requests().is_empty());
+}
+
+#[test]
 fn a_body_on_a_group_path_gets_400_and_is_not_forwarded() {
     let s = setup(&[]);
     for raw in [
