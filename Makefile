@@ -12,6 +12,8 @@
 #   make bench  criterion benchmarks, then the load, storm, instruction and
 #               system-call benchmarks (benches/*.sh)
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)
+#   make mutants  mutation testing of the pure core (cargo-mutants; about an
+#               hour on two quiet cores)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -35,7 +37,7 @@ RUST_AUDIT_INFO_VERSION := 0.5.4
 # The platform `make build` builds for, and the one dist and deny look at.
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
-.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench fuzz setup-fuzz clean
+.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench fuzz setup-fuzz mutants setup-mutants clean
 
 all: build
 
@@ -217,6 +219,27 @@ endef
 fuzz: setup-fuzz
 	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
 	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t)))
+
+## mutants: mutation testing of the pure core, src/decision/ and the
+## configuration (CONTRIBUTING.md, "Mutation testing", says how to read the
+## report in target/mutants.out/). One mutant at a time, in a copy of the
+## tree, against the unit tests, the properties of tests/path_rules.rs and the
+## fuzz corpus replay; the integration tests would take hours. Its own build
+## directory (target/mutants) outlives the run. MUTANTS_ARGS adds options
+## (`MUTANTS_ARGS="-F hex_pair"` reruns the mutants whose names match).
+CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_FILES ?= src/decision/*.rs src/config/*.rs
+MUTANTS_ARGS ?=
+
+setup-mutants:
+	$(call cargo-tool,cargo-mutants,$(CARGO_MUTANTS_VERSION))
+
+mutants: setup setup-mutants
+	CARGO_TARGET_DIR="$(CURDIR)/target/mutants" $(CARGO) mutants -j 1 -o target \
+	  --timeout 60 --build-timeout 900 \
+	  $(foreach f,$(MUTANTS_FILES),-f '$(f)') \
+	  --cargo-arg=--lib --cargo-arg=--test=path_rules --cargo-arg=--test=fuzz_corpus \
+	  $(MUTANTS_ARGS)
 
 clean:
 	$(CARGO) clean
