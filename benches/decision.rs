@@ -3,7 +3,9 @@
 //! and a hostile one. `make bench-decision` (or `cargo bench --bench decision`).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use holepunch::decision::allowlist::{decide, Allowlist, Group};
+use holepunch::decision::allowlist::{Allowlist, Group};
+use holepunch::decision::head::decide_target;
+use holepunch::decision::target::parse_target;
 use http::Method;
 
 fn decision(c: &mut Criterion) {
@@ -19,10 +21,10 @@ fn decision(c: &mut Criterion) {
     for (name, target) in cases {
         group.bench_function(name, |b| {
             b.iter(|| {
-                decide(
+                decide_target(
                     black_box(&allow),
                     black_box(&Method::GET),
-                    black_box(target),
+                    &parse_target(black_box(target)),
                 )
             })
         });

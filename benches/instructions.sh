@@ -8,6 +8,7 @@
 #   benches/instructions.sh                 (make bench runs it)
 #   DURATION=30 benches/instructions.sh
 #   HP_ENV='MALLOC_ARENA_MAX=1' benches/instructions.sh   (an A/B of the proxy's environment)
+#   BIN=/tmp/old/nomad-holepunch FLOOR=/tmp/old/floor benches/instructions.sh   (other builds)
 #
 # Callgrind counts user-space instructions only: the kernel's share (the
 # socket I/O, about 44% of the proxy's CPU in the profile in
@@ -24,8 +25,10 @@ PATHS=${PATHS:-"/v1/agent/health /v1/metrics?format=prometheus"}
 
 . "$(dirname "$0")/common.sh"
 install_missing instructions.sh wrk=wrk nginx=nginx-light valgrind=valgrind
-release_build --example floor
-FLOOR="$root/target/release/examples/floor"
+if [ -z "${FLOOR:-}" ]; then
+    release_build --example floor
+    FLOOR="$root/target/release/examples/floor"
+fi
 make_work instructions
 start_upstream 1
 

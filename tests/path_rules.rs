@@ -8,10 +8,16 @@
 //! the bytes the proxy would send, never with `Group::of_path` or the path
 //! `parse_target` returns.
 
-use holepunch::decision::allowlist::{decide, Allowlist, Decision, Group};
-use holepunch::decision::target::Refusal;
+use holepunch::decision::allowlist::{Allowlist, Group};
+use holepunch::decision::head::{decide_target, Decision};
+use holepunch::decision::target::{parse_target, Refusal};
 use http::Method;
 use proptest::prelude::*;
+
+/// The target and the allowlist: the path decision of a raw target.
+fn decide(allow: &Allowlist, method: &Method, raw: &[u8]) -> Decision {
+    decide_target(allow, method, &parse_target(raw))
+}
 
 /// Every group open, ALL off: the strictest test of group boundaries.
 fn every_group() -> Allowlist {
@@ -404,7 +410,8 @@ fn the_generator_reaches_forwarded_targets() {
 // ---- The whole head: random requests against an independent model ----------
 
 use holepunch::decision::cidr::AddrSet;
-use holepunch::decision::head::{decide_request, Head, HostList, Rules};
+use holepunch::decision::head::{decide_request, Head, Rules};
+use holepunch::decision::hosts::HostList;
 
 /// A path for each group route of [`NOMAD_ROUTES`] (an id filled in under a
 /// subtree): (path, group flag suffix, is an agent endpoint).
@@ -511,6 +518,7 @@ proptest! {
         let d = decide_request(&rules, &Head {
             method: &method,
             target: target.as_bytes(),
+            parsed: &parse_target(target.as_bytes()),
             headers: &map,
             client: Some(ip),
         });

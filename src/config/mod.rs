@@ -16,7 +16,7 @@
 
 use crate::decision::allowlist::{Allowlist, Group};
 use crate::decision::cidr::AddrSet;
-use crate::decision::head::HostList;
+use crate::decision::hosts::HostList;
 use crate::files::token::TokenSource;
 use crate::logging::LogFormat;
 use std::collections::HashMap;

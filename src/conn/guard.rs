@@ -38,7 +38,24 @@
 //! has it (`src/apps/mod.rs`, `impl<T: HttpServerApp> ServerApp for T`,
 //! `process_new`: a new `ServerSession` per request, the persistent
 //! settings carried over), so that every request on a connection gets the
-//! same deadline. Review it against that loop on every Pingora upgrade.
+//! same deadline. Review it against that loop on every Pingora upgrade:
+//! Cargo.toml pins Pingora exactly, and a test fails when Cargo.lock holds
+//! another version than [`REVIEWED_PINGORA`], the one it was reviewed against.
+//!
+//! The header bytes the guard read are handed on as the session's
+//! pipelined prefix, which Pingora's loop uses for the bytes a finished
+//! session read past its request. In pingora-core 0.9.1 a finished session
+//! keeps such bytes only when HTTP/1.1 pipelining was turned on for it
+//! (`protocols/http/v1/server.rs`, `HttpSession::reuse`: with it off, bytes
+//! read past the request make the connection not reusable), and nothing
+//! here or in pingora-proxy turns it on. The persisted settings carry the
+//! prefix to the next session (`apps/mod.rs`,
+//! `HttpPersistentSettings::apply_to_session`, which calls
+//! `set_pipelined_prefix`), and they do not let anyone read it back, so the
+//! guard cannot put it before its own bytes. It checks instead: a session
+//! that comes back with pipelining on is closed, with a warning
+//! ([`next_session`]), rather than have its prefix overwritten (the release
+//! build) or a `debug_assert` panic (`set_pipelined_prefix`).
 //!
 //! Empty lines before a request line, which HTTP parsers skip (RFC 9112,
 //! section 2.2), count toward the deadline and the size limit, and are
@@ -63,11 +80,13 @@
 
 use crate::conn::connections::{Connections, Peer, Slot};
 use crate::conn::deadline::WriteDeadline;
-use crate::decision::allowlist::Forbidden;
 use crate::decision::cidr::{admits, AddrSet};
+use crate::decision::head::Forbidden;
 use crate::decision::target::{parse_target, Refusal};
 use crate::files::client_cert::ClientCas;
 use crate::logging::{capped, Verdict};
+use crate::proxy::Local;
+use crate::telemetry::status_class;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -88,10 +107,12 @@ use tokio::time::timeout;
 /// The largest request header accepted: the request line and every field.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// The 431 answer's body, naming the limit.
-fn too_large_body() -> String {
-    format!("request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
-}
+/// The pingora-core version whose HTTP/1 keep-alive loop [`HeaderGuard`]
+/// copies, and was last reviewed against (`src/apps/mod.rs`, `process_new`;
+/// the pipelined prefix, [`next_session`]). A test compares it with the
+/// version in Cargo.lock: change it only after reviewing the copy against
+/// the new version.
+pub const REVIEWED_PINGORA: &str = "0.9.1";
 
 /// How reading one request header ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -147,16 +168,16 @@ pub fn refused_target(header: &[u8]) -> Option<Refusal> {
     if target.iter().all(|&b| plain(b)) {
         return None;
     }
-    if let Err(refusal) = parse_target(target) {
-        return Some(refusal);
-    }
     // The path rules let a query hold any visible ASCII byte but `#`; the
     // `http` crate's URI parser refuses these three in a query, and Pingora
     // would answer 400 with no reason (http 1 `uri/path.rs`, `QUERY_MAP`).
-    let query = target.iter().position(|&b| b == b'?').map(|q| &target[q..]);
-    query
-        .is_some_and(|q| q.iter().any(|b| b"\"<>".contains(b)))
-        .then_some(Refusal::DisallowedQueryByte)
+    match parse_target(target) {
+        Err(refusal) => Some(refusal),
+        Ok(t) => t
+            .query
+            .is_some_and(|q| q.iter().any(|b| b"\"<>".contains(b)))
+            .then_some(Refusal::DisallowedQueryByte),
+    }
 }
 
 /// Bytes of a request target that every parser on the way (httparse,
@@ -369,14 +390,10 @@ where
             match read {
                 HeaderRead::Complete => {}
                 HeaderRead::TooLarge => {
-                    let body = too_large_body();
-                    let response = format!(
-                        "HTTP/1.1 431 Request Header Fields Too Large\r\n\
-                         Content-Type: text/plain; charset=utf-8\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    unless_closed(&slot, write_all(&mut stream, response.as_bytes())).await;
+                    let too_large = Local::HeaderTooLarge {
+                        max: MAX_HEADER_BYTES,
+                    };
+                    unless_closed(&slot, answer(&mut stream, too_large, false)).await;
                     return None;
                 }
                 HeaderRead::TimedOut => {
@@ -406,33 +423,33 @@ where
                 unless_closed(&slot, forbid(&mut stream, &buf)).await;
                 return None;
             }
-            let mut session = ServerSession::new_http1(stream);
-            // Pingora's own write timeout would cut off a large body that
-            // the client is still reading: the stream's deadline does it.
-            session.set_write_timeout(None);
-            match persistent.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => {
-                    // As Pingora's loop does; reading the request then sets
-                    // keep-alive from the client's `Connection` (pingora-core
-                    // 0.9.1 `protocols/http/v1/server.rs`, `read_request`,
-                    // `respect_keepalive`), and the app may change it: the
-                    // proxy turns it off for outsiders, so that they get
-                    // `Connection: close`. The idle wait is the guard's own
-                    // (`Start::KeptAlive`); 0 would mean "forever" here.
-                    let idle = settings.idle_timeout.as_secs().max(1);
-                    let keepalive = (!*shutdown.borrow()).then_some(idle);
-                    session.set_keepalive(keepalive);
-                    session.set_keepalive_reuses_remaining(
-                        self.inner
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
-                }
-            }
-            // Pipelining is never enabled here, so the finished session left no
-            // prefix of its own: these bytes are the start of the request.
-            session.set_pipelined_prefix(buf);
+            let first = |session: &mut ServerSession| {
+                // As Pingora's loop does; reading the request then sets
+                // keep-alive from the client's `Connection` (pingora-core
+                // 0.9.1 `protocols/http/v1/server.rs`, `read_request`,
+                // `respect_keepalive`), and the app may change it: the
+                // proxy turns it off for outsiders, so that they get
+                // `Connection: close`. The idle wait is the guard's own
+                // (`Start::KeptAlive`); 0 would mean "forever" here.
+                let idle = settings.idle_timeout.as_secs().max(1);
+                let keepalive = (!*shutdown.borrow()).then_some(idle);
+                session.set_keepalive(keepalive);
+                session.set_keepalive_reuses_remaining(
+                    self.inner
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+            };
+            let Some(session) = next_session(stream, persistent.take(), buf, first) else {
+                log::warn!(
+                    "closed a connection from {}: Pingora kept bytes of a pipelined request \
+                     for it (HTTP/1.1 pipelining is on), which the connection guard cannot \
+                     hand on in order; src/conn/guard.rs was reviewed against pingora-core \
+                     {REVIEWED_PINGORA}, which never turns it on",
+                    shown(client)
+                );
+                return None;
+            };
             // A connection whose writes stalled may be closed for a new one
             // at the cap ([`Slot::watch`]): dropping the request drops its
             // stream and everything it holds.
@@ -456,6 +473,40 @@ where
     async fn cleanup(&self) {
         self.inner.http_cleanup().await
     }
+}
+
+/// The HTTP session of the next request on a connection: the settings
+/// Pingora persisted from the previous one applied to it (`first` sets
+/// them up on a connection's first request), and the guard's header bytes
+/// as its first bytes. `None` when the previous session had HTTP/1.1
+/// pipelining on: only then can the persisted settings hold bytes Pingora
+/// read past that request, which would have to come before `header` and
+/// which `set_pipelined_prefix` would overwrite (pingora-core 0.9.1
+/// `protocols/http/v1/server.rs`, `HttpSession::reuse` keeps them only
+/// with pipelining on; `HttpPersistentSettings::for_session` carries the
+/// switch over with them, and `apply_to_session` hands both on).
+fn next_session(
+    stream: Stream,
+    persistent: Option<HttpPersistentSettings>,
+    header: BytesMut,
+    first: impl FnOnce(&mut ServerSession),
+) -> Option<ServerSession> {
+    let mut session = ServerSession::new_http1(stream);
+    // Pingora's own write timeout would cut off a large body that the
+    // client is still reading: the stream's deadline does it.
+    session.set_write_timeout(None);
+    match persistent {
+        Some(kept) => {
+            kept.apply_to_session(&mut session);
+            if session.pipelining_enabled() {
+                return None;
+            }
+        }
+        None => first(&mut session),
+    }
+    // No prefix of Pingora's: these bytes are the start of the request.
+    session.set_pipelined_prefix(header);
+    Some(session)
 }
 
 /// The client's address, for a log line.
@@ -506,10 +557,20 @@ async fn unless_closed<T>(slot: &Slot, work: impl std::future::Future<Output = T
     }
 }
 
-/// Writes and flushes a whole response the guard makes itself; a failure
-/// is the client's, and the connection is closed after it either way.
-async fn write_all(stream: &mut Stream, response: &[u8]) {
-    let _ = stream.write_all(response).await;
+/// Writes and flushes a whole answer the guard makes itself, from the
+/// proxy's own ([`Local::answer`]; [`crate::proxy::Answer::http1`], with no body for a
+/// HEAD), and counts it in `holepunch_requests_total` as the proxy counts
+/// every request it answers (`crate::proxy`, `logging`: the group label
+/// `none`, as for every local answer, the outcome's, the status class). A
+/// failure to write is the client's, and the connection is closed after it
+/// either way.
+async fn answer(stream: &mut Stream, local: Local, head: bool) {
+    let answer = local.answer();
+    crate::telemetry::metrics()
+        .requests
+        .with_label_values(&["none", answer.outcome.label(), status_class(answer.status)])
+        .inc();
+    let _ = stream.write_all(answer.http1(head).as_bytes()).await;
     let _ = stream.flush().await;
 }
 
@@ -521,20 +582,12 @@ fn shown(client: Option<IpAddr>) -> String {
 /// that serves it nothing ([`Outsiders::Forbidden`]); the connection is
 /// closed after it.
 async fn forbid(stream: &mut Stream, header: &[u8]) {
-    let body = Forbidden::Address.reason();
-    refusal_line(|| format!("refused {} on the telemetry listener: {body}", peer(stream)));
-    let response = format!(
-        "HTTP/1.1 403 Forbidden\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if header.starts_with(b"HEAD ") {
-            ""
-        } else {
-            &body
-        }
-    );
-    write_all(stream, response.as_bytes()).await;
+    let local = Local::Forbid(Forbidden::Address);
+    refusal_line(|| {
+        let body = local.answer().body;
+        format!("refused {} on the telemetry listener: {body}", peer(stream))
+    });
+    answer(stream, local, header.starts_with(b"HEAD ")).await;
 }
 
 /// Logs a refusal at info, throttled as every refusal line is
@@ -552,32 +605,15 @@ fn refusal_line(line: impl FnOnce() -> String) {
 }
 
 /// Answers 400 to a request whose target [`refused_target`] refused, and
-/// counts and logs it as the proxy does its own refusals. The connection is
-/// closed after it.
+/// logs it as the proxy does its own refusals. The connection is closed
+/// after it.
 async fn refuse(stream: &mut Stream, header: &[u8], refusal: Refusal) {
-    let reason = refusal.reason();
     let line = header.split(|&b| b == b'\n').next().unwrap_or_default();
     refusal_line(|| {
         let shown = capped(line.escape_ascii());
-        format!("refused {} {shown}: {reason}", peer(stream))
+        format!("refused {} {shown}: {}", peer(stream), refusal.reason())
     });
-    crate::telemetry::metrics()
-        .requests
-        .with_label_values(&["none", crate::proxy::Outcome::Refused.label(), "4xx"])
-        .inc();
-    let body = format!("bad request: {reason}");
-    let response = format!(
-        "HTTP/1.1 400 Bad Request\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if line.starts_with(b"HEAD ") {
-            ""
-        } else {
-            &body
-        }
-    );
-    write_all(stream, response.as_bytes()).await;
+    answer(stream, Local::Refuse(refusal), line.starts_with(b"HEAD ")).await;
 }
 
 #[cfg(test)]
@@ -673,5 +709,59 @@ mod tests {
         for from in 0..buf.len() {
             assert_eq!(header_end(buf, from), Some(31), "from {from}");
         }
+    }
+
+    /// The tripwire of the copied keep-alive loop: Cargo.lock must hold the
+    /// pingora-core it was reviewed against (build.rs reads the `pingora`
+    /// version from Cargo.lock, and `build_info`'s tests hold every pingora
+    /// crate to it).
+    #[test]
+    fn the_copied_keep_alive_loop_was_reviewed_against_the_locked_pingora() {
+        let review = "review HeaderGuard::process_new and next_session against pingora-core's \
+                      src/apps/mod.rs (process_new) and its pipelined prefix, then update \
+                      REVIEWED_PINGORA";
+        assert_eq!(crate::build_info::PINGORA, REVIEWED_PINGORA, "{review}");
+        let locked = format!("name = \"pingora-core\"\nversion = \"{REVIEWED_PINGORA}\"\n");
+        assert!(
+            include_str!("../../Cargo.lock").contains(&locked),
+            "Cargo.lock holds another pingora-core than {REVIEWED_PINGORA}: {review}"
+        );
+    }
+
+    /// A stream for a session that is built and never read.
+    fn idle_stream() -> Stream {
+        Box::new(std::io::Cursor::new(Vec::new()))
+    }
+
+    /// A prefix Pingora persisted (pipelining on) is never overwritten by
+    /// the guard's bytes, nor does it panic (`set_pipelined_prefix`'s
+    /// `debug_assert`): the connection is closed. Without pipelining the
+    /// settings carry over and the guard's bytes start the request.
+    #[test]
+    fn a_pipelined_prefix_pingora_kept_closes_the_connection() {
+        let mut previous = ServerSession::new_http1(idle_stream());
+        previous.set_pipelining_enabled(true);
+        previous.set_keepalive(Some(5));
+        let mut kept = HttpPersistentSettings::for_session(&previous);
+        kept.set_pipelined_prefix(BytesMut::from(&b"GET /v1/metrics HTTP/1.1\r\n"[..]));
+        let header = BytesMut::from(&b"GET /v1/agent/health HTTP/1.1\r\n\r\n"[..]);
+        let never = |_: &mut ServerSession| panic!("not a first request");
+        assert!(next_session(idle_stream(), Some(kept), header.clone(), never).is_none());
+
+        let mut previous = ServerSession::new_http1(idle_stream());
+        previous.set_keepalive(Some(5));
+        let kept = HttpPersistentSettings::for_session(&previous);
+        let session = next_session(idle_stream(), Some(kept), header.clone(), never)
+            .expect("no pipelining: the session goes on");
+        assert_eq!(session.get_keepalive(), Some(5));
+        assert!(!session.pipelining_enabled());
+
+        let mut firsts = 0;
+        let session = next_session(idle_stream(), None, header, |s: &mut ServerSession| {
+            firsts += 1;
+            s.set_keepalive(Some(7));
+        })
+        .expect("a first request");
+        assert_eq!((firsts, session.get_keepalive()), (1, Some(7)));
     }
 }

@@ -1,11 +1,10 @@
-//! The allowlist: the endpoint groups an operator can open, and the decision
-//! for one request (forward, answer locally, or refuse, and with which status).
+//! The allowlist: the endpoint groups an operator can open, and what a
+//! decoded path and a method decide ([`decide_path`]): forward, a local
+//! route, or a refusal for what is asked. The rest of the request decision
+//! (the target's form, the head) is `crate::decision::head`'s.
 //!
-//! Pure: no I/O, no allocation unless the path has percent escapes. The
-//! proxy calls [`decide`] once per request, before anything is forwarded.
+//! Pure: no I/O, no allocation.
 
-use crate::config::{ALLOW_FROM, NOMAD_REGION};
-use crate::decision::target::{parse_target, Refusal};
 use http::Method;
 
 /// An endpoint group, enabled by its `HOLEPUNCH_ALLOW_*` flag.
@@ -176,165 +175,68 @@ impl Allowlist {
     }
 }
 
-/// What to do with one request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Forward to the Task API socket. `group` is `None` for a path only ALL
-    /// covers. `origin_offset` is where the origin-form part of the raw target
-    /// starts (non-zero only for absolute-form targets, which are forwarded
-    /// as their path and query).
-    Forward {
-        group: Option<Group>,
-        origin_offset: usize,
-    },
-    /// `/health`: answer `200 ok` locally.
-    Health,
-    /// `/ready`: check the token and the socket, and answer 200 or 503.
-    Ready,
-    /// 403: a `/v1/` path no open group covers. `group` names the flag that
-    /// would open it, if there is one.
-    Deny { group: Option<Group> },
-    /// 405 with `Allow: GET, HEAD`: a method other than GET or HEAD on an
-    /// open group's path (or on `/health` or `/ready`).
-    MethodNotAllowed,
-    /// 404: a path outside `/v1/` other than `/health` and `/ready`.
-    NotFound,
-    /// 400: the target breaks the path rules (see [`crate::decision::target`]).
-    Refuse(Refusal),
-    /// 400: the request head breaks a rule of [`crate::decision::head`] (a body or an
-    /// upgrade on a read-only group path, two Host headers).
-    BadHead(BadHead),
-    /// 403: refused by [`crate::decision::head`] for who asks or what the query
-    /// reaches (address, web page, other region, other agent).
-    Forbid(Forbidden),
-    /// 421: the Host is not one `HOLEPUNCH_ALLOWED_HOSTS` allows.
-    Misdirected,
-}
-
-/// Why a request head was refused with 400.
+/// What the path and the method decide: the allowlist's part of the
+/// request decision (`crate::decision::head::Decision` is the whole).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadHead {
-    /// A `Content-Length` other than a single 0, or any `Transfer-Encoding`,
-    /// on a group path (ALL off): the groups are read-only GETs.
-    Body,
-    /// `Upgrade` on a group path, whatever ALL says.
-    Upgrade,
-    /// More than one `Host` header (RFC 9112, section 3.2: answer 400).
-    DuplicateHost,
+pub enum Route {
+    /// Forwarded, as far as the path goes: `None` for a path only ALL covers.
+    Forward(Option<Group>),
+    /// `/health`.
+    Health,
+    /// `/ready`.
+    Ready,
+    /// A `/v1/` path no open group covers, and the group that would.
+    Deny(Option<Group>),
+    /// A method other than GET or HEAD on an open group's path (or on
+    /// `/health` or `/ready`).
+    MethodNotAllowed,
+    /// A path outside `/v1/` other than `/health` and `/ready`.
+    NotFound,
 }
 
-impl BadHead {
-    /// The text of the 400 response and the log line.
-    pub fn reason(self) -> &'static str {
-        match self {
-            BadHead::Body => {
-                "this endpoint takes no request body: send no Transfer-Encoding and no \
-                 Content-Length other than 0"
-            }
-            BadHead::Upgrade => "protocol upgrades (Upgrade) are not forwarded on this endpoint",
-            BadHead::DuplicateHost => "more than one Host header",
-        }
-    }
-}
-
-/// Why a request was refused with 403 by [`crate::decision::head`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Forbidden {
-    /// The client's address is outside `HOLEPUNCH_ALLOW_FROM`.
-    Address,
-    /// An `Origin` header, or a `Sec-Fetch-Site` other than `none`: a web page.
-    CrossSite,
-    /// A `region` parameter naming another region than `NOMAD_REGION`.
-    OtherRegion { asked: String, here: String },
-    /// `node_id` or `server_id` on an agent group: another agent's data.
-    OtherAgent(&'static str),
-}
-
-impl Forbidden {
-    /// The text of the 403 response and the log line.
-    pub fn reason(&self) -> String {
-        match self {
-            Forbidden::Address => {
-                format!("forbidden: your address is not in {ALLOW_FROM}")
-            }
-            Forbidden::CrossSite => "forbidden: requests from web pages (with an Origin header, \
-                                     or Sec-Fetch-Site other than none) are not served: this \
-                                     proxy adds a Nomad token to what it forwards"
-                .to_string(),
-            Forbidden::OtherRegion { asked, here } => format!(
-                "forbidden: this proxy serves region {here:?} ({NOMAD_REGION}) and the request \
-                 asks for region {asked:?}; set region: {here} in nomad_sd_configs, or the \
-                 client's region setting"
-            ),
-            Forbidden::OtherAgent(param) => format!(
-                "forbidden: {param} makes this agent fetch another agent's data; this proxy \
-                 serves its own node only"
-            ),
-        }
-    }
-}
-
-/// Decides what happens to a request with this method and raw target.
-///
-/// Groups forward only GET and HEAD; ALL forwards every method. The path
-/// rules apply to everything, ALL included. An absolute-form target is
-/// accepted only when its path would be forwarded; otherwise it is refused
-/// with 400 rather than answered as its path would be.
-pub fn decide(allow: &Allowlist, method: &Method, raw_target: &[u8]) -> Decision {
-    let target = match parse_target(raw_target) {
-        Ok(target) => target,
-        Err(refusal) => return Decision::Refuse(refusal),
-    };
-    let decision = decide_path(allow, method, &target.path);
-    match decision {
-        Decision::Forward { group, .. } => Decision::Forward {
-            group,
-            origin_offset: target.origin_offset,
-        },
-        _ if target.origin_offset > 0 => Decision::Refuse(Refusal::AbsoluteFormNotForwarded),
-        other => other,
-    }
-}
-
-fn decide_path(allow: &Allowlist, method: &Method, path: &[u8]) -> Decision {
+/// What a decoded path (`crate::decision::target::Target::path`) and a
+/// method decide. Groups forward only GET and HEAD; ALL forwards every
+/// method, on every `/v1/` path.
+pub fn decide_path(allow: &Allowlist, method: &Method, path: &[u8]) -> Route {
     let read_only = method == Method::GET || method == Method::HEAD;
     let local = match path {
-        b"/health" => Some(Decision::Health),
-        b"/ready" => Some(Decision::Ready),
+        b"/health" => Some(Route::Health),
+        b"/ready" => Some(Route::Ready),
         _ => None,
     };
     if let Some(local) = local {
         return if read_only {
             local
         } else {
-            Decision::MethodNotAllowed
+            Route::MethodNotAllowed
         };
     }
     if !path.starts_with(b"/v1/") {
-        return Decision::NotFound;
+        return Route::NotFound;
     }
     let group = Group::of_path(path);
     if allow.all {
-        return Decision::Forward {
-            group,
-            origin_offset: 0,
-        };
+        return Route::Forward(group);
     }
     match group {
-        Some(g) if allow.allows(g) && read_only => Decision::Forward {
-            group,
-            origin_offset: 0,
-        },
-        Some(g) if allow.allows(g) => Decision::MethodNotAllowed,
-        _ => Decision::Deny { group },
+        Some(g) if allow.allows(g) && read_only => Route::Forward(group),
+        Some(g) if allow.allows(g) => Route::MethodNotAllowed,
+        _ => Route::Deny(group),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::head::{decide_target, Decision};
+    use crate::decision::target::{parse_target, Refusal};
 
     const GET: Method = Method::GET;
+
+    /// The target and the allowlist, as the whole decision makes them.
+    fn decide(allow: &Allowlist, method: &Method, raw: &[u8]) -> Decision {
+        decide_target(allow, method, &parse_target(raw))
+    }
 
     fn fwd(group: Group) -> Decision {
         Decision::Forward {
@@ -548,43 +450,6 @@ mod tests {
                 "{g:?}"
             );
         }
-    }
-
-    /// The 400 and 403 texts the README's request table quotes.
-    #[test]
-    fn refusal_texts() {
-        assert_eq!(
-            BadHead::Body.reason(),
-            "this endpoint takes no request body: send no Transfer-Encoding and no \
-             Content-Length other than 0"
-        );
-        assert_eq!(
-            BadHead::Upgrade.reason(),
-            "protocol upgrades (Upgrade) are not forwarded on this endpoint"
-        );
-        assert_eq!(BadHead::DuplicateHost.reason(), "more than one Host header");
-        assert_eq!(
-            Forbidden::Address.reason(),
-            "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM"
-        );
-        assert!(Forbidden::CrossSite
-            .reason()
-            .starts_with("forbidden: requests from web pages (with an Origin header, or"));
-        assert_eq!(
-            Forbidden::OtherRegion {
-                asked: "global".into(),
-                here: "europe".into()
-            }
-            .reason(),
-            "forbidden: this proxy serves region \"europe\" (NOMAD_REGION) and the request \
-             asks for region \"global\"; set region: europe in nomad_sd_configs, or the \
-             client's region setting"
-        );
-        assert_eq!(
-            Forbidden::OtherAgent("server_id").reason(),
-            "forbidden: server_id makes this agent fetch another agent's data; this proxy \
-             serves its own node only"
-        );
     }
 
     #[test]

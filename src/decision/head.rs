@@ -1,19 +1,24 @@
-//! The whole request decision: the path rules and the allowlist
-//! ([`crate::decision::allowlist::decide`]), then what the rest of the request head
+//! The whole request decision ([`decide_request`]): the target's form and
+//! the allowlist ([`decide_target`]), then what the rest of the request head
 //! may carry. Who asks (`HOLEPUNCH_ALLOW_FROM`), whether a web page asks
 //! (`Origin`, `Sec-Fetch-Site`), which Host it was sent to
 //! (`HOLEPUNCH_ALLOWED_HOSTS`), and, on the read-only groups, no body, no
-//! upgrade, no other region and no other agent.
+//! upgrade, no other region and no other agent. The refusals only the head
+//! makes ([`BadHead`], [`Forbidden`]) are here too; the texts of every
+//! refusal are beside the other answers' bodies (`crate::proxy::answer`).
 //!
-//! Pure: [`decide_request`] reads the method, the target, the headers and
-//! the client's address, and returns a [`Decision`]. The proxy acts on it;
-//! nothing here does I/O or keeps state.
+//! Pure: [`decide_request`] reads the method, the target (parsed once, by
+//! the caller, with [`crate::decision::target::parse_target`]), the headers
+//! (in one pass) and the client's address, and returns a [`Decision`]. The
+//! proxy acts on it; nothing here does I/O or keeps state.
 
-use crate::decision::allowlist::{decide, Allowlist, BadHead, Decision, Forbidden, Group};
+use crate::decision::allowlist::{decide_path, Allowlist, Group, Route};
 use crate::decision::cidr::{admits, AddrSet};
+use crate::decision::hosts::HostList;
+use crate::decision::query::go_query_pairs;
+use crate::decision::target::{absolute_authority, Refusal, Target};
 use http::header::{HeaderMap, CONTENT_LENGTH, HOST, ORIGIN, TRANSFER_ENCODING, UPGRADE};
 use http::Method;
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The rules that do not change while the proxy runs.
@@ -36,18 +41,111 @@ pub struct Head<'a> {
     pub method: &'a Method,
     /// The raw request target, as sent.
     pub target: &'a [u8],
+    /// `target`, read once by `parse_target`: the decision reads its path,
+    /// query and authority from this. (`target` itself is read again only
+    /// for the authority of an absolute-form target that was refused.)
+    pub parsed: &'a Result<Target<'a>, Refusal>,
     pub headers: &'a HeaderMap,
     /// The client's address (`None` when the socket could not say).
     pub client: Option<IpAddr>,
 }
 
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
+/// What to do with one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward to the Task API socket. `group` is `None` for a path only ALL
+    /// covers. `origin_offset` is where the origin-form part of the raw target
+    /// starts (non-zero only for absolute-form targets, which are forwarded
+    /// as their path and query).
+    Forward {
+        group: Option<Group>,
+        origin_offset: usize,
+    },
+    /// `/health`: answer `200 ok` locally.
+    Health,
+    /// `/ready`: check the token and the socket, and answer 200 or 503.
+    Ready,
+    /// 403: a `/v1/` path no open group covers. `group` names the flag that
+    /// would open it, if there is one.
+    Deny { group: Option<Group> },
+    /// 405 with `Allow: GET, HEAD`: a method other than GET or HEAD on an
+    /// open group's path (or on `/health` or `/ready`).
+    MethodNotAllowed,
+    /// 404: a path outside `/v1/` other than `/health` and `/ready`.
+    NotFound,
+    /// 400: the target breaks the path rules (see [`crate::decision::target`]).
+    Refuse(Refusal),
+    /// 400: the request head breaks a rule of this module (a body or an
+    /// upgrade on a read-only group path, two Host headers).
+    BadHead(BadHead),
+    /// 403: refused for who asks or what the query reaches (address, web
+    /// page, other region, other agent).
+    Forbid(Forbidden),
+    /// 421: the Host is not one `HOLEPUNCH_ALLOWED_HOSTS` allows.
+    Misdirected,
+}
+
+/// Why a request head was refused with 400 (its text: `BadHead::reason`,
+/// in `crate::proxy::answer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadHead {
+    /// A `Content-Length` other than a single 0, or any `Transfer-Encoding`,
+    /// on a group path (ALL off): the groups are read-only GETs.
+    Body,
+    /// `Upgrade` on a group path, whatever ALL says.
+    Upgrade,
+    /// More than one `Host` header (RFC 9112, section 3.2: answer 400).
+    DuplicateHost,
+}
+
+/// Why a request was refused with 403 (its text: `Forbidden::reason`, in
+/// `crate::proxy::answer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The client's address is outside `HOLEPUNCH_ALLOW_FROM`.
+    Address,
+    /// An `Origin` header, or a `Sec-Fetch-Site` other than `none`: a web page.
+    CrossSite,
+    /// A `region` parameter naming another region than `NOMAD_REGION`.
+    OtherRegion { asked: String, here: String },
+    /// `node_id` or `server_id` on an agent group: another agent's data.
+    OtherAgent(&'static str),
+}
+
+/// What the target and the method decide with the allowlist, before the
+/// rest of the head is read: the target's refusal, or the path's
+/// [`Route`]. The path rules apply to everything, ALL included. An
+/// absolute-form target is accepted only when its path would be forwarded;
+/// otherwise it is refused with 400 rather than answered as its path would
+/// be.
+pub fn decide_target(
+    allow: &Allowlist,
+    method: &Method,
+    target: &Result<Target<'_>, Refusal>,
+) -> Decision {
+    let target = match target {
+        Ok(target) => target,
+        Err(refusal) => return Decision::Refuse(*refusal),
+    };
+    match decide_path(allow, method, &target.path) {
+        Route::Forward(group) => Decision::Forward {
+            group,
+            origin_offset: target.origin_offset,
+        },
+        _ if target.origin_offset > 0 => Decision::Refuse(Refusal::AbsoluteFormNotForwarded),
+        Route::Health => Decision::Health,
+        Route::Ready => Decision::Ready,
+        Route::Deny(group) => Decision::Deny { group },
+        Route::MethodNotAllowed => Decision::MethodNotAllowed,
+        Route::NotFound => Decision::NotFound,
+    }
+}
 
 /// Decides what happens to one request. Checks run in this order, and the
 /// first that fails decides:
 ///
-/// 1. the target and the allowlist ([`decide`]); `/health` and `/ready`
-///    are answered whatever else the head says;
+/// 1. the target and the allowlist ([`decide_target`]); `/health` and
+///    `/ready` are answered whatever else the head says;
 /// 2. the client's address, against `HOLEPUNCH_ALLOW_FROM` (403);
 /// 3. a web page: `Origin`, or `Sec-Fetch-Site` other than `none` (403);
 /// 4. two `Host` headers (400), then `HOLEPUNCH_ALLOWED_HOSTS` (421);
@@ -58,27 +156,34 @@ const SEC_FETCH_SITE: &str = "sec-fetch-site";
 /// Under ALL, paths outside the groups take any method, body, upgrade and
 /// query: steps 2 to 4 still apply.
 pub fn decide_request(rules: &Rules, head: &Head<'_>) -> Decision {
-    let decision = decide(&rules.allow, head.method, head.target);
+    let decision = decide_target(&rules.allow, head.method, head.parsed);
     if matches!(decision, Decision::Health | Decision::Ready) {
         return decision;
     }
     if !admits(rules.allow_from.as_ref(), head.client) {
         return Decision::Forbid(Forbidden::Address);
     }
-    if from_web_page(head.headers) {
+    let fields = Fields::of(head.headers);
+    if fields.web_page() {
         return Decision::Forbid(Forbidden::CrossSite);
     }
     // Pingora's parser refuses two Host fields before this runs (pingora-core
     // 0.9 `protocols/http/authority.rs`, `validate_request_authority_fields`);
     // the decision refuses them too, so that it holds on its own.
-    let mut hosts = head.headers.get_all(HOST).iter();
-    let host = hosts.next().map(|v| v.as_bytes());
-    if hosts.next().is_some() {
+    if fields.hosts > 1 {
         return Decision::BadHead(BadHead::DuplicateHost);
     }
     if let Some(list) = &rules.allowed_hosts {
-        let authority = absolute_authority(head.target);
-        if !host.into_iter().chain(authority).all(|h| list.allows(h)) {
+        let authority = match head.parsed {
+            Ok(target) => target.authority,
+            Err(_) => absolute_authority(head.target),
+        };
+        if !fields
+            .host
+            .into_iter()
+            .chain(authority)
+            .all(|h| list.allows(h))
+        {
             return Decision::Misdirected;
         }
     }
@@ -88,56 +193,92 @@ pub fn decide_request(rules: &Rules, head: &Head<'_>) -> Decision {
     let Some(group) = group else {
         return decision; // A path only ALL covers.
     };
-    if head.headers.contains_key(UPGRADE) {
+    if fields.upgrade {
         return Decision::BadHead(BadHead::Upgrade);
     }
     if rules.allow.all() {
         return decision;
     }
-    if has_body(head.headers) {
+    if fields.has_body() {
         return Decision::BadHead(BadHead::Body);
     }
-    if let Some(forbidden) = query_reach(rules, group, head.target) {
+    let query = head.parsed.as_ref().ok().and_then(|t| t.query);
+    if let Some(forbidden) = query_reach(rules, group, query) {
         return Decision::Forbid(forbidden);
     }
     decision
 }
 
-/// Browsers send `Origin` on every cross-origin `fetch` and on every
-/// request other than GET and HEAD, and `Sec-Fetch-Site` on every request to
-/// an HTTPS or localhost origin (`none`: the user typed the URL). Machine
-/// clients send neither. A plain-HTTP cross-site GET without either can't
-/// be read by the page; rebinding is `HOLEPUNCH_ALLOWED_HOSTS`'s job.
-fn from_web_page(headers: &HeaderMap) -> bool {
-    headers.contains_key(ORIGIN)
-        || headers
-            .get_all(SEC_FETCH_SITE)
-            .iter()
-            .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"none"))
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+/// What the head rules read of the request headers, gathered in one pass
+/// over them rather than one hashed lookup per name.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    /// How many `Host` fields, and the first one's value.
+    hosts: usize,
+    host: Option<&'a [u8]>,
+    origin: bool,
+    /// A `Sec-Fetch-Site` other than `none`.
+    cross_site: bool,
+    upgrade: bool,
+    transfer_encoding: bool,
+    /// How many `Content-Length` fields, and the first one's value.
+    lengths: usize,
+    length: Option<&'a [u8]>,
 }
 
-/// Whether the request says it has a body: any `Transfer-Encoding`, or a
-/// `Content-Length` other than one plain `0`.
-fn has_body(headers: &HeaderMap) -> bool {
-    if headers.contains_key(TRANSFER_ENCODING) {
-        return true;
-    }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    match (lengths.next(), lengths.next()) {
-        (None, _) => false,
-        (Some(v), None) => {
-            let v = v.as_bytes().trim_ascii();
-            v.is_empty() || !v.iter().all(|&b| b == b'0')
+impl<'a> Fields<'a> {
+    fn of(headers: &'a HeaderMap) -> Fields<'a> {
+        let mut fields = Fields::default();
+        for (name, value) in headers {
+            if name == HOST {
+                fields.hosts += 1;
+                fields.host = fields.host.or(Some(value.as_bytes()));
+            } else if name == CONTENT_LENGTH {
+                fields.lengths += 1;
+                fields.length = fields.length.or(Some(value.as_bytes()));
+            } else if name == TRANSFER_ENCODING {
+                fields.transfer_encoding = true;
+            } else if name == UPGRADE {
+                fields.upgrade = true;
+            } else if name == ORIGIN {
+                fields.origin = true;
+            } else if name.as_str() == SEC_FETCH_SITE {
+                let site = value.as_bytes().trim_ascii();
+                fields.cross_site |= !site.eq_ignore_ascii_case(b"none");
+            }
         }
-        (Some(_), Some(_)) => true,
+        fields
+    }
+
+    /// Browsers send `Origin` on every cross-origin `fetch` and on every
+    /// request other than GET and HEAD, and `Sec-Fetch-Site` on every
+    /// request to an HTTPS or localhost origin (`none`: the user typed the
+    /// URL). Machine clients send neither. A plain-HTTP cross-site GET
+    /// without either can't be read by the page; rebinding is
+    /// `HOLEPUNCH_ALLOWED_HOSTS`'s job.
+    fn web_page(&self) -> bool {
+        self.origin || self.cross_site
+    }
+
+    /// Whether the request says it has a body: any `Transfer-Encoding`, or
+    /// a `Content-Length` other than one plain `0`.
+    fn has_body(&self) -> bool {
+        if self.transfer_encoding || self.lengths > 1 {
+            return true;
+        }
+        self.length.is_some_and(|v| {
+            let v = v.trim_ascii();
+            v.is_empty() || !v.iter().all(|&b| b == b'0')
+        })
     }
 }
 
 /// A `region` other than this one, or `node_id`/`server_id` on an agent
 /// group, read as Nomad reads the query (Go's `url.ParseQuery`).
-fn query_reach(rules: &Rules, group: Group, target: &[u8]) -> Option<Forbidden> {
-    let query = target.iter().position(|&b| b == b'?')?;
-    for (key, value) in go_query_pairs(&target[query + 1..]) {
+fn query_reach(rules: &Rules, group: Group, query: Option<&[u8]>) -> Option<Forbidden> {
+    for (key, value) in go_query_pairs(query?) {
         match &*key {
             b"region" => {
                 if let Some(here) = &rules.region {
@@ -157,178 +298,11 @@ fn query_reach(rules: &Rules, group: Group, target: &[u8]) -> Option<Forbidden> 
     None
 }
 
-/// The query's key/value pairs exactly as Go's `url.ParseQuery` (Go 1.17
-/// and later) keeps them: split on `&`; a piece holding `;` or a bad
-/// escape is dropped (Go drops it too, so Nomad never sees it); `+` is a
-/// space; `%XX` is decoded once.
-pub fn go_query_pairs(query: &[u8]) -> impl Iterator<Item = (Cow<'_, [u8]>, Cow<'_, [u8]>)> {
-    query
-        .split(|&b| b == b'&')
-        .filter(|piece| !piece.is_empty() && !piece.contains(&b';'))
-        .filter_map(|piece| {
-            let (key, value) = match piece.iter().position(|&b| b == b'=') {
-                Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-                None => (piece, &piece[piece.len()..]),
-            };
-            Some((query_unescape(key)?, query_unescape(value)?))
-        })
-}
-
-/// Go's `url.QueryUnescape`: `None` where Go returns an error.
-fn query_unescape(s: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if !s.iter().any(|&b| b == b'%' || b == b'+') {
-        return Some(Cow::Borrowed(s));
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' => {
-                let hi = hex(*s.get(i + 1)?)?;
-                let lo = hex(*s.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(Cow::Owned(out))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// The authority of an absolute-form target (`http://host:port/path`).
-fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
-    if target.first() == Some(&b'/') {
-        return None;
-    }
-    let rest = ["http://", "https://"].iter().find_map(|scheme| {
-        let n = scheme.len();
-        (target.len() >= n && target[..n].eq_ignore_ascii_case(scheme.as_bytes()))
-            .then(|| &target[n..])
-    })?;
-    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
-/// `HOLEPUNCH_ALLOWED_HOSTS`: exact names and `*.suffix` patterns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostList {
-    names: Vec<String>,
-    suffixes: Vec<String>,
-}
-
-impl HostList {
-    /// Parses a comma-separated list of host names (`nomad-1.example.com`)
-    /// and patterns (`*.example.com`, which matches every name under
-    /// `example.com` but not `example.com` itself). Every bad entry is
-    /// reported.
-    pub fn parse(list: &str) -> Result<HostList, Vec<String>> {
-        let mut hosts = HostList {
-            names: Vec::new(),
-            suffixes: Vec::new(),
-        };
-        let mut problems = Vec::new();
-        for entry in list.split(',').map(str::trim) {
-            let lower = entry.to_ascii_lowercase();
-            let (name, wildcard) = match lower.strip_prefix("*.") {
-                Some(rest) => (rest, true),
-                None => (lower.as_str(), false),
-            };
-            let name = name.strip_suffix('.').unwrap_or(name);
-            if !valid_name(name) {
-                problems.push(format!(
-                    "{entry:?} is not a host name or *.suffix pattern (no ports, no \
-                     schemes; IP addresses and localhost are always allowed)"
-                ));
-            } else if wildcard {
-                hosts.suffixes.push(format!(".{name}"));
-            } else {
-                hosts.names.push(name.to_string());
-            }
-        }
-        if problems.is_empty() {
-            Ok(hosts)
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// Whether a Host value (port included, if any) is allowed: an IP
-    /// literal, `localhost`, or a listed name. A value that is not a valid
-    /// host is not.
-    pub fn allows(&self, host: &[u8]) -> bool {
-        let Ok(host) = std::str::from_utf8(host) else {
-            return false;
-        };
-        let host = host.trim();
-        if host.parse::<IpAddr>().is_ok() {
-            return true; // A bare IPv6 address, which some clients send.
-        }
-        let name = match host.strip_prefix('[') {
-            Some(v6) => {
-                return v6
-                    .split_once(']')
-                    .is_some_and(|(ip, port)| ip.parse::<IpAddr>().is_ok() && valid_port(port));
-            }
-            None => match host.rsplit_once(':') {
-                Some((name, port)) if valid_port(&format!(":{port}")) => name,
-                Some(_) => return false,
-                None => host,
-            },
-        };
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        if name.parse::<IpAddr>().is_ok() || name == "localhost" {
-            return true;
-        }
-        valid_name(&name)
-            && (self.names.contains(&name)
-                || self.suffixes.iter().any(|s| name.ends_with(s.as_str())))
-    }
-}
-
-impl std::fmt::Display for HostList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let wildcards = self.suffixes.iter().map(|s| format!("*{s}"));
-        let all: Vec<String> = self.names.iter().cloned().chain(wildcards).collect();
-        f.write_str(&all.join(", "))
-    }
-}
-
-/// `""` or `":digits"`.
-fn valid_port(port: &str) -> bool {
-    port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Letters, digits, `-` and `.`, in labels of 1 to 63 bytes.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decision::allowlist::Group;
+    use crate::decision::target::parse_target;
     use http::HeaderValue;
 
     fn rules() -> Rules {
@@ -356,6 +330,7 @@ mod tests {
             &Head {
                 method: &method,
                 target: target.as_bytes(),
+                parsed: &parse_target(target.as_bytes()),
                 headers: &map,
                 client: Some("192.0.2.1".parse().unwrap()),
             },
@@ -579,19 +554,6 @@ mod tests {
     }
 
     #[test]
-    fn host_list_parsing() {
-        assert!(HostList::parse("a.example, *.b.example , c").is_ok());
-        let errs = HostList::parse("a.example:80, http://x, *, *.x.*, , a_b").unwrap_err();
-        assert_eq!(errs.len(), 6, "{errs:?}");
-        assert_eq!(
-            HostList::parse("A.example,*.B.example")
-                .unwrap()
-                .to_string(),
-            "a.example, *.b.example"
-        );
-    }
-
-    #[test]
     fn addresses() {
         let r = Rules {
             allow_from: Some(AddrSet::parse("10.0.0.0/8").unwrap()),
@@ -675,21 +637,90 @@ mod tests {
         assert!(forwarded(&get(&r, "/v1/metrics?node_id=abc", &[])));
     }
 
+    /// The Host rule reads an absolute-form target's authority even when
+    /// the target is refused (the authority up to the first `/`, as
+    /// `absolute_authority` reads it), so a refused target with a host the
+    /// list does not allow is 421, and one with an allowed host is 400.
     #[test]
-    fn go_query_semantics() {
-        let pairs: Vec<(String, String)> = go_query_pairs(b"a=1&&b&c=%41+B&d;e=1&f=%g0&=x&g=h=i")
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
-        let want = [("a", "1"), ("b", ""), ("c", "A B"), ("", "x"), ("g", "h=i")];
-        let want: Vec<(String, String)> = want
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(pairs, want);
+    fn host_rules_on_a_refused_absolute_form() {
+        let r = Rules {
+            allowed_hosts: Some(HostList::parse("nomad.example.com").unwrap()),
+            ..rules()
+        };
+        for (target, want) in [
+            ("http://evil.example/v1/../x", Decision::Misdirected),
+            (
+                "http://user@nomad.example.com/v1/metrics",
+                Decision::Misdirected,
+            ),
+            (
+                "http://nomad.example.com?x/v1/metrics",
+                Decision::Misdirected,
+            ),
+            (
+                "http://nomad.example.com/v1/../x",
+                Decision::Refuse(Refusal::DotSegment),
+            ),
+            (
+                "http://nomad.example.com",
+                Decision::Refuse(Refusal::BadAbsoluteForm),
+            ),
+        ] {
+            assert_eq!(get(&r, target, &[("Host", "localhost")]), want, "{target}");
+        }
+    }
+
+    /// The one pass over the headers sees every field, whatever its place
+    /// among the others: either `Sec-Fetch-Site` of two, the second `Host`,
+    /// the second `Content-Length`.
+    #[test]
+    fn every_field_is_read_in_the_one_pass() {
+        let r = rules();
+        let other = ("Accept", "text/plain");
+        for (first, second) in [("none", "same-site"), ("same-site", "none")] {
+            let sites = [("Sec-Fetch-Site", first), other, ("Sec-Fetch-Site", second)];
+            assert_eq!(
+                get(&r, "/v1/metrics", &sites),
+                Decision::Forbid(Forbidden::CrossSite),
+                "{sites:?}"
+            );
+        }
+        assert_eq!(
+            get(&r, "/v1/metrics", &[("Host", "a"), other, ("Host", "a")]),
+            Decision::BadHead(BadHead::DuplicateHost)
+        );
+        assert_eq!(
+            get(
+                &r,
+                "/v1/metrics",
+                &[("Content-Length", "0"), other, ("Content-Length", "0")]
+            ),
+            Decision::BadHead(BadHead::Body)
+        );
+        let limited = Rules {
+            allowed_hosts: Some(HostList::parse("nomad.example.com").unwrap()),
+            ..rules()
+        };
+        assert!(forwarded(&get(
+            &limited,
+            "/v1/metrics",
+            &[other, ("HOST", "nomad.example.com")]
+        )));
+        assert_eq!(
+            get(
+                &limited,
+                "/v1/metrics",
+                &[other, ("HOST", "evil.example"), ("upgrade", "x")]
+            ),
+            Decision::Misdirected
+        );
+        assert_eq!(
+            get(
+                &limited,
+                "/v1/metrics",
+                &[other, ("HOST", "nomad.example.com"), ("upgrade", "x")]
+            ),
+            Decision::BadHead(BadHead::Upgrade)
+        );
     }
 }

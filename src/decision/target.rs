@@ -4,12 +4,17 @@
 //! Pure and allocation-free unless the path carries percent escapes. The
 //! allowlist (`crate::decision::allowlist`) decides on the path this module returns, and
 //! the proxy forwards the raw bytes it was given, so both must describe the
-//! same request. [`parse_target`] is where that is guaranteed.
+//! same request. [`parse_target`] is where that is guaranteed. It reads the
+//! target once for the whole decision (`crate::decision::head`): the path,
+//! the query and an absolute-form target's authority. The one percent
+//! decoding of the crate is here too ([`unescape`]), for paths and, as Go
+//! reads them, queries (`crate::decision::query`).
 
 use std::borrow::Cow;
 
 /// Why a request target was refused with 400. Each has a short, fixed text
-/// for the response body and the log line.
+/// for the response body and the log line (`Refusal::reason`, in
+/// `crate::proxy::answer` beside every other answer's body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Empty target, asterisk-form (`*`), authority-form (`host:443`) or a
@@ -38,34 +43,17 @@ pub enum Refusal {
     DisallowedQueryByte,
 }
 
-impl Refusal {
-    /// The text sent in the 400 response body and logged.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::NotOriginForm => "the request target must be a path starting with /",
-            Refusal::BadAbsoluteForm => "malformed absolute-form request target",
-            Refusal::AbsoluteFormNotForwarded => {
-                "absolute-form request target for a path that is not forwarded"
-            }
-            Refusal::DotSegment => "dot segments (. or ..) are not allowed in the path",
-            Refusal::EmptySegment => "empty path segments (//) are not allowed",
-            Refusal::Backslash => "backslashes are not allowed in the path",
-            Refusal::InvalidEscape => "invalid percent escape in the path",
-            Refusal::EncodedDelimiter => {
-                "percent-encoded /, \\, . or control bytes are not allowed in the path"
-            }
-            Refusal::DisallowedByte => "the path contains a byte that is not allowed there",
-            Refusal::DisallowedQueryByte => "the query contains a byte that is not allowed there",
-        }
-    }
-}
-
 /// A request target that passed [`parse_target`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Target<'a> {
     /// The path as Nomad routes it: percent escapes decoded once, query
     /// removed. Borrowed from the input when there was nothing to decode.
     pub path: Cow<'a, [u8]>,
+    /// The query, as sent: what follows the first `?`, if there is one.
+    pub query: Option<&'a [u8]>,
+    /// An absolute-form target's authority (`host:port`), as sent; `None`
+    /// for an origin-form target.
+    pub authority: Option<&'a [u8]>,
     /// Where the origin-form part (`/path?query`) starts in the raw target:
     /// 0 for an origin-form target, after the authority for absolute-form.
     pub origin_offset: usize,
@@ -103,20 +91,21 @@ pub struct Target<'a> {
 /// suffix starts, so it can forward that instead of the URL. Any other form
 /// is refused.
 pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
-    let origin_offset = origin_form_offset(raw)?;
+    let (origin_offset, authority) = origin_form(raw)?;
     let origin = &raw[origin_offset..];
     let (path, query) = match origin.iter().position(|&b| b == b'?') {
-        Some(q) => (&origin[..q], &origin[q + 1..]),
-        None => (origin, &origin[origin.len()..]),
+        Some(q) => (&origin[..q], Some(&origin[q + 1..])),
+        None => (origin, None),
     };
     if query
+        .unwrap_or_default()
         .iter()
         .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#')
     {
         return Err(Refusal::DisallowedQueryByte);
     }
 
-    // The path starts with '/' (origin_form_offset guarantees it). Walk it
+    // The path starts with '/' (origin_form guarantees it). Walk it
     // segment by segment; `seg_start` is the index just after the last '/'.
     let mut seg_start = 1;
     let mut escapes = false;
@@ -157,7 +146,8 @@ pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
     }
 
     let path = if escapes {
-        let decoded = percent_decode(path);
+        // Every `%` was checked above to start a valid escape.
+        let decoded = unescape(path, false).ok_or(Refusal::InvalidEscape)?;
         // What a second decoding would make of the decoded path: the check
         // above reads the raw bytes after a `%25`, which may be escapes
         // themselves (`%25%32%65` is `%2e` once decoded, `.` twice).
@@ -166,44 +156,57 @@ pub fn parse_target(raw: &[u8]) -> Result<Target<'_>, Refusal> {
         }) {
             return Err(Refusal::EncodedDelimiter);
         }
-        Cow::Owned(decoded)
+        decoded
     } else {
         Cow::Borrowed(path)
     };
     Ok(Target {
         path,
+        query,
+        authority,
         origin_offset,
     })
 }
 
-/// Where the `/path?query` part of the target starts.
-fn origin_form_offset(raw: &[u8]) -> Result<usize, Refusal> {
+/// Where the `/path?query` part of the target starts, and the authority
+/// before it in absolute form.
+fn origin_form(raw: &[u8]) -> Result<(usize, Option<&[u8]>), Refusal> {
     if raw.first() == Some(&b'/') {
-        return Ok(0);
+        return Ok((0, None));
     }
-    let scheme_len = if starts_with_ignore_case(raw, b"http://") {
+    let (start, authority) = split_absolute(raw).ok_or(Refusal::NotOriginForm)?;
+    // A host name, an IP literal in brackets, and a port: no userinfo ('@'),
+    // no escapes, no '?' or '#', nothing an authority parser could read two
+    // ways; and a path after it.
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b);
+    let end = start + authority.len();
+    if authority.is_empty() || !authority.iter().all(|&b| host_byte(b)) || end == raw.len() {
+        return Err(Refusal::BadAbsoluteForm);
+    }
+    Ok((end, Some(authority)))
+}
+
+/// The authority of a target that starts `http://` or `https://` (in any
+/// case): every byte after the scheme up to the first `/`, or the end. The
+/// crate's one reading of a scheme and an authority: [`parse_target`]
+/// accepts only a plain host and port followed by a path, and the Host rule
+/// (`crate::decision::head`) reads it whether or not the target is accepted.
+pub fn absolute_authority(raw: &[u8]) -> Option<&[u8]> {
+    split_absolute(raw).map(|(_, authority)| authority)
+}
+
+/// Where the authority starts, and the authority ([`absolute_authority`]).
+fn split_absolute(raw: &[u8]) -> Option<(usize, &[u8])> {
+    let start = if starts_with_ignore_case(raw, b"http://") {
         7
     } else if starts_with_ignore_case(raw, b"https://") {
         8
     } else {
-        return Err(Refusal::NotOriginForm);
+        return None;
     };
-    let rest = &raw[scheme_len..];
-    let authority_len = rest
-        .iter()
-        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    // A host name, an IP literal in brackets, and a port: no userinfo ('@'),
-    // no escapes, nothing an authority parser could read two ways.
-    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b);
-    if authority.is_empty() || !authority.iter().all(|&b| host_byte(b)) {
-        return Err(Refusal::BadAbsoluteForm);
-    }
-    if rest.get(authority_len) != Some(&b'/') {
-        return Err(Refusal::BadAbsoluteForm);
-    }
-    Ok(scheme_len + authority_len)
+    let rest = &raw[start..];
+    let len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    Some((start, &rest[..len]))
 }
 
 /// Bytes that must never arrive percent-encoded: they would change the
@@ -226,7 +229,9 @@ fn is_pchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
 }
 
-fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+/// The byte a percent escape's two hex digits (either case) stand for, if
+/// `pair` is two hex digits.
+pub(crate) fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
     match pair {
         Some(&[hi, lo]) => Some(hex_digit(hi)? << 4 | hex_digit(lo)?),
         _ => None,
@@ -242,23 +247,33 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes `%XX` escapes once. Only called on paths already validated, so
-/// every `%` is followed by two hex digits.
-fn percent_decode(path: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(path.len());
+/// Decodes `%XX` escapes once, and with `plus_is_space` a `+` as a space
+/// (a query, as Go's `url.QueryUnescape` reads it). `None` where a `%` is
+/// not followed by two hex digits, where Go returns an error. Borrows
+/// when there is nothing to decode.
+pub(crate) fn unescape(s: &[u8], plus_is_space: bool) -> Option<Cow<'_, [u8]>> {
+    if !s.iter().any(|&b| b == b'%' || (plus_is_space && b == b'+')) {
+        return Some(Cow::Borrowed(s));
+    }
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < path.len() {
-        if path[i] == b'%' {
-            if let Some(b) = hex_pair(path.get(i + 1..i + 3)) {
-                out.push(b);
+    while i < s.len() {
+        match s[i] {
+            b'%' => {
+                out.push(hex_pair(s.get(i + 1..i + 3))?);
                 i += 3;
-                continue;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
             }
         }
-        out.push(path[i]);
-        i += 1;
     }
-    out
+    Some(Cow::Owned(out))
 }
 
 fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
@@ -391,45 +406,6 @@ mod tests {
         assert_eq!(path_of("/v1/metrics??a?"), Ok("/v1/metrics".into()));
     }
 
-    /// The 400 texts: each names what was wrong, and no two are alike.
-    #[test]
-    fn refusal_texts() {
-        use Refusal::*;
-        let table = [
-            (
-                NotOriginForm,
-                "the request target must be a path starting with /",
-            ),
-            (BadAbsoluteForm, "malformed absolute-form request target"),
-            (
-                AbsoluteFormNotForwarded,
-                "absolute-form request target for a path that is not forwarded",
-            ),
-            (
-                DotSegment,
-                "dot segments (. or ..) are not allowed in the path",
-            ),
-            (EmptySegment, "empty path segments (//) are not allowed"),
-            (Backslash, "backslashes are not allowed in the path"),
-            (InvalidEscape, "invalid percent escape in the path"),
-            (
-                EncodedDelimiter,
-                "percent-encoded /, \\, . or control bytes are not allowed in the path",
-            ),
-            (
-                DisallowedByte,
-                "the path contains a byte that is not allowed there",
-            ),
-            (
-                DisallowedQueryByte,
-                "the query contains a byte that is not allowed there",
-            ),
-        ];
-        for (refusal, text) in table {
-            assert_eq!(refusal.reason(), text, "{refusal:?}");
-        }
-    }
-
     #[test]
     fn absolute_form_yields_its_path_and_offset() {
         let raw = b"HTTP://127.0.0.1:6120/v1/metrics?format=prometheus";
@@ -438,5 +414,61 @@ mod tests {
         assert_eq!(&raw[t.origin_offset..], b"/v1/metrics?format=prometheus");
         let t = parse_target(b"https://[::1]/v1/agent/health").unwrap();
         assert_eq!(&*t.path, b"/v1/agent/health");
+    }
+
+    /// The query and an absolute-form target's authority come out of the
+    /// one parse, as sent; the authority is read the same way (up to the
+    /// first `/`) for a target that is refused.
+    #[test]
+    fn query_and_authority_are_read_once() {
+        let t = parse_target(b"/v1/metrics?format=prometheus&a=%41").unwrap();
+        assert_eq!(t.query, Some(&b"format=prometheus&a=%41"[..]));
+        assert_eq!(t.authority, None);
+        assert_eq!(parse_target(b"/v1/metrics").unwrap().query, None);
+        assert_eq!(parse_target(b"/v1/metrics?").unwrap().query, Some(&b""[..]));
+        assert_eq!(
+            parse_target(b"/v1/metrics??a?").unwrap().query,
+            Some(&b"?a?"[..])
+        );
+        let t = parse_target(b"HTTP://Nomad.example:6120/v1/metrics?x=1").unwrap();
+        assert_eq!(t.authority, Some(&b"Nomad.example:6120"[..]));
+        assert_eq!(t.query, Some(&b"x=1"[..]));
+        assert_eq!(t.origin_offset, 25);
+        let t = parse_target(b"https://[::1]/v1/agent/health").unwrap();
+        assert_eq!((t.authority, t.query), (Some(&b"[::1]"[..]), None));
+
+        for (raw, authority) in [
+            (&b"http://user@evil/v1/metrics"[..], Some(&b"user@evil"[..])),
+            (b"http://evil?x=1/v1/metrics", Some(b"evil?x=1")),
+            (b"http://evil", Some(b"evil")),
+            (b"https://", Some(b"")),
+            (b"http://evil/v1/../x", Some(b"evil")),
+            (b"/v1/metrics", None),
+            (b"ftp://evil/v1/metrics", None),
+        ] {
+            assert_eq!(absolute_authority(raw), authority, "{}", raw.escape_ascii());
+        }
+    }
+
+    /// One decoding for paths and queries: `+` is a space only in a query,
+    /// a bad escape is `None`, and nothing to decode borrows.
+    #[test]
+    fn one_unescape_for_paths_and_queries() {
+        let text = |c: Option<Cow<'_, [u8]>>| c.map(|c| String::from_utf8_lossy(&c).into_owned());
+        assert_eq!(text(unescape(b"a%41+b", false)), Some("aA+b".into()));
+        assert_eq!(text(unescape(b"a%41+b", true)), Some("aA b".into()));
+        assert_eq!(
+            text(unescape(b"%e9%C3%a9", false)),
+            Some("\u{fffd}é".into())
+        );
+        for bad in [&b"%"[..], b"%4", b"%4g", b"a%g1", b"%%41"] {
+            assert_eq!(unescape(bad, true), None, "{}", bad.escape_ascii());
+        }
+        assert!(matches!(
+            unescape(b"/v1/a+b", false),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(unescape(b"a+b", true), Some(Cow::Owned(_))));
+        assert!(matches!(unescape(b"ab", true), Some(Cow::Borrowed(_))));
     }
 }

@@ -2,10 +2,18 @@
 //! `/ready`, every refusal, and the limits. Pure: [`Next::of`] turns the
 //! decision into what happens next, and [`Local::answer`] gives the exact
 //! status, body, header and outcome of each local answer, so every one of
-//! them is tested here without a connection. The proxy writes them.
+//! them is tested here without a connection. The proxy writes them, and the
+//! connection guard (`crate::conn::guard`) writes its own from them too (a
+//! header too large, a target Pingora would change, an outsider on the
+//! telemetry listener: [`Answer::http1`]). The texts of every refusal the
+//! decision makes are here ([`Refusal::reason`], [`BadHead::reason`],
+//! [`Forbidden::reason`]), beside every other answer's body.
 
-use crate::config::{MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, RATE_LIMIT};
-use crate::decision::allowlist::{BadHead, Decision, Forbidden, Group};
+use crate::config::{
+    ALLOW_FROM, MAX_BODY, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CLIENT, NOMAD_REGION, RATE_LIMIT,
+};
+use crate::decision::allowlist::Group;
+use crate::decision::head::{BadHead, Decision, Forbidden};
 use crate::decision::target::Refusal;
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -123,6 +131,8 @@ pub enum Local {
     Unauthorized,
     /// A declared body over `HOLEPUNCH_MAX_BODY`.
     TooLarge { max_body: u64 },
+    /// A request header over `max` bytes (the connection guard's limit).
+    HeaderTooLarge { max: usize },
     /// `HOLEPUNCH_MAX_IN_FLIGHT` requests are already on the socket.
     Busy,
     /// This client already has `HOLEPUNCH_MAX_IN_FLIGHT_PER_CLIENT`
@@ -167,6 +177,28 @@ impl Answer {
             close: true,
             ..self
         }
+    }
+
+    /// The whole HTTP/1.1 response, as the connection guard writes it
+    /// itself, before Pingora has a session: the same status, body and
+    /// header as the proxy's, with `Connection: close` (the guard closes
+    /// the connection after it), and no body when it answers a HEAD.
+    pub fn http1(&self, head: bool) -> String {
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let header = match &self.header {
+            Some((name, value)) => format!("{name}: {value}\r\n"),
+            None => String::new(),
+        };
+        format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\n{header}Connection: close\r\n\r\n{}",
+            self.status,
+            self.body.len(),
+            if head { "" } else { &self.body }
+        )
     }
 }
 
@@ -219,6 +251,12 @@ impl Local {
                 Refused,
             )
             .closing(),
+            Local::HeaderTooLarge { max } => Answer::new(
+                431,
+                format!("request header fields too large: the limit is {max} bytes"),
+                Refused,
+            )
+            .closing(),
             Local::Busy => Answer::new(
                 503,
                 concat!(
@@ -251,6 +289,7 @@ impl Local {
                 | Local::NotFound
                 | Local::MethodNotAllowed
                 | Local::TooLarge { .. }
+                | Local::HeaderTooLarge { .. }
         )
     }
 
@@ -284,7 +323,68 @@ impl Local {
             | Local::Ready(Ok(()))
             | Local::NotFound
             | Local::MethodNotAllowed
-            | Local::TooLarge { .. } => None,
+            | Local::TooLarge { .. }
+            | Local::HeaderTooLarge { .. } => None,
+        }
+    }
+}
+
+impl Refusal {
+    /// The text sent in the 400 response body and logged.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotOriginForm => "the request target must be a path starting with /",
+            Refusal::BadAbsoluteForm => "malformed absolute-form request target",
+            Refusal::AbsoluteFormNotForwarded => {
+                "absolute-form request target for a path that is not forwarded"
+            }
+            Refusal::DotSegment => "dot segments (. or ..) are not allowed in the path",
+            Refusal::EmptySegment => "empty path segments (//) are not allowed",
+            Refusal::Backslash => "backslashes are not allowed in the path",
+            Refusal::InvalidEscape => "invalid percent escape in the path",
+            Refusal::EncodedDelimiter => {
+                "percent-encoded /, \\, . or control bytes are not allowed in the path"
+            }
+            Refusal::DisallowedByte => "the path contains a byte that is not allowed there",
+            Refusal::DisallowedQueryByte => "the query contains a byte that is not allowed there",
+        }
+    }
+}
+
+impl BadHead {
+    /// The text of the 400 response and the log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadHead::Body => {
+                "this endpoint takes no request body: send no Transfer-Encoding and no \
+                 Content-Length other than 0"
+            }
+            BadHead::Upgrade => "protocol upgrades (Upgrade) are not forwarded on this endpoint",
+            BadHead::DuplicateHost => "more than one Host header",
+        }
+    }
+}
+
+impl Forbidden {
+    /// The text of the 403 response and the log line.
+    pub fn reason(&self) -> String {
+        match self {
+            Forbidden::Address => {
+                format!("forbidden: your address is not in {ALLOW_FROM}")
+            }
+            Forbidden::CrossSite => "forbidden: requests from web pages (with an Origin header, \
+                                     or Sec-Fetch-Site other than none) are not served: this \
+                                     proxy adds a Nomad token to what it forwards"
+                .to_string(),
+            Forbidden::OtherRegion { asked, here } => format!(
+                "forbidden: this proxy serves region {here:?} ({NOMAD_REGION}) and the request \
+                 asks for region {asked:?}; set region: {here} in nomad_sd_configs, or the \
+                 client's region setting"
+            ),
+            Forbidden::OtherAgent(param) => format!(
+                "forbidden: {param} makes this agent fetch another agent's data; this proxy \
+                 serves its own node only"
+            ),
         }
     }
 }
@@ -610,5 +710,138 @@ mod tests {
         }
         // Everything but /health and /ready needs the client checks.
         assert!(!Next::of(Decision::NotFound).open());
+    }
+
+    /// The 400 texts: each names what was wrong, and no two are alike.
+    #[test]
+    fn target_refusal_texts() {
+        use Refusal::*;
+        let table = [
+            (
+                NotOriginForm,
+                "the request target must be a path starting with /",
+            ),
+            (BadAbsoluteForm, "malformed absolute-form request target"),
+            (
+                AbsoluteFormNotForwarded,
+                "absolute-form request target for a path that is not forwarded",
+            ),
+            (
+                DotSegment,
+                "dot segments (. or ..) are not allowed in the path",
+            ),
+            (EmptySegment, "empty path segments (//) are not allowed"),
+            (Backslash, "backslashes are not allowed in the path"),
+            (InvalidEscape, "invalid percent escape in the path"),
+            (
+                EncodedDelimiter,
+                "percent-encoded /, \\, . or control bytes are not allowed in the path",
+            ),
+            (
+                DisallowedByte,
+                "the path contains a byte that is not allowed there",
+            ),
+            (
+                DisallowedQueryByte,
+                "the query contains a byte that is not allowed there",
+            ),
+        ];
+        for (refusal, text) in table {
+            assert_eq!(refusal.reason(), text, "{refusal:?}");
+        }
+    }
+
+    /// The 400 and 403 texts the README's request table quotes.
+    #[test]
+    fn head_refusal_texts() {
+        assert_eq!(
+            BadHead::Body.reason(),
+            "this endpoint takes no request body: send no Transfer-Encoding and no \
+             Content-Length other than 0"
+        );
+        assert_eq!(
+            BadHead::Upgrade.reason(),
+            "protocol upgrades (Upgrade) are not forwarded on this endpoint"
+        );
+        assert_eq!(BadHead::DuplicateHost.reason(), "more than one Host header");
+        assert_eq!(
+            Forbidden::Address.reason(),
+            "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM"
+        );
+        assert!(Forbidden::CrossSite
+            .reason()
+            .starts_with("forbidden: requests from web pages (with an Origin header, or"));
+        assert_eq!(
+            Forbidden::OtherRegion {
+                asked: "global".into(),
+                here: "europe".into()
+            }
+            .reason(),
+            "forbidden: this proxy serves region \"europe\" (NOMAD_REGION) and the request \
+             asks for region \"global\"; set region: europe in nomad_sd_configs, or the \
+             client's region setting"
+        );
+        assert_eq!(
+            Forbidden::OtherAgent("server_id").reason(),
+            "forbidden: server_id makes this agent fetch another agent's data; this proxy \
+             serves its own node only"
+        );
+    }
+
+    /// What the connection guard writes itself: the proxy's answers, whole,
+    /// with `Connection: close`; the same bytes the guard wrote before it
+    /// took them from here.
+    #[test]
+    fn the_guards_answers_are_the_proxys() {
+        let too_large = Local::HeaderTooLarge { max: 65536 };
+        assert_eq!(
+            sent(too_large.clone()),
+            (
+                431,
+                "request header fields too large: the limit is 65536 bytes".to_string(),
+                None,
+                Outcome::Refused,
+                true
+            )
+        );
+        assert!(!too_large.logged());
+        assert_eq!(too_large.log_line("c", "GET", "/"), None);
+        let body = "request header fields too large: the limit is 65536 bytes";
+        assert_eq!(
+            too_large.answer().http1(false),
+            format!(
+                "HTTP/1.1 431 Request Header Fields Too Large\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        let body = format!("bad request: {}", Refusal::DisallowedByte.reason());
+        let bad = Local::Refuse(Refusal::DisallowedByte).answer();
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        assert_eq!(bad.http1(false), format!("{head}{body}"));
+        assert_eq!(bad.http1(true), head, "a HEAD gets no body");
+        let body = Forbidden::Address.reason();
+        let forbidden = Local::Forbid(Forbidden::Address).answer();
+        assert_eq!(forbidden.outcome, Outcome::Denied);
+        assert_eq!(
+            forbidden.http1(false),
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        // An answer with its header carries it before `Connection`.
+        let busy = Local::Busy.answer();
+        let tail = format!(
+            "Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+            busy.body.len()
+        );
+        assert!(busy.http1(true).ends_with(&tail), "{}", busy.http1(true));
     }
 }

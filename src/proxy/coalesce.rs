@@ -31,7 +31,7 @@
 //! response is gzipped once, the first time a client asks for gzip, and the
 //! same compressed bytes go to every later client that accepts them.
 
-use crate::decision::head::go_query_pairs;
+use crate::decision::query::go_query_pairs;
 use crate::proxy::lru::Lru;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;

@@ -43,9 +43,10 @@ pub mod lru;
 pub use answer::{Answer, Local, Next, Outcome};
 
 use crate::conn::deadline::MIN_PROGRESS;
-use crate::decision::allowlist::{Decision, Group};
+use crate::decision::allowlist::Group;
 use crate::decision::cidr::admits;
-use crate::decision::head::{decide_request, Head, Rules};
+use crate::decision::head::{decide_request, Decision, Head, Rules};
+use crate::decision::target::parse_target;
 use crate::files::client_auth::{Admitted, ClientTokens};
 use crate::files::client_cert::ClientCas;
 use crate::files::token::Token;
@@ -510,11 +511,13 @@ impl Holepunch {
     /// The decision on the request head ([`decide_request`]).
     fn decide(&self, session: &Session, client: Option<IpAddr>) -> Decision {
         let req = session.req_header();
+        let target = req.raw_path();
         decide_request(
             &self.rules,
             &Head {
                 method: &req.method,
-                target: req.raw_path(),
+                target,
+                parsed: &parse_target(target),
                 headers: &req.headers,
                 client,
             },

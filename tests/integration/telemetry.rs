@@ -403,3 +403,48 @@ fn process_metrics_are_exported_as_prometheus_clients_export_them() {
     assert!(value("process_max_fds") >= value("process_open_fds"));
     assert!(value("process_cpu_seconds_total") >= 0.0);
 }
+
+/// The connection guard's own answers (431 for a header too large, 400 for
+/// a target Pingora would change, and the telemetry listener's 403 to a
+/// client outside `HOLEPUNCH_ALLOW_FROM`) are the proxy's answers, counted
+/// as every other local answer: group `none`, their outcome, their status
+/// class.
+#[test]
+fn the_guards_own_answers_are_counted_as_the_proxys() {
+    let s = Harness::new()
+        .telemetry()
+        .ready(Ready::Listening)
+        .env("HOLEPUNCH_ALLOW_FROM", "127.0.0.1")
+        .start();
+    let (addr, telemetry) = (s.proxy.addr, s.proxy.telemetry_addr());
+    let filler = "a".repeat(70 * 1024);
+    let resp = get(addr, "/v1/agent/health", &format!("X-Filler: {filler}\r\n"));
+    assert_eq!(resp.status, 431);
+    let raw = b"GET /v1/agent/health?\x01 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = send(addr, raw).unwrap();
+    assert_eq!(resp.status, 400);
+    assert!(resp.text().starts_with("bad request: "), "{}", resp.text());
+    let outsider = std::net::IpAddr::from([127, 0, 72, 1]);
+    let resp = support::Conn::open_from(outsider, telemetry)
+        .and_then(|mut conn| conn.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .unwrap();
+    assert_eq!(resp.status, 403);
+    assert_eq!(
+        resp.text(),
+        "forbidden: your address is not in HOLEPUNCH_ALLOW_FROM"
+    );
+    wait_for_all(
+        &s.proxy,
+        &[
+            (
+                r#"holepunch_requests_total{code="4xx",decision="refused",group="none"}"#,
+                2.0,
+            ),
+            (
+                r#"holepunch_requests_total{code="4xx",decision="denied",group="none"}"#,
+                1.0,
+            ),
+        ],
+    );
+    assert!(s.standin.requests().is_empty());
+}

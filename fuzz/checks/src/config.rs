@@ -1,12 +1,12 @@
 //! The `config_values` target: the parsers of the configuration's values
 //! (`holepunch::config`: durations, sizes, booleans, rates; `cidr::AddrSet`;
-//! `head::HostList`), and the whole of `Config::from_vars` on one variable.
+//! `hosts::HostList`), and the whole of `Config::from_vars` on one variable.
 
 use crate::decide::host_allowed;
 use crate::go;
 use holepunch::decision::cidr::AddrSet;
 use holepunch::config::{parse_bool, parse_duration, parse_size, table, Config, RateLimit};
-use holepunch::decision::head::HostList;
+use holepunch::decision::hosts::HostList;
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStringExt;

@@ -5,9 +5,11 @@
 
 use crate::go;
 use crate::nomad::{check_forward, go_path, route_group};
-use holepunch::decision::allowlist::{decide, Allowlist, Decision, Group};
+use holepunch::decision::allowlist::{Allowlist, Group};
 use holepunch::decision::cidr::AddrSet;
-use holepunch::decision::head::{decide_request, Head, HostList, Rules};
+use holepunch::decision::head::{decide_request, decide_target, Decision, Head, Rules};
+use holepunch::decision::hosts::HostList;
+use holepunch::decision::target::parse_target;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use std::net::IpAddr;
@@ -131,14 +133,16 @@ pub fn decide_case(data: &[u8]) {
         headers,
         client,
     } = &case;
+    let parsed = parse_target(target);
     let head = Head {
         method,
         target,
+        parsed: &parsed,
         headers,
         client: *client,
     };
     let got = decide_request(rules, &head);
-    let path_decision = decide(&rules.allow, method, target);
+    let path_decision = decide_target(&rules.allow, method, &parsed);
     let shown = format!("{method} {}", target.escape_ascii());
     let all = rules.allow.all();
     let read_only = method == Method::GET || method == Method::HEAD;

@@ -1,13 +1,15 @@
 //! The `query` target: the proxy's reading of a query
-//! (`holepunch::decision::head::go_query_pairs`, and through it the region and
+//! (`holepunch::decision::query::go_query_pairs`, and through it the region and
 //! other-agent rules of `decide_request` and the metrics cache key,
 //! `holepunch::proxy::coalesce::Coalescer::key`) against the model of Go's
 //! `url.ParseQuery` ([`crate::go`]).
 
 use crate::go;
-use holepunch::decision::allowlist::{Allowlist, Decision, Forbidden, Group};
+use holepunch::decision::allowlist::{Allowlist, Group};
 use holepunch::proxy::coalesce::{Coalescer, MAX_SHARED_PARAMS};
-use holepunch::decision::head::{decide_request, go_query_pairs, Head, Rules};
+use holepunch::decision::head::{decide_request, Decision, Forbidden, Head, Rules};
+use holepunch::decision::query::go_query_pairs;
+use holepunch::decision::target::parse_target;
 use http::header::HeaderMap;
 use http::Method;
 
@@ -77,6 +79,7 @@ fn decision(query: &[u8], pairs: &[(Vec<u8>, Vec<u8>)], path: &[u8], group: Grou
         &Head {
             method: &Method::GET,
             target: &target,
+            parsed: &parse_target(&target),
             headers: &headers,
             client: None,
         },
