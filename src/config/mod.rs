@@ -1755,6 +1755,17 @@ mod tests {
         assert!(cfg(&[TOKEN, ("NOMAD_ADDR", "x"), ("PATH", "/bin")]).is_ok());
     }
 
+    /// Go's leadingInt refuses a number only past 1<<63: the largest
+    /// whole number of nanoseconds, whose first 18 digits are exactly
+    /// 1<<63 / 10, is read.
+    #[test]
+    fn the_largest_whole_number_of_nanoseconds() {
+        assert_eq!(
+            parse_duration("9223372036854775807ns"),
+            Some(Duration::from_nanos(i64::MAX as u64))
+        );
+    }
+
     #[test]
     fn durations_as_go_writes_them() {
         let s = Duration::from_secs;
