@@ -12,6 +12,8 @@
 #   make bench  criterion benchmarks, then the load, storm, instruction and
 #               system-call benchmarks (benches/*.sh)
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)
+#   make mutants  mutation testing of the pure core (cargo-mutants; about an
+#               hour on two quiet cores)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -35,7 +37,7 @@ RUST_AUDIT_INFO_VERSION := 0.5.4
 # The platform `make build` builds for, and the one dist and deny look at.
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
-.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench fuzz setup-fuzz clean
+.PHONY: all build run test setup setup-build setup-test setup-dist container-build fmt lint deny dist check-dist bench fuzz setup-fuzz mutants setup-mutants clean
 
 all: build
 
@@ -217,6 +219,34 @@ endef
 fuzz: setup-fuzz
 	$(CARGO) +nightly fuzz build $(FUZZ_BUILD)
 	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t)))
+
+## mutants: mutation testing of the pure core, src/decision/ and
+## src/config/ (CONTRIBUTING.md, "Mutation testing", says how to read the
+## report in target/mutants.out/). One mutant at a time, in a copy of the
+## tree, against the unit tests, the properties of tests/path_rules.rs and the
+## fuzz corpus replay (MUTANTS_TESTS); the integration tests would take
+## hours. Its own build directory (target/mutants) outlives the run.
+## MUTANTS_ARGS adds options: `MUTANTS_ARGS="-F hex_pair"` reruns the mutants
+## whose names match, `MUTANTS_ARGS=--iterate` only those the last run did
+## not catch (after a first pass with MUTANTS_TESTS=--lib, the same result in
+## about half the time).
+CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_FILES ?= src/decision/*.rs src/config/*.rs
+MUTANTS_TESTS ?= --lib --test=path_rules --test=fuzz_corpus
+MUTANTS_ARGS ?=
+
+setup-mutants:
+	$(call cargo-tool,cargo-mutants,$(CARGO_MUTANTS_VERSION))
+
+# --timeout 60: a mutant that makes a decoding loop endless (`i += 3` into
+# `i *= 3`) pushes a byte each turn; the tests take a few seconds. The
+# build has its own, longer limit (--timeout alone would cap it too).
+mutants: setup setup-mutants
+	CARGO_TARGET_DIR="$(CURDIR)/target/mutants" $(CARGO) mutants -j 1 -o target \
+	  --timeout 60 --build-timeout 900 \
+	  $(foreach f,$(MUTANTS_FILES),-f '$(f)') \
+	  $(foreach t,$(MUTANTS_TESTS),--cargo-arg=$(t)) \
+	  $(MUTANTS_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -664,6 +664,37 @@ mod tests {
         assert!(cfg(&[TOKEN, ("NOMAD_ADDR", "x"), ("PATH", "/bin")]).is_ok());
     }
 
+    /// What startup hands `Problems` (the configuration's errors, each
+    /// file's load) is kept, in order, and a value that loaded is passed on.
+    #[test]
+    fn problems_keep_what_startup_hands_them() {
+        let error = |var: &str| ConfigError {
+            var: var.to_string(),
+            value: None,
+            problem: "bad".to_string(),
+        };
+        let mut problems = Problems::default();
+        problems.extend([error("A")]);
+        assert_eq!(problems.take(Err::<u8, _>(error("B"))), None);
+        assert_eq!(problems.take(Ok::<u8, ConfigError>(7)), Some(7));
+        let vars: Vec<String> = match problems.finish(Some(())) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.var).collect(),
+        };
+        assert_eq!(vars, ["A", "B"]);
+    }
+
+    /// Go's leadingInt refuses a number only past 1<<63: the largest
+    /// whole number of nanoseconds, whose first 18 digits are exactly
+    /// 1<<63 / 10, is read.
+    #[test]
+    fn the_largest_whole_number_of_nanoseconds() {
+        assert_eq!(
+            parse_duration("9223372036854775807ns"),
+            Some(Duration::from_nanos(i64::MAX as u64))
+        );
+    }
+
     #[test]
     fn durations_as_go_writes_them() {
         let s = Duration::from_secs;

@@ -481,4 +481,16 @@ mod tests {
             Decision::Refuse(Refusal::AbsoluteFormNotForwarded)
         );
     }
+
+    /// `with` sets a group, it does not toggle it: opening an open group
+    /// keeps it open, closing a closed one keeps it closed.
+    #[test]
+    fn opening_or_closing_twice_changes_nothing() {
+        for g in Group::ALL {
+            let open = Allowlist::none().with(g, true);
+            assert!(open.with(g, true).allows(g), "{g:?}");
+            let closed = Allowlist::default().with(g, false);
+            assert!(!closed.with(g, false).allows(g), "{g:?}");
+        }
+    }
 }

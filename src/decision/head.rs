@@ -723,4 +723,29 @@ mod tests {
             Decision::BadHead(BadHead::Upgrade)
         );
     }
+
+    /// Two `Sec-Fetch-Site` fields that each name another site are a web
+    /// page, as one is: the pass adds each field's answer to what it has
+    /// seen, it does not toggle it.
+    #[test]
+    fn two_cross_site_fields_are_a_web_page_too() {
+        let sites = [
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Sec-Fetch-Site", "same-site"),
+        ];
+        assert_eq!(
+            get(&rules(), "/v1/metrics", &sites),
+            Decision::Forbid(Forbidden::CrossSite)
+        );
+    }
+
+    /// `node_id` and `server_id` are refused on the agent groups only;
+    /// elsewhere they are forwarded like any other parameter.
+    #[test]
+    fn other_agent_parameters_pass_outside_the_agent_groups() {
+        for query in ["node_id=abc", "server_id=s1"] {
+            let target = format!("/v1/metrics?{query}");
+            assert!(forwarded(&get(&rules(), &target, &[])), "{target}");
+        }
+    }
 }

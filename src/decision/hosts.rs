@@ -127,4 +127,28 @@ mod tests {
             "a.example, *.b.example"
         );
     }
+
+    /// A name is checked label by label: no empty label (`a..b`), at most
+    /// 253 bytes in all; and a port, when there is a `:`, has digits.
+    #[test]
+    fn names_and_ports_are_checked_whole() {
+        let list = HostList::parse("nomad.example, *.nodes.example").unwrap();
+        let label = "a".repeat(63);
+        // 63 + 1 + 63 + 1 + 63 + 1 + 47 + 14 (".nodes.example") = 253 bytes.
+        let longest = format!("{label}.{label}.{label}.{}.nodes.example", "a".repeat(47));
+        let too_long = format!("{label}.{longest}");
+        assert_eq!(longest.len(), 253);
+        assert!(list.allows(longest.as_bytes()), "{longest}");
+        for bad in [
+            "a..nodes.example",
+            too_long.as_str(),
+            "nomad.example:",
+            "a.nodes.example:",
+            "[::1]:",
+        ] {
+            assert!(!list.allows(bad.as_bytes()), "{bad}");
+        }
+        assert!(HostList::parse("a..nodes.example").is_err());
+        assert!(HostList::parse(&too_long).is_err());
+    }
 }

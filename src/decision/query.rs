@@ -46,4 +46,26 @@ mod tests {
             .collect();
         assert_eq!(pairs, want);
     }
+
+    fn pairs(query: &[u8]) -> Vec<(String, String)> {
+        go_query_pairs(query)
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A key or value made only of `%` is a bad escape (the piece is
+    /// dropped), and one made only of `+` is spaces: the shortcut that
+    /// borrows a piece with nothing to decode must not take either.
+    #[test]
+    fn pieces_of_only_percent_or_plus_signs() {
+        assert_eq!(
+            pairs(b"a=%&%=b&c=%%&d=+&++=e"),
+            [("d", " "), ("  ", "e")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
 }

@@ -499,4 +499,16 @@ mod tests {
             assert_eq!(is_pchar(b), rfc, "{b:#04x}");
         }
     }
+
+    /// An escape is read whole and in order: a delimiter encoded twice is
+    /// refused as soon as it is read, right after the first `/` too and
+    /// before anything later in the path; an escape followed by the hex
+    /// digits of a delimiter is no double encoding; and the bytes after an
+    /// escape are still checked.
+    #[test]
+    fn escapes_are_read_whole_and_in_order() {
+        assert_eq!(path_of("/%252e\\"), Err(Refusal::EncodedDelimiter));
+        assert_eq!(path_of("/v1/a%412e"), Ok("/v1/aA2e".into()));
+        assert_eq!(path_of("/v1/%41/../x"), Err(Refusal::DotSegment));
+    }
 }
