@@ -14,3 +14,6 @@ pub mod head;
 pub mod hosts;
 pub mod query;
 pub mod target;
+
+#[cfg(test)]
+mod path_tests;
