@@ -137,6 +137,9 @@ impl Load {
 
 /// A Pingora config in the harness's dir, with the upgrade socket and pid
 /// file there too.
+/// The shipped entrypoint, which the tests below start the proxy through.
+const ENTRYPOINT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
+
 fn conf_in(h: &Harness) -> (String, std::path::PathBuf) {
     let upgrade_sock = h.path("upgrade.sock");
     let conf = h.path("holepunch.yaml");
@@ -195,13 +198,12 @@ fn an_upgrade_under_load_fails_no_request() {
 fn the_entrypoint_reloads_on_sighup_without_failing_a_request() {
     let h = Harness::new();
     let (conf, _) = conf_in(&h);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
     let Setup {
         standin,
         proxy: mut wrapper,
         dir: _dir,
     } = h
-        .program(script)
+        .program(ENTRYPOINT)
         .args(&[support::binary(), "-c", &conf])
         .start();
     let load = Load::start(wrapper.addr);
@@ -406,13 +408,12 @@ fn a_sighup_to_the_entrypoint_while_a_file_is_bad_leaves_the_running_process_ser
     let token_file = h.path("nomad_token");
     std::fs::write(&token_file, support::TOKEN).unwrap();
     let (conf, _) = conf_in(&h);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
     let Setup {
         standin,
         proxy: mut wrapper,
         dir: _dir,
     } = h
-        .program(script)
+        .program(ENTRYPOINT)
         .args(&[support::binary(), "-c", &conf])
         .unset("NOMAD_TOKEN")
         .env("HOLEPUNCH_TOKEN_FILE", token_file.to_str().unwrap())
@@ -466,13 +467,12 @@ fn a_sighup_to_the_entrypoint_while_a_file_is_bad_leaves_the_running_process_ser
 fn sighups_during_a_handover_make_one_more_after_it_and_one_process_serves() {
     let h = Harness::new();
     let (conf, _) = conf_in(&h);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
     let Setup {
         standin,
         proxy: mut wrapper,
         dir: _dir,
     } = h
-        .program(script)
+        .program(ENTRYPOINT)
         .args(&[support::binary(), "-c", &conf])
         .start();
     let _leftovers = Leftovers(conf.clone());
@@ -537,9 +537,8 @@ fn get_status(addr: std::net::SocketAddr) -> u16 {
 /// changes it.
 #[test]
 fn the_entrypoint_starts_its_process_with_sighup_ignored() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holepunch-entrypoint.sh");
     let mut wrapper = support::Killed::spawn(
-        std::process::Command::new(script)
+        std::process::Command::new(ENTRYPOINT)
             .args(["/bin/sleep", "60"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
