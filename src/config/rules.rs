@@ -174,17 +174,14 @@ impl Pending {
             return crate::proxy::limits::default_per_client(max);
         };
         // max is 0 when HOLEPUNCH_MAX_IN_FLIGHT had a problem of its own.
-        if max > 0 && per_client > max {
-            let problem = format!(
-                "one client cannot hold more places than {MAX_IN_FLIGHT} gives in all \
-                 ({max}): set it from 1 to {max}, or leave it unset for {}",
-                crate::proxy::limits::default_per_client(max)
-            );
-            problems.add(
-                MAX_IN_FLIGHT_PER_CLIENT,
-                Some(&per_client.to_string()),
-                problem,
-            );
+        if max > 0 {
+            let share = Share {
+                name: MAX_IN_FLIGHT_PER_CLIENT,
+                total: MAX_IN_FLIGHT,
+                what: "places",
+                verb: "gives",
+            };
+            share.check(per_client, max, problems);
         }
         per_client
     }
@@ -217,16 +214,36 @@ pub(super) fn check_connections_per_client(listeners: &Listeners, problems: &mut
     ) else {
         return;
     };
-    if per_client > max {
-        let problem = format!(
-            "one client cannot hold more connections than {MAX_CONNECTIONS} allows in all \
-                 ({max}): set it from 1 to {max}, or leave it unset for {}",
-            crate::proxy::limits::default_per_client(max)
-        );
-        problems.add(
-            MAX_CONNECTIONS_PER_CLIENT,
-            Some(&per_client.to_string()),
-            problem,
-        );
+    let share = Share {
+        name: MAX_CONNECTIONS_PER_CLIENT,
+        total: MAX_CONNECTIONS,
+        what: "connections",
+        verb: "allows",
+    };
+    share.check(per_client, max, problems);
+}
+
+/// A per-client share of a total (in-flight places, connections): never
+/// more than the total, and the problem says what to set instead.
+struct Share {
+    name: &'static str,
+    total: &'static str,
+    what: &'static str,
+    verb: &'static str,
+}
+
+impl Share {
+    fn check(&self, per_client: usize, max: usize, problems: &mut Problems) {
+        if per_client > max {
+            let Share {
+                total, what, verb, ..
+            } = self;
+            let problem = format!(
+                "one client cannot hold more {what} than {total} {verb} in all ({max}): set \
+                 it from 1 to {max}, or leave it unset for {}",
+                crate::proxy::limits::default_per_client(max)
+            );
+            problems.add(self.name, Some(&per_client.to_string()), problem);
+        }
     }
 }
